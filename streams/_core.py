@@ -1,0 +1,288 @@
+"""The stream contract: what every stream is, how it forwards, forks and fails.
+
+A stream is a callable taking one event. Constructors take configuration
+first, then ``*children``, then keyword-only options. Every stream class
+records the arguments it was built with, which gives three things for free:
+
+- ``repr`` reads like the config line that built it;
+- ``fork()`` builds a fresh copy with empty state (``by`` forks its children
+  per key), while shared sinks such as the index return themselves;
+- the registry of public streams, checked against ``__all__`` and the docs.
+
+Failures: when a stream has several children it calls each inside its own
+``try`` and reports a failure (log, plus the exception stream in effect)
+without stopping the siblings. With one child the call is direct, so a
+failure travels up to the nearest stream that has siblings to protect (or to
+the top-level dispatcher); that costs nothing on the hot path.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+from ._clock import scheduler
+from ._event import DEFAULT_TTL, Event
+
+__all__ = [
+    "REGISTRY",
+    "Stream",
+    "exception_event",
+    "exception_stream",
+    "is_expired",
+    "report_failure",
+    "sdo",
+]
+
+log = logging.getLogger("rillet.streams")
+
+#: Every public stream constructor by name: classes register themselves,
+#: function-style constructors use :func:`register`.
+REGISTRY: dict[str, Callable[..., Any]] = {}
+
+Child = Callable[[Any], object]
+
+_error_stream: contextvars.ContextVar[Child | None] = contextvars.ContextVar(
+    "rillet_exception_stream", default=None
+)
+
+
+def register(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Record a function-style stream constructor in the registry."""
+    REGISTRY[function.__name__] = function
+    return function
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Stream):
+        return repr(value)
+    if callable(value) and hasattr(value, "__qualname__") and not isinstance(value, type):
+        name = getattr(value, "__qualname__", "")
+        if "<lambda>" in name:
+            return "<lambda>"
+        module = getattr(value, "__module__", None)
+        return name if module in (None, "builtins", "__main__") else f"{module}.{name}"
+    return repr(value)
+
+
+class Stream:
+    """Base of every stream. Subclasses implement ``__call__(event)``.
+
+    Attributes:
+        children: the downstream streams, in order.
+        shared: class flag; a shared stream (a sink) is the same object in
+            every fork, a stateful one is copied fresh.
+    """
+
+    __slots__ = ("__weakref__", "_args", "_kwargs", "_out", "children")
+
+    shared: ClassVar[bool] = False
+    _args: tuple[Any, ...]
+    _kwargs: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_") and cls.__module__.startswith("streams."):
+            REGISTRY[cls.__name__] = cls
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        self = object.__new__(cls)
+        self._args = args
+        self._kwargs = kwargs
+        return self
+
+    def __init__(self, *children: Child) -> None:
+        self._set_children(children)
+
+    def _set_children(self, children: Iterable[Child]) -> None:
+        children = tuple(children)
+        for child in children:
+            if not callable(child):
+                raise TypeError(
+                    f"{type(self).__name__}(...): every child must be a stream (a callable "
+                    f"taking one event), got {child!r}. Configuration comes first, then the "
+                    f"children, then keyword options."
+                )
+        self.children = children
+        self._out = fan_out(children)
+
+    def __call__(self, event: Any) -> object:
+        self._out(event)
+        return None
+
+    # Forking -----------------------------------------------------------
+
+    def fork(self, memo: dict[int, Any] | None = None) -> Any:
+        """A fresh copy with empty state; shared sinks return themselves."""
+        if self.shared:
+            return self
+        if memo is None:
+            memo = {}
+        if id(self) in memo:
+            return memo[id(self)]
+        args = tuple(_fork_value(a, memo) for a in self._args)
+        kwargs = {k: _fork_value(v, memo) for k, v in self._kwargs.items()}
+        copy = type(self)(*args, **kwargs)
+        memo[id(self)] = copy
+        return copy
+
+    def close(self) -> None:
+        """Stop this stream's timers and those of its own (unshared) children."""
+        for child in self.children:
+            if isinstance(child, Stream) and not child.shared:
+                child.close()
+
+    # Presentation ------------------------------------------------------
+
+    def __repr__(self) -> str:
+        parts = [_describe(a) for a in self._args]
+        parts += [f"{k}={_describe(v)}" for k, v in self._kwargs.items()]
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _fork_value(value: Any, memo: dict[int, Any]) -> Any:
+    if isinstance(value, Stream):
+        return value.fork(memo)
+    if type(value) in (list, tuple):
+        return type(value)(_fork_value(v, memo) for v in value)
+    return value
+
+
+def _discard(event: Any) -> None:
+    return None
+
+
+class _Broadcast:
+    """Forwards to several children, each isolated from the others' failures."""
+
+    __slots__ = ("children",)
+
+    def __init__(self, children: tuple[Child, ...]) -> None:
+        self.children = children
+
+    def __call__(self, event: Any) -> None:
+        for child in self.children:
+            try:
+                child(event)
+            except Exception as error:
+                report_failure(error, event)
+
+
+def fan_out(children: tuple[Child, ...]) -> Child:
+    """One callable forwarding to every child: the child itself when there is one."""
+    if not children:
+        return _discard
+    if len(children) == 1:
+        return children[0]
+    return _Broadcast(children)
+
+
+def report_failure(error: BaseException, event: Any) -> None:
+    """Send a child's failure to the exception stream in effect, or log it."""
+    target = _error_stream.get()
+    if target is None:
+        log.error("stream failed on %r", event, exc_info=error)
+        return
+    try:
+        target(exception_event(error, event))
+    except Exception:
+        log.exception("the exception stream itself failed on %r", event)
+
+
+def rescued(function: Callable[[], object]) -> Callable[[], None]:
+    """Wrap a scheduled callback so its failures go where the caller's would."""
+    target = _error_stream.get()
+
+    def run() -> None:
+        token = _error_stream.set(target)
+        try:
+            function()
+        except Exception as error:
+            report_failure(error, None)
+        finally:
+            _error_stream.reset(token)
+
+    return run
+
+
+def exception_event(error: BaseException, event: Any) -> Event:
+    """The event Riemann builds for a failure (spec §2), with rillet's class names."""
+    name = type(error).__qualname__
+    module = type(error).__module__
+    qualified = name if module == "builtins" else f"{module}.{name}"
+    trace = "".join(traceback.format_exception(error)).rstrip()
+    return Event(
+        time=scheduler().now(),
+        service="rillet exception",
+        state="error",
+        tags=("exception", qualified),
+        description=f"{qualified}: {error}\n\n{trace}",
+        event=event,
+        exception=error,
+    )
+
+
+def is_expired(event: Any, now: float | None = None) -> bool:
+    """Riemann's ``expired?``: state "expired", or older than its ttl (60 s default).
+
+    >>> is_expired(Event(time=1, ttl=5), now=10), is_expired(Event(time=10, ttl=2), now=10)
+    (True, False)
+    """
+    if event.state == "expired":
+        return True
+    time = event.time
+    if time is None:
+        return False
+    if now is None:
+        now = scheduler().now()
+    ttl = event.ttl
+    return bool(now - time > (DEFAULT_TTL if ttl is None else ttl))
+
+
+class sdo(Stream):
+    """Forward every event to all children (Riemann's ``sdo``).
+
+    >>> seen = []
+    >>> s = sdo(seen.append, lambda e: seen.append(e * 10))
+    >>> s(1); seen
+    [1, 10]
+    """
+
+    __slots__ = ()
+
+    def __call__(self, event: Any) -> None:
+        self._out(event)
+
+
+class exception_stream(Stream):
+    """Send failures of the children (and their timers) to ``handler`` as events.
+
+    >>> from streams import Event
+    >>> errors = []
+    >>> def broken(event): raise RuntimeError("boom")
+    >>> exception_stream(errors.append, broken)(Event(service="x"))
+    >>> errors[0].service, errors[0].state, errors[0].tags
+    ('rillet exception', 'error', ('exception', 'RuntimeError'))
+    """
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Child, *children: Child) -> None:
+        if not callable(handler):
+            raise TypeError(
+                f"exception_stream(handler, *children): handler must be a stream, got {handler!r}"
+            )
+        self.handler = handler
+        self._set_children(children)
+
+    def __call__(self, event: Any) -> None:
+        token = _error_stream.set(self.handler)
+        try:
+            self._out(event)
+        except Exception as error:
+            report_failure(error, event)
+        finally:
+            _error_stream.reset(token)

@@ -1,0 +1,134 @@
+"""Plumbing and field transformers: smap, with_, default, tag (spec §3.1, §3.3)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._core import Child, Stream
+
+__all__ = ["default", "smap", "tag", "with_"]
+
+
+class smap(Stream):
+    """Forward ``f(event)`` unless it is None.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = smap(lambda e: e.evolve(metric=e.metric * 2), out.append)
+    >>> s(Event(metric=21)); out
+    [Event(metric=42)]
+    """
+
+    __slots__ = ("function",)
+
+    def __init__(self, function: Callable[[Any], Any], *children: Child) -> None:
+        if not callable(function):
+            raise TypeError(
+                f"smap(function, *children): function must be callable, got {function!r}; "
+                f"to set fields use with_(...)"
+            )
+        self.function = function
+        self._set_children(children)
+
+    def __call__(self, event: Any) -> None:
+        value = self.function(event)
+        if value is not None:
+            self._out(value)
+
+
+def _changes(
+    fields: dict[str, Any] | None, keywords: dict[str, Any], caller: str
+) -> dict[str, Any]:
+    changes = dict(fields or {})
+    changes.update(keywords)
+    for key in changes:
+        if not isinstance(key, str):
+            raise TypeError(f"{caller}: field names must be strings, got {key!r}")
+    return changes
+
+
+def _apply_each(event: Any, change: Callable[[Any], Any]) -> Any:
+    if isinstance(event, (list, tuple)):
+        return type(event)(change(e) for e in event)
+    return change(event)
+
+
+class with_(Stream):
+    """Set fields on every event; None removes an attribute. Lists are changed element-wise.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = with_({"service": "foo"}, out.append, env="prod")
+    >>> s(Event(service="bar", metric=1)); out
+    [Event(service='foo', metric=1, env='prod')]
+    """
+
+    __slots__ = ("changes",)
+
+    def __init__(self, fields: dict[str, Any] | None = None, *children: Child,
+                 **changes: Any) -> None:
+        if fields is not None and not isinstance(fields, dict):
+            raise TypeError(
+                f"with_(fields, *children, **changes): fields must be a dict or None, "
+                f"got {fields!r}; write with_(None, child, state='ok') or "
+                f"with_({{'state': 'ok'}}, child)"
+            )
+        self.changes = _changes(fields, changes, "with_")
+        self._set_children(children)
+
+    def __call__(self, event: Any) -> None:
+        changes = self.changes
+        self._out(_apply_each(event, lambda e: e.evolve(**changes)))
+
+
+class default(Stream):
+    """Set fields only where the event has none.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = default({"ttl": 60, "state": "ok"}, out.append)
+    >>> s(Event(state="critical")); out
+    [Event(state='critical', ttl=60)]
+    """
+
+    __slots__ = ("defaults",)
+
+    def __init__(self, fields: dict[str, Any] | None = None, *children: Child,
+                 **defaults: Any) -> None:
+        if fields is not None and not isinstance(fields, dict):
+            raise TypeError(
+                f"default(fields, *children, **defaults): fields must be a dict or None, "
+                f"got {fields!r}; write default({{'ttl': 60}}, child)"
+            )
+        self.defaults = _changes(fields, defaults, "default")
+        self._set_children(children)
+
+    def _fill(self, event: Any) -> Any:
+        missing = {k: v for k, v in self.defaults.items() if event.get(k) is None}
+        return event.evolve(**missing) if missing else event
+
+    def __call__(self, event: Any) -> None:
+        self._out(_apply_each(event, self._fill))
+
+
+class tag(Stream):
+    """Add tags: new ones first, each tag once.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> tag(["foo", "bar"], out.append)(Event(tags=("foo", "baz"))); out[0].tags
+    ('foo', 'bar', 'baz')
+    """
+
+    __slots__ = ("tags",)
+
+    def __init__(self, tags: str | Iterable[str], *children: Child) -> None:
+        self.tags = (tags,) if isinstance(tags, str) else tuple(tags)
+        self._set_children(children)
+
+    def __call__(self, event: Any) -> None:
+        tags = self.tags
+        self._out(_apply_each(
+            event, lambda e: e.evolve(tags=tuple(dict.fromkeys(tags + e.tags)))
+        ))

@@ -1,0 +1,203 @@
+"""Partitioning and change detection: by, changed, changed_state (spec §3.4, §3.5)."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._clock import Task, scheduler
+from ._core import Child, Stream, fan_out
+from ._match import field_getter
+
+__all__ = ["by", "changed", "changed_state"]
+
+def key_function(fields: Any, caller: str) -> Callable[[Any], Any]:
+    """A field name, a function, or a list of them → one key function."""
+    if isinstance(fields, (list, tuple)):
+        if not fields:
+            raise ValueError(
+                f"{caller}: give at least one field, e.g. by(['host', 'service'], ...)"
+            )
+        if all(isinstance(f, str) and f in _BASE for f in fields):
+            if len(fields) == 1:
+                return operator.attrgetter(fields[0])
+            return operator.attrgetter(*fields)
+        getters = [field_getter(f) for f in fields]
+        return lambda event: tuple(get(event) for get in getters)
+    try:
+        return field_getter(fields)
+    except TypeError:
+        raise TypeError(
+            f"{caller}: fields must be a field name, a function of the event, or a list of "
+            f"them, got {fields!r}; e.g. by('host', ...) or by(['host', 'service'], ...)"
+        ) from None
+
+
+_BASE = frozenset(("host", "service", "state", "description", "metric", "tags", "time", "ttl"))
+
+
+class by(Stream):
+    """Give every distinct key its own fresh copy of the children.
+
+    ``by("host", rate(5, sink))`` forks ``rate`` per host; shared sinks (the
+    index, forwarders, plain functions) stay shared. Keyed state is bounded:
+    ``max_keys`` caps the number of keys (the least recently created idle key
+    goes first) and ``idle`` drops keys that saw no event for between one and
+    two ``idle`` periods. ``len(stream)`` is the current number of keys.
+
+    >>> from streams import Event, rate
+    >>> from streams.testing import run
+    >>> out = run(lambda sink: by("host", rate(1, sink)),
+    ...           [Event(host="a", metric=1, time=0), Event(host="b", metric=2, time=0),
+    ...            Event(host="a", metric=3, time=0), Event(time=1)])
+    >>> sorted((e.host, e.metric) for e in out)
+    [('a', 4.0), ('b', 2.0)]
+    """
+
+    __slots__ = ("_current", "_evicted", "_idle", "_key", "_max_keys", "_previous", "_sweeper",
+                 "fields")
+
+    def __init__(self, fields: str | Callable[[Any], Any] | Sequence[Any], *children: Child,
+                 max_keys: int = 100_000, idle: float | None = None) -> None:
+        self.fields = fields
+        self._key = key_function(fields, "by(fields, *children)")
+        if not children:
+            raise TypeError("by(fields, *children): give the streams to fork per key, "
+                            "e.g. by('host', rate(5, sink))")
+        if not (isinstance(max_keys, int) and max_keys > 0):
+            raise ValueError(f"by(..., max_keys={max_keys!r}): max_keys must be a positive int")
+        if idle is not None and not idle > 0:
+            raise ValueError(f"by(..., idle={idle!r}): idle must be > 0 seconds or None")
+        self._set_children(children)
+        self._max_keys = max_keys
+        self._idle = idle
+        # Two generations: keys seen since the last idle sweep, and before it.
+        self._current: dict[Any, Child] = {}
+        self._previous: dict[Any, Child] = {}
+        self._sweeper: Task | None = None
+        self._evicted = 0
+
+    def __call__(self, event: Any) -> None:
+        key = self._key(event)
+        try:
+            fork = self._current[key]
+        except KeyError:
+            fork = self._new_key(key)
+        fork(event)
+
+    def _new_key(self, key: Any) -> Child:
+        fork = self._previous.pop(key, None)
+        if fork is None:
+            if len(self._current) + len(self._previous) >= self._max_keys:
+                self._evict()
+            memo: dict[int, Any] = {}
+            forks = tuple(c.fork(memo) if isinstance(c, Stream) else c for c in self.children)
+            fork = fan_out(forks) if len(forks) > 1 else forks[0]
+            if self._idle is not None and self._sweeper is None:
+                self._sweeper = scheduler().every(self._idle, self._sweep, delay=self._idle)
+        self._current[key] = fork
+        return fork
+
+    def _evict(self) -> None:
+        generation = self._previous or self._current
+        oldest = next(iter(generation))
+        _close(generation.pop(oldest))
+        self._evicted += 1
+
+    def _sweep(self) -> None:
+        for fork in self._previous.values():
+            _close(fork)
+        self._evicted += len(self._previous)
+        self._previous, self._current = self._current, {}
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
+
+    def keys(self) -> list[Any]:
+        """The keys that currently have forks."""
+        return [*self._previous, *self._current]
+
+    def statistics(self) -> dict[str, int]:
+        return {"keys": len(self), "evicted": self._evicted, "max_keys": self._max_keys}
+
+    def close(self) -> None:
+        for fork in [*self._previous.values(), *self._current.values()]:
+            _close(fork)
+        self._previous.clear()
+        self._current.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+
+def _close(fork: Any) -> None:
+    if isinstance(fork, Stream) and not fork.shared:
+        fork.close()
+    for child in getattr(fork, "children", ()):  # a broadcast over several forks
+        if isinstance(child, Stream) and not child.shared:
+            child.close()
+
+
+class changed(Stream):
+    """Forward events whose ``field`` (a name or function) differs from the previous event's.
+
+    With ``pairs=True`` it forwards ``(previous_event, event)`` instead. ``init``
+    is the value assumed before the first event.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = changed("state", out.append)
+    >>> for st in ["ok", "bad", "bad", "ok", "ok", "evil"]: s(Event(state=st))
+    >>> [e.state for e in out]
+    ['ok', 'bad', 'ok', 'evil']
+    """
+
+    __slots__ = ("_get", "_pairs", "_previous_event", "_previous_value", "field")
+
+    def __init__(self, field: str | Callable[[Any], Any], *children: Child,
+                 init: Any = None, pairs: bool = False) -> None:
+        self.field = field
+        self._get = field_getter(field)
+        self._previous_value = init
+        self._previous_event: Any = None
+        self._pairs = pairs
+        self._set_children(children)
+
+    def __call__(self, event: Any) -> None:
+        value = self._get(event)
+        previous_value, previous_event = self._previous_value, self._previous_event
+        self._previous_value, self._previous_event = value, event
+        if value != previous_value:
+            self._out((previous_event, event) if self._pairs else event)
+
+
+class changed_state(Stream):
+    """Forward an event when its state differs from the last one of the same host and service.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = changed_state(out.append)
+    >>> for host, st in [("a", "ok"), ("b", "ok"), ("a", "ok"), ("a", "critical")]:
+    ...     s(Event(host=host, state=st))
+    >>> [(e.host, e.state) for e in out]
+    [('a', 'ok'), ('b', 'ok'), ('a', 'critical')]
+    """
+
+    __slots__ = ("_by",)
+
+    def __init__(self, *children: Child, init: Any = None, max_keys: int = 100_000,
+                 idle: float | None = None) -> None:
+        self._set_children(children)
+        self._by = by(["host", "service"], changed("state", *children, init=init),
+                      max_keys=max_keys, idle=idle)
+
+    def __call__(self, event: Any) -> None:
+        self._by(event)
+
+    def __len__(self) -> int:
+        return len(self._by)
+
+    def close(self) -> None:
+        self._by.close()
+

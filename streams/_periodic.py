@@ -1,0 +1,91 @@
+"""The two timing building blocks behind Riemann's periodic streams (spec §3.0.5–3.0.7).
+
+Both are small state holders that a stream owns; neither is a stream itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from ._clock import Task, next_tick, scheduler
+from ._core import is_expired, rescued
+
+__all__ = ["PeriodicUntilExpired", "TimeWindows"]
+
+
+class PeriodicUntilExpired:
+    """Run ``tick`` every ``interval`` seconds from the first live event until
+    an expired event arrives or the latest event's ``time + ttl`` has passed.
+
+    ``observe(event)`` is called for every incoming event.
+    """
+
+    __slots__ = ("delay", "expires_at", "interval", "task", "tick")
+
+    def __init__(self, interval: float, tick: Callable[[], object], delay: float = 0) -> None:
+        self.interval = interval
+        self.delay = delay
+        self.tick = tick
+        self.task: Task | None = None
+        self.expires_at = math.inf
+
+    def observe(self, event: Any) -> None:
+        time, ttl = event.time, event.ttl
+        self.expires_at = time + ttl if time is not None and ttl is not None else math.inf
+        if is_expired(event):
+            self.stop()
+        elif self.task is None:
+            self.task = scheduler().every(self.interval, rescued(self._run), delay=self.delay)
+
+    def _run(self) -> None:
+        if self.expires_at < scheduler().now():
+            self.stop()
+        else:
+            self.tick()
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+
+class TimeWindows:
+    """Riemann's part-time-simple: windows aligned to ``anchor + k*dt``.
+
+    The anchor is the clock when the owning stream was built. The first event
+    of a window schedules that window's end; ``finish(start, end)`` runs then.
+    A window that sees no event costs nothing and produces nothing.
+    """
+
+    __slots__ = ("anchor", "dt", "finish", "start", "task")
+
+    def __init__(self, dt: float, finish: Callable[[float, float], object]) -> None:
+        if not dt > 0:
+            raise ValueError(f"the window length dt must be > 0 seconds, got {dt!r}")
+        self.dt = dt
+        self.anchor = scheduler().now()
+        self.finish = finish
+        self.start: float | None = None
+        self.task: Task | None = None
+
+    def observe(self) -> None:
+        """Call once per event; opens a window (and schedules its end) when none is open."""
+        if self.task is None:
+            clock = scheduler()
+            end = next_tick(self.anchor, self.dt, clock.now())
+            self.start = end - self.dt
+            self.task = clock.once(end, rescued(self._end))
+
+    def _end(self) -> None:
+        start = self.start
+        assert start is not None
+        self.task = None
+        self.start = None
+        self.finish(start, start + self.dt)
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None

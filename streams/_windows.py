@@ -1,0 +1,156 @@
+"""Windows over events, by count or by event time (spec §3.6)."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+from ._core import Child, Stream
+
+__all__ = ["fixed_event_window", "fixed_time_window", "moving_event_window", "moving_time_window"]
+
+
+def _count(n: Any, caller: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"{caller}: n must be a whole number of events >= 0, got {n!r}")
+    return n
+
+
+def _seconds(n: Any, caller: str) -> float:
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or not n > 0 or math.isinf(n):
+        raise ValueError(f"{caller}: the window must be a positive number of seconds, got {n!r}")
+    return n
+
+
+class moving_event_window(Stream):
+    """On every event, forward a list of the last ``n`` events, oldest first.
+
+    >>> out = []
+    >>> s = moving_event_window(2, out.append)
+    >>> for x in [1, 2, 3]: s(x)
+    >>> out
+    [[1], [1, 2], [2, 3]]
+    """
+
+    __slots__ = ("_buffer", "n")
+
+    def __init__(self, n: int, *children: Child) -> None:
+        self.n = _count(n, "moving_event_window(n, *children)")
+        self._buffer: deque[Any] = deque(maxlen=self.n)
+        self._set_children(children)
+
+    def __call__(self, event: Any) -> None:
+        if self.n:
+            self._buffer.append(event)
+        self._out(list(self._buffer))
+
+
+class fixed_event_window(Stream):
+    """Gather ``n`` events, forward them as a list, start again.
+
+    >>> out = []
+    >>> s = fixed_event_window(2, out.append)
+    >>> for x in [1, 2, 3, 4, 5]: s(x)
+    >>> out
+    [[1, 2], [3, 4]]
+    """
+
+    __slots__ = ("_buffer", "n")
+
+    def __init__(self, n: int, *children: Child) -> None:
+        self.n = _count(n, "fixed_event_window(n, *children)")
+        self._buffer: list[Any] = []
+        self._set_children(children)
+
+    def __call__(self, event: Any) -> None:
+        if not self.n:
+            return
+        self._buffer.append(event)
+        if len(self._buffer) >= self.n:
+            window, self._buffer = self._buffer, []
+            self._out(window)
+
+
+class moving_time_window(Stream):
+    """On every event, forward the events of the last ``dt`` seconds of event time.
+
+    Events at or before the cutoff (latest time seen minus ``dt``) are dropped;
+    events without a time are kept.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = moving_time_window(2, out.append)
+    >>> for t in [1, 2, 3, 4]: s(Event(time=t))
+    >>> [[e.time for e in w] for w in out]
+    [[1], [1, 2], [2, 3], [3, 4]]
+    """
+
+    __slots__ = ("_buffer", "_cutoff", "dt")
+
+    def __init__(self, dt: float, *children: Child) -> None:
+        self.dt = _seconds(dt, "moving_time_window(dt, *children)")
+        self._buffer: list[Any] = []
+        self._cutoff = 0.0
+        self._set_children(children)
+
+    def __call__(self, event: Any) -> None:
+        time = event.time
+        cutoff = self._cutoff = max(self._cutoff, (time or 0) - self.dt)
+        if time is not None and time <= cutoff:
+            return
+        buffer = [e for e in self._buffer if e.time is None or e.time > cutoff]
+        buffer.append(event)
+        self._buffer = buffer
+        self._out(list(buffer))
+
+
+class fixed_time_window(Stream):
+    """Forward the events of consecutive ``dt``-second windows of event time.
+
+    The first window starts at the first event's time; a window is emitted when
+    an event past its end arrives, followed by an empty list for each window
+    that saw nothing. Late events (before the current window) are dropped;
+    events without a time join the current window.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = fixed_time_window(2, out.append)
+    >>> for t in [1, 2, 3, 7]: s(Event(time=t))
+    >>> [[e.time for e in w] for w in out]
+    [[1, 2], [3], []]
+    """
+
+    __slots__ = ("_buffer", "_start", "dt")
+
+    def __init__(self, dt: float, *children: Child) -> None:
+        self.dt = _seconds(dt, "fixed_time_window(dt, *children)")
+        self._start: float | None = None
+        self._buffer: list[Any] = []
+        self._set_children(children)
+
+    def _first_start(self, time: float) -> float:
+        return time
+
+    def __call__(self, event: Any) -> None:
+        time = event.time
+        if time is None:
+            self._buffer.append(event)
+            return
+        start = self._start
+        if start is None:
+            self._start = self._first_start(time)
+            self._buffer = [event]
+            return
+        if time < start:
+            return
+        if time < start + self.dt:
+            self._buffer.append(event)
+            return
+        delta = time - start
+        skipped = delta - delta % self.dt
+        window, self._buffer = self._buffer, [event]
+        self._start = start + skipped
+        self._out(window)
+        for _ in range(round(skipped / self.dt) - 1):
+            self._out([])

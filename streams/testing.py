@@ -1,0 +1,235 @@
+"""Test your rules: run streams over events in virtual time, tap named points,
+and draw events from Hypothesis strategies.
+
+The usual shape of a rule test::
+
+    from streams import Event, by, rate
+    from streams.testing import run
+
+    def test_rate_per_host():
+        out = run(lambda sink: by("host", rate(1, sink)),
+                  [Event(host="a", metric=1, time=0), Event(host="a", metric=3, time=0.5)],
+                  until=1)
+        assert [(e.host, e.metric) for e in out] == [("a", 4.0)]
+
+``run`` installs a fresh virtual clock at 0, builds the stream (a function
+receiving the collecting sink), and for each event first advances the clock to
+the event's time, which fires every timer due by then, then delivers it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import string
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from ._clock import VirtualClock, install
+from ._core import Child, Stream
+from ._event import Event
+
+__all__ = [
+    "Sink",
+    "clock",
+    "events",
+    "run",
+    "run_intervals",
+    "tap",
+    "taps",
+    "timed_events",
+]
+
+
+class Sink(Stream):
+    """A shared stream that records everything it receives in ``.events``.
+
+    >>> sink = Sink()
+    >>> sink(1); sink(2); sink.events
+    [1, 2]
+    """
+
+    __slots__ = ("events",)
+    shared = True
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self._set_children(())
+
+    def __call__(self, event: Any) -> None:
+        self.events.append(event)
+
+    def __repr__(self) -> str:
+        return f"Sink(<{len(self.events)} events>)"
+
+
+_taps: dict[str, list[Any]] | None = None
+
+
+class tap(Stream):
+    """A named observation point: forwards everything, and records it while a
+    :func:`taps` block is active (Riemann's ``tap``). Outside tests it costs one call.
+
+    >>> with taps() as seen:
+    ...     s = tap("alerts")
+    ...     s("boom")
+    >>> seen
+    {'alerts': ['boom']}
+    """
+
+    __slots__ = ("name",)
+    shared = True  # a tap names one point of the config, whichever fork passes it
+
+    def __init__(self, name: str, *children: Child) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"tap(name, *children): name must be a non-empty string, got {name!r}")
+        self.name = name
+        self._set_children(children)
+        if _taps is not None:
+            _taps.setdefault(name, [])
+
+    def __call__(self, event: Any) -> None:
+        if _taps is not None:
+            _taps.setdefault(self.name, []).append(event)
+        self._out(event)
+
+
+@contextlib.contextmanager
+def taps() -> Iterator[dict[str, list[Any]]]:
+    """Record what every :class:`tap` sees inside the block, by tap name."""
+    global _taps
+    previous, _taps = _taps, {}
+    try:
+        yield _taps
+    finally:
+        _taps = previous
+
+
+_clock: list[VirtualClock] = []
+
+
+def clock() -> VirtualClock:
+    """The virtual clock of the current (or last) ``run``; installs one if none."""
+    if not _clock:
+        _reset_clock()
+    return _clock[0]
+
+
+def _reset_clock(start: float = 0) -> VirtualClock:
+    new = VirtualClock(start)
+    install(new)
+    _clock[:] = [new]
+    return new
+
+
+def _build(stream: Callable[[Sink], Child] | Child, sink: Sink) -> Child:
+    if isinstance(stream, Stream):
+        raise TypeError(
+            "run(stream, events): pass a function that builds the stream from the sink, "
+            "e.g. run(lambda sink: rate(5, sink), events), so the stream is built on the "
+            "fresh virtual clock and its output is collected"
+        )
+    return stream(sink)  # type: ignore[return-value]
+
+
+def run(build: Callable[[Sink], Child], inputs: Iterable[Any], *,
+        until: float | None = None, start: float = 0) -> list[Any]:
+    """Run events through a stream in virtual time and return what reached the sink.
+
+    ``build`` receives the collecting sink and returns the stream. Before each
+    event the clock advances to the event's time (events without a time are
+    delivered at the current time); ``until`` advances the clock once more at
+    the end, so timers due by then fire.
+
+    >>> from streams import Event, rate
+    >>> out = run(lambda sink: rate(1, sink), [Event(metric=2, time=0)], until=2)
+    >>> [(e.time, e.metric) for e in out]
+    [(1, 2.0), (2, 0.0)]
+    """
+    virtual = _reset_clock(start)
+    sink = Sink()
+    stream = _build(build, sink)
+    for event in inputs:
+        time = getattr(event, "time", None)
+        if time is not None:
+            virtual.advance(time)
+        stream(event)
+    if until is not None:
+        virtual.advance(until)
+    return sink.events
+
+
+def run_intervals(build: Callable[[Sink], Child], steps: Iterable[tuple[Any, float | None]],
+                  *, start: float = 0) -> list[Any]:
+    """Deliver each event, then advance the clock by its gap (None: no advance).
+
+    >>> from streams import Event, rate
+    >>> out = run_intervals(lambda sink: rate(1, sink),
+    ...                     [(Event(metric=1), 0.5), (Event(metric=2), 0.5)])
+    >>> [(e.time, e.metric) for e in out]
+    [(1, 3.0)]
+    """
+    virtual = _reset_clock(start)
+    sink = Sink()
+    stream = _build(build, sink)
+    for event, gap in steps:
+        stream(event)
+        if gap:
+            virtual.advance(virtual.now() + gap)
+    return sink.events
+
+
+# Hypothesis strategies -------------------------------------------------------
+
+def events(
+    *,
+    hosts: Iterable[str] = ("a", "b", "c"),
+    services: Iterable[str] = ("cpu", "memory", "http req"),
+    states: Iterable[str | None] = ("ok", "warning", "critical", None),
+    tags: Iterable[str] = ("web", "db", "prod"),
+    metrics: Any = None,
+    times: Any = None,
+    ttls: Any = None,
+) -> Any:
+    """A Hypothesis strategy for events drawn from small alphabets, so keys collide.
+
+    Every argument narrows what is drawn; ``metrics``, ``times`` and ``ttls``
+    take strategies (defaults: small ints and floats or None; times from 0 to
+    100 s; ttls None or 1 to 120 s).
+
+    >>> from hypothesis import given
+    >>> @given(events(hosts=["x"]))
+    ... def test_host(event): assert event.host == "x"
+    >>> test_host()
+    """
+    from hypothesis import strategies as st
+
+    if metrics is None:
+        metrics = st.one_of(
+            st.none(), st.integers(-1000, 1000),
+            st.floats(-1000, 1000, allow_nan=False, allow_infinity=False),
+        )
+    if times is None:
+        times = st.floats(0, 100, allow_nan=False).map(lambda t: round(t, 3))
+    if ttls is None:
+        ttls = st.one_of(st.none(), st.floats(1, 120, allow_nan=False))
+    return st.builds(
+        Event,
+        host=st.sampled_from(list(hosts)),
+        service=st.sampled_from(list(services)),
+        state=st.sampled_from(list(states)),
+        metric=metrics,
+        time=times,
+        ttl=ttls,
+        tags=st.lists(st.sampled_from(list(tags)), max_size=3, unique=True).map(tuple),
+        description=st.one_of(st.none(), st.text(string.ascii_letters, max_size=8)),
+    )
+
+
+def timed_events(**kwargs: Any) -> Any:
+    """A strategy for lists of events in non-decreasing time order."""
+    from hypothesis import strategies as st
+
+    return st.lists(events(**kwargs), max_size=40).map(
+        lambda es: sorted(es, key=lambda e: e.time)
+    )
+
