@@ -4,15 +4,38 @@ Everything here is pure and synchronous: no sockets, no trio, no protobuf.
 A monitoring config does ``from streams import *``.
 """
 
-from . import folds
+from . import (
+    _aggregate,
+    _change,
+    _correlate,
+    _fields,
+    _fill,
+    _filters,
+    _numeric,
+    _partition,
+    _plumbing,
+    _rollup,
+    _routing,
+    _transform,
+    _windows,
+    folds,
+)
 from ._aggregate import *
+from ._change import *
 from ._clock import Scheduler, Task, VirtualClock, next_tick
 from ._core import REGISTRY, Stream, exception_stream, is_expired, sdo
+from ._correlate import *
 from ._event import DEFAULT_TTL, FIELDS, Event, LazyEvent
 from ._fields import *
+from ._fill import *
 from ._filters import *
 from ._match import matches
+from ._numeric import *
 from ._partition import *
+from ._plumbing import *
+from ._rollup import *
+from ._routing import *
+from ._transform import *
 from ._windows import *
 
 __all__ = [
@@ -22,15 +45,19 @@ __all__ = [
     "Scheduler", "Task", "VirtualClock", "next_tick",
     # the stream contract
     "REGISTRY", "Stream", "exception_stream", "sdo", "folds",
-    # filters and routing
-    "where", "split", "tagged", "tagged_all", "tagged_any", "expired", "not_expired",
-    "over", "under",
-    # plumbing and fields
-    "smap", "with_", "default", "tag",
-    # partitioning and change
-    "by", "changed", "changed_state",
-    # windows
-    "moving_event_window", "fixed_event_window", "moving_time_window", "fixed_time_window",
-    # periodic aggregation
-    "rate", "throttle",
 ]
+# Each family module lists its own streams; tests/test_api.py checks that __all__,
+# the registry and the reference docs agree.
+__all__ += _filters.__all__
+__all__ += _plumbing.__all__
+__all__ += _routing.__all__
+__all__ += _fields.__all__
+__all__ += _transform.__all__
+__all__ += _partition.__all__
+__all__ += _change.__all__
+__all__ += _windows.__all__
+__all__ += _aggregate.__all__
+__all__ += _rollup.__all__
+__all__ += _numeric.__all__
+__all__ += _fill.__all__
+__all__ += _correlate.__all__
