@@ -155,29 +155,38 @@ def _discard(event: Any) -> None:
     return None
 
 
-class _Broadcast:
-    """Forwards to several children, each isolated from the others' failures."""
+def entry_point(stream: Child) -> Child:
+    """The fastest way to call ``stream``: a stream's bound ``__call__``.
 
-    __slots__ = ("children",)
+    Calling an instance goes through ``type.__call__`` lookup and costs about
+    100 ns more than calling its bound method, on every hop of every event.
+    """
+    if isinstance(stream, Stream):
+        return stream.__call__
+    return stream
 
-    def __init__(self, children: tuple[Child, ...]) -> None:
-        self.children = children
 
-    def __call__(self, event: Any) -> None:
-        for child in self.children:
+def _broadcast(children: tuple[Child, ...]) -> Child:
+    calls = tuple(entry_point(child) for child in children)
+
+    def broadcast(event: Any) -> None:
+        # Each child is isolated: one failing never stops its siblings.
+        for call in calls:
             try:
-                child(event)
+                call(event)
             except Exception as error:
                 report_failure(error, event)
 
+    return broadcast
+
 
 def fan_out(children: tuple[Child, ...]) -> Child:
-    """One callable forwarding to every child: the child itself when there is one."""
+    """One callable forwarding to every child: the child's own entry when there is one."""
     if not children:
         return _discard
     if len(children) == 1:
-        return children[0]
-    return _Broadcast(children)
+        return entry_point(children[0])
+    return _broadcast(children)
 
 
 def report_failure(error: BaseException, event: Any) -> None:

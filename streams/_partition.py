@@ -55,8 +55,8 @@ class by(Stream):
     [('a', 4.0), ('b', 2.0)]
     """
 
-    __slots__ = ("_current", "_evicted", "_idle", "_key", "_max_keys", "_previous", "_sweeper",
-                 "fields")
+    __slots__ = ("_current", "_evicted", "_forks", "_idle", "_key", "_max_keys", "_previous",
+                 "_sweeper", "fields")
 
     def __init__(self, fields: str | Callable[[Any], Any] | Sequence[Any], *children: Child,
                  max_keys: int = 100_000, idle: float | None = None) -> None:
@@ -75,6 +75,8 @@ class by(Stream):
         # Two generations: keys seen since the last idle sweep, and before it.
         self._current: dict[Any, Child] = {}
         self._previous: dict[Any, Child] = {}
+        # The fork objects behind each key's entry point, to close them on eviction.
+        self._forks: dict[Any, tuple[Any, ...]] = {}
         self._sweeper: Task | None = None
         self._evicted = 0
 
@@ -93,7 +95,8 @@ class by(Stream):
                 self._evict()
             memo: dict[int, Any] = {}
             forks = tuple(c.fork(memo) if isinstance(c, Stream) else c for c in self.children)
-            fork = fan_out(forks) if len(forks) > 1 else forks[0]
+            self._forks[key] = forks
+            fork = fan_out(forks)
             if self._idle is not None and self._sweeper is None:
                 self._sweeper = scheduler().every(self._idle, self._sweep, delay=self._idle)
         self._current[key] = fork
@@ -102,12 +105,13 @@ class by(Stream):
     def _evict(self) -> None:
         generation = self._previous or self._current
         oldest = next(iter(generation))
-        _close(generation.pop(oldest))
+        del generation[oldest]
+        _close(self._forks.pop(oldest))
         self._evicted += 1
 
     def _sweep(self) -> None:
-        for fork in self._previous.values():
-            _close(fork)
+        for key in self._previous:
+            _close(self._forks.pop(key))
         self._evicted += len(self._previous)
         self._previous, self._current = self._current, {}
 
@@ -122,8 +126,9 @@ class by(Stream):
         return {"keys": len(self), "evicted": self._evicted, "max_keys": self._max_keys}
 
     def close(self) -> None:
-        for fork in [*self._previous.values(), *self._current.values()]:
-            _close(fork)
+        for forks in self._forks.values():
+            _close(forks)
+        self._forks.clear()
         self._previous.clear()
         self._current.clear()
         if self._sweeper is not None:
@@ -131,12 +136,10 @@ class by(Stream):
             self._sweeper = None
 
 
-def _close(fork: Any) -> None:
-    if isinstance(fork, Stream) and not fork.shared:
-        fork.close()
-    for child in getattr(fork, "children", ()):  # a broadcast over several forks
-        if isinstance(child, Stream) and not child.shared:
-            child.close()
+def _close(forks: tuple[Any, ...]) -> None:
+    for fork in forks:
+        if isinstance(fork, Stream) and not fork.shared:
+            fork.close()
 
 
 class changed(Stream):

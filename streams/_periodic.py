@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ._clock import Task, next_tick, scheduler
-from ._core import is_expired, rescued
+from ._core import rescued
+from ._event import DEFAULT_TTL
 
 __all__ = ["PeriodicUntilExpired", "TimeWindows"]
 
@@ -22,7 +23,7 @@ class PeriodicUntilExpired:
     ``observe(event)`` is called for every incoming event.
     """
 
-    __slots__ = ("delay", "expires_at", "interval", "task", "tick")
+    __slots__ = ("_clock", "delay", "expires_at", "interval", "task", "tick")
 
     def __init__(self, interval: float, tick: Callable[[], object], delay: float = 0) -> None:
         self.interval = interval
@@ -30,17 +31,31 @@ class PeriodicUntilExpired:
         self.tick = tick
         self.task: Task | None = None
         self.expires_at = math.inf
+        self._clock = scheduler()
 
     def observe(self, event: Any) -> None:
+        # On the hot path of rate and friends: is_expired is inlined here. A running
+        # timer's clock is the current one; without a timer, ask for it afresh.
+        clock = self._clock if self.task is not None else scheduler()
         time, ttl = event.time, event.ttl
-        self.expires_at = time + ttl if time is not None and ttl is not None else math.inf
-        if is_expired(event):
+        if time is None:
+            self.expires_at = math.inf
+            expired = event.state == "expired"
+        else:
+            if ttl is None:
+                self.expires_at = math.inf
+                ttl = DEFAULT_TTL
+            else:
+                self.expires_at = time + ttl
+            expired = event.state == "expired" or clock.now() - time > ttl
+        if expired:
             self.stop()
         elif self.task is None:
-            self.task = scheduler().every(self.interval, rescued(self._run), delay=self.delay)
+            self._clock = clock
+            self.task = clock.every(self.interval, rescued(self._run), delay=self.delay)
 
     def _run(self) -> None:
-        if self.expires_at < scheduler().now():
+        if self.expires_at < self._clock.now():
             self.stop()
         else:
             self.tick()
