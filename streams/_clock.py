@@ -21,7 +21,7 @@ log = logging.getLogger("rillet.scheduler")
 class Task:
     """A scheduled call: ``cancel()`` it, or ``defer(dt)`` a periodic one."""
 
-    __slots__ = ("_deferred", "_id", "cancelled", "due", "function", "interval")
+    __slots__ = ("_deferred", "_id", "_owner", "cancelled", "due", "function", "interval")
 
     def __init__(self, due: float, function: Callable[[], object], interval: float | None,
                  task_id: int) -> None:
@@ -31,6 +31,9 @@ class Task:
         self.cancelled = False
         self._deferred: float | None = None
         self._id = task_id
+        # The scheduler that queued the task: defer reads its clock, which need
+        # not be the installed one (a VirtualClock built directly in a test).
+        self._owner: Scheduler | None = None
 
     def cancel(self) -> None:
         """Make the task a no-op; a periodic task stops rescheduling itself."""
@@ -38,7 +41,7 @@ class Task:
 
     def defer(self, dt: float) -> None:
         """Skip the next run of a periodic task and continue from ``now + dt``."""
-        self._deferred = scheduler().now() + dt
+        self._deferred = (self._owner or scheduler()).now() + dt
 
     def __lt__(self, other: Task) -> bool:
         return (self.due, self._id) < (other.due, other._id)
@@ -90,6 +93,7 @@ class Scheduler:
         return sum(1 for task in self._queue if not task.cancelled)
 
     def _push(self, task: Task) -> Task:
+        task._owner = self
         heapq.heappush(self._queue, task)
         return task
 
