@@ -1,3 +1,278 @@
-"""(in progress)"""
+"""Routing: match, splitp, dual, by_builder and by_fn (spec §3.2, §3.4).
 
-__all__: list[str] = []
+``where``, ``split`` and the tag filters live in ``_filters``; Riemann's
+``where*`` and ``split*`` are the same streams given functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._clock import scheduler
+from ._core import Child, Stream, is_expired, report_failure
+from ._event import Event
+from ._filters import predicate
+from ._match import field_getter, matcher
+from ._partition import by
+
+__all__ = ["by_builder", "by_fn", "dual", "match", "splitp"]
+
+
+class match(Stream):
+    """Forward events whose ``field`` (a name or a function) matches ``pattern``.
+
+    The one matching rule: a compiled regex searches strings, a callable is
+    called, a set means membership, None matches only None, a dict matches
+    field by field, anything else means equality.
+
+    >>> import re
+    >>> from streams import Event
+    >>> out = []
+    >>> s = match("state", re.compile("^mi"), out.append)
+    >>> for st in ["minor", "major", None]: s(Event(state=st))
+    >>> [e.state for e in out]
+    ['minor']
+    """
+
+    __slots__ = ("_get", "_test", "field", "pattern")
+
+    def __init__(self, field: str | Callable[[Any], Any], pattern: Any,
+                 *children: Child) -> None:
+        try:
+            self._get = field_getter(field)
+        except TypeError:
+            raise TypeError(f"match(field, pattern, *children): field must be a field name or "
+                            f"a function of the event, got {field!r}; e.g. "
+                            f"match('service', 'cpu', child)") from None
+        self.field = field
+        self.pattern = pattern
+        self._test = matcher(pattern)
+        self._set_children(children)
+
+    def __call__(self, event: Any) -> None:
+        if self._test(self._get(event)):
+            self._out(event)
+
+
+class splitp(Stream):
+    """Send each event to the first stream whose ``test`` satisfies ``pred(test, value)``.
+
+    ``value`` is read from the event by ``field`` (a name or a function).
+    Give ``test, stream`` pairs; a trailing lone stream is the default. With
+    no match and no default it raises ValueError. The chosen stream is called
+    directly, so its failures propagate.
+
+    >>> import operator
+    >>> from streams import Event
+    >>> crit, warn, ok = [], [], []
+    >>> s = splitp(operator.lt, "metric", 0.9, crit.append, 0.5, warn.append, ok.append)
+    >>> for m in [0.95, 0.7, 0.1]: s(Event(metric=m))
+    >>> [len(crit), len(warn), len(ok)]
+    [1, 1, 1]
+    """
+
+    __slots__ = ("_branches", "_default", "_get", "field", "pred")
+
+    def __init__(self, pred: Callable[[Any, Any], Any], field: str | Callable[[Any], Any],
+                 *clauses: Any) -> None:
+        caller = "splitp(pred, field, test1, stream1, ..., [default])"
+        if not callable(pred):
+            raise TypeError(f"{caller}: pred must be a function of (test, value), got {pred!r}; "
+                            f"e.g. splitp(operator.lt, 'metric', 0.9, critical, ok)")
+        try:
+            self._get = field_getter(field)
+        except TypeError:
+            raise TypeError(f"{caller}: field must be a field name or a function of the event, "
+                            f"got {field!r}") from None
+        if not clauses:
+            raise TypeError(f"{caller}: give at least one test and stream, "
+                            f"e.g. splitp(operator.lt, 'metric', 0.9, critical, ok)")
+        pairs = list(clauses)
+        default = pairs.pop() if len(pairs) % 2 == 1 else None
+        self._branches = [(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2)]
+        for test, stream in self._branches:
+            if not callable(stream):
+                raise TypeError(f"{caller}: the stream for test {test!r} must be a stream, "
+                                f"got {stream!r}")
+        self.pred = pred
+        self.field = field
+        self._default = default
+        streams = [s for _, s in self._branches]
+        self._set_children(streams if default is None else [*streams, default])
+
+    def __call__(self, event: Any) -> None:
+        value = self._get(event)
+        pred = self.pred
+        for test, stream in self._branches:
+            if pred(test, value):
+                stream(event)
+                return
+        if self._default is None:
+            raise ValueError(f"splitp: no clause matched {value!r} and there is no default "
+                             f"stream; add one as the last argument")
+        self._default(event)
+
+
+def expire_event(event: Any) -> Event:
+    """Riemann's ``expire``: keep host and service, set ``time`` = now and state "expired".
+
+    >>> from streams import smap
+    >>> from streams.testing import run
+    >>> run(lambda sink: smap(expire_event, sink),
+    ...     [Event(host="a", service="cpu", metric=3, ttl=10, time=30)])
+    [Event(host='a', service='cpu', state='expired', time=30)]
+    """
+    return Event(host=event.host, service=event.service, state="expired",
+                 time=scheduler().now())
+
+
+def _isolated(stream: Child, event: Any) -> None:
+    try:
+        stream(event)
+    except Exception as error:
+        report_failure(error, event)
+
+
+class dual(Stream):
+    """Send each live event to one stream and its expiry to the other.
+
+    When ``condition`` holds, ``false_stream`` gets ``expire_event(e)`` and
+    then ``true_stream`` gets ``e``; otherwise the other way round. Expired
+    events go to both, unchanged. The condition is a function, a query string
+    or field patterns, as in ``where``.
+
+    >>> from streams import Event
+    >>> up, down = [], []
+    >>> s = dual(lambda e: e.metric > 5, up.append, down.append)
+    >>> s(Event(host="a", metric=9, time=0))
+    >>> [(e.metric, e.state) for e in up], [(e.host, e.state) for e in down]
+    ([(9, None)], [('a', 'expired')])
+    """
+
+    __slots__ = ("_false", "_true", "predicate")
+
+    def __init__(self, condition: Any, true_stream: Child, false_stream: Child,
+                 **fields: Any) -> None:
+        self.predicate = predicate(condition, fields,
+                                   "dual(condition, true_stream, false_stream)")
+        self._set_children((true_stream, false_stream))
+        self._true, self._false = true_stream, false_stream
+
+    def __call__(self, event: Any) -> None:
+        if is_expired(event):
+            _isolated(self._true, event)
+            _isolated(self._false, event)
+        elif self.predicate(event):
+            _isolated(self._false, expire_event(event))
+            _isolated(self._true, event)
+        else:
+            _isolated(self._true, expire_event(event))
+            _isolated(self._false, event)
+
+
+class _Built(Stream):
+    """A by-fork that builds its streams from the key of the first event it sees."""
+
+    __slots__ = ("_getters", "_inner", "factory", "unpack")
+
+    def __init__(self, factory: Callable[..., Any], getters: tuple[Callable[[Any], Any], ...],
+                 unpack: bool) -> None:
+        self.factory = factory
+        self._getters = getters
+        self.unpack = unpack
+        self._inner: Child | None = None
+        self._set_children(())
+
+    def __call__(self, event: Any) -> None:
+        inner = self._inner
+        if inner is None:
+            inner = self._inner = self._build(event)
+        inner(event)
+
+    def _build(self, event: Any) -> Child:
+        if self.unpack:
+            built = self.factory(*(get(event) for get in self._getters))
+        else:
+            built = self.factory()
+        streams = tuple(built) if isinstance(built, (list, tuple)) else (built,)
+        if not streams or not all(callable(s) for s in streams):
+            raise TypeError(f"the factory {self.factory!r} must return a stream or a list of "
+                            f"streams, got {built!r}")
+        self._set_children(streams)
+        return self._out
+
+
+class _ByFactory(Stream):
+    """``by`` whose per-key streams come from a factory rather than forked templates."""
+
+    __slots__ = ("_by", "factory", "fields")
+    _unpack: bool
+
+    def __init__(self, fields: str | Callable[[Any], Any] | Sequence[Any],
+                 factory: Callable[..., Any], *, max_keys: int = 100_000,
+                 idle: float | None = None) -> None:
+        name = type(self).__name__
+        if not callable(factory) or isinstance(factory, Stream):
+            example = "lambda host: rate(5, sink)" if self._unpack else "lambda: rate(5, sink)"
+            raise TypeError(f"{name}(fields, factory): factory must be a function returning "
+                            f"the streams for one key, got {factory!r}; e.g. "
+                            f"{name}('host', {example})")
+        listed = list(fields) if isinstance(fields, (list, tuple)) else [fields]
+        getters = tuple(field_getter(f) for f in listed if isinstance(f, str) or callable(f))
+        self.fields = fields
+        self.factory = factory
+        self._set_children(())
+        # by validates fields, max_keys and idle, and owns eviction of idle keys.
+        self._by = by(fields, _Built(factory, getters, self._unpack), max_keys=max_keys,
+                      idle=idle)
+
+    def __call__(self, event: Any) -> None:
+        self._by(event)
+
+    def __len__(self) -> int:
+        return len(self._by)
+
+    def keys(self) -> list[Any]:
+        """The keys that currently have streams."""
+        return self._by.keys()
+
+    def statistics(self) -> dict[str, int]:
+        return self._by.statistics()
+
+    def close(self) -> None:
+        self._by.close()
+
+
+class by_builder(_ByFactory):
+    """Like ``by``, but each key's streams come from ``factory(*key_values)``.
+
+    The factory gets one argument per field (Riemann's ``by-builder`` binds
+    names to the key), so per-key streams can use the key, e.g. in a service
+    name. Keys are bounded like ``by`` (``max_keys``, ``idle``).
+
+    >>> from streams import Event, with_
+    >>> out = []
+    >>> s = by_builder("host", lambda host: with_(None, out.append, service=f"{host} seen"))
+    >>> s(Event(host="a")); s(Event(host="b")); s(Event(host="a"))
+    >>> [e.service for e in out], len(s)
+    (['a seen', 'b seen', 'a seen'], 2)
+    """
+
+    __slots__ = ()
+    _unpack = True
+
+
+class by_fn(_ByFactory):
+    """Like ``by``, but each key's streams come from calling ``factory()`` afresh.
+
+    >>> from streams import Event, sreduce
+    >>> out = []
+    >>> s = by_fn("host", lambda: sreduce(lambda n, e: n + 1, out.append, init=0))
+    >>> for h in ["a", "b", "a"]: s(Event(host=h))
+    >>> out
+    [1, 1, 2]
+    """
+
+    __slots__ = ()
+    _unpack = False

@@ -8,7 +8,10 @@ from typing import Any
 
 from ._core import Child, Stream
 
-__all__ = ["fixed_event_window", "fixed_time_window", "moving_event_window", "moving_time_window"]
+__all__ = [
+    "fixed_event_window", "fixed_offset_time_window", "fixed_time_window", "moving_event_window",
+    "moving_time_window", "window",
+]
 
 
 def _count(n: Any, caller: str) -> int:
@@ -154,3 +157,36 @@ class fixed_time_window(Stream):
         self._out(window)
         for _ in range(round(skipped / self.dt) - 1):
             self._out([])
+
+
+class window(moving_event_window):
+    """Alias of :class:`moving_event_window`: the last ``n`` events on every event.
+
+    >>> out = []
+    >>> s = window(2, out.append)
+    >>> for x in [1, 2, 3]: s(x)
+    >>> out
+    [[1], [1, 2], [2, 3]]
+    """
+
+    __slots__ = ()
+
+
+class fixed_offset_time_window(fixed_time_window):
+    """Like :class:`fixed_time_window`, but windows are aligned to multiples of ``dt``.
+
+    The first window is the one holding the first event: it starts at
+    ``time - time % dt``, so with ``dt=60`` every window is a clock minute.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = fixed_offset_time_window(2, out.append)
+    >>> for t in [1, 2, 3, 4, 5, 6]: s(Event(time=t))
+    >>> [[e.time for e in w] for w in out]
+    [[1], [2, 3], [4, 5]]
+    """
+
+    __slots__ = ()
+
+    def _first_start(self, time: float) -> float:
+        return time - time % self.dt
