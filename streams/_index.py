@@ -1,0 +1,429 @@
+"""The index: the latest event per (host, service), expiry, search (spec §5.1–5.3).
+
+>>> idx = Index()
+>>> idx(Event(host="web1", service="cpu", metric=0.5, time=0))
+>>> idx(Event(host="web1", service="cpu", metric=0.7, time=1))
+>>> idx.lookup("web1", "cpu")
+Event(host='web1', service='cpu', metric=0.7, time=1)
+>>> idx.search('metric > 0.6')
+[Event(host='web1', service='cpu', metric=0.7, time=1)]
+
+In a config, ``index`` (lower case) is the stream that feeds the index of the
+running core, as in Riemann: ``streams(where(...), index)``. The server
+installs its core's :class:`Index` with :func:`install_index`; the index
+survives config reloads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._clock import Task, scheduler
+from ._core import Stream, report_failure
+from ._event import DEFAULT_TTL, Event
+from ._query import Query, compile_query, lookup_key
+
+__all__ = [
+    "Index",
+    "IndexStatistics",
+    "Reaper",
+    "current_index",
+    "index",
+    "install_index",
+]
+
+log = logging.getLogger("rillet.index")
+
+Subscriber = Callable[[Event], object]
+Key = tuple[Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStatistics:
+    """What :meth:`Index.statistics` reports.
+
+    Attributes:
+        size: events stored now.
+        inserts: events stored since the index was created (replacements count).
+        expired: events removed by :meth:`Index.expire`, broken ones included.
+        subscribers: callbacks currently subscribed.
+    """
+
+    size: int
+    inserts: int
+    expired: int
+    subscribers: int
+
+
+class Index(Stream):
+    """Riemann's index. Call it with an event to store that event.
+
+    An event with ``state="expired"`` deletes its key instead (a tombstone).
+    Every call, tombstones included, is then passed to each subscriber, in
+    the order they subscribed; a failing subscriber is reported and skipped.
+
+    The index is shared: ``by`` and ``fork`` hand out the same instance.
+
+    >>> idx, seen = Index(), []
+    >>> handle = idx.subscribe(seen.append)
+    >>> idx(Event(host="a", service="b", time=5))
+    >>> idx(Event(host="a", service="b", state="expired", time=6))
+    >>> len(idx), [e.state for e in seen]
+    (0, [None, 'expired'])
+    >>> idx.unsubscribe(handle)
+    True
+    """
+
+    __slots__ = (
+        "_events", "_expired", "_inserts", "_next_handle", "_reaper", "_reaping",
+        "_subscribers", "_subscriptions",
+    )
+
+    shared = True
+
+    def __init__(self) -> None:
+        self._set_children(())
+        self._events: dict[Key, Event] = {}
+        self._subscriptions: dict[int, Subscriber] = {}
+        # A tuple snapshot: iterating it is fast, and callbacks may unsubscribe mid-publish.
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self._next_handle = 1
+        self._inserts = 0
+        self._expired = 0
+        self._reaper: Reaper | None = None
+        self._reaping: Event | None = None
+
+    # Insert and notify ---------------------------------------------------
+
+    def __call__(self, event: Event) -> None:
+        if event.time is None:
+            raise ValueError(
+                f"cannot index event with no time: {event!r}; give events a time before "
+                f"the index, e.g. default('time', ...) or event.evolve(time=now())"
+            )
+        key = (event.host, event.service)
+        if event.state == "expired":
+            removed = self._events.pop(key, None)
+            if removed is None and event is self._reaping:
+                # The reaper already published this tombstone (Riemann publishes it twice).
+                return
+        else:
+            self._events[key] = event
+            self._inserts += 1
+        if self._subscribers:
+            self._publish(event)
+
+    def _publish(self, event: Event) -> None:
+        for subscriber in self._subscribers:
+            try:
+                subscriber(event)
+            except Exception as error:
+                report_failure(error, event)
+
+    def subscribe(self, function: Subscriber) -> int:
+        """Call ``function(event)`` for every indexed event and tombstone; returns a handle."""
+        if not callable(function):
+            raise TypeError(
+                f"Index.subscribe(function): function must be callable with one event, "
+                f"got {function!r}"
+            )
+        handle = self._next_handle
+        self._next_handle += 1
+        self._subscriptions[handle] = function
+        self._subscribers = tuple(self._subscriptions.values())
+        return handle
+
+    def unsubscribe(self, handle: int) -> bool:
+        """Stop a subscription; False if the handle was not subscribed (safe to repeat)."""
+        removed = self._subscriptions.pop(handle, None) is not None
+        self._subscribers = tuple(self._subscriptions.values())
+        return removed
+
+    # Reading and deleting ------------------------------------------------
+
+    def lookup(self, host: Any, service: Any) -> Event | None:
+        """The latest event for ``(host, service)``, or None."""
+        return self._events.get((host, service))
+
+    def delete(self, event: Event) -> Event | None:
+        """Remove whatever is stored under ``event``'s key; returns the removed event."""
+        return self._events.pop((event.host, event.service), None)
+
+    def delete_exactly(self, event: Event) -> bool:
+        """Remove ``event`` only if it is still the stored one (equal by value)."""
+        key = (event.host, event.service)
+        stored = self._events.get(key)
+        if stored is not None and (stored is event or stored == event):
+            del self._events[key]
+            return True
+        return False
+
+    def clear(self) -> None:
+        """Remove every event (subscriptions stay)."""
+        self._events.clear()
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __bool__(self) -> bool:
+        # An empty index is still an index: `if core.index:` must not depend on its size.
+        return True
+
+    def __iter__(self) -> Iterator[Event]:
+        # A snapshot, so callers may insert or delete while iterating.
+        return iter(list(self._events.values()))
+
+    def search(self, query: str | Query) -> list[Event]:
+        """The stored events matching a query, in unspecified order.
+
+        ``host = "h" and service = "s"`` is answered by one lookup; anything
+        else scans every event.
+
+        >>> idx = Index()
+        >>> for host in ("a", "b"):
+        ...     idx(Event(host=host, service="cpu", metric=1, time=0))
+        >>> idx.search('host = "b" and service = "cpu"')
+        [Event(host='b', service='cpu', metric=1, time=0)]
+        >>> len(idx.search("metric = 1"))
+        2
+        """
+        if isinstance(query, str):
+            query = compile_query(query)
+        elif not isinstance(query, Query):
+            raise TypeError(
+                f"Index.search(query): query must be a query string or compile_query(...), "
+                f"got {query!r}"
+            )
+        key = lookup_key(query)
+        if key is not None:
+            found = self._events.get(key)
+            return [] if found is None else [found]
+        predicate = query.predicate
+        return [event for event in list(self._events.values()) if predicate(event)]
+
+    # Expiry --------------------------------------------------------------
+
+    def expire(self, now: float | None = None) -> list[Event]:
+        """Remove and return the events older than their ttl (60 s when unset).
+
+        An event expires when ``ttl < now - time``, strictly. An event whose
+        ttl or time cannot be compared (e.g. ttl ``"0"``) is logged and
+        removed, but not returned.
+
+        >>> idx = Index()
+        >>> idx(Event(host="old", time=0, ttl=5)); idx(Event(host="new", time=8, ttl=5))
+        >>> idx.expire(now=10), len(idx)
+        ([Event(host='old', time=0, ttl=5)], 1)
+        """
+        if now is None:
+            now = scheduler().now()
+        expired: list[Event] = []
+        events = self._events
+        for key, event in list(events.items()):
+            try:
+                ttl = event.ttl
+                if ttl is None:
+                    ttl = DEFAULT_TTL
+                if not ttl < now - event.time:  # type: ignore[operator]
+                    continue
+            except Exception:
+                log.warning("removing an event whose ttl or time is broken: %r", event,
+                            exc_info=True)
+                if events.get(key) is event:
+                    del events[key]
+                    self._expired += 1
+                continue
+            if events.get(key) is event:
+                del events[key]
+                self._expired += 1
+                expired.append(event)
+        return expired
+
+    def start_reaper(
+        self,
+        interval: float = 10,
+        streams: Callable[[Event], object] | None = None,
+        *,
+        keep_keys: Iterable[str] | Literal["all"] = ("host", "service"),
+    ) -> Reaper:
+        """Expire the index every ``interval`` seconds, first after one interval.
+
+        Each expired event becomes a tombstone (see :class:`Reaper`) that goes
+        to the subscribers, then to ``streams`` (the server passes its core's
+        top-level streams). Starting a reaper stops the previous one, so a
+        reload never runs two.
+        """
+        if self._reaper is not None:
+            self._reaper.stop()
+        self._reaper = Reaper(self, interval, streams, keep_keys=keep_keys).start()
+        return self._reaper
+
+    def close(self) -> None:
+        """Stop the reaper, if one runs."""
+        if self._reaper is not None:
+            self._reaper.stop()
+            self._reaper = None
+
+    # Presentation --------------------------------------------------------
+
+    def statistics(self) -> IndexStatistics:
+        """Size and counters, e.g. for self-instrumentation (``riemann index size``)."""
+        return IndexStatistics(
+            size=len(self._events),
+            inserts=self._inserts,
+            expired=self._expired,
+            subscribers=len(self._subscribers),
+        )
+
+
+class Reaper:
+    """Periodically expires an index and sends tombstones into the streams (spec §5.3).
+
+    A tombstone keeps only ``keep_keys`` of the expired event (those it has;
+    ``"all"`` keeps everything) and gets ``state="expired"`` and ``time=now``.
+
+    >>> from streams._clock import VirtualClock, install
+    >>> old_clock = install(VirtualClock())
+    >>> idx, out = Index(), []
+    >>> idx(Event(host="h", service="s", metric=3, ttl=5, time=0))
+    >>> reaper = idx.start_reaper(10, out.append)
+    >>> reaper
+    Reaper(interval=10, keep_keys=('host', 'service'))
+    >>> scheduler().advance(10)
+    >>> out
+    [Event(host='h', service='s', state='expired', time=10)]
+    >>> reaper.stop(); _ = install(old_clock)
+    """
+
+    __slots__ = ("index", "interval", "keep_keys", "streams", "task")
+
+    def __init__(
+        self,
+        index: Index,
+        interval: float = 10,
+        streams: Callable[[Event], object] | None = None,
+        *,
+        keep_keys: Iterable[str] | Literal["all"] = ("host", "service"),
+    ) -> None:
+        if not (isinstance(interval, (int, float)) and interval > 0):
+            raise ValueError(
+                f"the reaper interval must be a number of seconds > 0, got {interval!r}; "
+                f"e.g. start_reaper(10)"
+            )
+        if streams is not None and not callable(streams):
+            raise TypeError(f"the reaper's streams must be a stream (callable), got {streams!r}")
+        if isinstance(keep_keys, str) and keep_keys != "all":
+            raise TypeError(
+                f"keep_keys must be field names or \"all\", got the string {keep_keys!r}; "
+                f"write keep_keys=({keep_keys!r},)"
+            )
+        self.index = index
+        self.interval = interval
+        self.streams = streams
+        self.keep_keys: tuple[str, ...] | Literal["all"] = (
+            "all" if keep_keys == "all" else tuple(keep_keys))
+        self.task: Task | None = None
+
+    def start(self) -> Reaper:
+        """Schedule the sweeps on the current scheduler; returns self."""
+        if self.task is None:
+            self.task = scheduler().every(self.interval, self.sweep, delay=self.interval)
+        return self
+
+    def stop(self) -> None:
+        """Cancel future sweeps."""
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    def tombstone(self, event: Event, now: float) -> Event:
+        """The event the streams see for an expired ``event``."""
+        if self.keep_keys == "all":
+            return event.evolve(state="expired", time=now)
+        kept: dict[str, Any] = {}
+        for key in self.keep_keys:
+            value = event.get(key)
+            if value is not None:
+                kept[key] = value
+        kept["state"] = "expired"
+        kept["time"] = now
+        return Event(**kept)
+
+    def sweep(self) -> list[Event]:
+        """Expire the index once now; returns the tombstones sent."""
+        index = self.index
+        now = scheduler().now()
+        sent: list[Event] = []
+        for event in index.expire(now):
+            try:
+                tombstone = self.tombstone(event, now)
+                index._publish(tombstone)
+                if self.streams is not None:
+                    index._reaping = tombstone
+                    try:
+                        self.streams(tombstone)
+                    finally:
+                        index._reaping = None
+                sent.append(tombstone)
+            except Exception as error:
+                report_failure(error, event)
+        return sent
+
+    def __repr__(self) -> str:
+        return f"Reaper(interval={self.interval!r}, keep_keys={self.keep_keys!r})"
+
+
+# The config-level `index` ---------------------------------------------------
+
+_current: list[Index] = [Index()]
+
+
+def current_index() -> Index:
+    """The index that the config-level ``index`` stream feeds right now."""
+    return _current[0]
+
+
+def install_index(new: Index) -> Index:
+    """Make ``new`` the index that ``index`` feeds; returns the previous one."""
+    if not isinstance(new, Index):
+        raise TypeError(f"install_index(new) takes an Index(), got {new!r}")
+    old = _current[0]
+    _current[0] = new
+    return old
+
+
+class _IndexStream(Stream):
+    """``index`` in a config: feeds whichever :class:`Index` the server installed.
+
+    Other attributes (``search``, ``lookup``, ...) read through to that index.
+
+    >>> previous = install_index(Index())
+    >>> index(Event(host="a", time=1)); index.lookup("a", None)
+    Event(host='a', time=1)
+    >>> index
+    index
+    >>> _ = install_index(previous)
+    """
+
+    __slots__ = ()
+
+    shared = True
+
+    def __init__(self) -> None:
+        self._set_children(())
+
+    def __call__(self, event: Event) -> None:
+        _current[0](event)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_current[0], name)
+
+    def __repr__(self) -> str:
+        return "index"
+
+
+#: The stream that feeds the running core's index (Riemann's ``index``).
+index = _IndexStream()
