@@ -124,7 +124,12 @@ class tag(Stream):
     __slots__ = ("tags",)
 
     def __init__(self, tags: str | Iterable[str], *children: Child) -> None:
-        self.tags = (tags,) if isinstance(tags, str) else tuple(tags)
+        values = (tags,) if isinstance(tags, str) else (
+            tuple(tags) if isinstance(tags, Iterable) else None)
+        if values is None or not all(isinstance(t, str) for t in values):
+            raise TypeError(f"tag(tags, *children): tags must be a tag or a list of tags "
+                            f"(strings), got {tags!r}; e.g. tag(['web', 'prod'], child)")
+        self.tags = values
         self._set_children(children)
 
     def __call__(self, event: Any) -> None:

@@ -113,10 +113,11 @@ class split(Stream):
 def _as_tag_set(tags: str | Iterable[str], caller: str) -> frozenset[str]:
     if isinstance(tags, str):
         return frozenset((tags,))
-    tags = frozenset(tags)
-    if not all(isinstance(t, str) for t in tags):
-        raise TypeError(f"{caller}: tags must be strings, got {sorted(map(repr, tags))}")
-    return tags
+    values = tuple(tags) if isinstance(tags, Iterable) else None
+    if values is None or not all(isinstance(t, str) for t in values):
+        raise TypeError(f"{caller}: tags must be a tag or a list of tags (strings), got "
+                        f"{tags!r}; e.g. {caller.split('(')[0]}(['web', 'prod'], child)")
+    return frozenset(values)
 
 
 class tagged_all(Stream):
@@ -133,7 +134,7 @@ class tagged_all(Stream):
     __slots__ = ("_tags",)
 
     def __init__(self, tags: str | Iterable[str], *children: Child) -> None:
-        self._tags = _as_tag_set(tags, "tagged_all(tags, *children)")
+        self._tags = _as_tag_set(tags, f"{type(self).__name__}(tags, *children)")
         self._set_children(children)
 
     def __call__(self, event: Any) -> None:

@@ -161,7 +161,12 @@ class changed(Stream):
     def __init__(self, field: str | Callable[[Any], Any], *children: Child,
                  init: Any = None, pairs: bool = False) -> None:
         self.field = field
-        self._get = field_getter(field)
+        try:
+            self._get = field_getter(field)
+        except TypeError:
+            raise TypeError(f"changed(field, *children): field must be a field name or a "
+                            f"function of the event, got {field!r}; e.g. changed('state', "
+                            f"child)") from None
         self._previous_value = init
         self._previous_event: Any = None
         self._pairs = pairs

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import VirtualClock, next_tick
+from streams import Task, VirtualClock, next_tick
 from streams._clock import install, now, scheduler
 
 
 @pytest.fixture
-def clock() -> VirtualClock:
+def clock() -> Iterator[VirtualClock]:
     """A fresh virtual clock at 0, installed for the test and removed after."""
     fresh = VirtualClock()
     previous = install(fresh)
-    yield fresh  # type: ignore[misc]
+    yield fresh
     install(previous)
 
 
@@ -143,7 +144,7 @@ def test_a_failing_task_is_logged_and_still_rescheduled(
 
 def test_cancelling_a_periodic_task_from_inside_it_stops_it(clock: VirtualClock) -> None:
     runs: list[float] = []
-    holder = []
+    holder: list[Task] = []
 
     def once_then_stop() -> None:
         runs.append(clock.now())
@@ -200,7 +201,7 @@ def test_once_tasks_run_in_time_order_however_the_clock_jumps(
     ran: list[tuple[int, float]] = []
     for i, due in enumerate(dues):
         clock.once(due, lambda i=i, due=due: ran.append((due, clock.now())))  # type: ignore[misc]
-    for stop in sorted(stops) + [30]:
+    for stop in [*sorted(stops), 30]:
         clock.advance(stop)
     assert [due for due, _ in ran] == sorted(dues)
     assert all(seen == due for due, seen in ran)  # each task sees its own due time

@@ -39,7 +39,7 @@ def test_a_string_as_tags_is_refused_with_the_fix() -> None:
 def test_events_are_immutable_and_the_error_suggests_evolve() -> None:
     e = Event(metric=1)
     with pytest.raises(AttributeError, match=r"evolve\(metric=2\)"):
-        e.metric = 2  # type: ignore[misc]
+        e.metric = 2
     with pytest.raises(AttributeError):
         del e.metric
 

@@ -1,0 +1,305 @@
+"""The stream contract: child isolation, exception_stream, reprs, fork(), constructor errors."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import streams
+from streams import (
+    REGISTRY,
+    Event,
+    Stream,
+    by,
+    changed,
+    changed_state,
+    exception_stream,
+    moving_event_window,
+    rate,
+    sdo,
+    smap,
+    throttle,
+    where,
+    with_,
+)
+from streams.testing import Sink, run, tap
+
+# Constructors called with deliberately wrong types, past the type checker.
+untyped: Any = streams
+
+
+def broken(event: Any) -> None:
+    raise RuntimeError("boom")
+
+
+def divide_by_zero(event: Any) -> None:
+    event.metric / 0
+
+
+# Child isolation (spec §3.0.1) ------------------------------------------------
+
+def test_a_failing_child_never_stops_its_siblings(caplog: pytest.LogCaptureFixture) -> None:
+    first, last = Sink(), Sink()
+    with caplog.at_level(logging.ERROR, logger="rillet.streams"):
+        sdo(first, broken, last)(Event(service="x"))
+    assert first.events == last.events == [Event(service="x")]
+    assert "stream failed" in caplog.text and "boom" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda a, b: where(lambda e: True, a, broken, b),
+        lambda a, b: where(lambda e: False, else_=[a, broken, b]),
+        lambda a, b: by("host", a, broken, b),
+        lambda a, b: with_({"state": "ok"}, a, broken, b),
+        lambda a, b: smap(lambda e: e, a, broken, b),
+        lambda a, b: changed("state", a, broken, b),
+        lambda a, b: moving_event_window(1, smap(lambda w: w[0], a, broken, b)),
+        lambda a, b: exception_stream(Sink(), a, broken, b),
+    ],
+    ids=["where", "where-else", "by", "with_", "smap", "changed", "window", "exception_stream"],
+)
+def test_isolation_holds_for_every_stream_with_several_children(build: Any) -> None:
+    a, b = Sink(), Sink()
+    stream = build(a, b)
+    logging.disable(logging.ERROR)
+    try:
+        stream(Event(host="h", state="ok"))
+        stream(Event(host="h", state="bad"))
+    finally:
+        logging.disable(logging.NOTSET)
+    assert a.events and a.events == b.events
+
+
+def test_a_single_child_failure_travels_up_to_the_nearest_protector() -> None:
+    # With one child the call is direct; the sibling protection happens higher up.
+    survivor = Sink()
+    errors = Sink()
+    stream = exception_stream(errors, sdo(where(lambda e: True, smap(lambda e: e, broken)),
+                                          survivor))
+    stream(Event(service="s"))
+    assert survivor.events == [Event(service="s")]
+    assert len(errors.events) == 1
+    with pytest.raises(RuntimeError):
+        where(lambda e: True, smap(lambda e: e, broken))(Event())
+
+
+@settings(deadline=None, max_examples=50)
+@given(st.lists(st.booleans(), min_size=1, max_size=6))
+def test_every_healthy_child_sees_every_event(failing: list[bool]) -> None:
+    sinks = [Sink() for _ in failing]
+    children = [broken if bad else sink for bad, sink in zip(failing, sinks, strict=True)]
+    errors = Sink()
+    stream = exception_stream(errors, *children)
+    stream(Event(metric=1))
+    stream(Event(metric=2))
+    for bad, sink in zip(failing, sinks, strict=True):
+        assert sink.events == ([] if bad else [Event(metric=1), Event(metric=2)])
+    assert len(errors.events) == 2 * sum(failing)
+
+
+# exception_stream (spec §3.0.2) --------------------------------------------------
+
+def test_exception_stream_spec_example() -> None:
+    # The child records its input, then raises; collect gets one error event.
+    seen: list[Any] = []
+
+    def child(event: Any) -> None:
+        seen.append(event)
+        raise RuntimeError("foo")
+
+    collected = run(lambda sink: exception_stream(sink, child), ["hi"])
+    assert seen == ["hi"]
+    [error] = collected
+    assert error.service == "rillet exception"
+    assert error.state == "error"
+    assert error.time == 0
+    assert error.tags == ("exception", "RuntimeError")
+    assert error.description.startswith("RuntimeError: foo\n\n")
+    assert "Traceback" in error.description
+    assert error.get("event") == "hi"
+    assert isinstance(error.get("exception"), RuntimeError)
+
+
+def test_exception_class_names_outside_builtins_are_qualified() -> None:
+    class Custom(Exception):
+        pass
+
+    def raise_custom(event: Any) -> None:
+        raise Custom("x")
+
+    [error] = run(lambda sink: exception_stream(sink, raise_custom), [Event()])
+    assert error.tags[1] == f"{__name__}.{Custom.__qualname__}"
+
+
+def test_exception_stream_catches_scheduled_callbacks_of_rate() -> None:
+    # spec test "scheduled fn": rate's child divides by zero; the error event
+    # arrives at the first tick, not when the event is delivered.
+    errors = run(lambda sink: exception_stream(sink, rate(1, divide_by_zero)),
+                 [Event(metric=1, time=0)], until=0.5)
+    assert errors == []
+    errors = run(lambda sink: exception_stream(sink, rate(1, divide_by_zero)),
+                 [Event(metric=1, time=0)], until=1)
+    [error] = errors
+    assert error.time == 1
+    assert error.tags == ("exception", "ZeroDivisionError")
+
+
+def test_scheduled_callbacks_keep_the_exception_stream_of_their_scope() -> None:
+    outer, inner = Sink(), Sink()
+
+    def build(sink: Sink) -> Stream:
+        return exception_stream(outer, sdo(exception_stream(inner, rate(1, broken)),
+                                           rate(1, divide_by_zero)))
+
+    run(build, [Event(metric=1, time=0)], until=2)
+    assert [e.tags[1] for e in inner.events] == ["RuntimeError", "RuntimeError"]
+    assert [e.tags[1] for e in outer.events] == ["ZeroDivisionError", "ZeroDivisionError"]
+
+
+def test_without_an_exception_stream_scheduled_failures_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="rillet.streams"):
+        run(lambda sink: rate(1, broken), [Event(metric=1, time=0)], until=1)
+    assert "boom" in caplog.text
+
+
+def test_a_failing_exception_stream_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="rillet.streams"):
+        exception_stream(broken, broken)(Event())
+    assert "exception stream itself failed" in caplog.text
+
+
+# sdo (spec §3.1) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_sdo_forwards_to_all_children(n: int) -> None:
+    sinks = [Sink() for _ in range(n)]
+    sdo(*sinks)(1)
+    assert [s.events for s in sinks] == [[1]] * n
+
+
+# Reprs read like config -------------------------------------------------------------
+
+def named_function(event: Any) -> None:
+    return None
+
+
+def test_reprs_read_like_the_config_line() -> None:
+    sink = Sink()
+    assert repr(by("host", rate(5, sink))) == "by('host', rate(5, Sink(<0 events>)))"
+    assert repr(where(None, sink, service=re.compile("^api"))) == (
+        "where(None, Sink(<0 events>), service=re.compile('^api'))"
+    )
+    assert repr(smap(lambda e: e)) == "smap(<lambda>)"
+    assert repr(sdo(named_function)) == f"sdo({__name__}.named_function)"
+    assert repr(sdo(print)) == "sdo(print)"
+    assert repr(throttle(1, 60, tap("pager"))) == "throttle(1, 60, tap('pager'))"
+    assert repr(changed_state(sink, init="ok")) == "changed_state(Sink(<0 events>), init='ok')"
+    assert repr(exception_stream(sink)) == "exception_stream(Sink(<0 events>))"
+
+
+# fork() --------------------------------------------------------------------------------
+
+def test_fork_gives_fresh_state_and_keeps_shared_sinks() -> None:
+    sink = Sink()
+    original = changed("state", sink)
+    original(Event(state="ok"))
+    copy = original.fork()
+    assert copy is not original and type(copy) is changed
+    assert copy.children[0] is sink
+    copy(Event(state="ok"))  # fresh state: "ok" is a change again for the copy
+    original(Event(state="ok"))  # but not for the original
+    assert sink.events == [Event(state="ok"), Event(state="ok")]
+
+
+def test_fork_shares_plain_functions_and_taps() -> None:
+    seen: list[Any] = []
+    t = tap("alerts")
+    template = sdo(seen.append, t, changed("state"))
+    copy = template.fork()
+    assert copy.children[0] is template.children[0]  # the same bound method
+    assert copy.children[1] is t
+    assert copy.children[2] is not template.children[2]
+
+
+def test_fork_keeps_a_diamond_a_diamond() -> None:
+    shared_child = changed("state", Sink())
+    template = sdo(where(lambda e: True, shared_child), shared_child)
+    copy = template.fork()
+    left = copy.children[0].children[0]
+    assert left is copy.children[1]
+    assert left is not shared_child
+
+
+def test_fork_forks_streams_inside_list_arguments() -> None:
+    other = changed("state", Sink())
+    template = where(lambda e: False, else_=[other])
+    copy = template.fork()
+    assert copy._kwargs["else_"][0] is not other
+    assert type(copy._kwargs["else_"][0]) is changed
+
+
+def test_fork_does_not_touch_the_template_state() -> None:
+    template = rate(1, Sink())
+    template(Event(metric=5))
+    template.close()
+    copy = template.fork()
+    assert copy._sum == 0 and template._sum == 5
+
+
+# Constructor errors name the argument ---------------------------------------------
+
+@pytest.mark.parametrize(
+    ("build", "expected"),
+    [
+        (lambda: untyped.where(5, Sink()), r"where\(condition.*got 5"),
+        (lambda: untyped.where(None, Sink()), r"where\(condition.*give a condition"),
+        (lambda: untyped.where(lambda e: True, "not a stream"), r"where\(.*'not a stream'"),
+        (lambda: untyped.split(lambda e: True, 5), r"split\(.*got 5"),
+        (lambda: untyped.over("5", Sink()), r"over\(threshold.*'5'"),
+        (lambda: untyped.under(None, Sink()), r"under\(threshold.*None"),
+        (lambda: untyped.tagged(5, Sink()), r"tagged\(tags.*5"),
+        (lambda: untyped.tagged_all([1], Sink()), r"tagged_all\(tags.*1"),
+        (lambda: untyped.tagged_any(5, Sink()), r"tagged_any\(tags.*5"),
+        (lambda: untyped.expired(5), r"expired\(.*got 5"),
+        (lambda: untyped.smap(5, Sink()), r"smap\(function.*got 5"),
+        (lambda: untyped.with_(Sink(), state="ok"), r"with_\(fields.*with_\(None, child"),
+        (lambda: untyped.default("ttl", 60), r"default\(fields.*'ttl'"),
+        (lambda: untyped.tag(5, Sink()), r"tag\(tags.*5"),
+        (lambda: untyped.by([], Sink()), r"by\(.*at least one field"),
+        (lambda: untyped.by(5, Sink()), r"by\(fields.*got 5"),
+        (lambda: untyped.by("host"), r"by\(fields.*give the streams"),
+        (lambda: untyped.by("host", Sink(), max_keys=0), r"max_keys=0"),
+        (lambda: untyped.by("host", Sink(), idle=-1), r"idle=-1"),
+        (lambda: untyped.changed(5, Sink()), r"changed\(field.*got 5"),
+        (lambda: untyped.changed_state(5), r"changed_state\(.*got 5"),
+        (lambda: untyped.moving_event_window(-1, Sink()), r"moving_event_window\(n.*-1"),
+        (lambda: untyped.fixed_event_window(1.5, Sink()), r"fixed_event_window\(n.*1.5"),
+        (lambda: untyped.moving_time_window(0, Sink()), r"moving_time_window\(dt.*got 0"),
+        (lambda: untyped.fixed_time_window(0, Sink()), r"fixed_time_window\(dt.*got 0"),
+        (lambda: untyped.rate(0, Sink()), r"rate\(interval.*got 0"),
+        (lambda: untyped.rate("5", Sink()), r"rate\(interval.*'5'"),
+        (lambda: untyped.throttle(-1, 1, Sink()), r"throttle\(n.*-1"),
+        (lambda: untyped.throttle(1, 0, Sink()), r"throttle\(n, dt.*got 0"),
+        (lambda: untyped.exception_stream(5), r"exception_stream\(handler.*5"),
+    ],
+)
+def test_constructor_errors_name_the_argument_and_show_the_value(build: Any,
+                                                                expected: str) -> None:
+    with pytest.raises((TypeError, ValueError), match=expected):
+        build()
+
+
+def test_every_registered_stream_is_a_stream_or_registered_function() -> None:
+    for name, constructor in REGISTRY.items():
+        assert constructor.__name__ == name
