@@ -1,3 +1,401 @@
-"""(in progress)"""
+"""Interval rollups on the clock: percentiles, fold_interval, rollup, batch, apdex,
+coalesce (spec §3.7).
 
-__all__: list[str] = []
+``rate`` and ``throttle``, the other §3.7 streams, live in ``_aggregate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from ._aggregate import positive_seconds
+from ._clock import Task, scheduler
+from ._core import Child, Stream, is_expired, rescued
+from ._filters import predicate
+from ._match import field_getter
+from ._periodic import PeriodicUntilExpired, TimeWindows
+from .folds import sorted_sample
+
+__all__ = [
+    "apdex", "batch", "coalesce", "fold_interval", "fold_interval_metric", "percentiles",
+    "rollup",
+]
+
+
+class _TimeBins:
+    """Riemann's part-time-fast (§3.0.6): bins anchored at the first event.
+
+    The first live event opens a bin and starts a PeriodicUntilExpired timer
+    with ``delay=interval``; each tick opens a fresh bin and calls
+    ``finish(old_bin, start, end)``, also for a bin that stayed empty. An
+    expired event discards the open bin and stops the ticks.
+    """
+
+    __slots__ = ("_add", "_bin", "_create", "_finish", "_start", "timer")
+
+    def __init__(self, interval: float, create: Callable[[], Any],
+                 add: Callable[[Any, Any], object],
+                 finish: Callable[[Any, float, float], object]) -> None:
+        self._create = create
+        self._add = add
+        self._finish = finish
+        self._bin: Any = None
+        self._start: float | None = None
+        self.timer = PeriodicUntilExpired(interval, self._switch, delay=interval)
+
+    def observe(self, event: Any) -> None:
+        self.timer.observe(event)
+        if is_expired(event):
+            self._bin = self._start = None
+            return
+        if self._bin is None:
+            self._start, self._bin = scheduler().now(), self._create()
+        self._add(self._bin, event)
+
+    def _switch(self) -> None:
+        now = scheduler().now()
+        old, start = self._bin, self._start
+        self._start, self._bin = now, self._create()
+        self._finish(self._create() if old is None else old, now if start is None else start, now)
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+
+def _append(bin_: list[Any], event: Any) -> None:
+    bin_.append(event)
+
+
+def _points(points: Any) -> Iterable[float] | Mapping[float, str]:
+    caller = "percentiles(interval, points, *children)"
+    keys = list(points.keys()) if isinstance(points, Mapping) else points
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
+        raise TypeError(f"{caller}: points must be a list of quantiles or a dict "
+                        f"{{quantile: suffix}}, got {points!r}; e.g. [0.5, 0.95, 0.99]")
+    keys = list(keys)
+    if not keys:
+        raise ValueError(f"{caller}: give at least one point, e.g. [0.5, 0.95, 0.99]")
+    for p in keys:
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ValueError(f"{caller}: every point must be a number from 0 to 1, got {p!r} "
+                             f"in {points!r}; write 0.99 for the 99th percentile")
+    if isinstance(points, Mapping):
+        for suffix in points.values():
+            if not isinstance(suffix, str):
+                raise TypeError(f"{caller}: suffixes must be strings, got {suffix!r} "
+                                f"in {points!r}; e.g. {{0.99: '.p99'}}")
+        return dict(points)
+    return keys
+
+
+class percentiles(Stream):
+    """Every ``interval`` seconds, forward the events at the given quantiles of the metric.
+
+    Bins start at the first event and last ``interval`` seconds; at the end of
+    each bin the events at each point (nearest rank, upper) are forwarded with
+    ``" <point>"`` (or the dict's suffix) appended to their service. Empty bins
+    emit nothing; an expired event discards the open bin.
+
+    >>> from streams import Event
+    >>> from streams.testing import run
+    >>> out = run(lambda sink: percentiles(10, [0, 0.5, 1], sink),
+    ...           [Event(service="lat", metric=m, time=t) for t, m in enumerate([5, 1, 3, 4, 2])],
+    ...           until=10)
+    >>> [(e.service, e.metric) for e in out]
+    [('lat 0', 1), ('lat 0.5', 3), ('lat 1', 5)]
+    """
+
+    __slots__ = ("_bins", "_points", "interval")
+
+    def __init__(self, interval: float, points: Iterable[float] | Mapping[float, str],
+                 *children: Child) -> None:
+        self.interval = positive_seconds(interval, "percentiles(interval, points, *children)")
+        self._points = _points(points)
+        self._set_children(children)
+        self._bins = _TimeBins(self.interval, list, _append, self._finish)
+
+    def __call__(self, event: Any) -> None:
+        self._bins.observe(event)
+
+    def _finish(self, bin_: list[Any], start: float, end: float) -> None:
+        for picked in sorted_sample(bin_, self._points):
+            self._out(picked)
+
+    def close(self) -> None:
+        self._bins.stop()
+        super().close()
+
+
+def _present(value: Any) -> bool:
+    # Clojure truthiness: a metric of 0 is data, not absence.
+    return value is not None and value is not False
+
+
+class fold_interval(Stream):
+    """Every ``interval`` seconds, fold the ``field`` values of the bin into its last event.
+
+    ``folder`` receives the list of the bin's ``field`` values (events where
+    the field is None are left out) and its result replaces ``field`` in the
+    last such event. Bins start at the first event; an empty bin emits nothing;
+    an expired event discards the open bin.
+
+    >>> from streams import Event
+    >>> from streams.testing import run
+    >>> out = run(lambda sink: fold_interval(5, "metric", sum, sink),
+    ...           [Event(host="a", metric=m, time=t) for t, m in [(0, 1), (1, 2), (2, 4)]],
+    ...           until=5)
+    >>> out
+    [Event(host='a', metric=7, time=2)]
+    """
+
+    __slots__ = ("_bins", "_get", "field", "folder", "interval")
+
+    def __init__(self, interval: float, field: str, folder: Callable[[list[Any]], Any],
+                 *children: Child) -> None:
+        caller = f"{type(self).__name__}(interval, field, folder, *children)"
+        self.interval = positive_seconds(interval, caller)
+        if not isinstance(field, str):
+            raise TypeError(f"{caller}: field must be a field name such as 'metric', "
+                            f"got {field!r}")
+        if not callable(folder):
+            raise TypeError(f"{caller}: folder must be a function of a list of values, "
+                            f"got {folder!r}; e.g. sum, max or statistics.mean")
+        self.field = field
+        self.folder = folder
+        self._get = field_getter(field)
+        self._set_children(children)
+        self._bins = _TimeBins(self.interval, list, self._add, self._finish)
+
+    def __call__(self, event: Any) -> None:
+        self._bins.observe(event)
+
+    def _add(self, bin_: list[Any], event: Any) -> None:
+        if _present(self._get(event)):
+            bin_.append(event)
+
+    def _finish(self, bin_: list[Any], start: float, end: float) -> None:
+        if not bin_:
+            return
+        folded = self.folder([self._get(e) for e in bin_])
+        self._out(bin_[-1].evolve(**{self.field: folded}))
+
+    def close(self) -> None:
+        self._bins.stop()
+        super().close()
+
+
+class fold_interval_metric(fold_interval):
+    """:class:`fold_interval` on the metric.
+
+    >>> from streams import Event
+    >>> from streams.testing import run
+    >>> out = run(lambda sink: fold_interval_metric(5, max, sink),
+    ...           [Event(metric=m, time=t) for t, m in [(0, 3), (1, 9), (2, 4)]], until=5)
+    >>> [(e.metric, e.time) for e in out]
+    [(9, 2)]
+    """
+
+    __slots__ = ()
+
+    def __init__(self, interval: float, folder: Callable[[list[Any]], Any],
+                 *children: Child) -> None:
+        super().__init__(interval, "metric", folder, *children)
+
+
+def _count(n: Any, caller: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{caller}: n must be a whole number of events >= 1, got {n!r}")
+    return n
+
+
+class rollup(Stream):
+    """Forward up to ``n`` events per ``dt``-second window at once, the rest as one list at its end.
+
+    Each of the first ``n`` events of a window is forwarded immediately as a
+    one-element list; later events are held and forwarded together as one
+    list when the window ends. Windows are aligned to the time the stream was
+    built. Nothing is lost.
+
+    >>> from streams import Event
+    >>> from streams.testing import run
+    >>> out = run(lambda sink: rollup(2, 10, sink), [Event(time=t) for t in [0, 1, 2, 3, 11]],
+    ...           until=20)
+    >>> [[e.time for e in batch] for batch in out]
+    [[0], [1], [2, 3], [11]]
+    """
+
+    __slots__ = ("_buffer", "_sent", "_windows", "dt", "n")
+
+    def __init__(self, n: int, dt: float, *children: Child) -> None:
+        self.n = _count(n, "rollup(n, dt, *children)")
+        self.dt = positive_seconds(dt, "rollup(n, dt, *children)")
+        self._set_children(children)
+        self._sent = 0
+        self._buffer: list[Any] = []
+        self._windows = TimeWindows(self.dt, self._flush)
+
+    def __call__(self, event: Any) -> None:
+        self._windows.observe()
+        if self._sent < self.n:
+            self._sent += 1
+            self._out([event])
+        else:
+            self._buffer.append(event)
+
+    def _flush(self, start: float, end: float) -> None:
+        held, self._buffer, self._sent = self._buffer, [], 0
+        if held:
+            self._out(held)
+
+    def close(self) -> None:
+        self._windows.stop()
+        super().close()
+
+
+class batch(Stream):
+    """Forward events in lists of ``n``, and whatever has gathered at the end of each window.
+
+    A list is forwarded as soon as it holds ``n`` events; at the end of each
+    ``dt``-second window (aligned to the time the stream was built) a partial
+    list is forwarded too, so no event waits longer than ``dt``.
+
+    >>> from streams import Event
+    >>> from streams.testing import run
+    >>> out = run(lambda sink: batch(2, 10, sink), [Event(time=t) for t in [0, 1, 2]], until=10)
+    >>> [[e.time for e in b] for b in out]
+    [[0, 1], [2]]
+    """
+
+    __slots__ = ("_buffer", "_windows", "dt", "n")
+
+    def __init__(self, n: int, dt: float, *children: Child) -> None:
+        self.n = _count(n, "batch(n, dt, *children)")
+        self.dt = positive_seconds(dt, "batch(n, dt, *children)")
+        self._set_children(children)
+        self._buffer: list[Any] = []
+        self._windows = TimeWindows(self.dt, self._flush)
+
+    def __call__(self, event: Any) -> None:
+        self._windows.observe()
+        self._buffer.append(event)
+        if len(self._buffer) >= self.n:
+            full, self._buffer = self._buffer, []
+            self._out(full)
+
+    def _flush(self, start: float, end: float) -> None:
+        held, self._buffer = self._buffer, []
+        if held:
+            self._out(held)
+
+    def close(self) -> None:
+        self._windows.stop()
+        super().close()
+
+
+class apdex(Stream):
+    """Every ``dt`` seconds, forward the Apdex score of the window's events.
+
+    Each live event is *satisfied* if ``satisfied`` holds for it, else
+    *tolerated* if ``tolerated`` holds, else frustrated. At the end of a
+    window with events, the last event is forwarded with
+    ``metric = (satisfied + tolerated / 2) / total``. Conditions are
+    where-style: a function of the event or a query string. Expired events are
+    ignored. Windows are aligned to the time the stream was built.
+
+    >>> from streams import Event
+    >>> from streams.testing import run
+    >>> out = run(lambda sink: apdex(10, "metric < 1", lambda e: e.metric < 4, sink),
+    ...           [Event(metric=m, time=0) for m in [0.5, 0.2, 2, 9]], until=10)
+    >>> [(e.metric, e.time) for e in out]
+    [(0.625, 0)]
+    """
+
+    __slots__ = ("_counts", "_last", "_satisfied", "_tolerated", "_windows", "dt")
+
+    def __init__(self, dt: float, satisfied: Any, tolerated: Any, *children: Child) -> None:
+        caller = "apdex(dt, satisfied, tolerated, *children)"
+        self.dt = positive_seconds(dt, caller)
+        self._satisfied = predicate(satisfied, {}, caller)
+        self._tolerated = predicate(tolerated, {}, caller)
+        self._set_children(children)
+        self._counts = [0, 0, 0]  # satisfied, tolerated, frustrated
+        self._last: Any = None
+        self._windows = TimeWindows(self.dt, self._finish)
+
+    def __call__(self, event: Any) -> None:
+        if is_expired(event):
+            return
+        self._windows.observe()
+        if self._satisfied(event):
+            self._counts[0] += 1
+        elif self._tolerated(event):
+            self._counts[1] += 1
+        else:
+            self._counts[2] += 1
+        self._last = event
+
+    def _finish(self, start: float, end: float) -> None:
+        (satisfied, tolerated, frustrated), last = self._counts, self._last
+        self._counts, self._last = [0, 0, 0], None
+        total = satisfied + tolerated + frustrated
+        if total and last is not None:
+            self._out(last.evolve(metric=(satisfied + tolerated / 2) / total))
+
+    def close(self) -> None:
+        self._windows.stop()
+        super().close()
+
+
+class coalesce(Stream):
+    """Every ``dt`` seconds, forward a list of the latest event of every (host, service).
+
+    Expired events (state "expired", or older than their ttl at flush time)
+    are included in one flush and then forgotten. Flushing starts with the
+    first event (at the same instant, on the next clock step) and runs while
+    anything is remembered. ``coalesce(child)`` is ``coalesce(1, child)``.
+    The list is in the order the keys were first seen.
+
+    >>> from streams import Event
+    >>> from streams.testing import run
+    >>> out = run(lambda sink: coalesce(5, sink),
+    ...           [Event(host="a", metric=1, time=0), Event(host="b", metric=2, time=1),
+    ...            Event(host="a", metric=3, time=2)], until=6)
+    >>> [[(e.host, e.metric) for e in flush] for flush in out]
+    [[('a', 1)], [('a', 3), ('b', 2)]]
+    """
+
+    __slots__ = ("_latest", "_task", "dt")
+
+    def __init__(self, dt: Any = 1, *children: Child) -> None:
+        if callable(dt) and not isinstance(dt, (int, float)):
+            children, dt = (dt, *children), 1
+        self.dt = positive_seconds(dt, "coalesce(dt=1, *children)")
+        self._set_children(children)
+        self._latest: dict[tuple[Any, Any], Any] = {}
+        self._task: Task | None = None
+
+    def __call__(self, event: Any) -> None:
+        self._latest[(event.host, event.service)] = event
+        if self._task is None:
+            self._task = scheduler().every(self.dt, rescued(self._flush))
+
+    def _flush(self) -> None:
+        now = scheduler().now()
+        snapshot = list(self._latest.values())
+        for key, event in list(self._latest.items()):
+            if is_expired(event, now):
+                del self._latest[key]
+        if not self._latest:
+            self._stop()
+        self._out(snapshot)
+
+    def _stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def close(self) -> None:
+        self._stop()
+        super().close()
+
