@@ -23,16 +23,19 @@ from . import (
 from ._aggregate import *
 from ._change import *
 from ._clock import Scheduler, Task, VirtualClock, next_tick
+from ._config import Config, ConfigError, load_config, periodically_expire, streams
 from ._core import REGISTRY, Stream, exception_stream, is_expired, sdo
 from ._correlate import *
 from ._event import DEFAULT_TTL, FIELDS, Event, LazyEvent
 from ._fields import *
 from ._fill import *
 from ._filters import *
+from ._index import Index, current_index, index, install_index
 from ._match import matches
 from ._numeric import *
 from ._partition import *
 from ._plumbing import *
+from ._query import Query, QuerySyntaxError, compile_query
 from ._rollup import *
 from ._routing import *
 from ._transform import *
@@ -45,6 +48,10 @@ __all__ = [
     "Scheduler", "Task", "VirtualClock", "next_tick",
     # the stream contract
     "REGISTRY", "Stream", "exception_stream", "sdo", "folds",
+    # configs, the index and the query language
+    "Config", "ConfigError", "load_config", "periodically_expire", "streams",
+    "Index", "index", "current_index", "install_index",
+    "Query", "QuerySyntaxError", "compile_query",
 ]
 # Each family module lists its own streams; tests/test_api.py checks that __all__,
 # the registry and the reference docs agree.

@@ -20,7 +20,7 @@ def predicate(expression: Any, fields: dict[str, Any], caller: str) -> Callable[
     if isinstance(expression, str):
         from ._query import compile_query  # the query module is only needed for strings
 
-        tests.append(compile_query(expression))
+        tests.append(compile_query(expression).predicate)
     elif callable(expression):
         tests.append(expression)
     elif expression is not None:

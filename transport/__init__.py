@@ -1,0 +1,26 @@
+"""rillet's I/O: the Riemann wire codec, TCP and UDP servers, the client, the CLI.
+
+A config declares its servers with ``tcp_server()`` and ``udp_server()``.
+"""
+
+from ._codec import (
+    DEFAULT_MAX_FRAME,
+    Decoded,
+    FrameDecoder,
+    ProtocolError,
+    WireEvent,
+    decode_message,
+    encode_reply,
+    encode_request,
+    frame,
+)
+from ._run import Running, serve
+from ._scheduler import TrioScheduler
+from ._server import Core, Runtime, TcpServer, UdpServer, tcp_server, udp_server
+
+__all__ = [
+    "DEFAULT_MAX_FRAME", "Decoded", "FrameDecoder", "ProtocolError", "WireEvent",
+    "decode_message", "encode_reply", "encode_request", "frame",
+    "Running", "serve", "TrioScheduler",
+    "Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server",
+]

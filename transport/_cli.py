@@ -1,0 +1,70 @@
+"""The ``rillet`` command: run a config, send events, query the index."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import trio
+
+from streams._config import ConfigError, load_config
+
+from ._run import serve
+
+__all__ = ["main"]
+
+DEFAULT_CONFIG = Path(__file__).with_name("default_config.py")
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    path = Path(args.config) if args.config else DEFAULT_CONFIG
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        print(f"rillet: cannot load the config: {error}", file=sys.stderr)
+        return 2
+    logging.getLogger("rillet").info(
+        "rillet running %s (%d top-level streams, %d services); Ctrl-C stops it",
+        path, len(config.streams), len(config.services),
+    )
+    try:
+        trio.run(serve, config)
+    except KeyboardInterrupt:
+        return 0
+    except OSError as error:
+        print(f"rillet: {error}; is another server already using the port?", file=sys.stderr)
+        return 1
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="rillet", description="Riemann-compatible event stream processing in Python.")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="run a monitoring config (default: the built-in one)")
+    run.add_argument("config", nargs="?", help="path of a monitoring .py script")
+    run.add_argument("--log-level", default="info",
+                     choices=["debug", "info", "warning", "error"])
+    run.set_defaults(handler=_run)
+    try:
+        from ._cli_client import add_commands
+    except ImportError:  # pragma: no cover - only while the client module is missing
+        pass
+    else:
+        add_commands(commands)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The Riemann-compatible servers (TCP and UDP) and the core they feed.
+
+A :class:`Core` is one loaded config plus the index: it handles decoded
+requests and builds replies. Servers hold a :class:`Runtime`, whose core can
+be swapped whole (reload), and never see a half-built one.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from streams import Event
+from streams._config import Config
+from streams._index import Index
+from streams._query import QuerySyntaxError
+
+from ._codec import (
+    DEFAULT_MAX_FRAME,
+    OK_REPLY,
+    Decoded,
+    FrameDecoder,
+    ProtocolError,
+    decode_datagram,
+    decode_message,
+    encode_reply,
+)
+
+__all__ = ["Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server"]
+
+log = logging.getLogger("rillet.server")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5555
+DEFAULT_MAX_DATAGRAM = 16_384
+
+
+class Core:
+    """Streams events from requests through a config and answers queries from the index."""
+
+    def __init__(self, config: Config, index: Index) -> None:
+        self.config = config
+        self.index = index
+        self.dispatch: Callable[[Any], None] = config.dispatcher()
+        self.events = 0
+        self.errors = 0
+
+    def stream(self, events: list[Any]) -> Exception | None:
+        """Run ``events`` through the streams; returns the first failure, if any."""
+        dispatch = self.dispatch
+        failure: Exception | None = None
+        for event in events:
+            try:
+                dispatch(event)
+            except Exception as error:
+                failure = failure or error
+        self.events += len(events)
+        return failure
+
+    def handle(self, request: Decoded) -> bytes:
+        """The framed reply to one request: ok, an error, or query results."""
+        failure = self.stream(request.events) if request.events else None
+        if failure is not None:
+            self.errors += 1
+            return encode_reply(ok=False, error=f"{type(failure).__name__}: {failure}")
+        if request.query is None:
+            return OK_REPLY
+        try:
+            found: list[Event] = self.index.search(request.query)
+        except QuerySyntaxError as error:
+            self.errors += 1
+            return encode_reply(ok=False, error=f"parse error: {error}")
+        return encode_reply(ok=True, events=found)
+
+
+@dataclass
+class Runtime:
+    """What the servers share: the current core (swapped whole on reload)."""
+
+    core: Core
+    clock: Callable[[], float] = time.time
+
+
+@dataclass
+class TcpServer:
+    """Riemann's TCP protocol: length-prefixed Msgs, one reply per request, in order."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    max_frame: int = DEFAULT_MAX_FRAME
+    connections: int = 0
+    requests: int = 0
+    protocol_errors: int = 0
+    bound_port: int | None = field(default=None, repr=False)
+
+    async def serve(self, runtime: Runtime, *,
+                    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+        for listener in listeners:
+            listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self.bound_port = listeners[0].socket.getsockname()[1]
+        log.info("TCP server listening on %s:%s", self.host, self.bound_port)
+        task_status.started(self.bound_port)
+        await trio.serve_listeners(lambda s: self._connection(s, runtime), listeners)
+
+    async def _connection(self, stream: trio.SocketStream, runtime: Runtime) -> None:
+        self.connections += 1
+        decoder = FrameDecoder(self.max_frame)
+        peer = _peer(stream)
+        try:
+            while True:
+                data = await stream.receive_some(262_144)
+                if not data:
+                    return
+                decoder.feed(data)
+                now = runtime.clock()
+                core = runtime.core
+                # Every complete frame of this read is handled, then one write
+                # acknowledges them all: coalesced acks, order kept.
+                replies = [core.handle(decode_message(payload, now))
+                           for payload in decoder.frames()]
+                if replies:
+                    self.requests += len(replies)
+                    await stream.send_all(replies[0] if len(replies) == 1 else b"".join(replies))
+        except ProtocolError as error:
+            self.protocol_errors += 1
+            log.warning("closing TCP connection from %s: %s", peer, error)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            pass
+        finally:
+            self.connections -= 1
+            await trio.aclose_forcefully(stream)
+
+    def statistics(self) -> dict[str, Any]:
+        return {"connections": self.connections, "requests": self.requests,
+                "protocol_errors": self.protocol_errors}
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+        return f"{host}:{port}"
+    except OSError:
+        return "?"
+
+
+@dataclass
+class UdpServer:
+    """Riemann's UDP protocol: one Msg per datagram, never a reply; garbage is counted."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    max_size: int = DEFAULT_MAX_DATAGRAM
+    datagrams: int = 0
+    dropped: int = 0
+    bound_port: int | None = field(default=None, repr=False)
+
+    async def serve(self, runtime: Runtime, *,
+                    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            await sock.bind((self.host, self.port))
+            self.bound_port = sock.getsockname()[1]
+            log.info("UDP server listening on %s:%s", self.host, self.bound_port)
+            task_status.started(self.bound_port)
+            while True:
+                data, peer = await sock.recvfrom(self.max_size)
+                self.datagrams += 1
+                try:
+                    request = decode_datagram(data, runtime.clock(), self.max_size)
+                except ProtocolError as error:
+                    self.dropped += 1
+                    log.warning("dropped a UDP datagram from %s:%s: %s", peer[0], peer[1], error)
+                    continue
+                core = runtime.core
+                core.stream(request.events)
+                if request.query is not None:  # evaluated as Riemann does; nobody gets the answer
+                    try:
+                        core.index.search(request.query)
+                    except QuerySyntaxError:
+                        self.dropped += 1
+
+    def statistics(self) -> dict[str, Any]:
+        return {"datagrams": self.datagrams, "dropped": self.dropped}
+
+
+def tcp_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
+               max_frame: int = DEFAULT_MAX_FRAME) -> TcpServer:
+    """Declare a TCP server in a config (Riemann's ``tcp-server``)."""
+    from streams._config import service
+
+    _check_port(port, "tcp_server")
+    return service(TcpServer(host=host, port=port, max_frame=max_frame))  # type: ignore[no-any-return]
+
+
+def udp_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
+               max_size: int = DEFAULT_MAX_DATAGRAM) -> UdpServer:
+    """Declare a UDP server in a config (Riemann's ``udp-server``)."""
+    from streams._config import service
+
+    _check_port(port, "udp_server")
+    return service(UdpServer(host=host, port=port, max_size=max_size))  # type: ignore[no-any-return]
+
+
+def _check_port(port: Any, caller: str) -> None:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"{caller}(port={port!r}): the port must be an int from 0 to 65535 "
+                         f"(0 picks a free one)")

@@ -1,0 +1,30 @@
+"""rillet's default config: what ``make run`` and a bare ``rillet run`` start.
+
+TCP and UDP on 127.0.0.1:5555 (Riemann's defaults), an index whose expired
+events are swept every 10 seconds, and one readable log line each time a
+(host, service) changes state. Copy it as the start of your own monitoring.py.
+"""
+
+import logging
+
+from streams import by, changed, index, periodically_expire, streams
+from transport import tcp_server, udp_server
+
+log = logging.getLogger("rillet.state")
+
+
+def log_change(pair):
+    previous, event = pair
+    before = previous.state if previous is not None else "new"
+    log.info("%s %s: %s -> %s (metric %s)",
+             event.host, event.service, before, event.state, event.metric)
+
+
+tcp_server()
+udp_server()
+periodically_expire(10)
+
+streams(
+    by(["host", "service"], changed("state", log_change, pairs=True)),
+    index,
+)
