@@ -109,7 +109,7 @@ class TcpServer:
         task_status.started(self.bound_port)
         await trio.serve_listeners(lambda s: self._connection(s, runtime), listeners)
 
-    async def _connection(self, stream: trio.SocketStream, runtime: Runtime) -> None:
+    async def _connection(self, stream: Any, runtime: Runtime) -> None:
         self.connections += 1
         decoder = FrameDecoder(self.max_frame)
         peer = _peer(stream)

@@ -7,13 +7,13 @@ events are swept every 10 seconds, and one readable log line each time a
 
 import logging
 
-from streams import by, changed, index, periodically_expire, streams
+from streams import Event, by, changed, index, periodically_expire, streams
 from transport import tcp_server, udp_server
 
 log = logging.getLogger("rillet.state")
 
 
-def log_change(pair):
+def log_change(pair: tuple[Event | None, Event]) -> None:
     previous, event = pair
     before = previous.state if previous is not None else "new"
     log.info("%s %s: %s -> %s (metric %s)",
