@@ -229,14 +229,14 @@ def test_changed_state_never_emits_the_same_state_twice_in_a_row_per_key(
         assert last.get(key) != e.state
         last[key] = e.state
     # and every change of a key's state is reported
-    expected: dict[Any, list[str]] = defaultdict(list)
+    expected: dict[Any, list[str | None]] = defaultdict(list)
     previous: dict[Any, Any] = {}
     for e in inputs:
         key = (e.host, e.service)
         if previous.get(key) != e.state:
             expected[key].append(e.state)
         previous[key] = e.state
-    reported: dict[Any, list[str]] = defaultdict(list)
+    reported: dict[Any, list[str | None]] = defaultdict(list)
     for e in out:
         reported[(e.host, e.service)].append(e.state)
     assert reported == expected
