@@ -1,0 +1,140 @@
+"""Windows by count and by event time (spec §3.6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams import (
+    Event,
+    fixed_event_window,
+    fixed_time_window,
+    moving_event_window,
+    moving_time_window,
+)
+from streams.testing import Sink
+
+relaxed = settings(deadline=None, max_examples=60)
+
+
+def through(build: Any, inputs: list[Any]) -> list[Any]:
+    sink = Sink()
+    stream = build(sink)
+    for x in inputs:
+        stream(x)
+    return sink.events
+
+
+def times(windows: list[list[Event]]) -> list[list[float | None]]:
+    return [[e.time for e in w] for w in windows]
+
+
+# By count ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("stream", "n", "inputs", "expected"),
+    [
+        (moving_event_window, 2, [1, 2, 3], [[1], [1, 2], [2, 3]]),
+        (moving_event_window, 0, [1, 2], [[], []]),
+        (fixed_event_window, 2, [1, 2, 3, 4, 5], [[1, 2], [3, 4]]),
+        (fixed_event_window, 0, [1, 2, 3], []),
+        (fixed_event_window, 1, [1, 2], [[1], [2]]),
+    ],
+)
+def test_event_windows_table(stream: Any, n: int, inputs: list[int],
+                             expected: list[list[int]]) -> None:
+    assert through(lambda sink: stream(n, sink), inputs) == expected
+
+
+def test_emitted_windows_are_copies() -> None:
+    out = through(lambda sink: moving_event_window(3, sink), [1, 2])
+    out[0].append("changed")
+    assert out[1] == [1, 2]
+
+
+@relaxed
+@given(st.integers(0, 5), st.lists(st.integers(), max_size=30))
+def test_moving_event_window_keeps_order_and_size(n: int, inputs: list[int]) -> None:
+    out = through(lambda sink: moving_event_window(n, sink), inputs)
+    assert out == [inputs[max(0, i + 1 - n): i + 1] if n else [] for i in range(len(inputs))]
+
+
+@relaxed
+@given(st.integers(1, 5), st.lists(st.integers(), max_size=30))
+def test_fixed_event_window_chunks_in_order(n: int, inputs: list[int]) -> None:
+    out = through(lambda sink: fixed_event_window(n, sink), inputs)
+    assert all(len(w) == n for w in out)
+    assert [x for w in out for x in w] == inputs[: len(inputs) // n * n]
+
+
+# By event time -------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("stream", "dt", "inputs", "expected"),
+    [
+        (moving_time_window, 2, [1, 2, 3, 4], [[1], [1, 2], [2, 3], [3, 4]]),
+        (moving_time_window, 2, [5, 1, 2, 6, 3, 8, 4, 8, 5, 9],
+         [[5], [5, 6], [8], [8, 8], [8, 8, 9]]),
+        (fixed_time_window, 2, [1, 2, 3, 4, 5], [[1, 2], [3, 4]]),
+        (fixed_time_window, 2, [1, 7], [[1], [], []]),
+        (fixed_time_window, 2, [5, 1, 2, 6, 3, 8, 4, 8, 5, 9, 11], [[5, 6], [8, 8], [9]]),
+        (fixed_time_window, 0.5, [0, 0.25, 0.5, 1.75], [[0, 0.25], [0.5], []]),
+    ],
+)
+def test_time_windows_table(stream: Any, dt: float, inputs: list[float],
+                            expected: list[list[float]]) -> None:
+    out = through(lambda sink: stream(dt, sink), [Event(time=t) for t in inputs])
+    assert times(out) == expected
+
+
+def test_moving_time_window_keeps_untimed_events() -> None:
+    inputs = [Event(time=1), Event(service="untimed"), Event(time=5)]
+    out = through(lambda sink: moving_time_window(2, sink), inputs)
+    assert [[e.time for e in w] for w in out] == [[1], [1, None], [None, 5]]
+
+
+def test_fixed_time_window_puts_untimed_events_in_the_current_window() -> None:
+    inputs = [Event(service="early"), Event(time=1), Event(service="late"), Event(time=4)]
+    out = through(lambda sink: fixed_time_window(2, sink), inputs)
+    # an untimed event before the first timed one is dropped when the first window opens
+    assert [[e.service for e in w] for w in out] == [[None, "late"]]
+
+
+@relaxed
+@given(st.integers(1, 10), st.lists(st.integers(0, 60), max_size=30))
+def test_moving_time_window_model(dt: int, inputs: list[int]) -> None:
+    out = through(lambda sink: moving_time_window(dt, sink), [Event(time=t) for t in inputs])
+    expected: list[list[int]] = []
+    buffer: list[int] = []
+    cutoff = 0
+    for t in inputs:
+        cutoff = max(cutoff, t - dt)
+        if t > cutoff:
+            buffer = [x for x in buffer if x > cutoff] + [t]
+            expected.append(buffer)
+    assert times(out) == expected
+    # every window is in arrival order and spans less than dt
+    for window in expected:
+        assert window[-1] - min(window) < dt
+
+
+@relaxed
+@given(st.integers(1, 10), st.lists(st.integers(0, 60), max_size=30))
+def test_fixed_time_window_windows_are_aligned_and_ordered(dt: int, inputs: list[int]) -> None:
+    windows = through(lambda sink: fixed_time_window(dt, sink), [Event(time=t) for t in inputs])
+    out = [[e.time for e in w] for w in windows]
+    if not inputs:
+        assert out == []
+        return
+    start = inputs[0]
+    kept: list[int] = []
+    for k, window in enumerate(out):
+        low, high = start + k * dt, start + (k + 1) * dt
+        assert all(low <= t < high for t in window)
+        kept += window
+    # what was emitted is a subsequence of the input, in arrival order
+    it = iter(inputs)
+    assert all(any(t == x for x in it) for t in kept)
