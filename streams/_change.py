@@ -116,14 +116,14 @@ class stable(Stream):
             self._out(event)
         else:
             buffer.append(event)
-            if time - buffer[0].time >= self.dt:
+            if time >= buffer[0].time + self.dt:
                 self._flush()
 
     def _timeout(self) -> None:
         self._task = None
         buffer = self._buffer
-        # Compared the way the due time was computed, so float rounding cannot
-        # leave a due buffer waiting for the next event.
+        # "Held for dt" is always t >= first.time + dt, the way the due time is
+        # computed, so float rounding cannot make the timer and the events disagree.
         if buffer and scheduler().now() >= buffer[0].time + self.dt:
             self._flush()
 

@@ -1,0 +1,193 @@
+"""runs and stable: spec §3.5 examples, the §9.1.2 quirk fixed, and properties."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams import Event, by, exception_stream, runs, stable
+from streams._clock import scheduler
+from streams.testing import Sink, clock, run, run_intervals
+
+# runs ------------------------------------------------------------------------
+
+
+def test_runs_spec_example_n3() -> None:
+    # states [1,1,2,2,3,4,4,4], the last three with metrics 5.0, 5.1, 5.2 → only the last.
+    states = ["1", "1", "2", "2", "3", "4", "4", "4"]
+    metrics = [None] * 5 + [5.0, 5.1, 5.2]
+    out = run(lambda sink: runs(3, "state", sink),
+              [Event(state=s, metric=m) for s, m in zip(states, metrics, strict=True)])
+    assert out == [Event(state="4", metric=5.2)]
+
+
+@pytest.mark.parametrize(("n", "values", "expected_positions"), [
+    (2, [1, 1, 1, 2], [1, 2]),          # verified in the spec: the 2nd and 3rd events
+    (0, [1, 1, 1, 1], []),               # n = 0 never emits
+    (1, [1, 2, 2, 3], [0, 1, 2, 3]),     # a run of one is every event
+    (3, [1, 1, 2, 1, 1, 1, 1], [5, 6]),  # an interruption restarts the count
+    (2, [None, None, 0, 0], [1, 3]),     # None is a value like any other
+    (2, [1, 1.0], [1]),                  # Python equality: 1 == 1.0 (Clojure: not equal)
+])
+def test_runs_table(n: int, values: list[Any], expected_positions: list[int]) -> None:
+    inputs = [Event(metric=v, seq=i) for i, v in enumerate(values)]
+    out = run(lambda sink: runs(n, "metric", sink), inputs)
+    assert [e.get("seq", 0) for e in out] == expected_positions
+
+
+def test_runs_accepts_a_function_and_forks_per_key() -> None:
+    out = run(lambda sink: by("host", runs(2, lambda e: e.metric > 1, sink)),
+              [Event(host=h, metric=m) for h, m in [("a", 5), ("b", 6), ("a", 7), ("b", 0)]])
+    assert out == [Event(host="a", metric=7)]
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    ((-1, "state"), ValueError), ((1.5, "state"), ValueError), ((True, "state"), ValueError),
+    ((2, 7), TypeError),
+])
+def test_runs_config_errors(args: tuple[Any, ...], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        runs(*args)
+
+
+@given(st.integers(0, 4), st.lists(st.integers(0, 2), max_size=30))
+def test_runs_emits_exactly_when_the_last_n_values_are_equal(n: int, values: list[int]
+                                                              ) -> None:
+    sink = Sink()
+    s = runs(n, "metric", sink)
+    for i, v in enumerate(values):
+        s(Event(metric=v, seq=i))
+    expected = [i for i in range(len(values))
+                if n >= 1 and i >= n - 1 and len(set(values[i - n + 1:i + 1])) == 1]
+    assert [e.get("seq", 0) for e in sink.events] == expected
+
+
+# stable ----------------------------------------------------------------------
+
+def xs(*pairs: tuple[Any, float]) -> list[Event]:
+    return [Event(time=t, x=x) for x, t in pairs]
+
+
+@pytest.mark.parametrize(("inputs", "expected_times"), [
+    (xs((1, 0), (1, 1), (1, 2)), []),
+    (xs((1, 0), (1, 1), (1, 3)), [0, 1, 3]),
+    # spike
+    (xs((0, 0), (0, 3), (1, 4), (1, 5), (0, 6), (0, 9)), [0, 3, 6, 9]),
+    # flapping
+    (xs((0, 0), (0, 10), (1, 11), (0, 11), (1, 12), (5, 13), (2, 14), (2, 17)),
+     [0, 10, 14, 17]),
+])
+def test_stable_spec_examples(inputs: list[Event], expected_times: list[float]) -> None:
+    out = run(lambda sink: stable(3, "x", sink), inputs)
+    assert [e.time for e in out] == expected_times
+
+
+def test_stable_timeout_flushes_without_another_event() -> None:
+    out = run(lambda sink: stable(3, "x", sink), xs((1, 0), (1, 1)), until=3)
+    assert [e.time for e in out] == [0, 1]
+    assert clock().now() == 3
+
+
+def test_stable_never_re_emits_when_event_time_runs_ahead_of_the_clock() -> None:
+    # §9.1.2: change at t=0, then a same-value event with time 3 arriving at clock 1.
+    # Riemann emits both at clock 1 and again when the timeout fires at clock 3.
+    emitted: list[tuple[float, Any]] = []
+    run_intervals(
+        lambda sink: stable(3, "x", lambda e: emitted.append((scheduler().now(), e.time))),
+        [(Event(x=1, time=0), 1), (Event(x=1, time=3), 5)],
+    )
+    assert emitted == [(1, 0), (1, 3)]
+
+
+def test_stable_needs_event_time() -> None:
+    s = stable(3, "x", Sink())
+    with pytest.raises(ValueError, match="event time"):
+        s(Event(x=1))
+
+
+def test_stable_timeout_failures_reach_the_exception_stream(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Riemann's stable only logs them (§3.0.2); rillet reports them like any child failure.
+    errors = Sink()
+
+    def broken(event: Any) -> None:
+        raise RuntimeError("boom")
+
+    with caplog.at_level(logging.ERROR):
+        run(lambda sink: exception_stream(errors, stable(2, "x", broken)),
+            xs((1, 0)), until=5)
+    assert [e.service for e in errors.events] == ["rillet exception"]
+
+
+def test_stable_close_cancels_its_timer() -> None:
+    built: list[stable] = []
+
+    def build(sink: Sink) -> stable:
+        built.append(stable(3, "x", sink))
+        return built[0]
+
+    out = run(build, xs((1, 0)))
+    assert len(clock()) == 1
+    built[0].close()
+    assert len(clock()) == 0
+    clock().advance(10)
+    assert out == []
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    ((-1, "x"), ValueError), (("3", "x"), ValueError), ((float("inf"), "x"), ValueError),
+    ((3, None), TypeError),
+])
+def test_stable_config_errors(args: tuple[Any, ...], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        stable(*args)
+
+
+values_in_time = st.lists(
+    st.tuples(st.sampled_from("ab"), st.integers(0, 3)), max_size=25,
+).map(lambda steps: _timed(steps))
+
+
+def _timed(steps: list[tuple[str, int]]) -> list[Event]:
+    time, out = 0.0, []
+    for i, (value, gap) in enumerate(steps):
+        time += gap * 0.5
+        out.append(Event(time=time, x=value, seq=i))
+    return out
+
+
+def _held_runs(inputs: list[Event], dt: float) -> tuple[list[int], dict[int, float]]:
+    """The reference: a run of equal values is emitted whole iff the clock reaches
+    its first time + dt before the value changes; returns the emitted positions and,
+    for each, the start time of its run."""
+    emitted: list[int] = []
+    run_start: dict[int, float] = {}
+    i = 0
+    while i < len(inputs):
+        j = i
+        while j + 1 < len(inputs) and inputs[j + 1].get("x") == inputs[i].get("x"):
+            j += 1
+        start = inputs[i].time
+        ends = inputs[j + 1].time if j + 1 < len(inputs) else float("inf")
+        if ends >= start + dt:
+            emitted.extend(range(i, j + 1))
+            run_start.update(dict.fromkeys(range(i, j + 1), start))
+        i = j + 1
+    return emitted, run_start
+
+
+@settings(max_examples=200)
+@given(values_in_time, st.sampled_from([0.5, 1, 1.5, 3]))
+def test_stable_emits_whole_runs_that_held_dt_never_early_never_twice(
+        inputs: list[Event], dt: float) -> None:
+    emitted: list[tuple[float, int]] = []
+    run(lambda sink: stable(dt, "x", lambda e: emitted.append((scheduler().now(), e.get("seq")))),
+        inputs, until=(inputs[-1].time + dt if inputs else 0))
+    expected, run_start = _held_runs(inputs, dt)
+    assert [seq for _, seq in emitted] == expected
+    for now, seq in emitted:
+        assert now >= run_start[seq] + dt
