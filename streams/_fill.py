@@ -21,25 +21,32 @@ class _Quiet:
     expired event stops the timer and the next live event starts it again.
     """
 
-    __slots__ = ("fire", "interval", "task")
+    __slots__ = ("_scoped", "fire", "interval", "task")
 
     def __init__(self, interval: float, fire: Callable[[], object]) -> None:
         self.interval = interval
-        self.fire = rescued(fire)
+        self.fire = fire
         self.task: Task | None = None
+        self._scoped = False
 
     def start(self) -> None:
-        self.task = scheduler().every(self.interval, self.fire, delay=self.interval)
+        self.task = scheduler().every(self.interval, rescued(self.fire), delay=self.interval)
 
     def observe(self, event: Any) -> None:
         expired = is_expired(event)
         if self.task is None:
             if not expired:
                 self.start()
+                self._scoped = True
         elif expired:
             self.stop()
         else:
             self.task.defer(self.interval)
+            if not self._scoped:
+                # A timer started at construction ran outside any exception_stream;
+                # events arrive inside it, so the fills report where the events' failures do.
+                self.task.function = rescued(self.fire)
+                self._scoped = True
 
     def stop(self) -> None:
         if self.task is not None:
