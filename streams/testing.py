@@ -93,11 +93,22 @@ class tap(Stream):
         self._out(event)
 
 
+class _Recorded(dict[str, list[Any]]):
+    """Taps seen so far; a tap that saw nothing reads as ``[]`` (spec §7: every tap
+    has a result), even one built before the block began."""
+
+    def __missing__(self, name: str) -> list[Any]:
+        return []
+
+
 @contextlib.contextmanager
 def taps() -> Iterator[dict[str, list[Any]]]:
-    """Record what every :class:`tap` sees inside the block, by tap name."""
+    """Record what every :class:`tap` sees inside the block, by tap name.
+
+    A tap that saw nothing reads as an empty list.
+    """
     global _taps
-    previous, _taps = _taps, {}
+    previous, _taps = _taps, _Recorded()
     try:
         yield _taps
     finally:
