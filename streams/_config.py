@@ -31,14 +31,23 @@ class Config:
     keep_keys: tuple[str, ...] | str = ("host", "service")
     source: str = "<memory>"
 
-    def dispatcher(self) -> Callable[[Any], None]:
+    def dispatcher(self, index: Any = None) -> Callable[[Any], None]:
         """One callable that feeds an event to every top-level stream in order.
 
-        Each top-level stream is isolated: one failing is reported and the
-        others still run. The first failure is re-raised afterwards so that a
-        TCP client gets an error reply, as with Riemann.
+        Each top-level stream is isolated: when one fails the others still
+        run, and the first failure is raised afterwards (so that a TCP client
+        gets an error reply, as with Riemann); later ones are reported here.
+        The caller reports the failure it catches. With ``index`` given, the
+        config-level ``index`` stream is bound straight to it.
         """
-        calls = tuple(entry_point(s) for s in self.streams)
+        from ._index import index as index_stream
+
+        calls = tuple(
+            index.__call__ if index is not None and s is index_stream else entry_point(s)
+            for s in self.streams
+        )
+        if len(calls) == 1:
+            return calls[0]
 
         def dispatch(event: Any) -> None:
             failure: Exception | None = None
@@ -46,8 +55,10 @@ class Config:
                 try:
                     call(event)
                 except Exception as error:
-                    report_failure(error, event)
-                    failure = failure or error
+                    if failure is None:
+                        failure = error
+                    else:
+                        report_failure(error, event)
             if failure is not None:
                 raise failure
 

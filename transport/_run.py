@@ -10,7 +10,7 @@ import trio
 
 from streams._clock import install
 from streams._config import Config
-from streams._index import Index, current_index
+from streams._index import Index, current_index, install_index
 
 from ._scheduler import TrioScheduler
 from ._server import Core, Runtime
@@ -52,6 +52,7 @@ async def serve(config: Config, *, index: Index | None = None,
     scheduler = TrioScheduler()
     previous = install(scheduler)
     index = index if index is not None else current_index()
+    previous_index = install_index(index)
     core = Core(config, index)
     runtime = Runtime(core)
     running = Running(runtime, scheduler, services=list(config.services))
@@ -68,3 +69,4 @@ async def serve(config: Config, *, index: Index | None = None,
         index.close()
         config.close()
         install(previous)
+        install_index(previous_index)

@@ -18,6 +18,7 @@ import trio
 
 from streams import Event
 from streams._config import Config
+from streams._core import report_failure
 from streams._index import Index
 from streams._query import QuerySyntaxError
 
@@ -47,7 +48,7 @@ class Core:
     def __init__(self, config: Config, index: Index) -> None:
         self.config = config
         self.index = index
-        self.dispatch: Callable[[Any], None] = config.dispatcher()
+        self.dispatch: Callable[[Any], None] = config.dispatcher(index)
         self.events = 0
         self.errors = 0
 
@@ -59,6 +60,7 @@ class Core:
             try:
                 dispatch(event)
             except Exception as error:
+                report_failure(error, event)
                 failure = failure or error
         self.events += len(events)
         return failure

@@ -1,0 +1,224 @@
+"""End-to-end ingest: `rillet run` indexing everything, against a bare decode+ack trio loop.
+
+    .venv/bin/python tests/benchmarks/bench_server.py [--seconds 10] [--rounds 5] [--events 100]
+
+Each server runs in its own process pinned to CPU 0 (``taskset``); the load
+generator, pinned to CPU 1, pipelines pre-serialised 100-event messages over
+4 TCP connections with 256 requests outstanding each, and counts acks. After
+a warm-up, events/s is measured over ``--rounds`` windows of ``--seconds``
+and the median is reported, for rillet and for the bare loop (the ceiling
+for a Python server: protobuf decode and coalesced acks only), side by side.
+Then rillet's RSS is read after indexing 100,000 distinct keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+from streams import Event
+from transport._codec import OK_REPLY, encode_request
+
+ROOT = Path(__file__).resolve().parents[2]
+CONNECTIONS = 4
+OUTSTANDING = 256
+KEYS = 100_000
+
+RILLET_CONFIG = """
+from streams import *
+from transport import tcp_server
+tcp_server(port={port})
+streams(index)
+"""
+
+BARE_SERVER = """
+import sys, trio
+from transport._proto import Msg
+from transport._codec import FrameDecoder, OK_REPLY
+
+async def connection(stream):
+    decoder = FrameDecoder()
+    while data := await stream.receive_some(262144):
+        decoder.feed(data)
+        acks = 0
+        for payload in decoder.frames():
+            for event in Msg.FromString(payload).events:
+                pass
+            acks += 1
+        if acks:
+            await stream.send_all(OK_REPLY * acks)
+
+trio.run(trio.serve_tcp, connection, int(sys.argv[1]))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pinned(cpu: int, command: list[str]) -> list[str]:
+    return (["taskset", "-c", str(cpu)] if shutil.which("taskset") else []) + command
+
+
+def wait_for_port(port: int, deadline: float = 20) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"the server did not listen on port {port} within {deadline} s")
+
+
+def messages(events_per_message: int, count: int) -> list[bytes]:
+    """Pre-serialised requests covering KEYS distinct (host, service) keys."""
+    out = []
+    key = 0
+    for _ in range(count):
+        batch = []
+        for _ in range(events_per_message):
+            batch.append(Event(host=f"host-{key % 1000}", service=f"svc-{key // 1000}",
+                               metric=key * 0.5, state="ok", time=1.0e9 + key, ttl=3600.0,
+                               tags=("bench",)))
+            key = (key + 1) % KEYS
+        out.append(encode_request(batch))
+    return out
+
+
+class Load:
+    """Pipelining connections; ``acked`` counts acknowledged requests."""
+
+    def __init__(self, port: int, frames: list[bytes]) -> None:
+        self.port = port
+        self.frames = frames
+        self.acked = 0
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.connection, args=(i,), daemon=True)
+                        for i in range(CONNECTIONS)]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def connection(self, number: int) -> None:
+        sock = socket.create_connection(("127.0.0.1", self.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        frames = self.frames
+        position = number * 7
+        ack_size = len(OK_REPLY)
+
+        def send(n: int) -> None:
+            nonlocal position
+            chunk = []
+            for _ in range(n):
+                chunk.append(frames[position % len(frames)])
+                position += 1
+            sock.sendall(b"".join(chunk))
+
+        send(OUTSTANDING)
+        leftover = 0
+        while not self.stop.is_set():
+            try:
+                data = sock.recv(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                if not self.stop.is_set():
+                    print("the server closed a load connection", file=sys.stderr)
+                return
+            leftover += len(data)
+            acks, leftover = divmod(leftover, ack_size)
+            if acks:
+                with self.lock:
+                    self.acked += acks
+                send(acks)
+        sock.close()
+
+
+def measure(port: int, frames: list[bytes], events_per_message: int, warmup: float,
+            seconds: float, rounds: int) -> list[float]:
+    load = Load(port, frames)
+    load.start()
+    time.sleep(warmup)
+    rates = []
+    for _ in range(rounds):
+        before, started = load.acked, time.perf_counter()
+        time.sleep(seconds)
+        rates.append((load.acked - before) * events_per_message /
+                     (time.perf_counter() - started))
+    load.stop.set()
+    return rates
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_target(name: str, command: list[str], port: int, frames: list[bytes],
+               args: argparse.Namespace) -> tuple[list[float], float]:
+    server = subprocess.Popen(pinned(0, command), cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port)
+        rates = measure(port, frames, args.events, args.warmup, args.seconds, args.rounds)
+        rss = rss_mib(server.pid)
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=10)
+    if server.returncode not in (0, -15, 1):
+        print(err.decode(), file=sys.stderr)
+    print(f"{name:8s}: median {statistics.median(rates) / 1e3:7.0f} k events/s  "
+          f"(rounds: {', '.join(f'{r / 1e3:.0f}k' for r in rates)}); RSS {rss:.0f} MiB",
+          flush=True)
+    return rates, rss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--events", type=int, default=100, help="events per message")
+    args = parser.parse_args()
+    if (os.cpu_count() or 1) < 2:
+        print("warning: fewer than 2 CPUs; server and load share a core", file=sys.stderr)
+    frames = messages(args.events, KEYS // args.events)
+    with tempfile.TemporaryDirectory() as tmp:
+        rillet_port, bare_port = free_port(), free_port()
+        config = Path(tmp, "bench_config.py")
+        config.write_text(textwrap.dedent(RILLET_CONFIG.format(port=rillet_port)))
+        bare = Path(tmp, "bare.py")
+        bare.write_text(BARE_SERVER)
+        python = sys.executable
+        print(f"{args.events}-event messages, {CONNECTIONS} connections x {OUTSTANDING} "
+              f"outstanding, server pinned to CPU 0, {args.rounds} x {args.seconds:.0f} s",
+              flush=True)
+        bare_rates, _ = run_target("bare", [python, str(bare), str(bare_port)], bare_port,
+                                   frames, args)
+        rillet_rates, rss = run_target(
+            "rillet", [python, "-m", "transport._cli", "run", str(config),
+                       "--log-level", "warning"], rillet_port, frames, args)
+    ratio = statistics.median(rillet_rates) / statistics.median(bare_rates)
+    print(f"rillet / bare decode+ack loop: {ratio:.2f}; rillet RSS with {KEYS:,} keys "
+          f"indexed: {rss:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
