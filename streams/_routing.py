@@ -160,10 +160,11 @@ class dual(Stream):
         self._true, self._false = true_stream, false_stream
 
     def __call__(self, event: Any) -> None:
+        holds = self.predicate(event)  # called once per event, expired or not, as in Riemann
         if is_expired(event):
             _isolated(self._true, event)
             _isolated(self._false, event)
-        elif self.predicate(event):
+        elif holds:
             _isolated(self._false, expire_event(event))
             _isolated(self._true, event)
         else:

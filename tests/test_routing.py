@@ -147,7 +147,7 @@ def test_dual_spec_semantics() -> None:
     tombstone = Event(host="h", service="s", state="expired", time=10)
     order: list[tuple[str, Event]] = []
     out = run(
-        lambda sink: dual(lambda e: e.metric > 5,
+        lambda sink: dual(lambda e: (e.metric or 0) > 5,
                           lambda e: order.append(("true", e)),
                           lambda e: order.append(("false", e))),
         [live_high, live_low, stale, tombstone],
