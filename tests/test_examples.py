@@ -1,0 +1,73 @@
+"""Every example config loads, and a broken config fails with file, line and problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams import Event, Index, VirtualClock, load_config
+from streams._clock import install
+from streams._config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p for p in (ROOT / "examples").glob("*.py")
+                 if not p.name.startswith("test_") and p.name != "rules.py")
+CONFIGS.append(ROOT / "transport" / "default_config.py")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_example_config_loads_and_streams_events(path: Path) -> None:
+    config = load_config(path)
+    assert config.streams
+    index = Index()
+    dispatch = config.dispatcher(index)
+    install(VirtualClock(100))
+    dispatch(Event(host="web1", service="cpu", metric=0.5, state="ok", time=100))
+    assert index.lookup("web1", "cpu") is not None
+    config.close()
+
+
+def test_monitoring_example_pages_once_per_minute(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    clock = VirtualClock()
+    install(clock)
+    config = load_config(ROOT / "examples" / "monitoring.py")
+    dispatch = config.dispatcher(Index())
+    caplog.set_level("INFO")
+    for t in range(0, 120, 10):
+        clock.advance(t)
+        dispatch(Event(host="web1", service="http req", state="critical", time=t,
+                       description="500s"))
+    pages = [r for r in caplog.records if "PAGE" in r.getMessage()]
+    assert len(pages) == 2
+    config.close()
+
+
+def test_config_error_names_file_line_and_problem(tmp_path: Path) -> None:
+    path = tmp_path / "broken.py"
+    path.write_text("from streams import *\n\nstreams(rate('five', print))\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    message = str(raised.value)
+    assert f"{path}:3" in message
+    assert "rate(interval, *children)" in message and "'five'" in message
+
+
+def test_config_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "syntax.py"
+    path.write_text("from streams import *\nstreams(where(lambda e: e.metric >, index))\n")
+    with pytest.raises(ConfigError, match=r"syntax.py:2: syntax error"):
+        load_config(path)
+
+
+def test_config_without_streams_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "empty.py"
+    path.write_text("from streams import *\n")
+    with pytest.raises(ConfigError, match="declares no streams"):
+        load_config(path)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.py")
