@@ -31,7 +31,7 @@ class Config:
     keep_keys: tuple[str, ...] | str = ("host", "service")
     source: str = "<memory>"
 
-    def dispatcher(self, index: Any = None) -> Callable[[Any], None]:
+    def dispatcher(self, index: Any = None) -> Callable[[Any], object]:
         """One callable that feeds an event to every top-level stream in order.
 
         Each top-level stream is isolated: when one fails the others still

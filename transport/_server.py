@@ -48,7 +48,7 @@ class Core:
     def __init__(self, config: Config, index: Index) -> None:
         self.config = config
         self.index = index
-        self.dispatch: Callable[[Any], None] = config.dispatcher(index)
+        self.dispatch: Callable[[Any], object] = config.dispatcher(index)
         self.events = 0
         self.errors = 0
 
