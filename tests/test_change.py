@@ -160,6 +160,11 @@ def _timed(steps: list[tuple[str, int]]) -> list[Event]:
     return out
 
 
+def _time(event: Event) -> float:
+    assert event.time is not None
+    return event.time
+
+
 def _held_runs(inputs: list[Event], dt: float) -> tuple[list[int], dict[int, float]]:
     """The reference: a run of equal values is emitted whole iff the clock reaches
     its first time + dt before the value changes; returns the emitted positions and,
@@ -171,8 +176,8 @@ def _held_runs(inputs: list[Event], dt: float) -> tuple[list[int], dict[int, flo
         j = i
         while j + 1 < len(inputs) and inputs[j + 1].get("x") == inputs[i].get("x"):
             j += 1
-        start = inputs[i].time
-        ends = inputs[j + 1].time if j + 1 < len(inputs) else float("inf")
+        start = _time(inputs[i])
+        ends = _time(inputs[j + 1]) if j + 1 < len(inputs) else float("inf")
         if ends >= start + dt:
             emitted.extend(range(i, j + 1))
             run_start.update(dict.fromkeys(range(i, j + 1), start))
@@ -186,7 +191,7 @@ def test_stable_emits_whole_runs_that_held_dt_never_early_never_twice(
         inputs: list[Event], dt: float) -> None:
     emitted: list[tuple[float, int]] = []
     run(lambda sink: stable(dt, "x", lambda e: emitted.append((scheduler().now(), e.get("seq")))),
-        inputs, until=(inputs[-1].time + dt if inputs else 0))
+        inputs, until=(_time(inputs[-1]) + dt if inputs else 0))
     expected, run_start = _held_runs(inputs, dt)
     assert [seq for _, seq in emitted] == expected
     for now, seq in emitted:

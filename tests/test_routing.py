@@ -199,6 +199,7 @@ def test_dual_sends_each_event_live_to_exactly_one_stream(inputs: list[Event]) -
     assert len(trues.events) == len(falses.events) == len(inputs)
     now = 0.0
     for e, t, f in zip(inputs, trues.events, falses.events, strict=True):
+        assert e.time is not None
         now = max(now, e.time)  # run() moves the clock forward to each event's time
         tombstone = Event(host=e.host, service=e.service, state="expired", time=now)
         if e.state == "expired" or now - e.time > (e.ttl or 60):
@@ -283,9 +284,10 @@ def test_by_fn_builds_once_per_distinct_key() -> None:
 
 
 @pytest.mark.parametrize(("build", "message"), [
-    (lambda: by_builder("host", "not a function"), "factory must be a function"),
+    (lambda: by_builder("host", "not a function"),  # type: ignore[arg-type]
+     "factory must be a function"),
     (lambda: by_fn("host", Sink()), "factory must be a function"),
-    (lambda: by_builder(3, lambda h: print), "fields must be"),
+    (lambda: by_builder(3, lambda h: print), "fields must be"),  # type: ignore[arg-type]
     (lambda: by_fn("host", lambda: print, max_keys=0), "max_keys"),
 ])
 def test_by_builder_config_errors(build: Any, message: str) -> None:

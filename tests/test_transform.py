@@ -132,7 +132,7 @@ def test_untag_changes_lists_element_wise_and_undoes_tag() -> None:
 
 def test_untag_rejects_non_string_tags() -> None:
     with pytest.raises(TypeError, match="tags must be"):
-        untag([1, 2])
+        untag([1, 2])  # type: ignore[list-item]
 
 
 @given(st.lists(events(), max_size=20),
