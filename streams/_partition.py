@@ -70,6 +70,9 @@ class by(Stream):
         if idle is not None and not idle > 0:
             raise ValueError(f"by(..., idle={idle!r}): idle must be > 0 seconds or None")
         self._set_children(children)
+        # The templates never see an event; every key gets fresh forks. Streams that
+        # start a timer when built (fill_in) must not keep ticking in the template.
+        _close(self.children)
         self._max_keys = max_keys
         self._idle = idle
         # Two generations: keys seen since the last idle sweep, and before it.
