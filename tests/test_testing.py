@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,3 +115,24 @@ def test_events_strategy_takes_strategies_for_numbers(event: Event) -> None:
 def test_timed_events_are_in_time_order(inputs: list[Any]) -> None:
     times = [e.time for e in inputs]
     assert times == sorted(times)
+
+
+# The docs: examples run, and the testing guide shows the example files as they are ------
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["index.md", "writing-rules.md", "testing-rules.md", "reference/filters.md",
+         "reference/fields.md", "reference/partitioning.md", "reference/windows.md",
+         "reference/aggregation.md", "reference/folds.md"]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_doc_examples_run(page: str) -> None:
+    result = doctest.testfile(str(ROOT / "docs" / page), module_relative=False,
+                              optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.failed == 0
+
+
+@pytest.mark.parametrize("example", ["rules.py", "test_example_rules.py"])
+def test_testing_guide_includes_the_example_files_verbatim(example: str) -> None:
+    guide = (ROOT / "docs" / "testing-rules.md").read_text()
+    assert f"```python\n{(ROOT / 'examples' / example).read_text()}```" in guide
