@@ -40,7 +40,7 @@ __all__ = [
 log = logging.getLogger("rillet.streams")
 
 #: Every public stream constructor by name: classes register themselves,
-#: function-style constructors use :func:`register`.
+#: function-style constructors use :func:`register_stream`.
 REGISTRY: dict[str, Callable[..., Any]] = {}
 
 Child = Callable[[Any], object]
@@ -50,7 +50,7 @@ _error_stream: contextvars.ContextVar[Child | None] = contextvars.ContextVar(
 )
 
 
-def register(function: Callable[..., Any]) -> Callable[..., Any]:
+def register_stream(function: Callable[..., Any]) -> Callable[..., Any]:
     """Record a function-style stream constructor in the registry."""
     REGISTRY[function.__name__] = function
     return function

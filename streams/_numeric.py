@@ -9,7 +9,7 @@ from typing import Any
 
 from ._aggregate import positive_seconds
 from ._clock import scheduler
-from ._core import Child, Stream, register
+from ._core import Child, Stream, register_stream
 from ._periodic import PeriodicUntilExpired
 
 __all__ = [
@@ -288,7 +288,7 @@ class ddt_real(Stream):
         super().close()
 
 
-@register
+@register_stream
 def ddt(*args: Any) -> Stream:
     """Riemann's ``ddt``: ``ddt(*children)`` is :class:`ddt_events`, ``ddt(interval,
     *children)`` (a number first) is :class:`ddt_real`.

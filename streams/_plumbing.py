@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._core import Child, Stream
-from ._core import register as register_constructor
+from ._core import register_stream as register_constructor
 
 __all__ = [
     "append", "bit_bucket", "forward", "pipe", "register", "sflatten", "smap_all", "smapcat",
