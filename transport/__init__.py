@@ -14,6 +14,7 @@ from ._codec import (
     encode_request,
     frame,
 )
+from ._queue import async_queue
 from ._run import Running, serve
 from ._scheduler import TrioScheduler
 from ._server import Core, Runtime, TcpServer, UdpServer, tcp_server, udp_server
@@ -21,6 +22,6 @@ from ._server import Core, Runtime, TcpServer, UdpServer, tcp_server, udp_server
 __all__ = [
     "DEFAULT_MAX_FRAME", "Decoded", "FrameDecoder", "ProtocolError", "WireEvent",
     "decode_message", "encode_reply", "encode_request", "frame",
-    "Running", "serve", "TrioScheduler",
+    "Running", "serve", "TrioScheduler", "async_queue",
     "Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server",
 ]

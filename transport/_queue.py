@@ -1,0 +1,88 @@
+"""A bounded queue drained by a trio task: rillet's answer to Riemann's
+``async-queue!`` and ``execute-on``.
+
+Streams never block. ``async_queue`` puts each event on a bounded queue and
+returns at once; a task in the server's nursery feeds the queued events to the
+children. When the queue is full the event is dropped and counted (Riemann
+raises "rejected" into the calling stream instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import trio
+
+from streams import Stream
+from streams._config import service
+from streams._core import Child, report_failure
+
+__all__ = ["async_queue"]
+
+log = logging.getLogger("rillet.queue")
+
+
+class async_queue(Stream):
+    """Hand events to ``children`` through a bounded queue drained by a trio task.
+
+    Use it in front of anything slow, so a slow child never holds up ingest.
+    ``size`` bounds the queue; a full queue drops the event and counts it in
+    ``statistics()["dropped"]``. Declared in a config, it is started with the
+    servers; the children run in the order events were queued.
+
+    >>> from streams._config import Config, declaring
+    >>> with declaring(Config()) as config:
+    ...     queue = async_queue("mail", print, size=2)
+    >>> queue("a"); queue("b"); queue("c")
+    >>> queue.statistics()
+    {'name': 'mail', 'size': 2, 'queued': 2, 'accepted': 2, 'dropped': 1, 'completed': 0}
+    """
+
+    __slots__ = ("_receive", "_send", "accepted", "completed", "dropped", "name", "size")
+    shared = True  # one queue and one drain task, whichever fork feeds it
+
+    def __init__(self, name: str, *children: Child, size: int = 1000) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"async_queue(name, *children): name must be a non-empty string, "
+                            f"got {name!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"async_queue({name!r}, ..., size={size!r}): size must be a "
+                             f"positive int, e.g. size=1000")
+        self.name = name
+        self.size = size
+        self._set_children(children)
+        self._send, self._receive = trio.open_memory_channel[Any](size)
+        self.accepted = self.dropped = self.completed = 0
+        service(self)
+
+    def __call__(self, event: Any) -> None:
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self.dropped += 1
+            if self.dropped == 1 or math.log2(self.dropped).is_integer():
+                log.warning("async_queue %r is full (size %d): dropped %d events so far",
+                            self.name, self.size, self.dropped)
+        else:
+            self.accepted += 1
+
+    async def serve(self, runtime: Any, *,
+                    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Drain the queue into the children until cancelled."""
+        task_status.started(0)
+        out = self._out
+        async for event in self._receive:
+            try:
+                out(event)
+            except Exception as error:
+                report_failure(error, event)
+            self.completed += 1
+            await trio.lowlevel.checkpoint()
+
+    def statistics(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size,
+                "queued": self._receive.statistics().current_buffer_used,
+                "accepted": self.accepted, "dropped": self.dropped,
+                "completed": self.completed}
