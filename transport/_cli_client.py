@@ -46,6 +46,7 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 _INTEGER = re.compile(r"[+-]?\d+")
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _TABLE_COLUMNS = ("host", "service", "state", "metric", "time", "ttl", "tags", "description")
 
 
@@ -148,6 +149,9 @@ def add_commands(subparsers: Any) -> None:
     event.add_argument("--ttl", type=_seconds, help="seconds the event stays valid")
     event.add_argument("--time", type=_time,
                        help="Unix seconds or ISO-8601 (default: the server's receive time)")
+    # argparse (before 3.13) takes "-1.5e3" for an option, so "-m -1.5e3" would fail
+    # with "expected one argument"; every number, exponent or not, is a value here.
+    send._negative_number_matcher = _NEGATIVE_NUMBER
     send.set_defaults(func=main_send)
 
     query = subparsers.add_parser(

@@ -248,11 +248,11 @@ class TrioClient:
     failing to connect is retried ``connect_attempts`` times, sleeping
     ``backoff`` seconds, doubling up to ``max_backoff``.
 
-    Any number of tasks can use one client at once. Each request is written
-    under a send lock and queued; whoever then needs a reply reads the
-    connection and hands every reply it reads to the queued request it
-    answers, so requests from many tasks are pipelined without a background
-    task.
+    Any number of tasks can use one client at once, and their requests are
+    pipelined without a background task: requests written while a write is
+    in progress go out together in the next one, and whichever task needs a
+    reply reads the connection and hands every reply it reads to the waiting
+    request it answers (replies come in request order).
     """
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
@@ -269,7 +269,9 @@ class TrioClient:
         self._readable: _Readable | None = None
         self._decoder = FrameDecoder()
         self._pending: deque[_Slot] = deque()
-        self._send_lock = trio.Lock()
+        self._outgoing: list[bytes] = []
+        self._writing_on: trio.SocketStream | None = None
+        self._connect_lock = trio.Lock()
         self._receive_lock = trio.Lock()
         self._closed = False
         self.requests = 0
@@ -282,8 +284,7 @@ class TrioClient:
         """A client that is already connected; raises :class:`RiemannConnectionError` if not."""
         client = cls(host, port, timeout=timeout, connect_attempts=connect_attempts,
                      backoff=backoff, max_backoff=max_backoff)
-        async with client._send_lock:
-            await client._connection()
+        await client._connection()
         return client
 
     def __repr__(self) -> str:
@@ -395,7 +396,7 @@ class TrioClient:
     # Connection ----------------------------------------------------------
 
     async def _connection(self) -> trio.SocketStream:
-        """The live connection, (re)connecting if needed. Called holding the send lock."""
+        """The live connection, (re)connecting if needed."""
         if self._closed:
             raise RiemannConnectionError(
                 f"{self!r} is closed; create a new client (or use it in 'async with' only once)")
@@ -406,10 +407,14 @@ class TrioClient:
             self._fail(stream, RiemannConnectionError("connection closed by the server"))
             stream = None
         if stream is None:
-            stream = await self._open()
-            self._stream = stream
-            self._readable = _Readable(stream.socket.fileno())
-            self._decoder = FrameDecoder()
+            async with self._connect_lock:
+                # Another task may have connected while this one waited.
+                stream = self._stream
+                if stream is None:
+                    stream = await self._open()
+                    self._stream = stream
+                    self._readable = _Readable(stream.socket.fileno())
+                    self._decoder = FrameDecoder()
         return stream
 
     async def _open(self) -> trio.SocketStream:
@@ -431,30 +436,50 @@ class TrioClient:
                              time.monotonic() - started, last)
 
     async def _submit(self, data: bytes, count: int) -> list[_Slot]:
-        """Write ``count`` framed requests and queue a slot for each reply."""
-        async with self._send_lock:
-            stream = await self._connection()
-            slots = [_Slot() for _ in range(count)]
-            # Queued before writing: a reader may see the replies before
-            # send_all returns.
-            self._pending.extend(slots)
-            self.requests += count
-            try:
+        """Queue ``count`` framed requests, a slot for each reply, and see them written.
+
+        Whichever task finds no write in progress becomes the writer and
+        sends everything queued, its own and what other tasks queue while it
+        writes, in one write per round: many tasks pipeline their requests
+        instead of taking turns. A failed write fails every waiting slot, so
+        each task learns of it from its own reply.
+        """
+        stream = await self._connection()
+        slots = [_Slot() for _ in range(count)]
+        # Slots and bytes are queued together, with no await in between, so
+        # the order of the slots is the order of the requests on the wire.
+        self._pending.extend(slots)
+        self._outgoing.append(data)
+        self.requests += count
+        if self._writing_on is not stream:
+            await self._write(stream)
+        return slots
+
+    async def _write(self, stream: trio.SocketStream) -> None:
+        self._writing_on = stream
+        outgoing = self._outgoing
+        try:
+            while outgoing and self._stream is stream:
+                data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
+                outgoing.clear()
                 with trio.fail_after(self.timeout):
                     await stream.send_all(data)
-            except trio.TooSlowError:
-                raise self._fail(stream, RiemannTimeout(
-                    f"could not write a request to {self.host}:{self.port} within "
-                    f"{self.timeout} s; the server is not reading (overloaded or stuck)")) from None
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-                raise self._fail(stream, _lost(self.host, self.port, error)) from None
-            except BaseException:
-                # Cancelled mid-write: the peer may hold half a frame, so
-                # nothing more can be written on this connection.
-                self._fail(stream, RiemannConnectionError(
-                    "a request was cancelled half-written, so the connection was closed"))
-                raise
-            return slots
+        except trio.TooSlowError:
+            self._fail(stream, RiemannTimeout(
+                f"could not write a request to {self.host}:{self.port} within {self.timeout} s; "
+                f"the server is not reading (overloaded or stuck); the next call reconnects"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+            self._fail(stream, _lost(self.host, self.port, error))
+        except BaseException:
+            # Cancelled mid-write: the peer may hold half a frame, so
+            # nothing more can be written on this connection.
+            self._fail(stream, RiemannConnectionError(
+                "a request was cancelled half-written, so the connection was closed; the next "
+                "call reconnects"))
+            raise
+        finally:
+            if self._writing_on is stream:
+                self._writing_on = None
 
     async def _reply(self, slot: _Slot) -> bytes:
         """Wait for ``slot``'s reply, reading (and distributing) replies if nobody else is."""
@@ -505,6 +530,7 @@ class TrioClient:
                 slot.error = error
                 slot.done = True
             self._pending.clear()
+            self._outgoing.clear()
             stream.socket.close()  # trio's close wakes tasks blocked on the socket
         return error
 
