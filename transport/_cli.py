@@ -12,6 +12,7 @@ import trio
 
 from streams._config import ConfigError, load_config
 
+from ._cli_client import add_commands
 from ._run import serve
 
 __all__ = ["main"]
@@ -65,19 +66,14 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", help="path of a monitoring .py script")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
-    run.set_defaults(handler=_run)
-    try:
-        from ._cli_client import add_commands
-    except ImportError:  # pragma: no cover - only while the client module is missing
-        pass
-    else:
-        add_commands(commands)
+    run.set_defaults(func=_run)
+    add_commands(commands)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return int(args.handler(args))
+    return int(args.func(args))
 
 
 if __name__ == "__main__":

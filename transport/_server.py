@@ -70,14 +70,14 @@ class Core:
         failure = self.stream(request.events) if request.events else None
         if failure is not None:
             self.errors += 1
-            return encode_reply(ok=False, error=f"{type(failure).__name__}: {failure}")
+            return encode_reply(ok=False, error=str(failure) or type(failure).__name__)
         if request.query is None:
             return OK_REPLY
         try:
             found: list[Event] = self.index.search(request.query)
         except QuerySyntaxError as error:
             self.errors += 1
-            return encode_reply(ok=False, error=f"parse error: {error}")
+            return encode_reply(ok=False, error=str(error))
         return encode_reply(ok=True, events=found)
 
 
@@ -168,7 +168,6 @@ class UdpServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = trio.socket.socket(family, socket.SOCK_DGRAM)
         with sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             await sock.bind((self.host, self.port))
             self.bound_port = sock.getsockname()[1]
             log.info("UDP server listening on %s:%s", self.host, self.bound_port)
