@@ -207,7 +207,7 @@ def test_trio_stream_failure_raises_and_the_client_goes_on() -> None:
     async def body() -> None:
         async with trio_server(streams=[fails_on_bad]) as running, \
                 TrioClient(port=running.ports[0]) as client:
-            with pytest.raises(RiemannError, match="ValueError: refusing h1"):
+            with pytest.raises(RiemannError, match="refusing h1"):
                 await client.send(Event(host="h1", service="bad", time=1))
             await client.send(Event(host="h1", service="good", time=1))
 
@@ -260,7 +260,7 @@ def test_trio_send_many_reports_failures_after_every_ack() -> None:
             batches = [[Event(host=f"h{i}", service="bad" if i in (3, 7) else "ok", time=1)]
                        for i in range(10)]
             with pytest.raises(RiemannError, match=r"2 of 10 pipelined requests failed; the "
-                                                   r"first \(#3\) with: ValueError: refusing h3"):
+                                                   r"first \(#3\) with: refusing h3"):
                 await client.send_many(batches, window=4)
             # Every request was processed and acknowledged; the connection is in step.
             assert len(index.search('service = "ok"')) == 8
@@ -311,7 +311,7 @@ def test_trio_batcher_raises_a_failed_batch_once() -> None:
                 await batch.add(Event(host="x", service="bad", time=1),
                                 Event(host="y", service="ok", time=1))
                 with pytest.raises(RiemannError, match="a batch of 2 events was not accepted: "
-                                                       "ValueError: refusing x"):
+                                                       "refusing x"):
                     await batch.flush()
                 await batch.add(Event(host="z", service="ok", time=1))
             assert (batch.sent, batch.failed) == (1, 2)
@@ -418,7 +418,7 @@ def test_sync_pipeline_of_1000_requests_and_fifo_queries(server: ServerThread) -
 
 def test_sync_stream_failure_and_bad_query(server: ServerThread) -> None:
     with Client(port=server.tcp_port) as client:
-        with pytest.raises(RiemannError, match="ValueError: refusing h1"):
+        with pytest.raises(RiemannError, match="refusing h1"):
             client.send(Event(host="h1", service="bad", time=1))
         with pytest.raises(RiemannError, match="mismatched input 'no'"):
             client.query("oh no not again")
@@ -564,9 +564,9 @@ def test_cli_reports_server_errors_and_refused_connections(
         server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
     port = str(server.tcp_port)
     assert cli(["query", "--port", port, "oh no not again"]) == 1
-    assert "rillet query: error: parse error: mismatched input 'no'" in capsys.readouterr().err
+    assert "rillet query: error: mismatched input 'no'" in capsys.readouterr().err
     assert cli(["send", "--port", port, "-H", "h", "-s", "bad"]) == 1
-    assert ("rillet send: error: the server refused the event: ValueError: refusing h"
+    assert ("rillet send: error: the server refused the event: refusing h"
             in capsys.readouterr().err)
     closed = str(free_port())
     assert cli(["send", "--port", closed, "-s", "x"]) == 3
