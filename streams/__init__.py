@@ -23,14 +23,14 @@ from . import (
 from ._aggregate import *
 from ._change import *
 from ._clock import Scheduler, Task, VirtualClock, next_tick
-from ._config import Config, ConfigError, load_config, periodically_expire, streams
+from ._config import Config, ConfigError, load_config, periodically_expire, reinject, streams
 from ._core import REGISTRY, Stream, exception_stream, is_expired, sdo
 from ._correlate import *
 from ._event import DEFAULT_TTL, FIELDS, Event, LazyEvent
 from ._fields import *
 from ._fill import *
 from ._filters import *
-from ._index import Index, current_index, index, install_index
+from ._index import Index, current_index, delete_from_index, index, install_index
 from ._match import matches
 from ._numeric import *
 from ._partition import *
@@ -50,7 +50,7 @@ __all__ = [
     "REGISTRY", "Stream", "exception_stream", "sdo", "folds",
     # configs, the index and the query language
     "Config", "ConfigError", "load_config", "periodically_expire", "streams",
-    "Index", "index", "current_index", "install_index",
+    "Index", "index", "current_index", "install_index", "delete_from_index", "reinject",
     "Query", "QuerySyntaxError", "compile_query",
 ]
 # Each family module lists its own streams; tests/test_api.py checks that __all__,

@@ -18,7 +18,10 @@ from typing import Any
 
 from ._core import Child, Stream, entry_point, report_failure
 
-__all__ = ["Config", "ConfigError", "load_config", "periodically_expire", "service", "streams"]
+__all__ = [
+    "Config", "ConfigError", "install_reinject", "load_config", "periodically_expire",
+    "reinject", "service", "streams",
+]
 
 
 @dataclass
@@ -166,3 +169,43 @@ def _locate(error: Exception, path: Path) -> str:
     location = f"{where.filename}:{where.lineno}" if where else str(path)
     line = f"\n    {where.line}" if where and where.line else ""
     return f"{location}: {type(error).__name__}: {error}{line}"
+
+
+def _nowhere(event: Any) -> None:
+    raise RuntimeError(
+        "reinject: no config is running; inside tests use streams.testing.inject(config, events)"
+    )
+
+
+_reinject_target: list[Callable[[Any], object]] = [_nowhere]
+
+
+def install_reinject(dispatch: Callable[[Any], object]) -> Callable[[Any], object]:
+    """Make ``reinject`` feed ``dispatch`` (the running config's top-level streams)."""
+    previous = _reinject_target[0]
+    _reinject_target[0] = dispatch
+    return previous
+
+
+class reinject(Stream):
+    """Send events back through the running config's top-level streams (Riemann's ``reinject``).
+
+    Careful: an event that reaches ``reinject`` again loops forever; change it
+    first (for example ``with_({"service": "derived"}, reinject())``) and
+    make sure the changed event does not come back.
+
+    >>> seen = []
+    >>> previous = install_reinject(seen.append)
+    >>> reinject()("again"); seen
+    ['again']
+    >>> _ = install_reinject(previous)
+    """
+
+    __slots__ = ()
+    shared = True
+
+    def __init__(self) -> None:
+        self._set_children(())
+
+    def __call__(self, event: Any) -> None:
+        _reinject_target[0](event)

@@ -31,6 +31,7 @@ __all__ = [
     "IndexStatistics",
     "Reaper",
     "current_index",
+    "delete_from_index",
     "index",
     "install_index",
 ]
@@ -427,3 +428,41 @@ class _IndexStream(Stream):
 
 #: The stream that feeds the running core's index (Riemann's ``index``).
 index = _IndexStream()
+
+
+class delete_from_index(Stream):
+    """Remove events from the running index (Riemann's ``delete-from-index``).
+
+    Without fields it removes the entry with the event's host and service.
+    With ``fields`` (a name or a list) it removes every indexed event whose
+    values for those fields equal the event's.
+
+    >>> previous = install_index(Index())
+    >>> index(Event(host="a", service="x", state="ok", time=1))
+    >>> index(Event(host="a", service="y", state="ok", time=1))
+    >>> delete_from_index(["host", "state"])(Event(host="a", state="ok"))
+    >>> len(current_index())
+    0
+    >>> _ = install_index(previous)
+    """
+
+    __slots__ = ("_getters", "fields")
+    shared = True
+
+    def __init__(self, fields: str | Iterable[str] | None = None) -> None:
+        from ._match import field_getter
+
+        names = (fields,) if isinstance(fields, str) else tuple(fields or ())
+        self.fields = names
+        self._getters = tuple(field_getter(name) for name in names)
+        self._set_children(())
+
+    def __call__(self, event: Event) -> None:
+        target = _current[0]
+        if not self._getters:
+            target.delete(event)
+            return
+        wanted = tuple(get(event) for get in self._getters)
+        for stored in target:
+            if tuple(get(stored) for get in self._getters) == wanted:
+                target.delete(stored)

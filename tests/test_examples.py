@@ -71,3 +71,23 @@ def test_config_without_streams_is_refused(tmp_path: Path) -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "nope.py")
+
+
+def test_a_config_file_tested_the_riemann_test_way(tmp_path: Path) -> None:
+    from streams import testing
+
+    path = tmp_path / "monitoring.py"
+    path.write_text(
+        "from streams import *\n"
+        "from streams.testing import tap\n"
+        "streams(default({'ttl': 3}, where('not service =~ \"riemann %\"',\n"
+        "                                tap('index', index))),\n"
+        "        where('service = \"derived\"', tap('derived')),\n"
+        "        where('service = \"source\"', with_({'service': 'derived'}, reinject())))\n"
+    )
+    config = testing.load(path)
+    seen = testing.inject(config, [Event(service="test", time=1),
+                                   Event(service="source", metric=2, time=2)])
+    assert seen["index"][0] == Event(service="test", time=1, ttl=3)
+    assert [e.service for e in seen["derived"]] == ["derived"]
+    assert testing.inject(config, []) == {"derived": [], "index": []}

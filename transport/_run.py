@@ -9,7 +9,7 @@ from typing import Any
 import trio
 
 from streams._clock import install
-from streams._config import Config
+from streams._config import Config, install_reinject
 from streams._index import Index, current_index, install_index
 
 from ._scheduler import TrioScheduler
@@ -56,6 +56,7 @@ async def serve(config: Config, *, index: Index | None = None,
     core = Core(config, index)
     runtime = Runtime(core)
     running = Running(runtime, scheduler, services=list(config.services))
+    previous_reinject = install_reinject(core.dispatch)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(scheduler.run)
@@ -70,3 +71,4 @@ async def serve(config: Config, *, index: Index | None = None,
         config.close()
         install(previous)
         install_index(previous_index)
+        install_reinject(previous_reinject)
