@@ -14,6 +14,16 @@ from ._codec import (
     encode_request,
     frame,
 )
+from ._client import (
+    Client,
+    ClientError,
+    RiemannConnectionError,
+    RiemannError,
+    RiemannTimeout,
+    TrioBatcher,
+    TrioClient,
+    UdpClient,
+)
 from ._queue import async_queue
 from ._run import Running, serve
 from ._scheduler import TrioScheduler
@@ -24,4 +34,6 @@ __all__ = [
     "decode_message", "encode_reply", "encode_request", "frame",
     "Running", "serve", "TrioScheduler", "async_queue",
     "Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server",
+    "Client", "ClientError", "RiemannConnectionError", "RiemannError", "RiemannTimeout",
+    "TrioBatcher", "TrioClient", "UdpClient",
 ]
