@@ -3,6 +3,16 @@
 A config declares its servers with ``tcp_server()`` and ``udp_server()``.
 """
 
+from ._client import (
+    Client,
+    ClientError,
+    RiemannConnectionError,
+    RiemannError,
+    RiemannTimeout,
+    TrioBatcher,
+    TrioClient,
+    UdpClient,
+)
 from ._codec import (
     DEFAULT_MAX_FRAME,
     Decoded,
@@ -13,16 +23,6 @@ from ._codec import (
     encode_reply,
     encode_request,
     frame,
-)
-from ._client import (
-    Client,
-    ClientError,
-    RiemannConnectionError,
-    RiemannError,
-    RiemannTimeout,
-    TrioBatcher,
-    TrioClient,
-    UdpClient,
 )
 from ._queue import async_queue
 from ._run import Running, serve
