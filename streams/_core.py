@@ -30,7 +30,9 @@ from ._event import DEFAULT_TTL, Event
 __all__ = [
     "REGISTRY",
     "Stream",
+    "call_isolated",
     "exception_event",
+    "expire_event",
     "exception_stream",
     "is_expired",
     "report_failure",
@@ -251,6 +253,27 @@ def is_expired(event: Any, now: float | None = None) -> bool:
         now = scheduler().now()
     ttl = event.ttl
     return bool(now - time > (DEFAULT_TTL if ttl is None else ttl))
+
+
+def expire_event(event: Any) -> Event:
+    """Riemann's ``expire``: keep host and service, set ``time`` = now and state "expired".
+
+    >>> from streams import smap
+    >>> from streams.testing import run
+    >>> run(lambda sink: smap(expire_event, sink),
+    ...     [Event(host="a", service="cpu", metric=3, ttl=10, time=30)])
+    [Event(host='a', service='cpu', state='expired', time=30)]
+    """
+    return Event(host=event.host, service=event.service, state="expired",
+                 time=scheduler().now())
+
+
+def call_isolated(stream: Child, event: Any) -> None:
+    """Call one of several streams so that its failure is reported, not raised."""
+    try:
+        stream(event)
+    except Exception as error:
+        report_failure(error, event)
 
 
 class sdo(Stream):

@@ -6,27 +6,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ._clock import scheduler
-from ._core import Child, Stream, is_expired, report_failure
-from ._event import Event
+from ._core import Child, Stream, call_isolated, expire_event, is_expired
 from ._filters import predicate
 from ._match import field_getter
 from ._partition import key_function
 
 __all__ = ["clock_skew", "coalesce_with_event", "project", "top"]
-
-
-def _expire(event: Any) -> Event:
-    """Riemann's ``expire``: only host and service kept, state "expired", time now."""
-    return Event(host=event.host, service=event.service, state="expired",
-                 time=scheduler().now())
-
-
-def _deliver(stream: Child, event: Any) -> None:
-    # top's two streams are isolated from each other, as Riemann's dual does.
-    try:
-        stream(event)
-    except Exception as error:
-        report_failure(error, event)
 
 
 def _discard(event: Any) -> None:
@@ -110,17 +95,17 @@ class top(Stream):
     def __call__(self, event: Any) -> None:
         in_top, evicted = self._update(event)
         if evicted is not None and self.demote:
-            _deliver(self._top, _expire(evicted))
-            _deliver(self._bottom, evicted)
+            call_isolated(self._top, expire_event(evicted))
+            call_isolated(self._bottom, evicted)
         if is_expired(event):
-            _deliver(self._top, event)
-            _deliver(self._bottom, event)
+            call_isolated(self._top, event)
+            call_isolated(self._bottom, event)
         elif in_top:
-            _deliver(self._bottom, _expire(event))
-            _deliver(self._top, event)
+            call_isolated(self._bottom, expire_event(event))
+            call_isolated(self._top, event)
         else:
-            _deliver(self._top, _expire(event))
-            _deliver(self._bottom, event)
+            call_isolated(self._top, expire_event(event))
+            call_isolated(self._bottom, event)
 
 
 def _condition(condition: Any, caller: str) -> Callable[[Any], Any]:
@@ -172,7 +157,7 @@ class project(Stream):
         emitted: list[Any] = []
         for i, held in enumerate(slots):
             if held is not None and is_expired(held):
-                emitted.append(_expire(held))
+                emitted.append(expire_event(held))
                 slots[i] = None
             else:
                 emitted.append(held)

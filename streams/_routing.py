@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._clock import scheduler
-from ._core import Child, Stream, is_expired, report_failure
-from ._event import Event
+from ._core import Child, Stream, call_isolated, expire_event, is_expired
 from ._filters import predicate
 from ._match import field_getter, matcher
 from ._partition import by
@@ -114,26 +112,6 @@ class splitp(Stream):
         self._default(event)
 
 
-def expire_event(event: Any) -> Event:
-    """Riemann's ``expire``: keep host and service, set ``time`` = now and state "expired".
-
-    >>> from streams import smap
-    >>> from streams.testing import run
-    >>> run(lambda sink: smap(expire_event, sink),
-    ...     [Event(host="a", service="cpu", metric=3, ttl=10, time=30)])
-    [Event(host='a', service='cpu', state='expired', time=30)]
-    """
-    return Event(host=event.host, service=event.service, state="expired",
-                 time=scheduler().now())
-
-
-def _isolated(stream: Child, event: Any) -> None:
-    try:
-        stream(event)
-    except Exception as error:
-        report_failure(error, event)
-
-
 class dual(Stream):
     """Send each live event to one stream and its expiry to the other.
 
@@ -162,14 +140,14 @@ class dual(Stream):
     def __call__(self, event: Any) -> None:
         holds = self.predicate(event)  # called once per event, expired or not, as in Riemann
         if is_expired(event):
-            _isolated(self._true, event)
-            _isolated(self._false, event)
+            call_isolated(self._true, event)
+            call_isolated(self._false, event)
         elif holds:
-            _isolated(self._false, expire_event(event))
-            _isolated(self._true, event)
+            call_isolated(self._false, expire_event(event))
+            call_isolated(self._true, event)
         else:
-            _isolated(self._true, expire_event(event))
-            _isolated(self._false, event)
+            call_isolated(self._true, expire_event(event))
+            call_isolated(self._false, event)
 
 
 class _Built(Stream):
