@@ -101,7 +101,10 @@ def test_decode_strings(fields: dict[str, Any], name: str, expected: str | None)
 )
 def test_decode_metric_precedence(fields: dict[str, Any], expected: Any) -> None:
     metric = decode_one(**fields).metric
-    assert metric == expected
+    assert metric == expected and type(metric) is type(expected)
+    # The same event beside others whose integers are absent or non-zero reads the same.
+    beside = wire({"metric_d": 2.5}, fields, {"metric_sint64": 9})
+    assert decode_message(beside, NOW).events[1].metric == expected
     assert type(metric) is type(expected)
 
 

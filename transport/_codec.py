@@ -42,7 +42,7 @@ import numbers
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from google.protobuf.message import DecodeError, EncodeError
 
@@ -147,7 +147,11 @@ def decode_message(data: bytes | bytearray | memoryview, now: float) -> Decoded:
                 f"Riemann Msg of {len(data)} bytes lacks required fields: {missing}; "
                 "every attribute needs a key (Riemann rejects such a message too)"
             ) from None
-    event_class = WireEvent
+    # Both special classes read exactly, field by field; the usual message's
+    # events skip presence checks that cannot change the answer.
+    event_class: type[WireEvent] = (
+        _ZeroIntegerWireEvent if _ZERO_SINT64 in data else _FastWireEvent
+    )
     for marker in _OVERRIDE_MARKERS:
         if marker in data:
             event_class = _OverridingWireEvent
@@ -230,6 +234,20 @@ def _load_metric(event: WireEvent) -> int | float | None:
     if number or pb.HasField("metric_f"):
         return number
     return None
+
+
+def _load_metric_without_zero_integers(event: WireEvent) -> int | float | None:
+    # Only for messages whose bytes hold no metric_sint64 of 0 (see
+    # decode_message): then an integer that reads 0 is absent, and a float
+    # metric costs no presence check at all.
+    pb = event._pb
+    integer: int = pb.metric_sint64
+    if integer:
+        return integer
+    number: float = pb.metric_d
+    if number:
+        return number
+    return _load_metric(event)
 
 
 def _load_time(event: WireEvent) -> float:
@@ -333,10 +351,30 @@ class _OverridingWireEvent(WireEvent):
 
     __slots__ = ()
 
+    metric = property(_load_metric)
     host = property(_overridden("host", _load_host))
     service = property(_overridden("service", _load_service))
     state = property(_overridden("state", _load_state))
     description = property(_overridden("description", _load_description))
+
+
+class _FastWireEvent(WireEvent):
+    """A WireEvent from a message without any explicit ``metric_sint64 = 0``."""
+
+    __slots__ = ()
+
+    metric = property(_load_metric_without_zero_integers)
+
+
+class _ZeroIntegerWireEvent(WireEvent):
+    """A WireEvent from a message that may carry ``metric_sint64 = 0``."""
+
+    __slots__ = ()
+
+
+#: The bytes of an Event field 13 (metric_sint64, varint) holding 0.
+_ZERO_SINT64 = b"\x68\x00"
+_UNCHANGED = (WireEvent, _FastWireEvent, _ZeroIntegerWireEvent, _OverridingWireEvent)
 
 
 # Encoding ----------------------------------------------------------------
@@ -362,8 +400,8 @@ def encode_event(event: Event) -> Any:
     metric_sint64: 3
     metric_f: 3
     """
-    if type(event) is WireEvent or type(event) is _OverridingWireEvent:
-        return _reuse(event)
+    if type(event) in _UNCHANGED:
+        return _reuse(cast(WireEvent, event))
     pb = _proto.Event()
     _encode_into(pb, event)
     return pb
@@ -505,8 +543,8 @@ def _messages(events: Iterable[Event]) -> Any:
         pbs = message.events
         add = pbs.add
         for event in events:
-            if type(event) is WireEvent or type(event) is _OverridingWireEvent:
-                pbs.append(_reuse(event))
+            if type(event) in _UNCHANGED:
+                pbs.append(_reuse(cast(WireEvent, event)))
             else:
                 _encode_into(add(), event)
     return message

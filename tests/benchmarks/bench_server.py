@@ -34,11 +34,18 @@ CONNECTIONS = 4
 OUTSTANDING = 256
 KEYS = 100_000
 
+CONFIGS = {
+    # Riemann's "index only" figure.
+    "index": "streams(index)",
+    # Riemann's "where -> by -> rate -> index" figure.
+    "pipeline": "streams(where('service =~ \"svc-%\"', by('host', rate(1, index))))",
+}
+
 RILLET_CONFIG = """
 from streams import *
 from transport import tcp_server
 tcp_server(port={port})
-streams(index)
+{streams}
 """
 
 BARE_SERVER = """
@@ -84,14 +91,19 @@ def wait_for_port(port: int, deadline: float = 20) -> None:
 
 
 def messages(events_per_message: int, count: int) -> list[bytes]:
-    """Pre-serialised requests covering KEYS distinct (host, service) keys."""
+    """Pre-serialised requests covering KEYS distinct (host, service) keys.
+
+    Times are the present with an hour of ttl, so no stream sees them as expired
+    during the run.
+    """
     out = []
     key = 0
+    now = time.time()
     for _ in range(count):
         batch = []
         for _ in range(events_per_message):
             batch.append(Event(host=f"host-{key % 1000}", service=f"svc-{key // 1000}",
-                               metric=key * 0.5, state="ok", time=1.0e9 + key, ttl=3600.0,
+                               metric=key * 0.5, state="ok", time=now + key * 1e-6, ttl=3600.0,
                                tags=("bench",)))
             key = (key + 1) % KEYS
         out.append(encode_request(batch))
@@ -196,6 +208,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--events", type=int, default=100, help="events per message")
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="index",
+                        help="index: index everything; pipeline: where -> by -> rate -> index")
     args = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
         print("warning: fewer than 2 CPUs; server and load share a core", file=sys.stderr)
@@ -203,13 +217,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rillet_port, bare_port = free_port(), free_port()
         config = Path(tmp, "bench_config.py")
-        config.write_text(textwrap.dedent(RILLET_CONFIG.format(port=rillet_port)))
+        config.write_text(textwrap.dedent(RILLET_CONFIG.format(port=rillet_port,
+                                                               streams=CONFIGS[args.config])))
         bare = Path(tmp, "bare.py")
         bare.write_text(BARE_SERVER)
         python = sys.executable
-        print(f"{args.events}-event messages, {CONNECTIONS} connections x {OUTSTANDING} "
-              f"outstanding, server pinned to CPU 0, {args.rounds} x {args.seconds:.0f} s",
-              flush=True)
+        print(f"config {args.config!r}: {CONFIGS[args.config]}; {args.events}-event messages, "
+              f"{CONNECTIONS} connections x {OUTSTANDING} outstanding, server pinned to CPU 0, "
+              f"{args.rounds} x {args.seconds:.0f} s", flush=True)
         bare_rates, _ = run_target("bare", [python, str(bare), str(bare_port)], bare_port,
                                    frames, args)
         rillet_rates, rss = run_target(
