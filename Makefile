@@ -20,7 +20,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --cov --cov-report=term
 
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_pipeline.py
