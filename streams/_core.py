@@ -320,3 +320,10 @@ class exception_stream(Stream):
             report_failure(error, event)
         finally:
             _error_stream.reset(token)
+
+    def close(self) -> None:
+        # The handler is not a child, but it may own timers (a throttled mailer).
+        handler = self.handler
+        if isinstance(handler, Stream) and not handler.shared:
+            handler.close()
+        super().close()

@@ -59,13 +59,14 @@ class where(Stream):
     (['cpu user', 'cpu sys'], ['disk'])
     """
 
-    __slots__ = ("_else", "predicate")
+    __slots__ = ("_else", "_else_children", "predicate")
 
     def __init__(self, condition: Any, *children: Child, else_: Child | Iterable[Child] = (),
                  **fields: Any) -> None:
         self.predicate = predicate(condition, fields, "where(condition, *children)")
         self._set_children(children)
         else_children = (else_,) if callable(else_) else tuple(else_)
+        self._else_children = else_children
         self._else = fan_out(else_children) if else_children else None
 
     def __call__(self, event: Any) -> None:
@@ -73,6 +74,13 @@ class where(Stream):
             self._out(event)
         elif self._else is not None:
             self._else(event)
+
+    def close(self) -> None:
+        # The else branch is not in ``children``; its timers must stop too.
+        for child in self._else_children:
+            if isinstance(child, Stream) and not child.shared:
+                child.close()
+        super().close()
 
 
 class split(Stream):
