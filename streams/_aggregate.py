@@ -13,11 +13,11 @@ from ._periodic import PeriodicUntilExpired, TimeWindows
 __all__ = ["rate", "throttle"]
 
 
-def positive_seconds(value: Any, caller: str) -> float:
-    """Validate an interval argument at config load."""
+def positive_seconds(value: Any, caller: str, name: str = "interval") -> float:
+    """Validate a duration argument (called ``name`` in the signature) at config load."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
             or math.isinf(value):
-        raise ValueError(f"{caller}: the interval must be a positive number of seconds, "
+        raise ValueError(f"{caller}: {name} must be a positive number of seconds, "
                          f"got {value!r}")
     return value
 
@@ -94,7 +94,7 @@ class throttle(Stream):
             raise ValueError(f"throttle(n, dt, *children): n must be a whole number >= 0, "
                              f"got {n!r}")
         self.n = n
-        self.dt = positive_seconds(dt, "throttle(n, dt, *children)")
+        self.dt = positive_seconds(dt, "throttle(n, dt, *children)", "dt")
         self._set_children(children)
         self._count = 0
         self._windows = TimeWindows(self.dt, self._reset)

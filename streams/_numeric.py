@@ -169,7 +169,7 @@ class ewma(Stream):
     __slots__ = ("_metric", "_r", "_time", "halflife")
 
     def __init__(self, halflife: float, *children: Child) -> None:
-        self.halflife = positive_seconds(halflife, "ewma(halflife, *children)")
+        self.halflife = positive_seconds(halflife, "ewma(halflife, *children)", "halflife")
         self._r = 0.5 ** (1 / self.halflife)
         self._metric: float = 0
         self._time: float | None = None
@@ -330,7 +330,7 @@ class predict_linear(Stream):
         self.n = n
         self.s = _number(s, caller, "s")
         if rebuild_every is not None:
-            positive_seconds(rebuild_every, caller)
+            positive_seconds(rebuild_every, caller, "rebuild_every")
         self.rebuild_every = rebuild_every
         self._window: deque[Any] = deque(maxlen=n)
         self._line: tuple[float, float] | None = None

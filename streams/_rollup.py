@@ -229,7 +229,7 @@ class rollup(Stream):
 
     def __init__(self, n: int, dt: float, *children: Child) -> None:
         self.n = _count(n, "rollup(n, dt, *children)")
-        self.dt = positive_seconds(dt, "rollup(n, dt, *children)")
+        self.dt = positive_seconds(dt, "rollup(n, dt, *children)", "dt")
         self._set_children(children)
         self._sent = 0
         self._buffer: list[Any] = []
@@ -271,7 +271,7 @@ class batch(Stream):
 
     def __init__(self, n: int, dt: float, *children: Child) -> None:
         self.n = _count(n, "batch(n, dt, *children)")
-        self.dt = positive_seconds(dt, "batch(n, dt, *children)")
+        self.dt = positive_seconds(dt, "batch(n, dt, *children)", "dt")
         self._set_children(children)
         self._buffer: list[Any] = []
         self._windows = TimeWindows(self.dt, self._flush)
@@ -315,7 +315,7 @@ class apdex(Stream):
 
     def __init__(self, dt: float, satisfied: Any, tolerated: Any, *children: Child) -> None:
         caller = "apdex(dt, satisfied, tolerated, *children)"
-        self.dt = positive_seconds(dt, caller)
+        self.dt = positive_seconds(dt, caller, "dt")
         self._satisfied = predicate(satisfied, {}, caller)
         self._tolerated = predicate(tolerated, {}, caller)
         self._set_children(children)
@@ -370,7 +370,7 @@ class coalesce(Stream):
     def __init__(self, dt: Any = 1, *children: Child) -> None:
         if callable(dt) and not isinstance(dt, (int, float)):
             children, dt = (dt, *children), 1
-        self.dt = positive_seconds(dt, "coalesce(dt=1, *children)")
+        self.dt = positive_seconds(dt, "coalesce(dt=1, *children)", "dt")
         self._set_children(children)
         self._latest: dict[tuple[Any, Any], Any] = {}
         self._task: Task | None = None

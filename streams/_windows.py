@@ -22,7 +22,8 @@ def _count(n: Any, caller: str) -> int:
 
 def _seconds(n: Any, caller: str) -> float:
     if isinstance(n, bool) or not isinstance(n, (int, float)) or not n > 0 or math.isinf(n):
-        raise ValueError(f"{caller}: the window must be a positive number of seconds, got {n!r}")
+        raise ValueError(f"{caller}: dt must be a positive number of seconds (the window "
+                         f"length), got {n!r}")
     return n
 
 

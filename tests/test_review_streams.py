@@ -7,9 +7,18 @@ from typing import Any
 import pytest
 
 from streams import (
+    apdex,
+    batch,
     by,
+    coalesce,
+    ewma,
     exception_stream,
     fill_in,
+    fixed_time_window,
+    moving_time_window,
+    predict_linear,
+    rollup,
+    throttle,
     where,
 )
 from streams._clock import VirtualClock, install
@@ -46,3 +55,19 @@ def test_exception_stream_close_stops_the_handler_timers(clock: VirtualClock) ->
     s.close()
     clock.advance(5)
     assert out.events == []
+
+
+@pytest.mark.parametrize(("build", "name"), [
+    (lambda: throttle(1, 0, print), "dt"),
+    (lambda: rollup(1, -1, print), "dt"),
+    (lambda: batch(1, 0, print), "dt"),
+    (lambda: apdex(0, "true", "true", print), "dt"),
+    (lambda: coalesce(0, print), "dt"),
+    (lambda: ewma(0, print), "halflife"),
+    (lambda: moving_time_window(0, print), "dt"),
+    (lambda: fixed_time_window(-2, print), "dt"),
+    (lambda: predict_linear(3, 1, print, rebuild_every=0), "rebuild_every"),
+])
+def test_interval_errors_name_the_argument(build: Any, name: str) -> None:
+    with pytest.raises(ValueError, match=rf"\b{name} must be a positive number of seconds"):
+        build()

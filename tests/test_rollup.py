@@ -213,7 +213,7 @@ def test_batch_never_exceeds_n_and_loses_nothing(n: int,
 @pytest.mark.parametrize("make", [lambda: batch(0, 1), lambda: rollup(1.5, 1),  # type: ignore
                                   lambda: batch(1, -1), lambda: rollup(True, 1)])
 def test_batch_and_rollup_reject_bad_arguments(make: object) -> None:
-    with pytest.raises(ValueError, match=r"n must|interval"):
+    with pytest.raises(ValueError, match=r"n must|dt must"):
         make()  # type: ignore[operator]
 
 
