@@ -78,8 +78,12 @@ class with_(Stream):
         self._set_children(children)
 
     def __call__(self, event: Any) -> None:
+        # Inline, not _apply_each with a closure: this runs once per event.
         changes = self.changes
-        self._out(_apply_each(event, lambda e: e.evolve(**changes)))
+        if isinstance(event, (list, tuple)):
+            self._out(type(event)(e.evolve(**changes) for e in event))
+        else:
+            self._out(event.evolve(**changes))
 
 
 class default(Stream):
@@ -132,8 +136,12 @@ class tag(Stream):
         self.tags = values
         self._set_children(children)
 
+    def _tag(self, event: Any) -> Any:
+        return event.evolve(tags=tuple(dict.fromkeys(self.tags + event.tags)))
+
     def __call__(self, event: Any) -> None:
-        tags = self.tags
-        self._out(_apply_each(
-            event, lambda e: e.evolve(tags=tuple(dict.fromkeys(tags + e.tags)))
-        ))
+        # Inline, not _apply_each with a closure: this runs once per event.
+        if isinstance(event, (list, tuple)):
+            self._out(type(event)(self._tag(e) for e in event))
+        else:
+            self._out(self._tag(event))
