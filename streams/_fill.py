@@ -177,13 +177,11 @@ class interpolate_constant(Stream):
         self._timer = PeriodicUntilExpired(self.interval, self._emit)
 
     def __call__(self, event: Any) -> None:
-        if is_expired(event):
+        if self._timer.observe(event):
             self._latest = None
-            self._timer.observe(event)
             self._out(event)
             return
         self._latest = event
-        self._timer.observe(event)
 
     def _emit(self) -> None:
         latest = self._latest

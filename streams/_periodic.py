@@ -20,7 +20,8 @@ class PeriodicUntilExpired:
     """Run ``tick`` every ``interval`` seconds from the first live event until
     an expired event arrives or the latest event's ``time + ttl`` has passed.
 
-    ``observe(event)`` is called for every incoming event.
+    ``observe(event)`` is called for every incoming event; it returns whether
+    the event is expired, so owners need not ask again.
     """
 
     __slots__ = ("_clock", "delay", "expires_at", "interval", "task", "tick")
@@ -33,11 +34,12 @@ class PeriodicUntilExpired:
         self.expires_at = math.inf
         self._clock = scheduler()
 
-    def observe(self, event: Any) -> None:
+    def observe(self, event: Any) -> bool:
         # On the hot path of rate and friends: is_expired is inlined here. A running
         # timer's clock is the current one; without a timer, ask for it afresh.
         clock = self._clock if self.task is not None else scheduler()
         time, ttl = event.time, event.ttl
+        expired: bool
         if time is None:
             self.expires_at = math.inf
             expired = event.state == "expired"
@@ -53,6 +55,7 @@ class PeriodicUntilExpired:
         elif self.task is None:
             self._clock = clock
             self.task = clock.every(self.interval, rescued(self._run), delay=self.delay)
+        return expired
 
     def _run(self) -> None:
         if self.expires_at < self._clock.now():

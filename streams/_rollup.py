@@ -45,8 +45,7 @@ class _TimeBins:
         self.timer = PeriodicUntilExpired(interval, self._switch, delay=interval)
 
     def observe(self, event: Any) -> None:
-        self.timer.observe(event)
-        if is_expired(event):
+        if self.timer.observe(event):
             self._bin = self._start = None
             return
         if self._bin is None:
