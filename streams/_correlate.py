@@ -24,8 +24,9 @@ class top(Stream):
     An event whose key is in the top set goes to ``top_stream`` (and an
     expired copy to ``bottom_stream``); otherwise an expired copy (host,
     service, state "expired", time now) goes to ``top_stream`` and the event
-    to ``bottom_stream``. An expired event, or one whose ``f`` is None, leaves
-    the set and goes to both streams as is. A newcomer must beat the current
+    to ``bottom_stream``. An expired event leaves the set and goes to both
+    streams as is; one whose ``f`` is None leaves the set and is routed as not
+    in it (spec §3.10). A newcomer must beat the current
     smallest member strictly. With ``demote`` (the default when a
     ``bottom_stream`` is given) a member pushed out by a newcomer is announced
     first: expired to ``top_stream``, as is to ``bottom_stream``. ``f`` is a

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from streams import (
+    Event,
     apdex,
     batch,
     by,
@@ -19,6 +20,7 @@ from streams import (
     predict_linear,
     rollup,
     throttle,
+    top,
     where,
 )
 from streams._clock import VirtualClock, install
@@ -71,3 +73,16 @@ def test_exception_stream_close_stops_the_handler_timers(clock: VirtualClock) ->
 def test_interval_errors_name_the_argument(build: Any, name: str) -> None:
     with pytest.raises(ValueError, match=rf"\b{name} must be a positive number of seconds"):
         build()
+
+
+def test_top_event_without_value_leaves_the_set_and_is_routed_as_not_in_it() -> None:
+    # Spec §3.10: a nil f(e) removes the key, then dual routing with "not in top":
+    # top gets expire(e), bottom gets e (only incoming expired events go to both).
+    tops, bottoms = Sink(), Sink()
+    s = top(2, "metric", tops, bottoms)
+    s(Event(host="a", metric=1, time=0))
+    s(Event(host="a", time=0))
+    assert [(e.host, e.metric, e.state) for e in tops.events] == [
+        ("a", 1, None), ("a", None, "expired")]
+    assert [(e.host, e.state) for e in bottoms.events] == [("a", "expired"), ("a", None)]
+    assert s.members() == []
