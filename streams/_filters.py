@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._core import Child, Stream, fan_out, is_expired
+from ._core import Child, Stream, entry_point, fan_out, is_expired
 from ._match import field_getter, matcher
 
 __all__ = [
@@ -107,7 +107,9 @@ class split(Stream):
         ]
         streams_ = [s for _, s in self._branches] + ([default] if default is not None else [])
         self._set_children(streams_)
-        self._default = default
+        # Children are checked above; now call each through its fastest entry point.
+        self._branches = [(test, entry_point(s)) for test, s in self._branches]
+        self._default = entry_point(default) if default is not None else None
 
     def __call__(self, event: Any) -> None:
         for test, stream in self._branches:

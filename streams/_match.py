@@ -41,7 +41,9 @@ def matcher(pattern: Any) -> Callable[[Any], bool]:
         return lambda value: value is None
     if isinstance(pattern, dict):
         tests = [(field_getter(key), matcher(sub)) for key, sub in pattern.items()]
-        return lambda value: all(test(get(value)) for get, test in tests)
+        # A missing value has no fields: each of them reads as None, as in Clojure.
+        return lambda value: all(test(None if value is None else get(value))
+                                 for get, test in tests)
     if callable(pattern):
         return lambda value: bool(pattern(value))
     return lambda value: bool(value == pattern)

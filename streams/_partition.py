@@ -65,7 +65,7 @@ class by(Stream):
         if not children:
             raise TypeError("by(fields, *children): give the streams to fork per key, "
                             "e.g. by('host', rate(5, sink))")
-        if not (isinstance(max_keys, int) and max_keys > 0):
+        if isinstance(max_keys, bool) or not (isinstance(max_keys, int) and max_keys > 0):
             raise ValueError(f"by(..., max_keys={max_keys!r}): max_keys must be a positive int")
         if idle is not None and not idle > 0:
             raise ValueError(f"by(..., idle={idle!r}): idle must be > 0 seconds or None")

@@ -8,6 +8,8 @@ events to another task.
 
 from __future__ import annotations
 
+import copy
+
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -138,7 +140,9 @@ class sreduce(Stream):
                  init: Any = _NO_INIT) -> None:
         self.function = _function(function, "sreduce(function, *children, init=...)",
                                   "e.g. sreduce(lambda acc, e: acc + e.metric, child, init=0)")
-        self._acc = init
+        # Each instance (and each fork under by) starts from its own copy, so a
+        # function that changes the accumulator in place never shares it.
+        self._acc = init if init is _NO_INIT else copy.deepcopy(init)
         self._set_children(children)
 
     def __call__(self, event: Any) -> None:

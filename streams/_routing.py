@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._core import Child, Stream, call_isolated, expire_event, is_expired
+from ._core import Child, Stream, call_isolated, entry_point, expire_event, is_expired
 from ._filters import predicate
 from ._match import field_getter, matcher
 from ._partition import by
@@ -95,9 +95,10 @@ class splitp(Stream):
                                 f"got {stream!r}")
         self.pred = pred
         self.field = field
-        self._default = default
         streams = [s for _, s in self._branches]
         self._set_children(streams if default is None else [*streams, default])
+        self._branches = [(test, entry_point(s)) for test, s in self._branches]
+        self._default = entry_point(default) if default is not None else None
 
     def __call__(self, event: Any) -> None:
         value = self._get(event)

@@ -86,3 +86,46 @@ def test_top_event_without_value_leaves_the_set_and_is_routed_as_not_in_it() -> 
         ("a", 1, None), ("a", None, "expired")]
     assert [(e.host, e.state) for e in bottoms.events] == [("a", "expired"), ("a", None)]
     assert s.members() == []
+
+
+def test_split_and_splitp_defaults_and_branches_still_route_after_entry_point_binding() -> None:
+    import operator
+
+    from streams import split, splitp
+
+    big, small, other = Sink(), Sink(), Sink()
+    s = split(lambda e: e.metric > 10, big, lambda e: e.metric > 1, small, other)
+    for m in [50, 5, 0]:
+        s(Event(metric=m))
+    assert [len(big.events), len(small.events), len(other.events)] == [1, 1, 1]
+    crit, ok = Sink(), Sink()
+    p = splitp(operator.lt, "metric", 0.9, crit, ok)
+    p(Event(metric=0.95))
+    p(Event(metric=0.5))
+    assert [e.metric for e in crit.events] == [0.95] and [e.metric for e in ok.events] == [0.5]
+
+
+def test_by_refuses_a_boolean_max_keys() -> None:
+    with pytest.raises(ValueError, match="max_keys=True"):
+        by("host", Sink(), max_keys=True)
+
+
+def test_a_dict_pattern_against_a_missing_value_reads_every_field_as_none() -> None:
+    from streams import matches
+
+    assert matches({"host": None}, None)
+    assert not matches({"host": "a"}, None)
+
+
+def test_sreduce_forks_do_not_share_a_mutable_initial_value() -> None:
+    from streams import sreduce
+
+    def collect(acc: list[int], event: Event) -> list[int]:
+        acc.append(event.metric)  # changes the accumulator in place
+        return acc
+
+    out = Sink()
+    keyed = by("host", sreduce(collect, out, init=[]))
+    keyed(Event(host="a", metric=1))
+    keyed(Event(host="b", metric=2))
+    assert out.events == [[1], [2]]
