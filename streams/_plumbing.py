@@ -9,7 +9,6 @@ events to another task.
 from __future__ import annotations
 
 import copy
-
 from collections.abc import Callable, Iterable
 from typing import Any
 
