@@ -41,6 +41,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5555
 DEFAULT_MAX_DATAGRAM = 16_384
 
+# What a connection handler must let through: cancellation and shutdown.
+_PROPAGATE = (trio.Cancelled, KeyboardInterrupt, SystemExit, GeneratorExit)
+
 
 class Core:
     """Streams events from requests through a config and answers queries from the index."""
@@ -70,15 +73,28 @@ class Core:
         failure = self.stream(request.events) if request.events else None
         if failure is not None:
             self.errors += 1
-            return encode_reply(ok=False, error=str(failure) or type(failure).__name__)
+            return _error_reply(str(failure) or type(failure).__name__)
         if request.query is None:
             return OK_REPLY
         try:
             found: list[Event] = self.index.search(request.query)
+            # Encoding is inside the try: a stream may have indexed a value
+            # protobuf cannot carry, and that must not end the connection.
+            return encode_reply(ok=True, events=found)
         except QuerySyntaxError as error:
             self.errors += 1
-            return encode_reply(ok=False, error=str(error))
-        return encode_reply(ok=True, events=found)
+            return _error_reply(str(error))
+        except Exception as error:
+            # Anything else (a query nested past the recursion limit, an
+            # unencodable indexed event) is this request's failure alone.
+            self.errors += 1
+            log.warning("query %.200r failed", request.query, exc_info=error)
+            return _error_reply(f"{type(error).__name__}: {error}")
+
+
+def _error_reply(message: str) -> bytes:
+    # A failure's text may hold lone surrogates, which UTF-8 cannot encode.
+    return encode_reply(ok=False, error=message.encode("utf-8", "replace").decode("utf-8"))
 
 
 @dataclass
@@ -135,6 +151,13 @@ class TcpServer:
             log.warning("closing TCP connection from %s: %s", peer, error)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass
+        except _PROPAGATE:
+            raise
+        except BaseException as error:
+            # Riemann closes the connection on a fatal error escaping the
+            # streams; letting it out here would end every connection.
+            log.error("closing TCP connection from %s: handling a request failed", peer,
+                      exc_info=error)
         finally:
             self.connections -= 1
             await trio.aclose_forcefully(stream)
@@ -182,12 +205,19 @@ class UdpServer:
                     log.warning("dropped a UDP datagram from %s:%s: %s", peer[0], peer[1], error)
                     continue
                 core = runtime.core
-                core.stream(request.events)
-                if request.query is not None:  # evaluated as Riemann does; nobody gets the answer
-                    try:
+                try:
+                    core.stream(request.events)
+                    if request.query is not None:  # evaluated as Riemann does; nobody gets it
                         core.index.search(request.query)
-                    except QuerySyntaxError:
-                        self.dropped += 1
+                except QuerySyntaxError:
+                    self.dropped += 1
+                except _PROPAGATE:
+                    raise
+                except BaseException as error:
+                    # One datagram's failure must not stop the UDP server.
+                    self.dropped += 1
+                    log.error("a UDP datagram from %s:%s failed", peer[0], peer[1],
+                              exc_info=error)
 
     def statistics(self) -> dict[str, Any]:
         return {"datagrams": self.datagrams, "dropped": self.dropped}

@@ -1,0 +1,97 @@
+"""The server against hostile or buggy peers: every bad input gets an error reply or a
+closed connection, and the server keeps serving everyone else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+from test_server import is_closed, read_reply, request, still_serves, with_server
+
+from streams import Event
+from transport import Running
+from transport._codec import encode_request, frame
+
+pytestmark = pytest.mark.network
+
+DEEP_QUERY = "(" * 5000 + "true" + ")" * 5000
+
+
+def _udp_port(running: Running) -> int:
+    return running.ports[1]
+
+
+def test_a_query_that_breaks_the_evaluator_gets_an_error_reply() -> None:
+    # Nesting deep enough to exhaust the parser's recursion raises RecursionError,
+    # not QuerySyntaxError; it must be a reply, not a dead server.
+    async def body(running: Running) -> None:
+        port = running.ports[0]
+        reply = await request(port, encode_request(query=DEEP_QUERY))
+        assert not reply.ok and reply.error
+        await still_serves(port)
+
+    with_server(body)
+
+
+def test_a_udp_query_that_breaks_the_evaluator_does_not_stop_the_udp_server() -> None:
+    async def body(running: Running) -> None:
+        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        with sock:
+            await sock.connect(("127.0.0.1", _udp_port(running)))
+            await sock.send(encode_request(query=DEEP_QUERY, framed=False))
+            await sock.send(encode_request([Event(host="after", service="u", time=1)],
+                                           framed=False))
+            with trio.fail_after(5):
+                while running.index.lookup("after", "u") is None:
+                    await trio.sleep(0.01)
+        await still_serves(running.ports[0])
+
+    with_server(body)
+
+
+def test_an_indexed_event_that_cannot_be_encoded_gives_an_error_reply() -> None:
+    # A stream may index anything an Event holds; a query hitting it must not kill the server.
+    async def body(running: Running) -> None:
+        running.index(Event(host="h", service="odd", metric=1j, time=1))  # type: ignore[arg-type]
+        port = running.ports[0]
+        reply = await request(port, encode_request(query='service = "odd"'))
+        assert not reply.ok and "metric" in reply.error
+        await still_serves(port)
+
+    with_server(body)
+
+
+class Fatal(BaseException):
+    """Not an Exception: escapes every `except Exception` in the streams."""
+
+
+def _fatal_stream(event: Any) -> None:
+    if event.service == "fatal":
+        raise Fatal("fatal")
+
+
+def test_a_stream_raising_a_base_exception_closes_only_that_connection() -> None:
+    async def body(running: Running) -> None:
+        port = running.ports[0]
+        async with await trio.open_tcp_stream("127.0.0.1", port) as bystander:
+            async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                await stream.send_all(encode_request([Event(service="fatal", time=1)]))
+                assert await is_closed(stream)
+            await bystander.send_all(encode_request([Event(host="b", service="s", time=1)]))
+            assert (await read_reply(bystander)).ok
+        await still_serves(port)
+
+    with_server(body, streams=[_fatal_stream])
+
+
+def test_a_query_string_that_is_not_utf8_gets_an_error_reply() -> None:
+    # upb hands back bytes for a proto2 string that is not valid UTF-8.
+    async def body(running: Running) -> None:
+        port = running.ports[0]
+        query = b"\n\x03\xff\xfe\xfd"
+        reply = await request(port, frame(b"*" + bytes([len(query)]) + query))
+        assert not reply.ok and reply.error
+        await still_serves(port)
+
+    with_server(body)
