@@ -3,6 +3,13 @@ closed connection, and the server keeps serving everyone else."""
 
 from __future__ import annotations
 
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,3 +102,51 @@ def test_a_query_string_that_is_not_utf8_gets_an_error_reply() -> None:
         await still_serves(port)
 
     with_server(body)
+
+
+# rillet run: startup failures and signals ----------------------------------------------
+
+RUN_CONFIG = """
+from streams import *
+from transport import tcp_server
+
+tcp_server(port={port})
+streams(index)
+"""
+
+
+def _start(tmp_path: Path, port: int = 0) -> subprocess.Popen[str]:
+    config = tmp_path / "monitoring.py"
+    config.write_text(RUN_CONFIG.format(port=port))
+    return subprocess.Popen([sys.executable, "-m", "transport._cli", "run", str(config)],
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_rillet_run_on_a_port_in_use_says_so_without_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = _start(tmp_path, port)
+        _, err = process.communicate(timeout=20)
+    assert process.returncode == 1
+    assert "Traceback" not in err
+    assert "already in use" in err and f"TCP on 127.0.0.1:{port}" in err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_rillet_run_stops_cleanly_on_a_signal(tmp_path: Path, signum: int) -> None:
+    process = _start(tmp_path)
+    assert process.stderr is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line or re.search(r"TCP server listening", line):
+            break
+    process.send_signal(signum)
+    try:
+        _, err = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert "Traceback" not in err
+    assert process.returncode == 0

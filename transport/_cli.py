@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import logging
+import signal
 import sys
 from pathlib import Path
 
 import trio
 
-from streams._config import ConfigError, load_config
+from streams._config import Config, ConfigError, load_config
 
 from ._cli_client import add_commands
 from ._run import serve
@@ -49,13 +51,37 @@ def _run(args: argparse.Namespace) -> int:
     )
     tune_garbage_collector()
     try:
-        trio.run(serve, config)
-    except KeyboardInterrupt:
-        return 0
-    except OSError as error:
-        print(f"rillet: {error}; is another server already using the port?", file=sys.stderr)
+        trio.run(_serve_until_stopped, config)
+    except BaseException as error:
+        # trio wraps what escapes a nursery in (nested) exception groups.
+        leaves = _leaves(error)
+        if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            return 0
+        if not all(isinstance(leaf, OSError) for leaf in leaves):
+            raise
+        for leaf in leaves:
+            hint = ("; is another server already using the port?"
+                    if getattr(leaf, "errno", None) == errno.EADDRINUSE else "")
+            print(f"rillet: {leaf}{hint}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _serve_until_stopped(config: Config) -> None:
+    """Serve until Ctrl-C or SIGTERM; either way the config's streams are closed."""
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve, config)
+            async for signum in signals:
+                logging.getLogger("rillet").info("received %s; stopping",
+                                                 signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
 
 
 def parser() -> argparse.ArgumentParser:

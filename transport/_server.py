@@ -119,7 +119,10 @@ class TcpServer:
 
     async def serve(self, runtime: Runtime, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+        try:
+            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+        except OSError as error:
+            raise _bind_error(error, "TCP", self.host, self.port) from error
         for listener in listeners:
             listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.bound_port = listeners[0].socket.getsockname()[1]
@@ -167,6 +170,12 @@ class TcpServer:
                 "protocol_errors": self.protocol_errors}
 
 
+def _bind_error(error: OSError, kind: str, host: str, port: int) -> OSError:
+    """The same error, saying which server could not listen where."""
+    return OSError(error.errno, f"cannot listen for {kind} on {host}:{port}: "
+                                f"{error.strerror or error}")
+
+
 def _peer(stream: trio.SocketStream) -> str:
     try:
         host, port = stream.socket.getpeername()[:2]
@@ -191,7 +200,10 @@ class UdpServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = trio.socket.socket(family, socket.SOCK_DGRAM)
         with sock:
-            await sock.bind((self.host, self.port))
+            try:
+                await sock.bind((self.host, self.port))
+            except OSError as error:
+                raise _bind_error(error, "UDP", self.host, self.port) from error
             self.bound_port = sock.getsockname()[1]
             log.info("UDP server listening on %s:%s", self.host, self.bound_port)
             task_status.started(self.bound_port)
