@@ -17,6 +17,7 @@ import trio
 from test_server import is_closed, read_reply, request, still_serves, with_server
 
 from streams import Event
+from streams._index import current_index
 from transport import Running
 from transport._codec import encode_request, frame
 
@@ -150,3 +151,40 @@ def test_rillet_run_stops_cleanly_on_a_signal(tmp_path: Path, signum: int) -> No
         process.kill()
     assert "Traceback" not in err
     assert process.returncode == 0
+
+
+# Strings that are not UTF-8 ------------------------------------------------------------
+
+
+def _raw_event_request(*fields: bytes) -> bytes:
+    event = b"".join(fields)
+    return frame(b"2" + bytes([len(event)]) + event)
+
+
+def test_text_fields_that_are_not_utf8_read_as_str_with_replacement_characters() -> None:
+    # upb gives bytes for such proto2 strings; Riemann's Java protobuf decodes them with
+    # U+FFFD. Bytes would reach the streams, fail every str comparison, and poison the
+    # index: each later query matching the event could not encode it.
+    seen: list[Any] = []
+
+    def record(event: Any) -> None:
+        seen.append((event.host, event.service, event.tags, dict(event.attributes)))
+
+    async def body(running: Running) -> None:
+        port = running.ports[0]
+        attribute = b"\n\x02k\xff\x12\x01\xfe"
+        payload = _raw_event_request(b'"\x02h\xff', b"\x1a\x01s", b":\x01\xfe",
+                                     b"J" + bytes([len(attribute)]) + attribute,
+                                     b"\x08\x01")
+        assert (await request(port, payload)).ok
+        reply = await request(port, encode_request(query="true"))
+        assert reply.ok
+        [found] = reply.events
+        assert found.host == "h\ufffd" and list(found.tags) == ["\ufffd"]
+
+    def indexed(event: Any) -> None:
+        # A plain Event, encoded field by field when a query returns it.
+        current_index()(event.evolve(description="changed"))
+
+    index = with_server(body, streams=[record, indexed])
+    assert len(index) == 1

@@ -201,25 +201,33 @@ def _preview(data: bytes | bytearray) -> str:
 def _load_host(event: WireEvent) -> str | None:
     pb = event._pb
     value: str = pb.host
-    return value if value or pb.HasField("host") else None
+    if value.__class__ is str:
+        return value if value or pb.HasField("host") else None
+    return _text(value)
 
 
 def _load_service(event: WireEvent) -> str | None:
     pb = event._pb
     value: str = pb.service
-    return value if value or pb.HasField("service") else None
+    if value.__class__ is str:
+        return value if value or pb.HasField("service") else None
+    return _text(value)
 
 
 def _load_state(event: WireEvent) -> str | None:
     pb = event._pb
     value: str = pb.state
-    return value if value or pb.HasField("state") else None
+    if value.__class__ is str:
+        return value if value or pb.HasField("state") else None
+    return _text(value)
 
 
 def _load_description(event: WireEvent) -> str | None:
     pb = event._pb
     value: str = pb.description
-    return value if value or pb.HasField("description") else None
+    if value.__class__ is str:
+        return value if value or pb.HasField("description") else None
+    return _text(value)
 
 
 def _load_metric(event: WireEvent) -> int | float | None:
@@ -269,8 +277,20 @@ def _load_ttl(event: WireEvent) -> float | None:
     return ttl if ttl or pb.HasField("ttl") else None
 
 
+def _text(value: str | bytes) -> str:
+    # upb hands back bytes for a proto2 string that is not UTF-8. Riemann's
+    # Java protobuf reads such a string with U+FFFD in place of bad bytes, and
+    # streams (and re-encoding) need a str.
+    if isinstance(value, str):
+        return value
+    return value.decode("utf-8", "replace")
+
+
 def _load_tags(event: WireEvent) -> tuple[str, ...]:
-    return tuple(event._pb.tags)
+    tags = tuple(event._pb.tags)
+    if bytes in map(type, tags):
+        return tuple(map(_text, tags))
+    return tags
 
 
 def _load_attributes(event: WireEvent) -> Mapping[str, str]:
@@ -279,7 +299,11 @@ def _load_attributes(event: WireEvent) -> Mapping[str, str]:
         for attribute in event._pb.attributes
         if attribute.key not in _DROPPED_KEYS
     }
-    return attributes if attributes else _NO_ATTRIBUTES
+    if not attributes:
+        return _NO_ATTRIBUTES
+    if bytes in map(type, attributes) or bytes in map(type, attributes.values()):
+        attributes = {_text(key): _text(value) for key, value in attributes.items()}
+    return attributes
 
 
 def _overridden(name: str, load: Callable[[WireEvent], str | None]) -> Callable[
@@ -291,7 +315,7 @@ def _overridden(name: str, load: Callable[[WireEvent], str | None]) -> Callable[
         value = load(event)
         for attribute in event._pb.attributes:
             if attribute.key == name:
-                value = attribute.value
+                value = _text(attribute.value)
         return value
 
     return load_overridden
