@@ -188,3 +188,26 @@ def test_text_fields_that_are_not_utf8_read_as_str_with_replacement_characters()
 
     index = with_server(body, streams=[record, indexed])
     assert len(index) == 1
+
+
+def test_pipelined_queries_from_a_peer_that_never_reads_do_not_pile_up_replies() -> None:
+    # One read of small query frames can ask for thousands of large replies; the server
+    # must stop producing them once the socket stops draining, not build them all first.
+    import tracemalloc
+
+    async def body(running: Running) -> None:
+        for n in range(50):
+            running.index(Event(host=f"h{n}", service="s", description="x" * 1000, time=1))
+        port = running.ports[0]
+        tracemalloc.start()
+        try:
+            async with await trio.open_tcp_stream("127.0.0.1", port) as greedy:
+                await greedy.send_all(encode_request(query="true") * 2000)  # ~100 MB asked
+                await trio.sleep(1.5)
+                _, peak = tracemalloc.get_traced_memory()
+                await still_serves(port)
+        finally:
+            tracemalloc.stop()
+        assert peak < 30_000_000
+
+    with_server(body)

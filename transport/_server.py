@@ -43,6 +43,8 @@ DEFAULT_MAX_DATAGRAM = 16_384
 
 # What a connection handler must let through: cancellation and shutdown.
 _PROPAGATE = (trio.Cancelled, KeyboardInterrupt, SystemExit, GeneratorExit)
+# Reply bytes a connection buffers before writing (see TcpServer._connection).
+_FLUSH_AT = 256 * 1024
 
 
 class Core:
@@ -143,9 +145,22 @@ class TcpServer:
                 now = runtime.clock()
                 core = runtime.core
                 # Every complete frame of this read is handled, then one write
-                # acknowledges them all: coalesced acks, order kept.
-                replies = [core.handle(decode_message(payload, now))
-                           for payload in decoder.frames()]
+                # acknowledges them all: coalesced acks, order kept. Large
+                # replies (queries) are written as soon as they add up, so a
+                # peer that pipelines queries without reading is held back by
+                # the socket instead of growing this buffer.
+                replies: list[bytes] = []
+                pending = 0
+                for payload in decoder.frames():
+                    reply = core.handle(decode_message(payload, now))
+                    replies.append(reply)
+                    pending += len(reply)
+                    if pending >= _FLUSH_AT:
+                        self.requests += len(replies)
+                        await stream.send_all(b"".join(replies))
+                        replies, pending = [], 0
+                        now = runtime.clock()
+                        core = runtime.core
                 if replies:
                     self.requests += len(replies)
                     await stream.send_all(replies[0] if len(replies) == 1 else b"".join(replies))
