@@ -7,12 +7,13 @@ virtual clock, as a reader would try it in a Python prompt.
 from __future__ import annotations
 
 import doctest
+import re
 from pathlib import Path
 
 import pytest
 
 import streams
-from streams import VirtualClock
+from streams import VirtualClock, load_config
 from streams._clock import install
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,3 +30,20 @@ def test_doc_page_examples_run(page: Path) -> None:
     )
     assert result.failed == 0, f"{result.failed} failing examples in {page.name}; run " \
         f"python -m doctest -v {page.relative_to(ROOT)} with from streams import * to see them"
+
+
+def config_blocks() -> list[tuple[str, str]]:
+    """Every ```python block of the docs that is a whole config (starts "# monitoring.py")."""
+    found = []
+    for page in PAGES:
+        for block in re.findall(r"```python\n(# monitoring\.py.*?)```", page.read_text(),
+                                re.DOTALL):
+            found.append((f"{page.name}:{block.splitlines()[0]}", block))
+    return found
+
+
+@pytest.mark.parametrize(("where", "source"), config_blocks(), ids=lambda v: str(v)[:40])
+def test_config_examples_in_the_docs_load(where: str, source: str, tmp_path: Path) -> None:
+    path = tmp_path / "monitoring.py"
+    path.write_text(source)
+    assert load_config(path).streams, where
