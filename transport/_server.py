@@ -30,6 +30,7 @@ from ._codec import (
     ProtocolError,
     decode_datagram,
     decode_message,
+    encode_event,
     encode_reply,
 )
 
@@ -80,9 +81,14 @@ class Core:
             return OK_REPLY
         try:
             found: list[Event] = self.index.search(request.query)
-            # Encoding is inside the try: a stream may have indexed a value
-            # protobuf cannot carry, and that must not end the connection.
-            return encode_reply(ok=True, events=found)
+            try:
+                return encode_reply(ok=True, events=found)
+            except ValueError:
+                # A stream indexed a value protobuf cannot carry. Failing the
+                # reply would fail every query matching that event until it
+                # expires (never, for a time in the far future), so it is left
+                # out and logged instead.
+                return encode_reply(ok=True, events=_encodable(found, request.query))
         except QuerySyntaxError as error:
             self.errors += 1
             return _error_reply(str(error))
@@ -92,6 +98,23 @@ class Core:
             self.errors += 1
             log.warning("query %.200r failed", request.query, exc_info=error)
             return _error_reply(f"{type(error).__name__}: {error}")
+
+
+def _encodable(events: list[Event], query: str) -> list[Event]:
+    """The events that encode; the others are logged once per query."""
+    kept: list[Event] = []
+    failures: list[ValueError] = []
+    for event in events:
+        try:
+            encode_event(event)
+        except ValueError as error:
+            failures.append(error)
+        else:
+            kept.append(event)
+    if failures:
+        log.warning("query %.200r: left out %d of %d matching events that cannot be encoded; "
+                    "the first: %s", query, len(failures), len(events), failures[0])
+    return kept
 
 
 def _error_reply(message: str) -> bytes:
