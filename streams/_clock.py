@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import sys
 from collections.abc import Callable
 
 __all__ = ["Scheduler", "Task", "VirtualClock", "install", "next_tick", "now", "scheduler"]
@@ -113,8 +114,13 @@ class Scheduler:
                 continue
             try:
                 task.function()
-            except Exception:
-                log.exception("scheduled task %r failed", task.function)
+            except BaseException as error:
+                # One task's failure, even a non-Exception escaping a user's
+                # stream, must not end the loop that runs every timer (in the
+                # server, the nursery holding every connection with it).
+                if _must_propagate(error):
+                    raise
+                log.error("scheduled task %r failed", task.function, exc_info=error)
             ran += 1
             if task.interval is not None and not task.cancelled:
                 if task._deferred is not None:
@@ -164,6 +170,15 @@ class VirtualClock(Scheduler):
 
     def __repr__(self) -> str:
         return f"VirtualClock(now={self._now}, tasks={len(self)})"
+
+
+def _must_propagate(error: BaseException) -> bool:
+    """Shutdown and cancellation, which no task failure handler may swallow."""
+    if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):
+        return True
+    # Looked up, not imported: streams run without trio in tests and tools.
+    trio = sys.modules.get("trio")
+    return trio is not None and isinstance(error, trio.Cancelled)
 
 
 _current: list[Scheduler] = [VirtualClock()]

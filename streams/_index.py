@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._clock import Task, scheduler
+from ._clock import Task, _must_propagate, scheduler
 from ._core import Stream, report_failure
 from ._event import DEFAULT_TTL, Event
 from ._query import Query, compile_query, lookup_key
@@ -369,7 +369,12 @@ class Reaper:
                     finally:
                         index._reaping = None
                 sent.append(tombstone)
-            except Exception as error:
+            except BaseException as error:
+                # The event is already out of the index: a failure, even a
+                # non-Exception from a user stream, must not cost the other
+                # expired events their tombstones.
+                if _must_propagate(error):
+                    raise
                 report_failure(error, event)
         return sent
 

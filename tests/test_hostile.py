@@ -263,3 +263,50 @@ def test_nan_infinite_and_out_of_range_numbers_from_a_client_are_indexed_and_que
         await still_serves(port)
 
     with_server(body, streams=[rebuild] if rebuilt else None)
+
+
+# Timers that fail --------------------------------------------------------------------
+
+
+def test_a_timer_raising_a_base_exception_does_not_stop_the_server_or_later_timers() -> None:
+    # The scheduler runs every stream's timers; a non-Exception from one of them ended the
+    # scheduler task, and with it the nursery holding every server.
+    async def body(running: Running) -> None:
+        ran: list[str] = []
+
+        def fatal() -> None:
+            raise Fatal("from a timer")
+
+        clock = running.scheduler
+        clock.after(0.01, fatal)
+        clock.after(0.05, lambda: ran.append("later"))
+        with trio.fail_after(2):
+            while not ran:
+                await trio.sleep(0.01)
+        await still_serves(running.ports[0])
+
+    with_server(body)
+
+
+def test_a_reaper_tombstone_raising_a_base_exception_spares_the_other_tombstones() -> None:
+    seen: list[Any] = []
+
+    def streams(event: Any) -> None:
+        if event.state == "expired":
+            seen.append(event.host)
+            if event.host == "a":
+                raise Fatal("tombstone")
+        else:
+            current_index()(event)
+
+    async def body(running: Running) -> None:
+        for host in ("a", "b"):
+            running.index(Event(host=host, service="s", time=1, ttl=1))
+        running.index.start_reaper(0.01, running.runtime.core.dispatch)
+        with trio.fail_after(2):
+            while len(seen) < 2:
+                await trio.sleep(0.01)
+        await still_serves(running.ports[0])
+
+    with_server(body, streams=[streams])
+    assert sorted(seen) == ["a", "b"]
