@@ -3,6 +3,7 @@ closed connection, and the server keeps serving everyone else."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import signal
 import socket
@@ -310,3 +311,47 @@ def test_a_reaper_tombstone_raising_a_base_exception_spares_the_other_tombstones
 
     with_server(body, streams=[streams])
     assert sorted(seen) == ["a", "b"]
+
+
+# UDP datagram sizes ----------------------------------------------------------------------
+
+
+def _datagram(size: int, service: str) -> bytes:
+    message = Msg()
+    event = message.events.add(service=service, time=1)
+    while (gap := size - message.ByteSize()) != 0:  # length prefixes grow: converge
+        event.description = "x" * (len(event.description) + gap)
+    data = message.SerializeToString()
+    assert len(data) == size
+    return data
+
+
+def _cut_on_an_event_boundary(size: int) -> bytes:
+    # Events of 12 bytes each, the first padded so that `size` bytes end exactly between two
+    # events: the cut datagram still parses, with only the first events.
+    message = Msg()
+    for n in range(3 * size // 12):
+        message.events.add(service=f"s{n:05d}", time=1)
+    message.events[0].service += "p" * (size % 12)
+    data = message.SerializeToString()
+    assert size in itertools.accumulate(event.ByteSize() + 2 for event in message.events)
+    return data
+
+
+def test_udp_datagrams_of_max_size_are_taken_and_longer_ones_dropped_and_counted() -> None:
+    async def body(running: Running) -> None:
+        udp = running.services[1]
+        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        with sock:
+            await sock.connect(("127.0.0.1", _udp_port(running)))
+            await sock.send(_datagram(udp.max_size + 1, "over"))
+            await sock.send(_cut_on_an_event_boundary(udp.max_size))
+            await sock.send(_datagram(udp.max_size, "exact"))
+            with trio.fail_after(5):
+                while running.index.lookup(None, "exact") is None:
+                    await trio.sleep(0.01)
+        assert udp.statistics() == {"datagrams": 3, "dropped": 2}
+        assert [event.service for event in running.index] == ["exact"]
+        await still_serves(running.ports[0])
+
+    with_server(body)

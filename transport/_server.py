@@ -246,8 +246,17 @@ class UdpServer:
             log.info("UDP server listening on %s:%s", self.host, self.bound_port)
             task_status.started(self.bound_port)
             while True:
-                data, peer = await sock.recvfrom(self.max_size)
+                # One byte more than allowed tells a longer datagram, which the
+                # kernel cuts, from one of exactly max_size: a cut that falls
+                # between two events still parses, and would take half a message.
+                data, peer = await sock.recvfrom(self.max_size + 1)
                 self.datagrams += 1
+                if len(data) > self.max_size:
+                    self.dropped += 1
+                    log.warning("dropped a UDP datagram from %s:%s longer than max_size=%d "
+                                "bytes: send fewer events per datagram, raise max_size, or use "
+                                "TCP", peer[0], peer[1], self.max_size)
+                    continue
                 try:
                     request = decode_datagram(data, runtime.clock(), self.max_size)
                 except ProtocolError as error:
