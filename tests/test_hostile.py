@@ -355,3 +355,60 @@ def test_udp_datagrams_of_max_size_are_taken_and_longer_ones_dropped_and_counted
         await still_serves(running.ports[0])
 
     with_server(body)
+
+
+# Big inputs and stalled peers ----------------------------------------------------------
+
+
+def test_an_event_with_100000_tags_and_one_with_a_1_mb_description_are_queryable() -> None:
+    async def body(running: Running) -> None:
+        port = running.ports[0]
+        tags = tuple(f"t{n}" for n in range(100_000))
+        assert (await request(port, encode_request([Event(host="tags", tags=tags, time=1)]))).ok
+        big = Event(host="desc", description="x" * 1_000_000, time=1)
+        assert (await request(port, encode_request([big]))).ok
+        [tagged] = (await request(port, encode_request(query='tagged "t99999"'))).events
+        assert tuple(tagged.tags) == tags
+        [described] = (await request(port, encode_request(query='host = "desc"'))).events
+        assert len(described.description) == 1_000_000
+
+    with_server(body)
+
+
+def test_a_silent_client_and_a_stalled_half_frame_do_not_hold_up_others() -> None:
+    async def body(running: Running) -> None:
+        port = running.ports[0]
+        async with await trio.open_tcp_stream("127.0.0.1", port), \
+                await trio.open_tcp_stream("127.0.0.1", port) as stalled:
+            await stalled.send_all(encode_request([Event(service="half", time=1)])[:7])
+            with trio.fail_after(2):
+                await still_serves(port)
+                reply = await request(port, encode_request(query="true"))
+            assert reply.ok and [e.service for e in reply.events] == ["p"]
+
+    with_server(body)
+
+
+def test_a_query_matching_100000_events_is_answered_without_stalling_others() -> None:
+    async def body(running: Running) -> None:
+        port = running.ports[0]
+        now = time.time()
+        for batch in range(4):
+            events = [Event(host=f"h{n}", service=f"s{batch}", metric=n, description="d" * 50,
+                            time=now) for n in range(25_000)]
+            assert (await request(port, encode_request(events))).ok
+        waits: list[float] = []
+
+        async def bystander() -> None:
+            await trio.sleep(0.02)
+            started = trio.current_time()
+            await still_serves(port)
+            waits.append(trio.current_time() - started)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(bystander)
+            reply = await request(port, encode_request(query="true"))
+        assert reply.ok and len(reply.events) == 100_000
+        assert reply.ByteSize() > 8_000_000 and waits[0] < 3
+
+    with_server(body)
