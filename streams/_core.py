@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from ._clock import scheduler
@@ -70,7 +70,24 @@ def _describe(value: object) -> str:
     return repr(value)
 
 
-class Stream:
+def _replayable(value: Any) -> Any:
+    # A generator or other one-shot iterator would be empty the second time a
+    # fork rebuilds the stream from its recorded arguments.
+    return tuple(value) if isinstance(value, Iterator) else value
+
+
+class _StreamType(type):
+    """Makes one-shot iterator arguments replayable before a stream records them."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if any(isinstance(a, Iterator) for a in args) or \
+                any(isinstance(v, Iterator) for v in kwargs.values()):
+            args = tuple(_replayable(a) for a in args)
+            kwargs = {k: _replayable(v) for k, v in kwargs.items()}
+        return super().__call__(*args, **kwargs)
+
+
+class Stream(metaclass=_StreamType):
     """Base of every stream. Subclasses implement ``__call__(event)``.
 
     Attributes:

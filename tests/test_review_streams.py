@@ -129,3 +129,13 @@ def test_sreduce_forks_do_not_share_a_mutable_initial_value() -> None:
     keyed(Event(host="a", metric=1))
     keyed(Event(host="b", metric=2))
     assert out.events == [[1], [2]]
+
+
+def test_a_generator_argument_survives_forking() -> None:
+    from streams import tag
+
+    out = Sink()
+    keyed = by("host", tag((t for t in ["a", "b"]), out))
+    keyed(Event(host="x"))
+    keyed(Event(host="y"))
+    assert [e.tags for e in out.events] == [("a", "b"), ("a", "b")]
