@@ -137,9 +137,9 @@ class TcpServer:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     max_frame: int = DEFAULT_MAX_FRAME
-    connections: int = 0
-    requests: int = 0
-    protocol_errors: int = 0
+    connections: int = field(default=0, repr=False)
+    requests: int = field(default=0, repr=False)
+    protocol_errors: int = field(default=0, repr=False)
     bound_port: int | None = field(default=None, repr=False)
 
     async def serve(self, runtime: Runtime, *,
@@ -229,8 +229,8 @@ class UdpServer:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     max_size: int = DEFAULT_MAX_DATAGRAM
-    datagrams: int = 0
-    dropped: int = 0
+    datagrams: int = field(default=0, repr=False)
+    dropped: int = field(default=0, repr=False)
     bound_port: int | None = field(default=None, repr=False)
 
     async def serve(self, runtime: Runtime, *,
