@@ -210,3 +210,13 @@ class LazyEvent(Event):
 
     def _load(self, name: str) -> Any:
         raise NotImplementedError
+
+    def materialize(self) -> Event:
+        """An equal plain :class:`Event` that holds on to nothing it was decoded from.
+
+        A decoded event can keep its whole source message alive; the index
+        swaps long-lived events for their materialized copies.
+        """
+        return Event(host=self.host, service=self.service, state=self.state,
+                     description=self.description, metric=self.metric, tags=self.tags,
+                     time=self.time, ttl=self.ttl, attributes=dict(self.attributes))

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from ._clock import Task, _must_propagate, scheduler
 from ._core import Stream, report_failure
-from ._event import DEFAULT_TTL, Event
+from ._event import DEFAULT_TTL, Event, LazyEvent
 from ._query import Query, compile_query, lookup_key
 
 __all__ = [
@@ -241,7 +241,17 @@ class Index(Stream):
                 del events[key]
                 self._expired += 1
                 expired.append(event)
+        self._materialize_survivors()
         return expired
+
+    def _materialize_survivors(self) -> None:
+        # A decoded event keeps its whole wire message alive (100 events' worth
+        # for one that is rarely updated); one that outlived a sweep is swapped
+        # for a plain copy, so memory follows the number of keys.
+        events = self._events
+        for key, event in list(events.items()):
+            if isinstance(event, LazyEvent):
+                events[key] = event.materialize()
 
     def start_reaper(
         self,

@@ -375,7 +375,7 @@ def test_encode_empty_event_writes_nothing() -> None:
         (Event(metric="1.5"), r"metric='1\.5'.*must be an int or float"),  # type: ignore[arg-type]
         (Event(time=math.nan), r"time=nan.*finite seconds"),
         (Event(time=math.inf), r"time=inf"),
-        (Event(time=10.0**15), r"time=1000000000000000.0 .*out of range"),  # micros overflow int64
+        (Event(time=10.0**19), r"time=1e\+19 .*out of range"),  # even seconds overflow int64
         (Event(ttl="5"), r"ttl='5'.*a float"),  # type: ignore[arg-type]
         (Event(tags=("a", 1)), r"tags=\('a', 1\)"),  # type: ignore[arg-type]
         (Event(host=5), r"host=5.*a str"),  # type: ignore[arg-type]
@@ -670,3 +670,11 @@ def test_pure_python_protobuf_backend_warns_loudly() -> None:
     assert result.stdout.strip() == "python"
     assert "100x slower" in result.stderr
     assert _proto.backend != "python"
+
+
+@pytest.mark.parametrize("time", [10**15, 10.0**15, -(10**15), 2**63 - 1])
+def test_times_whose_microseconds_overflow_int64_go_out_as_whole_seconds(time: float) -> None:
+    pb = encode_event(Event(service="far", time=time))
+    assert not pb.HasField("time_micros") and pb.time == int(time)
+    assert decode_message(encode_request([Event(service="far", time=time)], framed=False),
+                          NOW).events[0].time == int(time)

@@ -499,16 +499,23 @@ def _int_as_double(metric: int) -> float:
 
 def _set_time(pb: Any, time: Any) -> None:
     if type(time) is int:
-        pb.time_micros = time * 1_000_000
-        pb.time = time
-        return
-    time = float(time)
-    # Whole seconds and the fraction (both exact) are scaled apart: time * 1e6
-    # in one step rounds to a double and is off by up to 64 µs past 2**53 µs.
-    seconds = int(time)
-    micros = seconds * 1_000_000 + round((time - seconds) * 1e6)
-    pb.time_micros = micros
-    pb.time = micros // 1_000_000 if micros >= 0 else -(-micros // 1_000_000)
+        micros = time * 1_000_000
+        seconds = time
+    else:
+        time = float(time)
+        # Whole seconds and the fraction (both exact) are scaled apart: time * 1e6
+        # in one step rounds to a double and is off by up to 64 µs past 2**53 µs.
+        whole = int(time)
+        micros = whole * 1_000_000 + round((time - whole) * 1e6)
+        seconds = micros // 1_000_000 if micros >= 0 else -(-micros // 1_000_000)
+    if _INT64_MIN <= micros <= _INT64_MAX:
+        pb.time_micros = micros
+    # Beyond ±292,000 years only whole seconds fit on the wire; past int64
+    # seconds, assigning raises and the caller reports the bad time.
+    pb.time = seconds
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _attribute_text(value: Any) -> str:
