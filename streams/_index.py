@@ -79,7 +79,7 @@ class Index(Stream):
     """
 
     __slots__ = (
-        "_events", "_expired", "_inserts", "_next_handle", "_reaper", "_reaping",
+        "_events", "_expired", "_inserts", "_lazy_ids", "_next_handle", "_reaper", "_reaping",
         "_subscribers", "_subscriptions",
     )
 
@@ -96,6 +96,7 @@ class Index(Stream):
         self._expired = 0
         self._reaper: Reaper | None = None
         self._reaping: Event | None = None
+        self._lazy_ids: dict[Key, int] = {}
 
     # Insert and notify ---------------------------------------------------
 
@@ -246,12 +247,19 @@ class Index(Stream):
 
     def _materialize_survivors(self) -> None:
         # A decoded event keeps its whole wire message alive (100 events' worth
-        # for one that is rarely updated); one that outlived a sweep is swapped
-        # for a plain copy, so memory follows the number of keys.
+        # for one that is rarely updated). One still stored since the previous
+        # sweep is swapped for a plain copy, so memory follows the number of
+        # keys; busy keys, replaced between sweeps, are never copied. Ids, not
+        # references, so the record pins nothing (a reused id costs one copy).
         events = self._events
+        previous, seen = self._lazy_ids, {}
         for key, event in list(events.items()):
             if isinstance(event, LazyEvent):
-                events[key] = event.materialize()
+                if previous.get(key) == id(event):
+                    events[key] = event.materialize()
+                else:
+                    seen[key] = id(event)
+        self._lazy_ids = seen
 
     def start_reaper(
         self,

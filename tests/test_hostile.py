@@ -426,6 +426,11 @@ def test_events_that_outlive_an_expiry_sweep_stop_pinning_their_wire_message() -
     for event in decoded:
         index(event)
     assert index.expire(now=110.0) == []
+    assert type(index.lookup("h42", "s")) is not PlainEvent  # young: left as decoded
+    index(decoded[7])  # replaced since the first sweep: stays decoded below too
+    index(decode_message(encode_request([sent[7]], framed=False), now=0.0).events[0])
+    assert index.expire(now=111.0) == []
+    assert type(index.lookup("h7", "s")) is not PlainEvent
     stored = index.lookup("h42", "s")
     assert type(stored) is PlainEvent and stored == sent[42]
     assert index.search('env = "prod" and metric >= 99') == [sent[99]]
