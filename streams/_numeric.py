@@ -25,7 +25,24 @@ def _number(value: Any, caller: str, name: str) -> float:
     return value
 
 
-class counter(Stream):
+class _RunningMetric(Stream):
+    """Events without a metric pass through unchanged; the others leave with
+    ``metric = self._step(event, metric)``, the stream's new running value."""
+
+    __slots__ = ()
+
+    def _step(self, event: Any, metric: float) -> float:
+        raise NotImplementedError
+
+    def __call__(self, event: Any) -> None:
+        metric = event.metric
+        if metric is None:
+            self._out(event)
+            return
+        self._out(event.evolve(metric=self._step(event, metric)))
+
+
+class counter(_RunningMetric):
     """Forward each event with ``metric`` = the running total of the metrics so far.
 
     An event tagged ``"reset"`` sets the total to its own metric. Events
@@ -46,16 +63,12 @@ class counter(Stream):
         self._total: float = _number(initial, "counter(*children, initial=0)", "initial")
         self._set_children(children)
 
-    def __call__(self, event: Any) -> None:
-        metric = event.metric
-        if metric is None:
-            self._out(event)
-            return
+    def _step(self, event: Any, metric: float) -> float:
         self._total = metric if "reset" in event.tags else self._total + metric
-        self._out(event.evolve(metric=self._total))
+        return self._total
 
 
-class sum_over_time(Stream):
+class sum_over_time(_RunningMetric):
     """Forward each event with ``metric`` = the sum of every metric seen so far.
 
     An event without a metric is forwarded with no metric and leaves the sum alone.
@@ -74,16 +87,12 @@ class sum_over_time(Stream):
         self._sum: float = 0
         self._set_children(children)
 
-    def __call__(self, event: Any) -> None:
-        metric = event.metric
-        if metric is None:
-            self._out(event)
-            return
+    def _step(self, event: Any, metric: float) -> float:
         self._sum += metric
-        self._out(event.evolve(metric=self._sum))
+        return self._sum
 
 
-class mean_over_time(Stream):
+class mean_over_time(_RunningMetric):
     """Forward each event with ``metric`` = the mean of every metric seen so far.
 
     An event without a metric is forwarded with no metric and does not count.
@@ -103,17 +112,13 @@ class mean_over_time(Stream):
         self._count = 0
         self._set_children(children)
 
-    def __call__(self, event: Any) -> None:
-        metric = event.metric
-        if metric is None:
-            self._out(event)
-            return
+    def _step(self, event: Any, metric: float) -> float:
         self._sum += metric
         self._count += 1
-        self._out(event.evolve(metric=self._sum / self._count))
+        return self._sum / self._count
 
 
-class ewma_timeless(Stream):
+class ewma_timeless(_RunningMetric):
     """Exponentially weighted moving average, one step per event: ``m = r·metric + (1−r)·m``.
 
     ``m`` starts at 0; ``r = 1`` forwards the metric unchanged, ``r = 0``
@@ -138,14 +143,10 @@ class ewma_timeless(Stream):
         self._m: float = 0
         self._set_children(children)
 
-    def __call__(self, event: Any) -> None:
-        metric = event.metric
-        if metric is None:
-            self._out(event)
-            return
+    def _step(self, event: Any, metric: float) -> float:
         r = self.r
         self._m = r * metric + (1 - r) * self._m
-        self._out(event.evolve(metric=self._m))
+        return self._m
 
 
 class ewma(Stream):
