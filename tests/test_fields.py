@@ -5,21 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from _helpers import through
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams import Event, default, smap, tag, with_
-from streams.testing import Sink, events
+from streams.testing import events
 
 relaxed = settings(deadline=None, max_examples=60)
 
 
-def through(build: Any, inputs: list[Any]) -> list[Any]:
-    sink = Sink()
-    stream = build(sink)
-    for x in inputs:
-        stream(x)
-    return sink.events
 
 
 # smap ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import pytest
+from _helpers import through
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,12 +28,6 @@ from streams.testing import Sink, events, run
 relaxed = settings(deadline=None, max_examples=60)
 
 
-def through(stream_of_sink: Any, inputs: list[Any]) -> list[Any]:
-    sink = Sink()
-    stream = stream_of_sink(sink)
-    for event in inputs:
-        stream(event)
-    return sink.events
 
 
 # where ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from _helpers import through
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,17 +16,10 @@ from streams import (
     moving_event_window,
     moving_time_window,
 )
-from streams.testing import Sink
 
 relaxed = settings(deadline=None, max_examples=60)
 
 
-def through(build: Any, inputs: list[Any]) -> list[Any]:
-    sink = Sink()
-    stream = build(sink)
-    for x in inputs:
-        stream(x)
-    return sink.events
 
 
 def times(windows: list[list[Event]]) -> list[list[float | None]]:

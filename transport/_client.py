@@ -241,7 +241,21 @@ class _Slot:
         return self.payload
 
 
-class TrioClient:
+class _Settings:
+    """Where a TCP client connects and how it times out and retries (both clients)."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, connect_attempts: int,
+                 backoff: float, max_backoff: float) -> None:
+        _check_settings(timeout, connect_attempts, backoff, max_backoff)
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.connect_attempts = connect_attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+
+
+class TrioClient(_Settings):
     """A Riemann TCP client for trio.
 
     ``timeout`` bounds each connect, each write and each wait for a reply;
@@ -258,13 +272,8 @@ class TrioClient:
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
                  timeout: float = 5.0, connect_attempts: int = 3, backoff: float = 0.1,
                  max_backoff: float = 2.0) -> None:
-        _check_settings(timeout, connect_attempts, backoff, max_backoff)
-        self.host = host
-        self.port = port
-        self.timeout = timeout
-        self.connect_attempts = connect_attempts
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        super().__init__(host, port, timeout=timeout, connect_attempts=connect_attempts,
+                         backoff=backoff, max_backoff=max_backoff)
         self._stream: trio.SocketStream | None = None
         self._readable: _Readable | None = None
         self._decoder = FrameDecoder()
@@ -701,7 +710,7 @@ class TrioBatcher:
 # Blocking ----------------------------------------------------------------
 
 
-class Client:
+class Client(_Settings):
     """A blocking Riemann TCP client (plain sockets, no trio).
 
     >>> with Client("127.0.0.1", 5555) as client:              # doctest: +SKIP
@@ -717,13 +726,8 @@ class Client:
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
                  timeout: float = 5.0, connect_attempts: int = 3, backoff: float = 0.1,
                  max_backoff: float = 2.0) -> None:
-        _check_settings(timeout, connect_attempts, backoff, max_backoff)
-        self.host = host
-        self.port = port
-        self.timeout = timeout
-        self.connect_attempts = connect_attempts
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        super().__init__(host, port, timeout=timeout, connect_attempts=connect_attempts,
+                         backoff=backoff, max_backoff=max_backoff)
         self._sock: socket.socket | None = None
         self._readable: _Readable | None = None
         self._decoder = FrameDecoder()
