@@ -87,7 +87,7 @@ def test_a_failing_rule_is_an_error_reply_not_a_crash(server: dict[str, int]) ->
     assert rillet("send", "--port", port, "-s", "fine").returncode == 0
 
 
-@pytest.mark.skipif(RIEMANN_CLIENT is None, reason="Debian's riemann-c-client is not installed")
+@pytest.mark.usefixtures("riemann_client")
 def test_riemann_client_against_rillet_run(server: dict[str, int]) -> None:
     assert RIEMANN_CLIENT is not None
     tcp, udp = str(server["TCP"]), str(server["UDP"])

@@ -1,0 +1,38 @@
+"""Fixtures and helpers shared by the whole suite.
+
+Real peers (riemann-c-client, carbon, InfluxDB, Prometheus, Alertmanager, an
+SMTP server, Chromium, ...) are found or started here. Outside CI a test whose
+peer is missing is skipped with the reason; under CI (``CI=true``) it fails
+with the same reason, so a missing install step can never pass silently.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import NoReturn
+
+import pytest
+
+UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def peer_unavailable(reason: str) -> NoReturn:
+    """Skip (locally) or fail (under CI) a test whose real peer cannot be had."""
+    if UNDER_CI:
+        pytest.fail(f"peer unavailable under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_binary(name: str, package: str) -> str:
+    """The path of executable ``name``, or skip/fail naming the Debian ``package``."""
+    path = shutil.which(name)
+    if path is None:
+        peer_unavailable(f"{name} not found; install Debian's {package} (see .ci/run)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def riemann_client() -> str:
+    """Debian's riemann-c-client command line tool."""
+    return require_binary("riemann-client", "riemann-c-client")
