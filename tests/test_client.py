@@ -26,8 +26,7 @@ import trio
 from streams._config import Config
 from streams._event import Event
 from streams._index import Index
-from transport._cli_client import main as cli
-from transport._client import (
+from transport import (
     Client,
     RiemannConnectionError,
     RiemannError,
@@ -35,6 +34,7 @@ from transport._client import (
     TrioClient,
     UdpClient,
 )
+from transport._cli_client import main as cli
 from transport._run import Running, serve
 from transport._server import TcpServer, UdpServer
 

@@ -9,8 +9,6 @@ from ._client import (
     RiemannConnectionError,
     RiemannError,
     RiemannTimeout,
-    TrioBatcher,
-    TrioClient,
     UdpClient,
 )
 from ._codec import (
@@ -28,6 +26,7 @@ from ._queue import async_queue
 from ._run import Running, serve
 from ._scheduler import TrioScheduler
 from ._server import Core, Runtime, TcpServer, UdpServer, tcp_server, udp_server
+from ._trio_client import TrioBatcher, TrioClient
 
 __all__ = [
     "DEFAULT_MAX_FRAME", "Decoded", "FrameDecoder", "ProtocolError", "WireEvent",

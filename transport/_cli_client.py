@@ -29,14 +29,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from streams._event import FIELDS, Event
-from transport._client import (
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    Client,
-    ClientError,
-    RiemannError,
-    UdpClient,
-)
+from transport._client import Client, ClientError, RiemannError, UdpClient
+from transport._client_protocol import DEFAULT_HOST, DEFAULT_PORT
 
 __all__ = ["add_commands", "event_json", "iso_time", "main", "main_query", "main_send", "table"]
 
