@@ -40,8 +40,6 @@ from typing import Any
 
 from streams._event import Event
 from transport._client_protocol import (
-    DEFAULT_HOST,
-    DEFAULT_PORT,
     ClientError,
     ClientProtocol,
     ConnectionSettings,
@@ -57,6 +55,7 @@ from transport._client_protocol import (
     parse_reply,
 )
 from transport._codec import DEFAULT_MAX_DATAGRAM, ProtocolError, encode_request
+from transport._defaults import DEFAULT_HOST, DEFAULT_PORT
 
 __all__ = [
     "Client",

@@ -40,8 +40,6 @@ from transport import _proto
 from transport._codec import OK_REPLY, FrameDecoder, ProtocolError, decode_message
 
 __all__ = [
-    "DEFAULT_HOST",
-    "DEFAULT_PORT",
     "ClientError",
     "ClientProtocol",
     "ConnectionSettings",
@@ -56,9 +54,6 @@ __all__ = [
     "events_of",
     "parse_reply",
 ]
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 5555
 
 # The payload of the ack to a request without a query: nearly every reply, so
 # recognising its bytes spares parsing them.

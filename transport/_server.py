@@ -33,13 +33,12 @@ from ._codec import (
     encode_event,
     encode_reply,
 )
+from ._defaults import DEFAULT_HOST, DEFAULT_PORT
 
 __all__ = ["Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server"]
 
 log = logging.getLogger("rillet.server")
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 5555
 DEFAULT_MAX_DATAGRAM = 16_384
 
 # What a connection handler must let through: cancellation and shutdown.

@@ -21,8 +21,6 @@ import trio
 from streams._event import Event
 from transport._client import RECEIVE_SIZE, Readable
 from transport._client_protocol import (
-    DEFAULT_HOST,
-    DEFAULT_PORT,
     ClientError,
     ClientProtocol,
     ConnectionSettings,
@@ -36,6 +34,7 @@ from transport._client_protocol import (
     parse_reply,
 )
 from transport._codec import ProtocolError, encode_request
+from transport._defaults import DEFAULT_HOST, DEFAULT_PORT
 
 __all__ = ["TrioBatcher", "TrioClient"]
 
