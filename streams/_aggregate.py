@@ -68,7 +68,7 @@ class rate(Stream):
                 ttl -= interval
             out = last.evolve(metric=total / interval, time=now, ttl=ttl)
         self._last, self._fresh = out, False
-        self._out(out)
+        self._emit_from_timer(out)
 
     def close(self) -> None:
         self._timer.stop()

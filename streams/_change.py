@@ -125,12 +125,13 @@ class stable(Stream):
         # "Held for dt" is always t >= first.time + dt, the way the due time is
         # computed, so float rounding cannot make the timer and the events disagree.
         if buffer and scheduler().now() >= buffer[0].time + self.dt:
-            self._flush()
+            self._flush(self._emit_from_timer)
 
-    def _flush(self) -> None:
+    def _flush(self, emit: Child | None = None) -> None:
         buffer, self._buffer = self._buffer, []
+        emit = emit or self._out
         for event in buffer:
-            self._out(event)
+            emit(event)
 
     def close(self) -> None:
         if self._task is not None:

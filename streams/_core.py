@@ -13,7 +13,9 @@ Failures: when a stream has several children it calls each inside its own
 ``try`` and reports a failure (log, plus the exception stream in effect)
 without stopping the siblings. With one child the call is direct, so a
 failure travels up to the nearest stream that has siblings to protect (or to
-the top-level dispatcher); that costs nothing on the hot path.
+the top-level dispatcher); that costs nothing on the hot path. What a timer
+emits goes through ``_emit_from_timer``, which reports a failure with the
+emitted event, since no caller above a timer holds it.
 """
 
 from __future__ import annotations
@@ -133,6 +135,15 @@ class Stream(metaclass=_StreamType):
     def __call__(self, event: Any) -> object:
         self._out(event)
         return None
+
+    def _emit_from_timer(self, item: Any) -> None:
+        """Forward what a timer produced, reporting a child's failure with ``item``.
+
+        An event's failure travels up to a caller that reports it with the
+        event; a timer has no such caller, and with one child (called
+        directly) the failure would reach the scheduler without the event.
+        """
+        call_isolated(self._out, item)
 
     # Forking -----------------------------------------------------------
 

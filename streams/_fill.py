@@ -96,7 +96,7 @@ class fill_in(Stream):
         self._out(event)
 
     def _fill(self) -> None:
-        self._out(self._default.evolve(time=scheduler().now()))
+        self._emit_from_timer(self._default.evolve(time=scheduler().now()))
 
     def close(self) -> None:
         self._quiet.stop()
@@ -145,7 +145,7 @@ class fill_in_last(Stream):
         self._out(event)
 
     def _fill(self) -> None:
-        self._out(self._update(self._last).evolve(time=scheduler().now()))
+        self._emit_from_timer(self._update(self._last).evolve(time=scheduler().now()))
 
     def close(self) -> None:
         self._quiet.stop()
@@ -186,7 +186,7 @@ class interpolate_constant(Stream):
     def _emit(self) -> None:
         latest = self._latest
         if latest is not None:
-            self._out(latest.evolve(time=scheduler().now()))
+            self._emit_from_timer(latest.evolve(time=scheduler().now()))
 
     def close(self) -> None:
         self._timer.stop()

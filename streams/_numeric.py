@@ -282,7 +282,7 @@ class ddt_real(Stream):
         caller = "ddt_real(interval, *children)"
         dt = _time_of(newest, caller) - _time_of(older, caller)
         rate = (newest.metric - older.metric) / dt if dt else 0
-        self._out(newest.evolve(metric=rate, time=scheduler().now()))
+        self._emit_from_timer(newest.evolve(metric=rate, time=scheduler().now()))
 
     def close(self) -> None:
         self._timer.stop()

@@ -119,7 +119,7 @@ class percentiles(Stream):
 
     def _finish(self, bin_: list[Any], start: float, end: float) -> None:
         for picked in sorted_sample(bin_, self._points):
-            self._out(picked)
+            self._emit_from_timer(picked)
 
     def close(self) -> None:
         self._bins.stop()
@@ -177,7 +177,7 @@ class fold_interval(Stream):
         if not bin_:
             return
         folded = self.folder([self._get(e) for e in bin_])
-        self._out(bin_[-1].evolve(**{self.field: folded}))
+        self._emit_from_timer(bin_[-1].evolve(**{self.field: folded}))
 
     def close(self) -> None:
         self._bins.stop()
@@ -245,7 +245,7 @@ class rollup(Stream):
     def _flush(self, start: float, end: float) -> None:
         held, self._buffer, self._sent = self._buffer, [], 0
         if held:
-            self._out(held)
+            self._emit_from_timer(held)
 
     def close(self) -> None:
         self._windows.stop()
@@ -285,7 +285,7 @@ class batch(Stream):
     def _flush(self, start: float, end: float) -> None:
         held, self._buffer = self._buffer, []
         if held:
-            self._out(held)
+            self._emit_from_timer(held)
 
     def close(self) -> None:
         self._windows.stop()
@@ -339,7 +339,7 @@ class apdex(Stream):
         self._counts, self._last = [0, 0, 0], None
         total = satisfied + tolerated + frustrated
         if total and last is not None:
-            self._out(last.evolve(metric=(satisfied + tolerated / 2) / total))
+            self._emit_from_timer(last.evolve(metric=(satisfied + tolerated / 2) / total))
 
     def close(self) -> None:
         self._windows.stop()
@@ -387,7 +387,7 @@ class coalesce(Stream):
                 del self._latest[key]
         if not self._latest:
             self._stop()
-        self._out(snapshot)
+        self._emit_from_timer(snapshot)
 
     def _stop(self) -> None:
         if self._task is not None:

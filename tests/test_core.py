@@ -151,6 +151,34 @@ def test_exception_stream_catches_scheduled_callbacks_of_rate() -> None:
     assert error.tags == ("exception", "ZeroDivisionError")
 
 
+@pytest.mark.parametrize("children", [1, 2])
+@pytest.mark.parametrize(("build", "until"), [
+    pytest.param(lambda *c: streams.rate(1, *c), 1, id="rate"),
+    pytest.param(lambda *c: streams.ddt_real(1, *c), 2, id="ddt_real"),
+    pytest.param(lambda *c: streams.fill_in(1, {"service": "gap"}, *c), 2, id="fill_in"),
+    pytest.param(lambda *c: streams.fill_in_last(1, {"state": "gap"}, *c), 2,
+                 id="fill_in_last"),
+    pytest.param(lambda *c: streams.interpolate_constant(1, *c), 2, id="interpolate_constant"),
+    pytest.param(lambda *c: streams.stable(1, "service", *c), 1, id="stable"),
+    pytest.param(lambda *c: streams.percentiles(1, [0.5], *c), 1, id="percentiles"),
+    pytest.param(lambda *c: streams.fold_interval(1, "metric", sum, *c), 1,
+                 id="fold_interval"),
+    pytest.param(lambda *c: streams.rollup(1, 1, *c), 1, id="rollup"),
+    pytest.param(lambda *c: streams.batch(5, 1, *c), 1, id="batch"),
+    pytest.param(lambda *c: streams.apdex(1, "true", "false", *c), 1, id="apdex"),
+    pytest.param(lambda *c: streams.coalesce(1, *c), 1, id="coalesce"),
+])
+def test_a_failure_inside_a_timer_carries_the_event_it_failed_on(
+        build: Any, until: float, children: int) -> None:
+    # Riemann's exception event carries the event; with one child the call is
+    # direct, and the failure reached the timer's wrapper without it.
+    errors = run(lambda sink: exception_stream(sink, build(*[broken] * children)),
+                 [Event(service="s", metric=1, time=0), Event(service="s", metric=2, time=0.1)],
+                 until=until)
+    assert errors, "the timer's child should have failed"
+    assert all(error.get("event") is not None for error in errors), errors
+
+
 def test_scheduled_callbacks_keep_the_exception_stream_of_their_scope() -> None:
     outer, inner = Sink(), Sink()
 
