@@ -207,7 +207,9 @@ class ddt_events(Stream):
     """Forward each metric's rate of change per second since the previous one (event time).
 
     The first metric-bearing event, and any at the same time as its
-    predecessor, produce nothing. Events without a metric are ignored.
+    predecessor, produce nothing. Events without a metric are ignored. A
+    metric-bearing event without a time fails when it is compared: as in
+    Riemann, the first one is accepted and the next one raises.
 
     >>> from streams import Event
     >>> out = []
@@ -227,11 +229,14 @@ class ddt_events(Stream):
         metric = event.metric
         if metric is None:
             return
-        time = _time_of(event, "ddt_events(*children)")
+        # As Riemann: the event becomes the previous one before anything is
+        # checked, so a first event without a time is accepted and the next
+        # one fails (and one after that works again).
         previous, self._previous = self._previous, event
         if previous is None:
             return
-        dt = time - previous.time
+        caller = "ddt_events(*children)"
+        dt = _time_of(event, caller) - _time_of(previous, caller)
         if dt:
             self._out(event.evolve(metric=(metric - previous.metric) / dt))
 
