@@ -5,23 +5,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 from ._clock import Task, scheduler
 from ._core import Child, Stream, rescued
-from ._match import field_getter
+from ._validate import count, field_reader, seconds
 
 __all__ = ["runs", "stable"]
-
-
-def _field(field: Any, caller: str) -> Callable[[Any], Any]:
-    try:
-        return field_getter(field)
-    except TypeError:
-        raise TypeError(f"{caller}: field must be a field name or a function of the event, "
-                        f"got {field!r}; e.g. 'state' or lambda e: e.metric > 0.9") from None
 
 
 class runs(Stream):
@@ -41,12 +32,10 @@ class runs(Stream):
     __slots__ = ("_get", "_length", "_previous", "field", "n")
 
     def __init__(self, n: int, field: str | Callable[[Any], Any], *children: Child) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"runs(n, field, *children): n must be a whole number of events "
-                             f">= 0, got {n!r}; e.g. runs(3, 'state', child)")
-        self.n = n
+        caller, example = "runs(n, field, *children)", "runs(3, 'state', child)"
+        self.n = count(n, caller, example=example)
         self.field = field
-        self._get = _field(field, "runs(n, field, *children)")
+        self._get = field_reader(field, caller, example=example)
         self._previous: Any = None
         # How many events in a row, ending with the latest, have equal values;
         # Clojure's (apply = window) also compares neighbours pairwise.
@@ -87,13 +76,10 @@ class stable(Stream):
     __slots__ = ("_buffer", "_get", "_previous", "_task", "dt", "field")
 
     def __init__(self, dt: float, field: str | Callable[[Any], Any], *children: Child) -> None:
-        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt >= 0 \
-                or math.isinf(dt):
-            raise ValueError(f"stable(dt, field, *children): dt must be a number of seconds "
-                             f">= 0, got {dt!r}; e.g. stable(60, 'state', child)")
-        self.dt = dt
+        caller, example = "stable(dt, field, *children)", "stable(60, 'state', child)"
+        self.dt = seconds(dt, caller, "dt", example, zero=True)
         self.field = field
-        self._get = _field(field, "stable(dt, field, *children)")
+        self._get = field_reader(field, caller, example=example)
         self._previous: Any = _UNKNOWN
         self._buffer: list[Any] = []
         self._task: Task | None = None

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 from ._clock import scheduler
 from ._event import DEFAULT_TTL, Event
+from ._validate import StreamArgumentError
 
 __all__ = [
     "REGISTRY",
@@ -124,7 +125,7 @@ class Stream(metaclass=_StreamType):
         children = tuple(children)
         for child in children:
             if not callable(child):
-                raise TypeError(
+                raise StreamArgumentError(
                     f"{type(self).__name__}(...): every child must be a stream (a callable "
                     f"taking one event), got {child!r}. Configuration comes first, then the "
                     f"children, then keyword options."
@@ -334,7 +335,7 @@ class exception_stream(Stream):
 
     def __init__(self, handler: Child, *children: Child) -> None:
         if not callable(handler):
-            raise TypeError(
+            raise StreamArgumentError(
                 f"exception_stream(handler, *children): handler must be a stream, got {handler!r}"
             )
         self.handler = handler

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._core import Child, Stream
+from ._validate import StreamArgumentError, argument_error, tag_list
 
 __all__ = ["default", "smap", "tag", "with_"]
 
@@ -24,7 +25,7 @@ class smap(Stream):
 
     def __init__(self, function: Callable[[Any], Any], *children: Child) -> None:
         if not callable(function):
-            raise TypeError(
+            raise StreamArgumentError(
                 f"smap(function, *children): function must be callable, got {function!r}; "
                 f"to set fields use with_(...)"
             )
@@ -44,7 +45,7 @@ def _changes(
     changes.update(keywords)
     for key in changes:
         if not isinstance(key, str):
-            raise TypeError(f"{caller}: field names must be strings, got {key!r}")
+            raise StreamArgumentError(f"{caller}: field names must be strings, got {key!r}")
     return changes
 
 
@@ -69,11 +70,9 @@ class with_(Stream):
     def __init__(self, fields: dict[str, Any] | None = None, *children: Child,
                  **changes: Any) -> None:
         if fields is not None and not isinstance(fields, dict):
-            raise TypeError(
-                f"with_(fields, *children, **changes): fields must be a dict or None, "
-                f"got {fields!r}; write with_(None, child, state='ok') or "
-                f"with_({{'state': 'ok'}}, child)"
-            )
+            raise argument_error("with_(fields, *children, **changes)", "fields", fields,
+                                 "a dict or None",
+                                 "with_(None, child, state='ok') or with_({'state': 'ok'}, child)")
         self.changes = _changes(fields, changes, "with_")
         self._set_children(children)
 
@@ -101,10 +100,8 @@ class default(Stream):
     def __init__(self, fields: dict[str, Any] | None = None, *children: Child,
                  **defaults: Any) -> None:
         if fields is not None and not isinstance(fields, dict):
-            raise TypeError(
-                f"default(fields, *children, **defaults): fields must be a dict or None, "
-                f"got {fields!r}; write default({{'ttl': 60}}, child)"
-            )
+            raise argument_error("default(fields, *children, **defaults)", "fields", fields,
+                                 "a dict or None", "default({'ttl': 60}, child)")
         self.defaults = _changes(fields, defaults, "default")
         self._set_children(children)
 
@@ -128,12 +125,7 @@ class tag(Stream):
     __slots__ = ("tags",)
 
     def __init__(self, tags: str | Iterable[str], *children: Child) -> None:
-        values = (tags,) if isinstance(tags, str) else (
-            tuple(tags) if isinstance(tags, Iterable) else None)
-        if values is None or not all(isinstance(t, str) for t in values):
-            raise TypeError(f"tag(tags, *children): tags must be a tag or a list of tags "
-                            f"(strings), got {tags!r}; e.g. tag(['web', 'prod'], child)")
-        self.tags = values
+        self.tags = tag_list(tags, "tag(tags, *children)", example="tag(['web', 'prod'], child)")
         self._set_children(children)
 
     def _tag(self, event: Any) -> Any:

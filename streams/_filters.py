@@ -7,6 +7,7 @@ from typing import Any
 
 from ._core import Child, Stream, entry_point, fan_out, is_expired
 from ._match import field_getter, matcher
+from ._validate import StreamArgumentError, argument_error, number, tag_list
 
 __all__ = [
     "expired", "not_expired", "over", "split", "tagged", "tagged_all", "tagged_any",
@@ -24,16 +25,16 @@ def predicate(expression: Any, fields: dict[str, Any], caller: str) -> Callable[
     elif callable(expression):
         tests.append(expression)
     elif expression is not None:
-        raise TypeError(
-            f"{caller}: the condition must be a function of the event, a query string or "
-            f"field=pattern keywords, got {expression!r}; for example "
-            f"where(lambda e: e.metric > 3, ...) or where('service =~ \"api%\"', ...) "
-            f"or where(None, ..., service=re.compile('^api'))"
-        )
+        raise argument_error(
+            caller, "the condition", expression,
+            "a function of the event, a query string or field=pattern keywords",
+            "where(lambda e: e.metric > 3, ...) or where('service =~ \"api%\"', ...) "
+            "or where(None, ..., service=re.compile('^api'))")
     for field, pattern in fields.items():
         tests.append(_field_test(field_getter(field), matcher(pattern)))
     if not tests:
-        raise TypeError(f"{caller}: give a condition, e.g. where(lambda e: e.metric > 3, child)")
+        raise StreamArgumentError(
+            f"{caller}: give a condition, e.g. where(lambda e: e.metric > 3, child)")
     if len(tests) == 1:
         return tests[0]
     return lambda event: all(test(event) for test in tests)
@@ -121,13 +122,8 @@ class split(Stream):
 
 
 def _as_tag_set(tags: str | Iterable[str], caller: str) -> frozenset[str]:
-    if isinstance(tags, str):
-        return frozenset((tags,))
-    values = tuple(tags) if isinstance(tags, Iterable) else None
-    if values is None or not all(isinstance(t, str) for t in values):
-        raise TypeError(f"{caller}: tags must be a tag or a list of tags (strings), got "
-                        f"{tags!r}; e.g. {caller.split('(')[0]}(['web', 'prod'], child)")
-    return frozenset(values)
+    return frozenset(tag_list(tags, caller, example=f"{caller.split('(')[0]}(['web', 'prod'], "
+                                                    f"child)"))
 
 
 class tagged_all(Stream):
@@ -223,9 +219,7 @@ class not_expired(Stream):
 
 
 def _threshold(value: Any, caller: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{caller}: the threshold must be a number, got {value!r}")
-    return value
+    return number(value, caller, "threshold")
 
 
 class over(Stream):

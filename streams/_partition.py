@@ -9,6 +9,7 @@ from typing import Any
 from ._clock import Task, scheduler
 from ._core import Child, Stream, fan_out
 from ._match import field_getter
+from ._validate import StreamArgumentError, argument_error, count, field_reader, seconds
 
 __all__ = ["by", "changed", "changed_state"]
 
@@ -16,22 +17,21 @@ def key_function(fields: Any, caller: str) -> Callable[[Any], Any]:
     """A field name, a function, or a list of them → one key function."""
     if isinstance(fields, (list, tuple)):
         if not fields:
-            raise ValueError(
+            raise StreamArgumentError(
                 f"{caller}: give at least one field, e.g. by(['host', 'service'], ...)"
             )
         if all(isinstance(f, str) and f in _BASE for f in fields):
             if len(fields) == 1:
                 return operator.attrgetter(fields[0])
             return operator.attrgetter(*fields)
-        getters = [field_getter(f) for f in fields]
+        getters = [field_reader(f, caller, f"every field of {fields!r}") for f in fields]
         return lambda event: tuple(get(event) for get in getters)
     try:
         return field_getter(fields)
     except TypeError:
-        raise TypeError(
-            f"{caller}: fields must be a field name, a function of the event, or a list of "
-            f"them, got {fields!r}; e.g. by('host', ...) or by(['host', 'service'], ...)"
-        ) from None
+        raise argument_error(caller, "fields", fields,
+                             "a field name, a function of the event, or a list of them",
+                             "by('host', ...) or by(['host', 'service'], ...)") from None
 
 
 _BASE = frozenset(("host", "service", "state", "description", "metric", "tags", "time", "ttl"))
@@ -63,12 +63,12 @@ class by(Stream):
         self.fields = fields
         self._key = key_function(fields, "by(fields, *children)")
         if not children:
-            raise TypeError("by(fields, *children): give the streams to fork per key, "
-                            "e.g. by('host', rate(5, sink))")
-        if isinstance(max_keys, bool) or not (isinstance(max_keys, int) and max_keys > 0):
-            raise ValueError(f"by(..., max_keys={max_keys!r}): max_keys must be a positive int")
-        if idle is not None and not idle > 0:
-            raise ValueError(f"by(..., idle={idle!r}): idle must be > 0 seconds or None")
+            raise StreamArgumentError("by(fields, *children): give the streams to fork per key, "
+                                      "e.g. by('host', rate(5, sink))")
+        caller = "by(fields, *children, max_keys=100_000, idle=None)"
+        count(max_keys, caller, "max_keys", minimum=1, what="keys")
+        if idle is not None:
+            seconds(idle, caller, "idle", "by('host', child, idle=3600)")
         self._set_children(children)
         # The templates never see an event; every key gets fresh forks. Streams that
         # start a timer when built (fill_in) must not keep ticking in the template.
@@ -164,12 +164,8 @@ class changed(Stream):
     def __init__(self, field: str | Callable[[Any], Any], *children: Child,
                  init: Any = None, pairs: bool = False) -> None:
         self.field = field
-        try:
-            self._get = field_getter(field)
-        except TypeError:
-            raise TypeError(f"changed(field, *children): field must be a field name or a "
-                            f"function of the event, got {field!r}; e.g. changed('state', "
-                            f"child)") from None
+        self._get = field_reader(field, "changed(field, *children)",
+                                 example="changed('state', child)")
         self._previous_value = init
         self._previous_event: Any = None
         self._pairs = pairs

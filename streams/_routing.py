@@ -13,6 +13,8 @@ from ._core import Child, Stream, call_isolated, entry_point, expire_event, is_e
 from ._filters import predicate
 from ._match import field_getter, matcher
 from ._partition import by
+from ._validate import StreamArgumentError, argument_error, field_reader, function
+from ._validate import stream as stream_argument
 
 __all__ = ["by_builder", "by_fn", "dual", "match", "splitp"]
 
@@ -37,12 +39,8 @@ class match(Stream):
 
     def __init__(self, field: str | Callable[[Any], Any], pattern: Any,
                  *children: Child) -> None:
-        try:
-            self._get = field_getter(field)
-        except TypeError:
-            raise TypeError(f"match(field, pattern, *children): field must be a field name or "
-                            f"a function of the event, got {field!r}; e.g. "
-                            f"match('service', 'cpu', child)") from None
+        self._get = field_reader(field, "match(field, pattern, *children)",
+                                 example="match('service', 'cpu', child)")
         self.field = field
         self.pattern = pattern
         self._test = matcher(pattern)
@@ -75,24 +73,18 @@ class splitp(Stream):
     def __init__(self, pred: Callable[[Any, Any], Any], field: str | Callable[[Any], Any],
                  *clauses: Any) -> None:
         caller = "splitp(pred, field, test1, stream1, ..., [default])"
-        if not callable(pred):
-            raise TypeError(f"{caller}: pred must be a function of (test, value), got {pred!r}; "
-                            f"e.g. splitp(operator.lt, 'metric', 0.9, critical, ok)")
-        try:
-            self._get = field_getter(field)
-        except TypeError:
-            raise TypeError(f"{caller}: field must be a field name or a function of the event, "
-                            f"got {field!r}") from None
+        example = "splitp(operator.lt, 'metric', 0.9, critical, ok)"
+        function(pred, caller, "pred", "(test, value)", example)
+        self._get = field_reader(field, caller, example=example)
         if not clauses:
-            raise TypeError(f"{caller}: give at least one test and stream, "
+            raise StreamArgumentError(f"{caller}: give at least one test and stream, "
                             f"e.g. splitp(operator.lt, 'metric', 0.9, critical, ok)")
         pairs = list(clauses)
         default = pairs.pop() if len(pairs) % 2 == 1 else None
         self._branches = [(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2)]
         for test, stream in self._branches:
             if not callable(stream):
-                raise TypeError(f"{caller}: the stream for test {test!r} must be a stream, "
-                                f"got {stream!r}")
+                stream_argument(stream, caller, f"the stream for test {test!r}")
         self.pred = pred
         self.field = field
         streams = [s for _, s in self._branches]
@@ -195,9 +187,9 @@ class _ByFactory(Stream):
         name = type(self).__name__
         if not callable(factory) or isinstance(factory, Stream):
             example = "lambda host: rate(5, sink)" if self._unpack else "lambda: rate(5, sink)"
-            raise TypeError(f"{name}(fields, factory): factory must be a function returning "
-                            f"the streams for one key, got {factory!r}; e.g. "
-                            f"{name}('host', {example})")
+            raise argument_error(f"{name}(fields, factory)", "factory", factory,
+                                 "a function returning the streams for one key",
+                                 f"{name}('host', {example})")
         listed = list(fields) if isinstance(fields, (list, tuple)) else [fields]
         getters = tuple(field_getter(f) for f in listed if isinstance(f, str) or callable(f))
         self.fields = fields

@@ -359,7 +359,7 @@ def test_starting_a_reaper_replaces_the_previous_one(clock: VirtualClock) -> Non
 
 def test_reaper_validates_its_configuration() -> None:
     idx = Index()
-    with pytest.raises(ValueError, match=r"interval must be a number of seconds > 0, got 0"):
+    with pytest.raises(ValueError, match=r"interval must be a positive number of seconds, got 0"):
         Reaper(idx, 0)
     with pytest.raises(TypeError, match=r"write keep_keys=\('host',\)"):
         Reaper(idx, 1, keep_keys="host")

@@ -106,7 +106,7 @@ def test_split_and_splitp_defaults_and_branches_still_route_after_entry_point_bi
 
 
 def test_by_refuses_a_boolean_max_keys() -> None:
-    with pytest.raises(ValueError, match="max_keys=True"):
+    with pytest.raises(ValueError, match=r"max_keys must be .*got True"):
         by("host", Sink(), max_keys=True)
 
 
