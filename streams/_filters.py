@@ -31,17 +31,13 @@ def predicate(expression: Any, fields: dict[str, Any], caller: str) -> Callable[
             "where(lambda e: e.metric > 3, ...) or where('service =~ \"api%\"', ...) "
             "or where(None, ..., service=re.compile('^api'))")
     for field, pattern in fields.items():
-        tests.append(_field_test(field_getter(field), matcher(pattern)))
+        tests.append(matcher(pattern, field_getter(field)))
     if not tests:
         raise StreamArgumentError(
             f"{caller}: give a condition, e.g. where(lambda e: e.metric > 3, child)")
     if len(tests) == 1:
         return tests[0]
     return lambda event: all(test(event) for test in tests)
-
-
-def _field_test(get: Callable[[Any], Any], test: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda event: test(get(event))
 
 
 class where(Stream):

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
-from ._match import field_getter
+from ._match import field_getter, is_number
 
 __all__ = [
     "StreamArgumentError", "argument_error", "count", "field_reader", "function", "is_number",
@@ -61,11 +61,6 @@ def argument_error(caller: str, name: str, value: Any, expected: str,
     if example:
         message += f"; e.g. {example}"
     return StreamArgumentError(message)
-
-
-def is_number(value: Any) -> bool:
-    """Whether ``value`` counts as a number in a stream's configuration (bool does not)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _plain(value: Any) -> float:

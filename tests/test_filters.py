@@ -108,6 +108,37 @@ def test_the_matching_rule() -> None:
     assert matches(5, 5.0)
 
 
+_SCALARS = [None, True, False, 0, 1, -1, 0.0, 1.0, 2.5, "1", "ok", ""]
+_QUERY_LITERALS = {None: "nil", True: "true", False: "false", "1": '"1"', "ok": '"ok"', "": '""'}
+
+
+def _query_literal(value: Any) -> str:
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        return _QUERY_LITERALS[value]
+    return repr(value)
+
+
+@given(st.sampled_from(_SCALARS), st.sampled_from(_SCALARS),
+       st.sampled_from(["metric", "state", "env"]))
+def test_field_patterns_and_the_query_language_share_one_equality(
+        pattern: Any, value: Any, field: str) -> None:
+    # where(None, child, metric=1) matched metric=True while the query
+    # "metric = 1" did not: booleans are never numbers, in both.
+    event = Event(**{field: value})
+    by_keyword = through(lambda sink: where(None, sink, **{field: pattern}), [event])
+    by_query = through(lambda sink: where(f"{field} = {_query_literal(pattern)}", sink), [event])
+    assert by_keyword == by_query
+    assert matches({pattern}, value) == bool(by_query)
+
+
+def test_a_number_pattern_never_matches_a_bool() -> None:
+    flags = [Event(metric=True), Event(metric=1), Event(metric=1.0), Event(metric=False)]
+    assert through(lambda sink: where(None, sink, metric=1), flags) == flags[1:3]
+    assert through(lambda sink: where(None, sink, metric={0, 1}), flags) == flags[1:3]
+    assert through(lambda sink: where(None, sink, metric=True), flags) == flags[:1]
+    assert through(lambda sink: where(None, sink, metric={True}), flags) == flags[:1]
+
+
 @relaxed
 @given(st.lists(events()), st.integers(-1000, 1000))
 def test_where_equals_filter(inputs: list[Event], threshold: int) -> None:
