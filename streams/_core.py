@@ -102,6 +102,10 @@ class Stream(metaclass=_StreamType):
     __slots__ = ("__weakref__", "_args", "_kwargs", "_out", "children")
 
     shared: ClassVar[bool] = False
+    #: Whether a stream that is not a sink may be built without children. One
+    #: that forwards would silently discard everything, so by default that is
+    #: a config mistake; sinks (``shared``) are always childless.
+    childless: ClassVar[bool] = False
     _args: tuple[Any, ...]
     _kwargs: dict[str, Any]
 
@@ -121,8 +125,16 @@ class Stream(metaclass=_StreamType):
     def __init__(self, *children: Child) -> None:
         self._set_children(children)
 
-    def _set_children(self, children: Iterable[Child]) -> None:
+    def _set_children(self, children: Iterable[Child], *, required: bool = True) -> None:
+        """Record the children; ``required=False`` when the stream has other outputs."""
         children = tuple(children)
+        if not children and required and not self.shared and not self.childless:
+            call = repr(self)[:-1] + (", " if self._args or self._kwargs else "")
+            raise StreamArgumentError(
+                f"{self!r} has no child stream, so everything it forwards would be "
+                f"discarded; pass the streams to send to after its configuration, e.g. "
+                f"{call}index), or {call}bit_bucket()) to discard on purpose"
+            )
         for child in children:
             if not callable(child):
                 raise StreamArgumentError(

@@ -182,6 +182,7 @@ class coalesce_with_event(Stream):
     """
 
     __slots__ = ("_key", "_latest", "child", "keyfn")
+    childless = True  # its output goes to the child function it is given
 
     def __init__(self, keyfn: Any, child: Callable[[Any, list[Any]], object]) -> None:
         caller = "coalesce_with_event(keyfn, child)"

@@ -22,6 +22,7 @@ class smap(Stream):
     """
 
     __slots__ = ("function",)
+    childless = True  # the function may be the point: smap(print)
 
     def __init__(self, function: Callable[[Any], Any], *children: Child) -> None:
         if not callable(function):

@@ -61,8 +61,8 @@ class where(Stream):
     def __init__(self, condition: Any, *children: Child, else_: Child | Iterable[Child] = (),
                  **fields: Any) -> None:
         self.predicate = predicate(condition, fields, "where(condition, *children)")
-        self._set_children(children)
         else_children = (else_,) if callable(else_) else tuple(else_)
+        self._set_children(children, required=not else_children)
         self._else_children = else_children
         self._else = fan_out(else_children) if else_children else None
 

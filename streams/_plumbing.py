@@ -57,6 +57,7 @@ class smap_all(Stream):
     """
 
     __slots__ = ("function",)
+    childless = True  # the function may be the point, as with smap
 
     def __init__(self, function: Callable[[Any], Any], *children: Child) -> None:
         self.function = _function(function, "smap_all(function, *children)",
@@ -78,6 +79,7 @@ class smapcat(Stream):
     """
 
     __slots__ = ("function",)
+    childless = True  # the function may be the point, as with smap
 
     def __init__(self, function: Callable[[Any], Iterable[Any] | None], *children: Child) -> None:
         self.function = _function(function, "smapcat(function, *children)",

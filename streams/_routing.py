@@ -147,6 +147,7 @@ class _Built(Stream):
     """A by-fork that builds its streams from the key of the first event it sees."""
 
     __slots__ = ("_getters", "_inner", "factory", "unpack")
+    childless = True  # its streams come from the factory, per key
 
     def __init__(self, factory: Callable[..., Any], getters: tuple[Callable[[Any], Any], ...],
                  unpack: bool) -> None:
@@ -179,6 +180,7 @@ class _ByFactory(Stream):
     """``by`` whose per-key streams come from a factory rather than forked templates."""
 
     __slots__ = ("_by", "factory", "fields")
+    childless = True  # its streams come from the factory, per key
     _unpack: bool
 
     def __init__(self, fields: str | Callable[[Any], Any] | Sequence[Any],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import types
 from typing import Any
 
 import pytest
@@ -209,11 +210,45 @@ def test_a_failing_exception_stream_is_logged_not_raised(
 
 # sdo (spec §3.1) -------------------------------------------------------------------
 
-@pytest.mark.parametrize("n", [0, 1, 3])
+@pytest.mark.parametrize("n", [1, 3])
 def test_sdo_forwards_to_all_children(n: int) -> None:
     sinks = [Sink() for _ in range(n)]
     sdo(*sinks)(1)
     assert [s.events for s in sinks] == [[1]] * n
+
+
+@pytest.mark.parametrize(("build", "fix"), [
+    (lambda: streams.throttle(1, 60), "throttle(1, 60, index)"),
+    (lambda: streams.rate(10), "rate(10, index)"),
+    (lambda: streams.where('service = "cpu"'), """where('service = "cpu"', index)"""),
+    (lambda: streams.where(None, service="cpu"), "where(None, service='cpu', index)"),
+    (lambda: streams.sdo(), "sdo(index)"),
+    (lambda: streams.by("host", streams.changed_state()), "changed_state(index)"),
+    (lambda: streams.exception_stream(print), "exception_stream(print, index)"),
+    (lambda: streams.moving_time_window(60), "moving_time_window(60, index)"),
+])
+def test_a_stream_without_children_fails_at_load_with_the_fix(build: Any, fix: str) -> None:
+    # It used to load and silently discard everything.
+    with pytest.raises(streams.StreamArgumentError) as raised:
+        build()
+    message = str(raised.value)
+    assert "has no child stream" in message
+    assert fix in message and "bit_bucket()" in message
+
+
+def test_sinks_and_side_effect_streams_build_without_children() -> None:
+    seen: list[Any] = []
+    for stream in [streams.index, streams.bit_bucket(), streams.append(seen), tap("t"),
+                   streams.register(), streams.reinject(), streams.delete_from_index(),
+                   streams.smap(seen.append),
+                   streams.forward(types.SimpleNamespace(send=seen.extend)), Sink()]:
+        assert callable(stream)
+    streams.smap(seen.append)(1)
+    assert seen == [1]
+    # where with only an else_ branch has an output.
+    misses: list[Any] = []
+    streams.where(lambda e: False, else_=misses.append)(Event())
+    assert len(misses) == 1
 
 
 # Reprs read like config -------------------------------------------------------------
@@ -233,7 +268,7 @@ def test_reprs_read_like_the_config_line() -> None:
     assert repr(sdo(print)) == "sdo(print)"
     assert repr(throttle(1, 60, tap("pager"))) == "throttle(1, 60, tap('pager'))"
     assert repr(changed_state(sink, init="ok")) == "changed_state(Sink(<0 events>), init='ok')"
-    assert repr(exception_stream(sink)) == "exception_stream(Sink(<0 events>))"
+    assert repr(exception_stream(sink, print)) == "exception_stream(Sink(<0 events>), print)"
 
 
 # fork() --------------------------------------------------------------------------------
@@ -253,7 +288,7 @@ def test_fork_gives_fresh_state_and_keeps_shared_sinks() -> None:
 def test_fork_shares_plain_functions_and_taps() -> None:
     seen: list[Any] = []
     t = tap("alerts")
-    template = sdo(seen.append, t, changed("state"))
+    template = sdo(seen.append, t, changed("state", seen.append))
     copy = template.fork()
     assert copy.children[0] is template.children[0]  # the same bound method
     assert copy.children[1] is t

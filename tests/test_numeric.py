@@ -151,7 +151,6 @@ def test_ewma_nil_metric_passes_unchanged_and_missing_time_counts_as_zero() -> N
 def test_ddt_dispatches_like_riemann() -> None:
     assert isinstance(ddt(print), ddt_events)
     assert isinstance(ddt(2, print), ddt_real)
-    assert isinstance(ddt(), ddt_events)
     with pytest.raises(TypeError, match="child"):
         ddt("5", print)
 
