@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._core import Child, Stream
-from ._validate import StreamArgumentError, argument_error, tag_list
+from ._validate import StreamArgumentError, argument_error, field_keyword, tag_list
 
 __all__ = ["default", "smap", "tag", "with_"]
 
@@ -45,8 +45,7 @@ def _changes(
     changes = dict(fields or {})
     changes.update(keywords)
     for key in changes:
-        if not isinstance(key, str):
-            raise StreamArgumentError(f"{caller}: field names must be strings, got {key!r}")
+        field_keyword(key, caller)
     return changes
 
 
@@ -74,7 +73,7 @@ class with_(Stream):
             raise argument_error("with_(fields, *children, **changes)", "fields", fields,
                                  "a dict or None",
                                  "with_(None, child, state='ok') or with_({'state': 'ok'}, child)")
-        self.changes = _changes(fields, changes, "with_")
+        self.changes = _changes(fields, changes, "with_(fields, *children, **changes)")
         self._set_children(children)
 
     def __call__(self, event: Any) -> None:
@@ -103,7 +102,7 @@ class default(Stream):
         if fields is not None and not isinstance(fields, dict):
             raise argument_error("default(fields, *children, **defaults)", "fields", fields,
                                  "a dict or None", "default({'ttl': 60}, child)")
-        self.defaults = _changes(fields, defaults, "default")
+        self.defaults = _changes(fields, defaults, "default(fields, *children, **defaults)")
         self._set_children(children)
 
     def _fill(self, event: Any) -> Any:

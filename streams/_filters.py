@@ -7,7 +7,7 @@ from typing import Any
 
 from ._core import Child, Stream, entry_point, fan_out, is_expired
 from ._match import field_getter, matcher
-from ._validate import StreamArgumentError, argument_error, number, tag_list
+from ._validate import StreamArgumentError, argument_error, field_keyword, number, tag_list
 
 __all__ = [
     "expired", "not_expired", "over", "split", "tagged", "tagged_all", "tagged_any",
@@ -31,7 +31,7 @@ def predicate(expression: Any, fields: dict[str, Any], caller: str) -> Callable[
             "where(lambda e: e.metric > 3, ...) or where('service =~ \"api%\"', ...) "
             "or where(None, ..., service=re.compile('^api'))")
     for field, pattern in fields.items():
-        tests.append(matcher(pattern, field_getter(field)))
+        tests.append(matcher(pattern, field_getter(field_keyword(field, caller))))
     if not tests:
         raise StreamArgumentError(
             f"{caller}: give a condition, e.g. where(lambda e: e.metric > 3, child)")

@@ -18,16 +18,19 @@ carry, so it would fail at the first event instead of at load.
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
+from ._event import FIELDS
 from ._match import field_getter, is_number
 
 __all__ = [
-    "StreamArgumentError", "argument_error", "count", "field_reader", "function", "is_number",
+    "StreamArgumentError", "argument_error", "count", "field_keyword", "field_reader", "function",
+    "is_number",
     "number", "seconds", "stream", "tag_list", "unit_interval",
 ]
 
@@ -146,3 +149,44 @@ def tag_list(value: Any, caller: str, name: str = "tags",
     if items is None or not all(isinstance(tag, str) for tag in items):
         raise argument_error(caller, name, value, "a tag or a list of tags (strings)", example)
     return items
+
+
+def field_keyword(name: Any, caller: str) -> str:
+    """A field given as a keyword: a base field, or an attribute name.
+
+    Any name that is not a base field reads an attribute, so a misspelled
+    field would silently match nothing; a name this close to a base field is
+    taken for a misspelling: most of the field (difflib's ratio >= 0.8), or the
+    field with one letter dropped, added or two neighbours swapped. A changed
+    letter alone is not enough (``cost`` is a fair attribute name).
+
+    >>> field_keyword("servce", "where(...)")
+    Traceback (most recent call last):
+    ...
+    streams.StreamArgumentError: where(...): 'servce' is not a field; did you mean 'service'? ...
+    """
+    if not isinstance(name, str):
+        raise argument_error(caller, "every field name", name, "a string")
+    if name in FIELDS:
+        return name
+    close = difflib.get_close_matches(name, FIELDS, n=1, cutoff=0.8) or [
+        field for field in FIELDS if _slip(name, field)]
+    if close:
+        raise StreamArgumentError(
+            f"{caller}: {name!r} is not a field; did you mean {close[0]!r}? The fields are "
+            f"{', '.join(FIELDS)}, and any other name is an attribute; for an attribute "
+            f"named {name!r}, use a function of the event, e.g. lambda e: e.get({name!r})"
+        )
+    return name
+
+
+def _slip(typed: str, field: str) -> bool:
+    """Whether ``typed`` is ``field`` with one letter dropped, added, or two neighbours swapped."""
+    if abs(len(typed) - len(field)) == 1:
+        shorter, longer = sorted((typed, field), key=len)
+        return any(longer[:i] + longer[i + 1:] == shorter for i in range(len(longer)))
+    if len(typed) == len(field):
+        diff = [i for i in range(len(field)) if typed[i] != field[i]]
+        return len(diff) == 2 and diff[1] == diff[0] + 1 and \
+            typed[diff[0]] == field[diff[1]] and typed[diff[1]] == field[diff[0]]
+    return False

@@ -68,3 +68,30 @@ def test_stream_argument_error_reads_as_the_public_name() -> None:
     assert issubclass(StreamArgumentError, TypeError)
     assert issubclass(StreamArgumentError, ValueError)
     assert streams.ddt(Fraction(1), print).interval == 1
+
+
+@pytest.mark.parametrize(("build", "fix"), [
+    (lambda: streams.where(None, print, servce="cpu"), "did you mean 'service'?"),
+    (lambda: streams.where(None, print, hots="web1"), "did you mean 'host'?"),
+    (lambda: streams.where(None, print, metrics=1), "did you mean 'metric'?"),
+    (lambda: streams.with_(None, print, stat="ok"), "did you mean 'state'?"),
+    (lambda: streams.default(None, print, tl=60), "did you mean 'ttl'?"),
+    (lambda: streams.where(None, print, tag="web"), "did you mean 'tags'?"),
+])
+def test_a_misspelled_field_keyword_fails_at_load_naming_the_fields(build: Any, fix: str) -> None:
+    # where(None, print, servce="cpu") matched nothing: any unknown name read an attribute.
+    with pytest.raises(StreamArgumentError, match="is not a field") as raised:
+        build()
+    message = str(raised.value)
+    assert fix in message
+    assert "host, service, state, description, metric, tags, time, ttl" in message
+    assert "lambda e: e.get(" in message
+
+
+def test_attribute_keywords_far_from_any_field_still_read_attributes() -> None:
+    out = run(lambda sink: streams.where(None, sink, env="prod", team="db", cost=1, type="x"),
+              [Event(env="prod", team="db", cost=1, type="x"),
+               Event(env="dev", team="db", cost=1, type="x")])
+    assert len(out) == 1
+    assert run(lambda sink: streams.with_(None, sink, region="eu"), [Event()])[0].get(
+        "region") == "eu"
