@@ -1,7 +1,4 @@
-"""Runs and stability: runs, stable (spec §3.5).
-
-``changed`` and ``changed_state`` live in ``_partition``.
-"""
+"""Change detection: changed, changed_state, runs, stable (spec §3.5)."""
 
 from __future__ import annotations
 
@@ -10,9 +7,74 @@ from typing import Any
 
 from ._clock import Task, scheduler
 from ._core import Child, Stream, rescued
+from ._partition import by
 from ._validate import count, field_reader, seconds
 
-__all__ = ["runs", "stable"]
+__all__ = ["changed", "changed_state", "runs", "stable"]
+
+
+class changed(Stream):
+    """Forward events whose ``field`` (a name or function) differs from the previous event's.
+
+    With ``pairs=True`` it forwards ``(previous_event, event)`` instead. ``init``
+    is the value assumed before the first event.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = changed("state", out.append)
+    >>> for st in ["ok", "bad", "bad", "ok", "ok", "evil"]: s(Event(state=st))
+    >>> [e.state for e in out]
+    ['ok', 'bad', 'ok', 'evil']
+    """
+
+    __slots__ = ("_get", "_pairs", "_previous_event", "_previous_value", "field")
+
+    def __init__(self, field: str | Callable[[Any], Any], *children: Child,
+                 init: Any = None, pairs: bool = False) -> None:
+        self.field = field
+        self._get = field_reader(field, "changed(field, *children)",
+                                 example="changed('state', child)")
+        self._previous_value = init
+        self._previous_event: Any = None
+        self._pairs = pairs
+        self._set_children(children)
+
+    def __call__(self, event: Any) -> None:
+        value = self._get(event)
+        previous_value, previous_event = self._previous_value, self._previous_event
+        self._previous_value, self._previous_event = value, event
+        if value != previous_value:
+            self._out((previous_event, event) if self._pairs else event)
+
+
+class changed_state(Stream):
+    """Forward an event when its state differs from the last one of the same host and service.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = changed_state(out.append)
+    >>> for host, st in [("a", "ok"), ("b", "ok"), ("a", "ok"), ("a", "critical")]:
+    ...     s(Event(host=host, state=st))
+    >>> [(e.host, e.state) for e in out]
+    [('a', 'ok'), ('b', 'ok'), ('a', 'critical')]
+    """
+
+    __slots__ = ("_by",)
+
+    def __init__(self, *children: Child, init: Any = None, max_keys: int = 100_000,
+                 idle: float | None = None) -> None:
+        self._set_children(children)
+        self._by = by(["host", "service"], changed("state", *children, init=init),
+                      max_keys=max_keys, idle=idle)
+
+    def __call__(self, event: Any) -> None:
+        self._by(event)
+
+    def __len__(self) -> int:
+        return len(self._by)
+
+    def close(self) -> None:
+        self._by.close()
 
 
 class runs(Stream):

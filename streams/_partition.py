@@ -1,4 +1,4 @@
-"""Partitioning and change detection: by, changed, changed_state (spec §3.4, §3.5)."""
+"""Partitioning: by (spec §3.4)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ._core import Child, Stream, fan_out
 from ._match import field_getter
 from ._validate import StreamArgumentError, argument_error, count, field_reader, seconds
 
-__all__ = ["by", "changed", "changed_state"]
+__all__ = ["by"]
 
 def key_function(fields: Any, caller: str) -> Callable[[Any], Any]:
     """A field name, a function, or a list of them → one key function."""
@@ -143,68 +143,3 @@ def _close(forks: tuple[Any, ...]) -> None:
     for fork in forks:
         if isinstance(fork, Stream) and not fork.shared:
             fork.close()
-
-
-class changed(Stream):
-    """Forward events whose ``field`` (a name or function) differs from the previous event's.
-
-    With ``pairs=True`` it forwards ``(previous_event, event)`` instead. ``init``
-    is the value assumed before the first event.
-
-    >>> from streams import Event
-    >>> out = []
-    >>> s = changed("state", out.append)
-    >>> for st in ["ok", "bad", "bad", "ok", "ok", "evil"]: s(Event(state=st))
-    >>> [e.state for e in out]
-    ['ok', 'bad', 'ok', 'evil']
-    """
-
-    __slots__ = ("_get", "_pairs", "_previous_event", "_previous_value", "field")
-
-    def __init__(self, field: str | Callable[[Any], Any], *children: Child,
-                 init: Any = None, pairs: bool = False) -> None:
-        self.field = field
-        self._get = field_reader(field, "changed(field, *children)",
-                                 example="changed('state', child)")
-        self._previous_value = init
-        self._previous_event: Any = None
-        self._pairs = pairs
-        self._set_children(children)
-
-    def __call__(self, event: Any) -> None:
-        value = self._get(event)
-        previous_value, previous_event = self._previous_value, self._previous_event
-        self._previous_value, self._previous_event = value, event
-        if value != previous_value:
-            self._out((previous_event, event) if self._pairs else event)
-
-
-class changed_state(Stream):
-    """Forward an event when its state differs from the last one of the same host and service.
-
-    >>> from streams import Event
-    >>> out = []
-    >>> s = changed_state(out.append)
-    >>> for host, st in [("a", "ok"), ("b", "ok"), ("a", "ok"), ("a", "critical")]:
-    ...     s(Event(host=host, state=st))
-    >>> [(e.host, e.state) for e in out]
-    [('a', 'ok'), ('b', 'ok'), ('a', 'critical')]
-    """
-
-    __slots__ = ("_by",)
-
-    def __init__(self, *children: Child, init: Any = None, max_keys: int = 100_000,
-                 idle: float | None = None) -> None:
-        self._set_children(children)
-        self._by = by(["host", "service"], changed("state", *children, init=init),
-                      max_keys=max_keys, idle=idle)
-
-    def __call__(self, event: Any) -> None:
-        self._by(event)
-
-    def __len__(self) -> int:
-        return len(self._by)
-
-    def close(self) -> None:
-        self._by.close()
-
