@@ -1,4 +1,4 @@
-"""Plumbing and field transformers: smap, with_, default, tag (spec §3.1, §3.3)."""
+"""Field transformers: with_, default, tag (spec §3.3)."""
 
 from __future__ import annotations
 
@@ -6,37 +6,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._core import Child, Stream
-from ._validate import StreamArgumentError, argument_error, field_keyword, tag_list
+from ._validate import argument_error, field_keyword, tag_list
 
-__all__ = ["default", "smap", "tag", "with_"]
-
-
-class smap(Stream):
-    """Forward ``f(event)`` unless it is None.
-
-    >>> from streams import Event
-    >>> out = []
-    >>> s = smap(lambda e: e.evolve(metric=e.metric * 2), out.append)
-    >>> s(Event(metric=21)); out
-    [Event(metric=42)]
-    """
-
-    __slots__ = ("function",)
-    childless = True  # the function may be the point: smap(print)
-
-    def __init__(self, function: Callable[[Any], Any], *children: Child) -> None:
-        if not callable(function):
-            raise StreamArgumentError(
-                f"smap(function, *children): function must be callable, got {function!r}; "
-                f"to set fields use with_(...)"
-            )
-        self.function = function
-        self._set_children(children)
-
-    def __call__(self, event: Any) -> None:
-        value = self.function(event)
-        if value is not None:
-            self._out(value)
+__all__ = ["default", "tag", "with_"]
 
 
 def _changes(

@@ -17,8 +17,8 @@ from ._core import register_stream as register_constructor
 from ._validate import StreamArgumentError, argument_error
 
 __all__ = [
-    "append", "bit_bucket", "forward", "pipe", "register", "sflatten", "smap_all", "smapcat",
-    "sreduce",
+    "append", "bit_bucket", "forward", "pipe", "register", "sflatten", "smap", "smap_all",
+    "smapcat", "sreduce",
 ]
 
 
@@ -44,6 +44,34 @@ class bit_bucket(Stream):
 
     def __call__(self, event: Any) -> None:
         return None
+
+
+class smap(Stream):
+    """Forward ``f(event)`` unless it is None.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = smap(lambda e: e.evolve(metric=e.metric * 2), out.append)
+    >>> s(Event(metric=21)); out
+    [Event(metric=42)]
+    """
+
+    __slots__ = ("function",)
+    childless = True  # the function may be the point: smap(print)
+
+    def __init__(self, function: Callable[[Any], Any], *children: Child) -> None:
+        if not callable(function):
+            raise StreamArgumentError(
+                f"smap(function, *children): function must be callable, got {function!r}; "
+                f"to set fields use with_(...)"
+            )
+        self.function = function
+        self._set_children(children)
+
+    def __call__(self, event: Any) -> None:
+        value = self.function(event)
+        if value is not None:
+            self._out(value)
 
 
 class smap_all(Stream):
