@@ -8,14 +8,13 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
+from _helpers import relaxed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams import Event, by, changed, changed_state, exception_stream, runs, stable
 from streams._clock import scheduler
 from streams.testing import Sink, clock, run, run_intervals, timed_events
-
-relaxed = settings(deadline=None, max_examples=60)
 
 # runs ------------------------------------------------------------------------
 

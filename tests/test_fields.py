@@ -5,17 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _helpers import through
-from hypothesis import given, settings
+from _helpers import relaxed, through
+from hypothesis import given
 from hypothesis import strategies as st
 
 from streams import Event, default, tag, with_
 from streams.testing import events
-
-relaxed = settings(deadline=None, max_examples=60)
-
-
-
 
 # with_ -----------------------------------------------------------------------------
 

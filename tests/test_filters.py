@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 import pytest
-from _helpers import through
-from hypothesis import given, settings
+from _helpers import relaxed, through
+from hypothesis import given
 from hypothesis import strategies as st
 
 from streams import (
@@ -24,11 +24,6 @@ from streams import (
     where,
 )
 from streams.testing import Sink, events, run
-
-relaxed = settings(deadline=None, max_examples=60)
-
-
-
 
 # where ---------------------------------------------------------------------------
 

@@ -8,13 +8,12 @@ import statistics
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from _helpers import relaxed
+from hypothesis import given
 from hypothesis import strategies as st
 
 from streams import Event, folds
 from streams.testing import Sink, run
-
-relaxed = settings(deadline=None, max_examples=60)
 
 
 def m(*metrics: Any) -> list[Any]:

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import pytest
-from hypothesis import given, settings
+from _helpers import relaxed
+from hypothesis import given
 from hypothesis import strategies as st
 
 from streams import Event, Stream, by, by_builder, by_fn, changed, rate, sreduce, with_
 from streams.testing import Sink, clock, events, run, timed_events
-
-relaxed = settings(deadline=None, max_examples=60)
 
 
 class counted(Stream):

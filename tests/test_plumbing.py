@@ -9,8 +9,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from _helpers import through
-from hypothesis import given, settings
+from _helpers import relaxed, through
+from hypothesis import given
 from hypothesis import strategies as st
 
 from streams import (
@@ -32,8 +32,6 @@ from streams import (
     with_,
 )
 from streams.testing import Sink, run
-
-relaxed = settings(deadline=None, max_examples=60)
 
 ints = st.lists(st.integers(-100, 100), max_size=30)
 

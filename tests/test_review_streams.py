@@ -23,16 +23,8 @@ from streams import (
     top,
     where,
 )
-from streams._clock import VirtualClock, install
+from streams._clock import VirtualClock
 from streams.testing import Sink
-
-
-@pytest.fixture
-def clock() -> Any:
-    fresh = VirtualClock()
-    old = install(fresh)
-    yield fresh
-    install(old)
 
 
 def test_where_close_stops_timers_of_else_children(clock: VirtualClock) -> None:

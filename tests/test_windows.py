@@ -7,8 +7,8 @@ import math
 from typing import Any
 
 import pytest
-from _helpers import through
-from hypothesis import given, settings
+from _helpers import relaxed, through
+from hypothesis import given
 from hypothesis import strategies as st
 
 from streams import (
@@ -23,10 +23,6 @@ from streams import (
     window,
 )
 from streams.testing import Sink, run
-
-relaxed = settings(deadline=None, max_examples=60)
-
-
 
 
 def times(windows: list[list[Event]]) -> list[list[float | None]]:
