@@ -16,10 +16,12 @@ from streams import (
     REGISTRY,
     Event,
     Stream,
+    VirtualClock,
     by,
     changed,
     changed_state,
     exception_stream,
+    fill_in,
     moving_event_window,
     rate,
     sdo,
@@ -369,3 +371,21 @@ def test_constructor_errors_name_the_argument_and_show_the_value(build: Any,
 def test_every_registered_stream_is_a_stream_or_registered_function() -> None:
     for name, constructor in REGISTRY.items():
         assert constructor.__name__ == name
+
+
+def test_exception_stream_close_stops_the_handler_timers(clock: VirtualClock) -> None:
+    out = Sink()
+    s = exception_stream(fill_in(1, {"service": "gap"}, out), out)
+    s.close()
+    clock.advance(5)
+    assert out.events == []
+
+
+def test_a_generator_argument_survives_forking() -> None:
+    from streams import tag
+
+    out = Sink()
+    keyed = by("host", tag((t for t in ["a", "b"]), out))
+    keyed(Event(host="x"))
+    keyed(Event(host="y"))
+    assert [e.tags for e in out.events] == [("a", "b"), ("a", "b")]

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from streams import (
     Event,
+    VirtualClock,
     expired,
+    fill_in,
     matches,
     not_expired,
     over,
@@ -291,3 +293,18 @@ def test_over_under_equal_filter(inputs: list[Event], x: int) -> None:
     assert through(lambda s: under(x, s), inputs) == [
         e for e in inputs if e.metric is not None and e.metric < x
     ]
+
+
+def test_where_close_stops_timers_of_else_children(clock: VirtualClock) -> None:
+    out = Sink()
+    s = where(lambda e: True, out, else_=fill_in(1, {"service": "gap"}, out))
+    s.close()
+    clock.advance(5)
+    assert out.events == []
+
+
+def test_a_dict_pattern_against_a_missing_value_reads_every_field_as_none() -> None:
+    from streams import matches
+
+    assert matches({"host": None}, None)
+    assert not matches({"host": "a"}, None)

@@ -9,7 +9,20 @@ from _helpers import relaxed
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams import Event, Stream, by, by_builder, by_fn, changed, rate, sreduce, with_
+from streams import (
+    Event,
+    Stream,
+    VirtualClock,
+    by,
+    by_builder,
+    by_fn,
+    changed,
+    fill_in,
+    rate,
+    sreduce,
+    where,
+    with_,
+)
 from streams.testing import Sink, clock, events, run, timed_events
 
 
@@ -258,3 +271,16 @@ def test_by_fn_equals_one_instance_per_key(inputs: list[Event]) -> None:
         seen[key] = seen.get(key, 0) + 1
         expected.append(seen[key])
     assert sink.events == expected
+
+
+def test_by_template_else_child_timer_does_not_tick(clock: VirtualClock) -> None:
+    # by closes its templates; a fill_in under where's else_ must stop too.
+    out = Sink()
+    by("host", where(lambda e: True, out, else_=fill_in(1, {"service": "gap"}, out)))
+    clock.advance(3)
+    assert out.events == []
+
+
+def test_by_refuses_a_boolean_max_keys() -> None:
+    with pytest.raises(ValueError, match=r"max_keys must be .*got True"):
+        by("host", Sink(), max_keys=True)

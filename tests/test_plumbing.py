@@ -329,3 +329,17 @@ def test_everything_is_registered() -> None:
     for name in ["append", "bit_bucket", "forward", "pipe", "register", "sflatten",
                  "smap_all", "smapcat", "sreduce"]:
         assert name in REGISTRY
+
+
+def test_sreduce_forks_do_not_share_a_mutable_initial_value() -> None:
+    from streams import sreduce
+
+    def collect(acc: list[int], event: Event) -> list[int]:
+        acc.append(event.metric)  # changes the accumulator in place
+        return acc
+
+    out = Sink()
+    keyed = by("host", sreduce(collect, out, init=[]))
+    keyed(Event(host="a", metric=1))
+    keyed(Event(host="b", metric=2))
+    assert out.events == [[1], [2]]

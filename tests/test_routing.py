@@ -204,3 +204,20 @@ def test_dual_sends_each_event_live_to_exactly_one_stream(inputs: list[Event]) -
             assert (t, f) == (e, tombstone)
         else:
             assert (t, f) == (tombstone, e)
+
+
+def test_split_and_splitp_defaults_and_branches_still_route_after_entry_point_binding() -> None:
+    import operator
+
+    from streams import split, splitp
+
+    big, small, other = Sink(), Sink(), Sink()
+    s = split(lambda e: e.metric > 10, big, lambda e: e.metric > 1, small, other)
+    for m in [50, 5, 0]:
+        s(Event(metric=m))
+    assert [len(big.events), len(small.events), len(other.events)] == [1, 1, 1]
+    crit, ok = Sink(), Sink()
+    p = splitp(operator.lt, "metric", 0.9, crit, ok)
+    p(Event(metric=0.95))
+    p(Event(metric=0.5))
+    assert [e.metric for e in crit.events] == [0.95] and [e.metric for e in ok.events] == [0.5]

@@ -9,7 +9,19 @@ from typing import Any
 import pytest
 
 import streams
-from streams import Event, StreamArgumentError
+from streams import (
+    Event,
+    StreamArgumentError,
+    apdex,
+    batch,
+    coalesce,
+    ewma,
+    fixed_time_window,
+    moving_time_window,
+    predict_linear,
+    rollup,
+    throttle,
+)
 from streams.testing import run
 
 # Constructors called with deliberately wrong types, past the type checker.
@@ -95,3 +107,19 @@ def test_attribute_keywords_far_from_any_field_still_read_attributes() -> None:
     assert len(out) == 1
     assert run(lambda sink: streams.with_(None, sink, region="eu"), [Event()])[0].get(
         "region") == "eu"
+
+
+@pytest.mark.parametrize(("build", "name"), [
+    (lambda: throttle(1, 0, print), "dt"),
+    (lambda: rollup(1, -1, print), "dt"),
+    (lambda: batch(1, 0, print), "dt"),
+    (lambda: apdex(0, "true", "true", print), "dt"),
+    (lambda: coalesce(0, print), "dt"),
+    (lambda: ewma(0, print), "halflife"),
+    (lambda: moving_time_window(0, print), "dt"),
+    (lambda: fixed_time_window(-2, print), "dt"),
+    (lambda: predict_linear(3, 1, print, rebuild_every=0), "rebuild_every"),
+])
+def test_interval_errors_name_the_argument(build: Any, name: str) -> None:
+    with pytest.raises(ValueError, match=rf"\b{name} must be a positive number of seconds"):
+        build()
