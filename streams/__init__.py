@@ -39,6 +39,7 @@ from ._query import Query, QuerySyntaxError, compile_query
 from ._rollup import *
 from ._routing import *
 from ._transform import *
+from ._validate import StreamArgumentError
 from ._windows import *
 
 __all__ = [
@@ -47,7 +48,7 @@ __all__ = [
     # time
     "Scheduler", "Task", "VirtualClock", "next_tick",
     # the stream contract
-    "REGISTRY", "Stream", "exception_stream", "sdo", "folds",
+    "REGISTRY", "Stream", "StreamArgumentError", "exception_stream", "sdo", "folds",
     # configs, the index and the query language
     "Config", "ConfigError", "load_config", "periodically_expire", "streams",
     "Index", "index", "current_index", "install_index", "delete_from_index", "reinject",

@@ -25,6 +25,7 @@ from ._clock import Task, must_propagate, scheduler
 from ._core import Stream, report_failure
 from ._event import Event, LazyEvent, outlived
 from ._query import Query, compile_query, lookup_key
+from ._validate import StreamArgumentError, seconds, stream
 
 __all__ = [
     "Index",
@@ -324,15 +325,12 @@ class Reaper:
         *,
         keep_keys: Iterable[str] | Literal["all"] = ("host", "service"),
     ) -> None:
-        if not (isinstance(interval, (int, float)) and interval > 0):
-            raise ValueError(
-                f"the reaper interval must be a number of seconds > 0, got {interval!r}; "
-                f"e.g. start_reaper(10)"
-            )
-        if streams is not None and not callable(streams):
-            raise TypeError(f"the reaper's streams must be a stream (callable), got {streams!r}")
+        caller = "start_reaper(interval, streams=None, *, keep_keys=('host', 'service'))"
+        interval = seconds(interval, caller, "interval", "start_reaper(10)")
+        if streams is not None:
+            stream(streams, caller, "streams")
         if isinstance(keep_keys, str) and keep_keys != "all":
-            raise TypeError(
+            raise StreamArgumentError(
                 f"keep_keys must be field names or \"all\", got the string {keep_keys!r}; "
                 f"write keep_keys=({keep_keys!r},)"
             )

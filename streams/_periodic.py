@@ -12,6 +12,7 @@ from typing import Any
 from ._clock import Task, next_tick, scheduler
 from ._core import rescued
 from ._event import outlived
+from ._validate import seconds
 
 __all__ = ["PeriodicUntilExpired", "TimeWindows"]
 
@@ -75,9 +76,7 @@ class TimeWindows:
     __slots__ = ("anchor", "dt", "finish", "start", "task")
 
     def __init__(self, dt: float, finish: Callable[[float, float], object]) -> None:
-        if not dt > 0:
-            raise ValueError(f"the window length dt must be > 0 seconds, got {dt!r}")
-        self.dt = dt
+        self.dt = seconds(dt, "TimeWindows(dt, finish)", "dt")
         self.anchor = scheduler().now()
         self.finish = finish
         self.start: float | None = None
