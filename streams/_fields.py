@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import toolz
+
 from ._core import Child, Stream
 from ._validate import argument_error, field_keyword, tag_list
 
@@ -14,8 +16,7 @@ __all__ = ["default", "tag", "with_"]
 def _changes(
     fields: dict[str, Any] | None, keywords: dict[str, Any], caller: str
 ) -> dict[str, Any]:
-    changes = dict(fields or {})
-    changes.update(keywords)
+    changes: dict[str, Any] = toolz.merge(fields or {}, keywords)
     for key in changes:
         field_keyword(key, caller)
     return changes

@@ -18,6 +18,8 @@ import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import toolz
+
 from ._clock import now
 from ._event import Event
 
@@ -308,13 +310,12 @@ def modes(events: Events) -> list[Any]:
     >>> [e.metric for e in modes([Event(metric=1), Event(metric=2), Event(metric=1)])]
     [1]
     """
-    counts: dict[Any, int] = {}
-    latest: dict[Any, Any] = {}
-    for e in _non_nil(events):
-        counts[e.metric] = counts.get(e.metric, 0) + 1
-        latest[e.metric] = e
+    present = _non_nil(events)
+    counts = toolz.frequencies(e.metric for e in present)
     if not counts:
         return []
+    # Later events overwrite earlier ones: each group is represented by its latest.
+    latest = {e.metric: e for e in present}
     top = max(counts.values())
     return [latest[m] for m, c in counts.items() if c == top]
 

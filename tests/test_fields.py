@@ -100,3 +100,9 @@ def test_tag_puts_new_tags_first_each_once(inputs: list[Event], tags: list[str])
         assert len(set(after.tags)) == len(after.tags)
         assert set(after.tags) == set(tags) | set(before.tags)
         assert after.tags[: len(set(tags))] == tuple(dict.fromkeys(tags))
+
+
+def test_with_keywords_override_the_mapping() -> None:
+    out = through(lambda sink: with_({"service": "a", "state": "ok"}, sink, service="b"),
+                  [Event(host="h")])
+    assert [(e.host, e.service, e.state) for e in out] == [("h", "b", "ok")]
