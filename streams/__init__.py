@@ -24,7 +24,7 @@ from ._aggregate import *
 from ._change import *
 from ._clock import Scheduler, Task, VirtualClock, next_tick
 from ._config import Config, ConfigError, load_config, periodically_expire, reinject, streams
-from ._core import REGISTRY, Stream, exception_stream, is_expired, sdo
+from ._core import REGISTRY, Stream, exception_stream, expire_event, is_expired, sdo
 from ._correlate import *
 from ._event import DEFAULT_TTL, FIELDS, Event, LazyEvent
 from ._fields import *
@@ -44,7 +44,7 @@ from ._windows import *
 
 __all__ = [
     # events
-    "DEFAULT_TTL", "FIELDS", "Event", "LazyEvent", "is_expired", "matches",
+    "DEFAULT_TTL", "FIELDS", "Event", "LazyEvent", "expire_event", "is_expired", "matches",
     # time
     "Scheduler", "Task", "VirtualClock", "next_tick",
     # the stream contract

@@ -102,3 +102,9 @@ def test_the_client_example_runs_against_a_real_server(tmp_path: Path) -> None:
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_user_docs_do_not_cite_the_spec_readers_do_not_have(page: Path) -> None:
     assert "§" not in page.read_text(), f"{page.name} cites a section of the internal spec"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_user_docs_name_no_private_module(page: Path) -> None:
+    private = re.findall(r"\b(?:streams|transport)\._\w+", page.read_text())
+    assert not private, f"{page.name} sends users to private modules: {sorted(set(private))}"
