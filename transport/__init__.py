@@ -24,6 +24,7 @@ from ._codec import (
     encode_request,
     frame,
 )
+from ._delivery import HttpSink, NetworkSink, Rejected
 from ._queue import async_queue
 from ._run import Running, serve
 from ._scheduler import TrioScheduler
@@ -36,4 +37,6 @@ __all__ = [
     "Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server",
     "Client", "ClientError", "RiemannConnectionError", "RiemannError", "RiemannTimeout",
     "TrioBatcher", "TrioClient", "UdpClient",
+    # sinks and the delivery layer they share
+    "NetworkSink", "HttpSink", "Rejected",
 ]
