@@ -20,7 +20,7 @@ from typing import Any
 import trio
 from conftest import peer_unavailable, require_binary
 
-from streams import Config
+from streams import Config, Index
 from streams._config import declaring
 from transport import Running, TcpServer, serve
 
@@ -172,7 +172,8 @@ CACHE_QUERY_PORT = {free_port()}
 
 @contextlib.asynccontextmanager
 async def rillet(build: Callable[[], list[Any]]) -> AsyncIterator[Running]:
-    """A rillet serving the streams ``build()`` returns (sinks declared inside), on TCP port 0.
+    """A rillet serving the streams ``build()`` returns (sinks declared inside), on TCP port 0,
+    with an index of its own.
 
     Leaving the block stops it the way a SIGTERM does: the nursery is cancelled
     and every sink flushes within its flush_timeout.
@@ -181,7 +182,7 @@ async def rillet(build: Callable[[], list[Any]]) -> AsyncIterator[Running]:
         top = build()
     config = Config(streams=top, services=[TcpServer(port=0), *declared.services])
     async with trio.open_nursery() as nursery:
-        running: Running = await nursery.start(functools.partial(serve, config))
+        running: Running = await nursery.start(functools.partial(serve, config, index=Index()))
         yield running
         nursery.cancel_scope.cancel()
 
