@@ -182,7 +182,7 @@ class prometheus_endpoint:
         self.samples = len(samples)
         return "".join(_render(samples))
 
-    async def _connection(self, stream: trio.abc.Stream, runtime: Any) -> None:
+    async def _connection(self, stream: Any, runtime: Any) -> None:
         connection = h11.Connection(h11.SERVER)
         request: h11.Request | None = None
         try:
@@ -190,7 +190,7 @@ class prometheus_endpoint:
                 event = connection.next_event()
                 if event is h11.NEED_DATA:
                     with trio.fail_after(_IDLE_SECONDS):
-                        connection.receive_data(await stream.receive_some(65536))
+                        connection.receive_data(bytes(await stream.receive_some(65536)))
                 elif isinstance(event, h11.Request):
                     request = event
                 elif isinstance(event, h11.EndOfMessage) and request is not None:
