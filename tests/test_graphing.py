@@ -97,6 +97,13 @@ def test_influxdb_lines_escape_and_type_fields() -> None:
         b"x,env=p value=1.25 2000\n"
 
 
+def test_secrets_stay_out_of_the_repr_that_log_lines_quote() -> None:
+    with declaring(Config()):
+        sink = influxdb("http://x", "db", username="u", password="pw", tag_fields=("host",))
+    assert repr(sink) == ("influxdb('http://x', 'db', username='u', password=<hidden>, "
+                          "tag_fields=('host',))")
+
+
 def test_graphite_annotation_payload() -> None:
     assert graphite_annotation(Event(service="deploy"), now=7.9) == {
         "what": "deploy", "tags": ["deploy"], "when": 7, "data": ""}

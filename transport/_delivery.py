@@ -25,6 +25,8 @@ API for sink authors (the alerting and graphing sinks are built on it)::
     class NetworkSink(Stream):                    # shared: one queue whatever forks feed it
         overflow: ClassVar[str] = "drop_oldest"   # the sink's default policy
         default_linger: ClassVar[float] = 0.0     # the sink's default linger
+        secret_options: ClassVar[frozenset[str]]  # keyword options the repr hides
+                                                  # (default: token, password)
         def __init__(self, *, queue_size=10_000, batch_size=500, overflow=None,
                      timeout=10.0, backoff=0.5, max_backoff=30.0, flush_timeout=5.0,
                      linger=None)
@@ -70,6 +72,7 @@ import trio
 
 from streams import Stream
 from streams._config import service
+from streams._core import _describe
 
 from ._client import _delays
 
@@ -123,6 +126,8 @@ class NetworkSink(Stream):
     shared = True
     overflow: ClassVar[str] = "drop_oldest"
     default_linger: ClassVar[float] = 0.0
+    #: Keyword options shown as <hidden> in the repr, which log lines quote.
+    secret_options: ClassVar[frozenset[str]] = frozenset({"token", "password"})
 
     def __init__(self, *, queue_size: int = 10_000, batch_size: int = 500,
                  overflow: str | None = None, timeout: float = 10.0, backoff: float = 0.5,
@@ -163,6 +168,13 @@ class NetworkSink(Stream):
         self.last_success: float | None = None
         self._set_children(())
         service(self)
+
+    def __repr__(self) -> str:
+        hidden = self.secret_options
+        parts = [_describe(a) for a in self._args]
+        parts += [f"{k}={'<hidden>' if k in hidden else _describe(v)}"
+                  for k, v in self._kwargs.items()]
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     # The stream half: synchronous, never blocks, never raises -------------
 
