@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import trio
-from _peers import Carbon, Process, free_port, poll, rillet, started
+from _peers import Carbon, Process, free_port, poll, rillet, send_to, started, until
 from conftest import require_binary
 
 from streams import Event, where
@@ -135,17 +135,6 @@ def carbon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Carbon]:
         yield peer
 
 
-async def send_to(port: int, events: list[Event]) -> float:
-    """Send events to rillet one request each; the longest wait for an ack, in seconds."""
-    longest = 0.0
-    async with await TrioClient.connect("127.0.0.1", port) as client:
-        for event in events:
-            started_at = time.perf_counter()
-            await client.send(event)
-            longest = max(longest, time.perf_counter() - started_at)
-    return longest
-
-
 def metrics(service: str, start: int, values: list[float]) -> list[Event]:
     return [Event(host="web1.example", service=service, metric=v, time=start + i)
             for i, v in enumerate(values)]
@@ -186,7 +175,7 @@ def test_graphite_survives_carbon_down_at_start_and_restarted_mid_stream(
             [sink] = r.services[1:]
             # down at start: rillet acks at once, the sink queues and retries
             assert await send_to(r.ports[0], events[:10]) < 0.5
-            await poll_async(lambda: sink.retries >= 2)
+            await until(lambda: sink.retries >= 2)
             assert "Connection refused" in sink.statistics()["last_error"]
             await trio.to_thread.run_sync(peer.start)
             await trio.to_thread.run_sync(peer.wait_for, "example.web1.restarts", start, 10)
@@ -194,7 +183,7 @@ def test_graphite_survives_carbon_down_at_start_and_restarted_mid_stream(
             retries = sink.retries
             await trio.to_thread.run_sync(peer.stop)
             assert await send_to(r.ports[0], events[10:20]) < 0.5
-            await poll_async(lambda: sink.retries > retries)  # noticed, queueing meanwhile
+            await until(lambda: sink.retries > retries)  # noticed, queueing meanwhile
             await trio.to_thread.run_sync(peer.start)
             await send_to(r.ports[0], events[20:])
             await trio.to_thread.run_sync(peer.wait_for, "example.web1.restarts", start, 30)
@@ -209,12 +198,6 @@ def test_graphite_survives_carbon_down_at_start_and_restarted_mid_stream(
     messages = [r.getMessage() for r in caplog.records]
     assert any("delivery failed, retrying with backoff" in m for m in messages)
     assert any("delivering again" in m for m in messages)
-
-
-async def poll_async(condition: Any, seconds: float = 20) -> None:
-    with trio.fail_after(seconds):
-        while not condition():
-            await trio.sleep(0.02)
 
 
 def test_shutdown_flushes_to_carbon_and_reports_what_it_could_not(
@@ -303,7 +286,7 @@ def test_state_changes_become_graphite_web_events(graphite_web: GraphiteWeb) -> 
         async with rillet(build) as r:
             await send_to(r.ports[0], events)
             [sink] = r.services[1:]
-            await poll_async(lambda: sink.statistics()["sent"] == 3)
+            await until(lambda: sink.statistics()["sent"] == 3)
 
     trio.run(main)
     found = sorted(graphite_web.events("web7"), key=lambda e: e["when"])
@@ -405,11 +388,11 @@ def test_influxdb_slow_then_refusing_then_recovered(influx: InfluxDB) -> None:
                 longest = await send_to(r.ports[0], [
                     Event(host="h", service="slow", metric=i, time=base + i) for i in range(5)])
                 assert longest < 0.5  # the streams never wait for the sink
-                await poll_async(lambda: slow.retries >= 2)
+                await until(lambda: slow.retries >= 2)
                 assert "TimeoutError" in slow.statistics()["last_error"]
             finally:
                 influx.resume()
-            await poll_async(lambda: slow.statistics()["sent"] == 5 and refused.failed == 5)
+            await until(lambda: slow.statistics()["sent"] == 5 and refused.failed == 5)
 
             stats = refused.statistics()
             assert stats["retries"] == 0 and stats["sent"] == 0
@@ -444,7 +427,7 @@ def test_influxdb_v2_write_request() -> None:
             build = lambda: [influxdb(url, bucket="metrics", org="ops", token="s3cret")]
             async with rillet(build) as r:
                 await send_to(r.ports[0], [Event(host="h", service="cpu", metric=0.5, time=3)])
-                await poll_async(lambda: bool(requests))
+                await until(lambda: bool(requests))
 
         trio.run(main)
     finally:

@@ -79,7 +79,8 @@ from ._client import _delays
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["OVERFLOW_POLICIES", "HttpSink", "NetworkSink", "Rejected", "backoff_delays"]
+__all__ = ["OVERFLOW_POLICIES", "HttpSink", "NetworkSink", "Rejected", "backoff_delays",
+           "field_names"]
 
 log = logging.getLogger("rillet.delivery")
 
@@ -114,6 +115,19 @@ def _number(caller: str, name: str, value: Any, *, minimum: float = 0,
         kind = "an int" if integer else "a number"
         raise ValueError(f"{caller}({name}={value!r}): {name} must be {kind} >= {minimum}"
                          f"{', e.g. ' + example if example else ''}")
+
+
+def field_names(caller: str, name: str, value: Any) -> tuple[str, ...]:
+    """``value`` as a tuple of field names, or a TypeError naming the argument.
+
+    >>> field_names("influxdb", "tag_fields", ["host", "env"])
+    ('host', 'env')
+    """
+    if isinstance(value, str) or not isinstance(value, tuple | list) or \
+            not all(isinstance(n, str) for n in value):
+        raise TypeError(f"{caller}({name}={value!r}): {name} must be a tuple of field names, "
+                        f"e.g. {name}=('host', 'region')")
+    return tuple(value)
 
 
 class NetworkSink(Stream):

@@ -24,7 +24,7 @@ from typing import Any
 import trio
 
 from ._client import _Readable
-from ._delivery import HttpSink, NetworkSink
+from ._delivery import HttpSink, NetworkSink, field_names
 
 __all__ = [
     "graphite", "graphite_annotations", "graphite_annotation", "graphite_lines",
@@ -395,9 +395,7 @@ class influxdb(HttpSink):
             raise ValueError(
                 f"influxdb(database={database!r}, bucket={bucket!r}): give database= for "
                 f"InfluxDB 1.x or bucket= (with org= and token=) for InfluxDB 2.x, not both")
-        if isinstance(tag_fields, str) or not all(isinstance(f, str) for f in tag_fields):
-            raise TypeError(f"influxdb(tag_fields={tag_fields!r}): tag_fields must be a tuple "
-                            f"of field names, e.g. tag_fields=('host', 'region')")
+        self.tag_fields = field_names("influxdb", "tag_fields", tag_fields)
         headers: dict[str, str] = {"Content-Type": "text/plain; charset=utf-8"}
         base = url.rstrip("/") if isinstance(url, str) else url
         if bucket is not None:
@@ -412,7 +410,6 @@ class influxdb(HttpSink):
             self.params = {"db": str(database), "precision": "ms"}
             if username is not None:
                 self.params.update(u=username, p=password or "")
-        self.tag_fields = tuple(tag_fields)
         super().__init__(url, headers=headers, **options)
 
     async def send_batch(self, batch: list[Any]) -> None:
