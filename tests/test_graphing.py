@@ -12,7 +12,12 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import os
 import pickle
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -24,7 +29,7 @@ from typing import Any
 import pytest
 import trio
 from _peers import Carbon, Process, free_port, poll, rillet, send_to, started, until
-from conftest import require_binary
+from conftest import peer_unavailable, require_binary
 
 from streams import Event, where
 from streams._config import Config, declaring
@@ -243,7 +248,6 @@ class GraphiteWeb(Process):
         env = {"PYTHONPATH": str(root), "GRAPHITE_SETTINGS_MODULE": "rillet_graphite_settings"}
         migrate = subprocess_run([manage, "migrate", "--noinput"], env, root)
         if migrate.returncode != 0:
-            from conftest import peer_unavailable
             peer_unavailable(f"graphite-web's migrate failed:\n{migrate.stdout[-2000:]}")
         super().__init__("graphite-web", [manage, "runserver", f"127.0.0.1:{self.port}",
                                           "--noreload"],
@@ -260,9 +264,6 @@ class GraphiteWeb(Process):
 
 
 def subprocess_run(argv: list[str], env: dict[str, str], cwd: Path) -> Any:
-    import os
-    import subprocess
-
     return subprocess.run(argv, env={**os.environ, **env}, cwd=cwd, capture_output=True,
                           text=True, timeout=120)
 
@@ -436,3 +437,46 @@ def test_influxdb_v2_write_request() -> None:
     assert requests == [("/api/v2/write",
                          {"org": ["ops"], "bucket": ["metrics"], "precision": ["ms"]},
                          "Token s3cret", b"cpu,host=h value=0.5 3000\n")]
+
+
+def test_rillet_run_graphs_what_riemann_client_sends_and_flushes_on_sigterm(
+        carbon: Carbon, riemann_client: str, tmp_path: Path) -> None:
+    """The user's path: `rillet run monitoring.py`, Debian's riemann-client, then SIGTERM."""
+    dead = free_port()
+    config = tmp_path / "monitoring.py"
+    config.write_text(f"""
+from streams import *
+from transport import graphite, tcp_server
+
+tcp_server(port=0)
+streams(graphite(port={carbon.line_port}, linger=3),   # still queued at SIGTERM
+        graphite(port={dead}, flush_timeout=1))        # nobody listens there
+""")
+    process = subprocess.Popen([sys.executable, "-m", "transport._cli", "run", str(config)],
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    try:
+        port = None
+        while port is None:
+            line = process.stderr.readline()
+            assert line, "rillet run ended before listening"
+            found = re.search(r"TCP server listening on 127\.0\.0\.1:(\d+)", line)
+            port = int(found.group(1)) if found else None
+        start = time.time()
+        for service, metric in (("cpu cli", "42.5"), ("mem cli", "7")):
+            subprocess.run([riemann_client, "send", "-h", "web9.example", "-S", service,
+                            "-d", metric, "127.0.0.1", str(port)], check=True, timeout=10)
+        stopped = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        log = process.stderr.read()
+        assert process.wait(10) == 0, log
+        assert time.monotonic() - stopped < 1 + 1.5  # the dead sink's flush_timeout, and exit
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+    assert list(carbon.wait_for("example.web9.cpu.cli", start, 1).values()) == [42.5]
+    assert list(carbon.wait_for("example.web9.mem.cli", start, 1).values()) == [7.0]
+    assert f"graphite(port={dead}, flush_timeout=1): shutting down, dropped 2 undelivered " \
+        f"events after trying for 1 s" in log
