@@ -123,6 +123,7 @@ def test_graphite_annotation_payload() -> None:
     (lambda: influxdb("http://x"), r"give database= for InfluxDB 1.x or bucket="),
     (lambda: influxdb("http://x", bucket="b"), r"needs org= and token="),
     (lambda: influxdb("x:8086", database="d"), r"influxdb\(url='x:8086'\): the url must"),
+    (lambda: graphite_annotations("graphite:80"), r"graphite_annotations\(url='graphite:80'\)"),
     (lambda: influxdb("http://x", database="d", tag_fields="host"), r"tag_fields='host'"),
 ])
 def test_config_mistakes_fail_at_load_naming_the_argument(build: Any, message: str) -> None:
