@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import types
 from typing import Any
 
 import pytest
@@ -242,8 +241,7 @@ def test_sinks_and_side_effect_streams_build_without_children() -> None:
     seen: list[Any] = []
     for stream in [streams.index, streams.bit_bucket(), streams.append(seen), tap("t"),
                    streams.register(), streams.reinject(), streams.delete_from_index(),
-                   streams.smap(seen.append),
-                   streams.forward(types.SimpleNamespace(send=seen.extend)), Sink()]:
+                   streams.smap(seen.append), Sink()]:
         assert callable(stream)
     streams.smap(seen.append)(1)
     assert seen == [1]

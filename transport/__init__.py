@@ -1,6 +1,7 @@
-"""rillet's I/O: the Riemann wire codec, TCP and UDP servers, the client, the CLI.
+"""rillet's I/O: the Riemann wire codec, TCP and UDP servers, the client, the CLI, sinks.
 
-A config declares its servers with ``tcp_server()`` and ``udp_server()``.
+A config declares its servers with ``tcp_server()`` and ``udp_server()``, and
+its network sinks (``graphite``, ``influxdb``, ``forward``, ...) by building them.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
         encode_request,
         frame,
     )
+    from ._delivery import HttpSink, NetworkSink, Rejected
+    from ._forward import forward
+    from ._graphing import graphite, graphite_annotations, graphite_path, influxdb
+    from ._prometheus import prometheus_endpoint
     from ._queue import async_queue
     from ._run import Running, serve
     from ._scheduler import TrioScheduler
@@ -38,12 +43,16 @@ __all__ = [
     "Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server",
     "Client", "ClientError", "RiemannConnectionError", "RiemannError", "RiemannTimeout",
     "TrioBatcher", "TrioClient", "UdpClient",
+    # sinks and the delivery layer they share
+    "NetworkSink", "HttpSink", "Rejected",
+    "forward", "graphite", "graphite_annotations", "graphite_path", "influxdb",
+    "prometheus_endpoint",
 ]
 
 # The modules behind __all__, imported on first use of any public name (PEP 562):
 # `rillet send` imports transport._client alone, without trio and the servers.
-_PUBLIC_MODULES = ("_client", "_codec", "_queue", "_run", "_scheduler", "_server",
-                   "_trio_client")
+_PUBLIC_MODULES = ("_client", "_codec", "_delivery", "_forward", "_graphing", "_prometheus",
+                   "_queue", "_run", "_scheduler", "_server", "_trio_client")
 
 
 def __getattr__(name: str) -> Any:
