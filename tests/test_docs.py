@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 import streams
-from streams import VirtualClock, load_config
-from streams._clock import install
+from streams import Runtime, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "docs").rglob("*.md"))
@@ -22,12 +21,12 @@ PAGES = sorted((ROOT / "docs").rglob("*.md"))
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT / "docs")))
 def test_doc_page_examples_run(page: Path) -> None:
-    install(VirtualClock())
     names = {name: getattr(streams, name) for name in streams.__all__}
-    result = doctest.testfile(
-        str(page), module_relative=False, globs=names, report=False,
-        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
-    )
+    with Runtime():
+        result = doctest.testfile(
+            str(page), module_relative=False, globs=names, report=False,
+            optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+        )
     assert result.failed == 0, f"{result.failed} failing examples in {page.name}; run " \
         f"python -m doctest -v {page.relative_to(ROOT)} with from streams import * to see them"
 

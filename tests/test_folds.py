@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams import Event, folds
-from streams.testing import Sink, run
+from streams.testing import clock
 
 relaxed = settings(deadline=None, max_examples=60)
 
@@ -124,7 +124,7 @@ def test_minimum_and_maximum_ties_go_to_the_later_event() -> None:
 
 
 def test_count_of_nothing_is_a_fresh_zero_event_at_now() -> None:
-    run(lambda sink: Sink(), [], start=1.4)
+    clock().set(1.4)
     assert folds.count(None) == Event(metric=0, time=1)
     assert folds.count([]) == Event(metric=0, time=1)
     assert folds.count([Event(metric=5, time=5), Event(metric=3, time=3)]) == (

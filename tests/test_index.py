@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams._clock import VirtualClock, install
+from streams import Runtime, VirtualClock
 from streams._core import exception_stream
 from streams._event import Event
 from streams._index import (
@@ -19,7 +19,6 @@ from streams._index import (
     Reaper,
     current_index,
     index,
-    install_index,
 )
 from streams._query import compile_query
 
@@ -27,11 +26,8 @@ from streams._query import compile_query
 @pytest.fixture
 def clock() -> Iterator[VirtualClock]:
     virtual = VirtualClock()
-    previous = install(virtual)
-    try:
+    with Runtime(virtual):
         yield virtual
-    finally:
-        install(previous)
 
 
 def ev(**fields: Any) -> Event:
@@ -370,10 +366,9 @@ def test_reaper_validates_its_configuration() -> None:
 
 # The config-level `index` -------------------------------------------------------------
 
-def test_config_index_feeds_the_installed_index() -> None:
+def test_config_index_feeds_the_runtimes_index() -> None:
     mine = Index()
-    previous = install_index(mine)
-    try:
+    with Runtime(index=mine):
         assert current_index() is mine
         index(ev(host="a", service="b", time=1))
         assert mine.lookup("a", "b") == ev(host="a", service="b", time=1)
@@ -382,10 +377,11 @@ def test_config_index_feeds_the_installed_index() -> None:
         assert index.statistics().size == 1
         assert repr(index) == "index"
         assert index.fork() is index
-    finally:
-        install_index(previous)
-    with pytest.raises(TypeError, match=r"takes an Index\(\)"):
-        install_index("index")  # type: ignore[arg-type]
+    assert current_index() is not mine
+    with pytest.raises(TypeError, match=r"index must be an Index\(\)"):
+        Runtime(index="index")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"use `index`, not `index\(\)`"):
+        index()  # type: ignore[call-arg]
 
 
 # Properties ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import Event, Stream, by, changed, changed_state, rate
+from streams import Event, Runtime, Stream, by, changed, changed_state, rate
 from streams.testing import Sink, clock, run, timed_events
 
 relaxed = settings(deadline=None, max_examples=60)
@@ -99,7 +99,6 @@ keyed: Any = None
 
 def test_by_idle_drops_keys_after_one_to_two_idle_periods() -> None:
     sink = Sink()
-    run(lambda _: Sink(), [])  # a fresh virtual clock at 0
     s = by("host", changed("state", sink), idle=10)
     s(Event(host="a", state="ok"))
     clock().advance(5)
@@ -114,13 +113,14 @@ def test_by_idle_drops_keys_after_one_to_two_idle_periods() -> None:
     assert [e.host for e in sink.events] == ["a", "b", "a"]
 
 
-def test_by_close_cancels_forked_timers() -> None:
+def test_by_close_cancels_forked_timers(runtime: Runtime) -> None:
     def build(sink: Sink) -> Any:
         global keyed
         keyed = by("host", rate(1, sink))
         return keyed
 
-    run(build, [Event(host="a", metric=1, time=0)])
+    run(build, [Event(host="a", metric=1, time=0)], runtime=runtime)
+    assert len(clock()) == 1
     keyed.close()
     clock().advance(5)
     assert len(keyed) == 0 and len(clock()) == 0

@@ -8,6 +8,8 @@ import pytest
 
 from streams import (
     Event,
+    Runtime,
+    VirtualClock,
     apdex,
     batch,
     by,
@@ -23,16 +25,13 @@ from streams import (
     top,
     where,
 )
-from streams._clock import VirtualClock, install
 from streams.testing import Sink
 
 
 @pytest.fixture
 def clock() -> Any:
-    fresh = VirtualClock()
-    old = install(fresh)
-    yield fresh
-    install(old)
+    with Runtime(VirtualClock()) as runtime:
+        yield runtime.clock
 
 
 def test_where_close_stops_timers_of_else_children(clock: VirtualClock) -> None:

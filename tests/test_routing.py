@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from streams import (
     Event,
+    Runtime,
     by_builder,
     by_fn,
     dual,
@@ -248,14 +249,14 @@ def test_by_builder_per_key_state_like_by() -> None:
         ("a", 4.0, 1), ("b", 2.0, 1)]
 
 
-def test_by_builder_bounds_keys_and_closes_evicted_streams() -> None:
+def test_by_builder_bounds_keys_and_closes_evicted_streams(runtime: Runtime) -> None:
     built: list[Any] = []
 
     def build(sink: Sink) -> Any:
         built.append(by_builder("host", lambda host: rate(1, sink), max_keys=2))
         return built[0]
 
-    run(build, [Event(host=h, metric=1, time=0) for h in ["a", "b", "c"]])
+    run(build, [Event(host=h, metric=1, time=0) for h in ["a", "b", "c"]], runtime=runtime)
     s = built[0]
     assert sorted(s.keys()) == ["b", "c"]
     assert s.statistics()["evicted"] == 1

@@ -27,13 +27,13 @@ from ._codec import (
 from ._queue import async_queue
 from ._run import Running, serve
 from ._scheduler import TrioScheduler
-from ._server import Core, Runtime, TcpServer, UdpServer, tcp_server, udp_server
+from ._server import TcpServer, UdpServer, tcp_server, udp_server
 
 __all__ = [
     "DEFAULT_MAX_FRAME", "Decoded", "FrameDecoder", "ProtocolError", "WireEvent",
     "decode_message", "encode_reply", "encode_request", "frame",
     "Running", "serve", "TrioScheduler", "async_queue",
-    "Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server",
+    "TcpServer", "UdpServer", "tcp_server", "udp_server",
     "Client", "ClientError", "RiemannConnectionError", "RiemannError", "RiemannTimeout",
     "TrioBatcher", "TrioClient", "UdpClient",
 ]

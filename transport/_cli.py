@@ -1,4 +1,4 @@
-"""The ``rillet`` command: run a config, send events, query the index."""
+"""The ``rillet`` command: run, check and reload a config, send events, query the index."""
 
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ import argparse
 import errno
 import gc
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
 import trio
 
-from streams._config import Config, ConfigError, load_config
+from streams import Config, ConfigError, Runtime, VirtualClock
 
 from ._cli_client import add_commands
-from ._run import serve
+from ._run import Running, listeners, serve
+from ._scheduler import TrioScheduler
 
 __all__ = ["main"]
 
@@ -34,24 +36,55 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(100_000, 50, 100)
 
 
+log = logging.getLogger("rillet")
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    """The config to run; the built-in one takes --host/--port through the environment."""
+    if args.config:
+        if args.host is not None or args.port is not None:
+            return None
+        return Path(args.config)
+    if args.host is not None:
+        os.environ["RILLET_HOST"] = args.host
+    if args.port is not None:
+        os.environ["RILLET_PORT"] = str(args.port)
+    return DEFAULT_CONFIG
+
+
+def _no_server_warning(config: Config) -> str | None:
+    if listeners(config):
+        return None
+    return (f"{config.source}: the config declares no server, so no event can reach it; "
+            f"add tcp_server() and udp_server() (from transport) to listen on 127.0.0.1:5555")
+
+
 def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    path = Path(args.config) if args.config else DEFAULT_CONFIG
+    path = _config_path(args)
+    if path is None:
+        print("rillet: --host and --port move the built-in config's servers; a config file "
+              "declares its own, e.g. tcp_server(host='0.0.0.0', port=5556)", file=sys.stderr)
+        return 2
+    runtime = Runtime(TrioScheduler())
     try:
-        config = load_config(path)
+        config = runtime.load(path)
     except ConfigError as error:
         print(f"rillet: cannot load the config: {error}", file=sys.stderr)
         return 2
-    logging.getLogger("rillet").info(
-        "rillet running %s (%d top-level streams, %d services); Ctrl-C stops it",
-        path, len(config.streams), len(config.services),
-    )
+    warning = _no_server_warning(config)
+    if warning:
+        log.warning("%s", warning)
+    log.info("rillet running %s (%d top-level streams, %d services, pid %d); Ctrl-C stops it, "
+             "SIGHUP or 'rillet reload' reloads it", path, len(config.streams),
+             len(config.services), os.getpid())
     tune_garbage_collector()
+    pid_file = Path(args.pid_file)
     try:
-        trio.run(_serve_until_stopped, config)
+        trio.run(_serve_until_stopped, config, runtime, pid_file)
     except BaseException as error:
         # trio wraps what escapes a nursery in (nested) exception groups.
         leaves = _leaves(error)
@@ -64,18 +97,102 @@ def _run(args: argparse.Namespace) -> int:
                     if getattr(leaf, "errno", None) == errno.EADDRINUSE else "")
             print(f"rillet: {leaf}{hint}", file=sys.stderr)
         return 1
+    finally:
+        _remove_pid_file(pid_file)
     return 0
 
 
-async def _serve_until_stopped(config: Config) -> None:
-    """Serve until Ctrl-C or SIGTERM; either way the config's streams are closed."""
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+async def _serve_until_stopped(config: Config, runtime: Runtime, pid_file: Path) -> None:
+    """Serve until Ctrl-C or SIGTERM, reloading on SIGHUP; either way the
+    config's streams are closed at the end."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve, config)
+            running: Running = await nursery.start(
+                lambda task_status: serve(config, runtime=runtime, task_status=task_status))
+            _write_pid_file(pid_file)
             async for signum in signals:
-                logging.getLogger("rillet").info("received %s; stopping",
-                                                 signal.Signals(signum).name)
+                if signum == signal.SIGHUP:
+                    log.info("received SIGHUP; reloading %s", runtime.config and
+                             runtime.config.source)
+                    await running.reload()
+                    continue
+                log.info("received %s; stopping", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
+
+
+def default_pid_file() -> Path:
+    """Where ``rillet run`` writes its pid and ``rillet reload`` looks for it."""
+    directory = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    return Path(directory) / f"rillet-{os.getuid()}.pid"
+
+
+def _write_pid_file(path: Path) -> None:
+    try:
+        path.write_text(f"{os.getpid()}\n")
+    except OSError as error:
+        log.warning("cannot write the pid file %s (rillet reload will not find this server; "
+                    "SIGHUP still reloads): %s", path, error.strerror or error)
+
+
+def _remove_pid_file(path: Path) -> None:
+    try:
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink()
+    except OSError:
+        pass
+
+
+def _reload(args: argparse.Namespace) -> int:
+    path = Path(args.pid_file)
+    try:
+        pid = int(path.read_text().strip())
+    except FileNotFoundError:
+        print(f"rillet reload: no pid file at {path}; is 'rillet run' running? (give the "
+              f"same --pid-file to both)", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as error:
+        print(f"rillet reload: cannot read a pid from {path}: {error}", file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"rillet reload: no process {pid}; {path} is left over from a server that "
+              f"stopped", file=sys.stderr)
+        return 1
+    except PermissionError:
+        print(f"rillet reload: not allowed to signal process {pid} (from {path})",
+              file=sys.stderr)
+        return 1
+    print(f"rillet reload: sent SIGHUP to rillet run (pid {pid}); its log says whether the "
+          f"new config was loaded or why the previous one still runs")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    path = Path(args.config) if args.config else DEFAULT_CONFIG
+    runtime = Runtime(VirtualClock())
+    try:
+        config = runtime.load(path)
+    except ConfigError as error:
+        print(f"rillet check: {error}", file=sys.stderr)
+        return 1
+    finally:
+        runtime.stop()
+    print(f"{path}: loads")
+    print(f"streams ({len(config.streams)}):")
+    for stream in config.streams:
+        print(f"  {stream!r}")
+    print(f"services ({len(config.services)}):")
+    for service in config.services:
+        print(f"  {service!r}")
+    if config.expire_interval is not None:
+        print(f"index expiry: every {config.expire_interval} s, keeping {config.keep_keys!r}")
+    else:
+        print("index expiry: none (add periodically_expire(10) to expire indexed events)")
+    warning = _no_server_warning(config)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
 
 
 def _leaves(error: BaseException) -> list[BaseException]:
@@ -92,7 +209,24 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", help="path of a monitoring .py script")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
+    run.add_argument("--host", help="the built-in config's TCP and UDP address "
+                                    "(default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="the built-in config's TCP and UDP port "
+                                              "(default 5555)")
+    run.add_argument("--pid-file", default=str(default_pid_file()),
+                     help="where to write the pid that 'rillet reload' signals "
+                          "(default: %(default)s)")
     run.set_defaults(func=_run)
+    check = commands.add_parser(
+        "check", help="load a config without running it: print what it declares, "
+                      "exit 1 with file:line on a mistake")
+    check.add_argument("config", nargs="?", help="path of a monitoring .py script")
+    check.set_defaults(func=_check)
+    reload = commands.add_parser(
+        "reload", help="make a running 'rillet run' load its config again (sends SIGHUP)")
+    reload.add_argument("--pid-file", default=str(default_pid_file()),
+                        help="the pid file 'rillet run' wrote (default: %(default)s)")
+    reload.set_defaults(func=_reload)
     add_commands(commands)
     return top
 

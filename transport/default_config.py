@@ -1,11 +1,14 @@
 """rillet's default config: what ``make run`` and a bare ``rillet run`` start.
 
-TCP and UDP on 127.0.0.1:5555 (Riemann's defaults), an index whose expired
-events are swept every 10 seconds, and one readable log line each time a
-(host, service) changes state. Copy it as the start of your own monitoring.py.
+TCP and UDP on 127.0.0.1:5555 (Riemann's defaults; ``rillet run --host H
+--port P`` moves both, e.g. beside a Riemann that holds 5555), an index
+whose expired events are swept every 10 seconds, and one readable log line
+each time a (host, service) changes state. Copy it as the start of your own
+monitoring.py.
 """
 
 import logging
+import os
 
 from streams import Event, by, changed, index, periodically_expire, streams
 from transport import tcp_server, udp_server
@@ -20,8 +23,11 @@ def log_change(pair: tuple[Event | None, Event]) -> None:
              event.host, event.service, before, event.state, event.metric)
 
 
-tcp_server()
-udp_server()
+# `rillet run --host/--port` pass their values here.
+host = os.environ.get("RILLET_HOST", "127.0.0.1")
+port = int(os.environ.get("RILLET_PORT", "5555"))
+tcp_server(host, port)
+udp_server(host, port)
 periodically_expire(10)
 
 streams(
