@@ -174,8 +174,8 @@ class Carried:
     Attributes:
         streams: the new config's top-level streams, unchanged subtrees being
             the running objects.
-        kept: running streams reused as they were (their state survives).
-        fresh: new streams that start with empty state.
+        kept: running stateful streams reused as they were (their state survives).
+        fresh: new stateful streams that start with empty state.
         kept_services / started_services / stopped_services: services reused,
             to start, and to stop.
     """
@@ -238,12 +238,15 @@ def carry_over(old_streams: list[Any], old_services: list[Any],
             result = stream
             if not stream.shared:
                 candidates.remove(stream)
-            carried.kept.append(result)
+                carried.kept.append(result)
         elif candidates:
             # A shared stream (a sink) serves every place that names it; a
             # stateful one is taken once, in order of appearance.
-            result = candidates[0] if stream.shared else candidates.pop(0)
-            carried.kept.append(result)
+            if stream.shared:
+                result = candidates[0]
+            else:
+                result = candidates.pop(0)
+                carried.kept.append(result)
         else:
             args = tuple(carry(a) for a in stream._args)
             kwargs = {k: carry(v) for k, v in stream._kwargs.items()}
@@ -251,7 +254,8 @@ def carry_over(old_streams: list[Any], old_services: list[Any],
                 kwargs[k] is v for k, v in stream._kwargs.items())
             # A changed stream around reused children is built again around them.
             result = stream if same else type(stream)(*args, **kwargs)
-            carried.fresh.append(result)
+            if not stream.shared:
+                carried.fresh.append(result)
         memo[id(stream)] = result
         return result
 
