@@ -102,6 +102,10 @@ class Scheduler:
     def __len__(self) -> int:
         return sum(1 for task in self._queue if not task.cancelled)
 
+    def pending(self) -> set[Task]:
+        """The tasks waiting to run (a snapshot)."""
+        return {task for task in self._queue if not task.cancelled}
+
     def _push(self, task: Task) -> Task:
         task._owner = self
         heapq.heappush(self._queue, task)

@@ -89,7 +89,10 @@ class _Definer:
         if getattr(value, "compared_by_identity", False):
             return ("object", id(value))
         if isinstance(value, Stream):
-            return ("stream", _name(type(value)), self.many(value._args),
+            kind = type(value)
+            # A stream class of the config's own is compared by its code too.
+            own = kind.__module__.split(".")[0] not in ("streams", "transport")
+            return ("stream", self.of(kind) if own else _name(kind), self.many(value._args),
                     tuple((k, self.of(v)) for k, v in value._kwargs.items()))
         if type(value) in (tuple, list):
             return (type(value).__name__, self.many(value))

@@ -107,9 +107,20 @@ class Runtime:
     # Running a config ------------------------------------------------------
 
     def load(self, path: str | Path) -> Config:
-        """Load a config script with this runtime in effect (nothing starts yet)."""
-        with self:
-            config = load_config(path)
+        """Load a config script with this runtime in effect (nothing starts yet).
+
+        A script that fails half-way may have built streams that started
+        timers (``fill_in``); those are cancelled, so a broken reload leaves
+        nothing of itself running.
+        """
+        before = self.clock.pending()
+        try:
+            with self:
+                config = load_config(path)
+        except BaseException:
+            for task in self.clock.pending() - before:
+                task.cancel()
+            raise
         config.runtime = self
         return config
 

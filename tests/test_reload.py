@@ -232,3 +232,42 @@ def test_a_broken_reload_leaves_the_running_config_alone(tmp_path: Path) -> None
         testing.reload(config)
     assert config.runtime.config is config
     assert testing.inject(config, [Event(time=2)])["paged"] == []
+
+
+def test_a_reload_failing_half_way_leaves_no_timer_of_itself(tmp_path: Path) -> None:
+    path = tmp_path / "monitoring.py"
+    path.write_text("from streams import *\nfrom streams.testing import tap\n"
+                    "streams(throttle(1, 60, tap('paged')))\n")
+    config = testing.load(path)
+    clock = config.runtime.clock
+    testing.inject(config, [Event(time=1)])
+    timers = len(clock)
+    path.write_text("from streams import *\nfrom streams.testing import tap\n"
+                    "gaps = fill_in(1, {'service': 'gap'}, tap('filled'))\n"
+                    "streams(gaps)\n"
+                    "1 / 0\n")
+    with pytest.raises(Exception, match=r"monitoring.py:5: ZeroDivisionError"):
+        testing.reload(config)
+    assert len(clock) == timers
+    assert testing.inject(config, [], until=10) == {"paged": []}
+
+
+def test_a_stream_class_of_the_config_is_compared_by_its_code(tmp_path: Path) -> None:
+    rule = ("from streams import *\nfrom streams.testing import tap\n"
+            "class counting(Stream):\n"
+            "    def __init__(self, *children):\n"
+            "        super().__init__(*children)\n"
+            "        self.n = 0\n"
+            "    def __call__(self, event):\n"
+            "        self.n += {}\n"
+            "        self._out(event.evolve(metric=self.n))\n"
+            "streams(counting(tap('n')))\n")
+    path = tmp_path / "monitoring.py"
+    path.write_text(rule.format(1))
+    config = testing.load(path)
+    testing.inject(config, [Event(time=1)])
+    config = testing.reload(config)
+    assert [e.metric for e in testing.inject(config, [Event(time=2)])["n"]] == [2]
+    path.write_text(rule.format(10))
+    config = testing.reload(config)
+    assert [e.metric for e in testing.inject(config, [Event(time=3)])["n"]] == [10]

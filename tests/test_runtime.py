@@ -3,6 +3,7 @@ configs in virtual time with index expiry (streams.testing)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +168,18 @@ def test_no_test_or_doc_installs_a_clock_through_a_private_module() -> None:
     ]
     assert not offenders, offenders
 
+
+
+def test_the_expiry_example_of_the_testing_docs_passes(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "testing-rules.md").read_text()
+    section = page[page.index("## Expiry in tests"):]
+    config, test = re.findall(r"```python\n(.*?)```", section, re.DOTALL)[:2]
+    assert config.startswith("# monitoring.py") and test.startswith("# test_monitoring.py")
+    (tmp_path / "monitoring.py").write_text(config)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {}
+    exec(compile(test, "test_monitoring.py", "exec"), namespace)
+    tests = [f for name, f in namespace.items() if name.startswith("test_")]
+    assert len(tests) == 1
+    tests[0]()
