@@ -232,23 +232,26 @@ def carry_over(old_streams: list[Any], old_services: list[Any],
             return type(value)(items)
         return value
 
+    # An old stream serves one place: once it (or a stream around it) is taken,
+    # neither it nor anything inside it is offered again.
+    taken: set[int] = set()
+
+    def free(candidate: Any) -> bool:
+        return candidate.shared or all(id(s) not in taken for s in _walk([candidate]))
+
+    def take(candidate: Any) -> None:
+        taken.update(id(s) for s in _walk([candidate]) if not s.shared)
+
     def carry_stream(stream: Stream) -> Any:
         if id(stream) in memo:
             return memo[id(stream)]
-        candidates = available.get(definer.of(stream))
-        if candidates and any(stream is c for c in candidates):
-            # The very object runs already (a sink built outside the config).
-            result = stream
+        candidates = [c for c in available.get(definer.of(stream), ()) if free(c)]
+        if candidates:
+            # The very object when it runs already (a sink built outside the
+            # config), else the first running one of the same definition.
+            result = next((c for c in candidates if c is stream), candidates[0])
             if not stream.shared:
-                candidates.remove(stream)
-                carried.kept.append(result)
-        elif candidates:
-            # A shared stream (a sink) serves every place that names it; a
-            # stateful one is taken once, in order of appearance.
-            if stream.shared:
-                result = candidates[0]
-            else:
-                result = candidates.pop(0)
+                take(result)
                 carried.kept.append(result)
         else:
             args = tuple(carry(a) for a in stream._args)

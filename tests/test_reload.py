@@ -18,6 +18,7 @@ from streams import (
     Config,
     Event,
     Runtime,
+    Stream,
     VirtualClock,
     apdex,
     batch,
@@ -271,3 +272,55 @@ def test_a_stream_class_of_the_config_is_compared_by_its_code(tmp_path: Path) ->
     path.write_text(rule.format(10))
     config = testing.reload(config)
     assert [e.metric for e in testing.inject(config, [Event(time=3)])["n"]] == [10]
+
+
+def test_an_unchanged_queue_keeps_its_queued_events_across_a_reload(tmp_path: Path) -> None:
+    source = ("from streams import *\nfrom transport import async_queue, tcp_server\n"
+              "tcp_server(port={port})\n"
+              "mail = async_queue('mail', print, size={size})\n"
+              "streams(where('state = \"critical\"', mail))\n")
+    path = tmp_path / "monitoring.py"
+    path.write_text(source.format(port=5999, size=10))
+    runtime = Runtime()
+    runtime.start(runtime.load(path))
+    queue, server = runtime.services[1], runtime.services[0]
+    with runtime:
+        runtime.stream([Event(state="critical", time=1), Event(state="critical", time=2)])
+    runtime.swap(runtime.load(path))
+    assert runtime.services[1] is queue and queue.statistics()["queued"] == 2
+    assert runtime.services[0] is server
+    path.write_text(source.format(port=6000, size=20))
+    carried = runtime.swap(runtime.load(path))
+    assert carried.stopped_services == [server, queue]
+    assert [repr(s) for s in carried.started_services] == [
+        "TcpServer(host='127.0.0.1', port=6000, max_frame=67108864)",
+        "async_queue('mail', print, size=20)"]
+    with runtime:
+        runtime.stream([Event(state="critical", time=3)])
+    assert runtime.services[1].statistics()["queued"] == 1
+
+
+def test_a_running_stream_serves_one_place_only() -> None:
+    sink = Sink()
+
+    def rules() -> list[Any]:
+        return [where(lambda e: e.metric > 1, rate(5, sink)), rate(5, sink), rate(5, sink)]
+
+    old = rules()
+    carried = carry_over(old, [], rules(), [])
+    assert [a is b for a, b in zip(carried.streams, old, strict=True)] == [True, True, True]
+    carried = carry_over(old, [], [rate(5, sink), *rules()], [])
+    # Matched greedily in order of appearance, and never one running stream in two places.
+    places: list[int] = []
+
+    def visit(stream: Any) -> None:
+        if isinstance(stream, Stream) and not stream.shared:
+            places.append(id(stream))
+            for child in stream.children:
+                visit(child)
+
+    for declared in carried.streams:
+        visit(declared)
+    assert len(places) == len(set(places)) == 5
+    assert len(carried.kept) == 3 and {id(s) for s in carried.kept} <= {
+        id(old[0]), id(old[0].children[0]), id(old[1]), id(old[2])}

@@ -52,6 +52,15 @@ def _config_path(args: argparse.Namespace) -> Path | None:
     return DEFAULT_CONFIG
 
 
+def _load(runtime: Runtime, path: Path, prefix: str) -> Config | None:
+    """The loaded config, or None once the error (file:line and problem) is printed."""
+    try:
+        return runtime.load(path)
+    except ConfigError as error:
+        print(f"{prefix}: {error}", file=sys.stderr)
+        return None
+
+
 def _no_server_warning(config: Config) -> str | None:
     if listeners(config):
         return None
@@ -70,10 +79,8 @@ def _run(args: argparse.Namespace) -> int:
               "declares its own, e.g. tcp_server(host='0.0.0.0', port=5556)", file=sys.stderr)
         return 2
     runtime = Runtime(TrioScheduler())
-    try:
-        config = runtime.load(path)
-    except ConfigError as error:
-        print(f"rillet: cannot load the config: {error}", file=sys.stderr)
+    config = _load(runtime, path, "rillet: cannot load the config")
+    if config is None:
         return 2
     warning = _no_server_warning(config)
     if warning:
@@ -171,13 +178,10 @@ def _reload(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     path = Path(args.config) if args.config else DEFAULT_CONFIG
     runtime = Runtime(VirtualClock())
-    try:
-        config = runtime.load(path)
-    except ConfigError as error:
-        print(f"rillet check: {error}", file=sys.stderr)
+    config = _load(runtime, path, "rillet check")
+    runtime.stop()
+    if config is None:
         return 1
-    finally:
-        runtime.stop()
     print(f"{path}: loads")
     print(f"streams ({len(config.streams)}):")
     for stream in config.streams:
