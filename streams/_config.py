@@ -153,7 +153,9 @@ def load_config(path: str | Path) -> Config:
     config = Config(source=str(path))
     directory = str(path.resolve().parent)
     _forget_modules_in(directory)
-    if directory not in sys.path:
+    # A config inside a package (rillet's built-in one) imports through the
+    # package: its directory on the path would shadow modules by its files' names.
+    if directory not in sys.path and not (path.resolve().parent / "__init__.py").exists():
         sys.path.insert(0, directory)
     with declaring(config):
         try:
@@ -209,22 +211,43 @@ def _looks_like_clojure(source: str) -> bool:
 
 
 def _forget_modules_in(directory: str) -> None:
-    """Drop the modules imported from the config's directory, so they are read afresh.
-
-    rillet's own packages and installed ones are never dropped, even when the
-    config sits at the root of a checkout that holds them.
-    """
-    prefix = directory.rstrip(os.sep) + os.sep
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        if not file or not file.startswith(prefix) or name.split(".")[0] in _NEVER_FORGOTTEN:
-            continue
-        if "site-packages" in file or "dist-packages" in file:
-            continue
+    """Drop the modules imported from the config's directory, so they are read afresh."""
+    for name, _ in _modules_from(directory):
         del sys.modules[name]
 
 
+def _modules_from(directory: str) -> list[tuple[str, str]]:
+    """The config's own modules: (name, file) of those imported from its directory.
+
+    rillet's own packages, installed ones and pytest's test files are left
+    out, even when the config sits at the root of a checkout that holds them.
+    """
+    prefix = directory.rstrip(os.sep) + os.sep
+    found = []
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if not file or not file.startswith(prefix) or not _forgettable(name):
+            continue
+        if "site-packages" in file or "dist-packages" in file:
+            continue
+        found.append((name, file))
+    return found
+
+
+def source_files(config: Config) -> list[Path]:
+    """The files a config was read from: its script and the modules next to it
+    that it imports (what a reload reads again)."""
+    script = Path(config.source)
+    return [script, *sorted(Path(f) for _, f in _modules_from(str(script.resolve().parent)))]
+
+
 _NEVER_FORGOTTEN = frozenset({"streams", "transport", "__main__", "conftest"})
+
+
+def _forgettable(name: str) -> bool:
+    # pytest imports the test files that sit beside a config; they stay.
+    top = name.split(".")[0]
+    return top not in _NEVER_FORGOTTEN and not top.startswith("test_")
 
 
 def _syntax_error(error: SyntaxError) -> str:

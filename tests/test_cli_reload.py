@@ -71,13 +71,13 @@ class Log:
 
 
 @pytest.fixture
-def rillet_run(tmp_path: Path) -> Iterator[Callable[[Path], tuple[subprocess.Popen[str], Log]]]:
+def rillet_run(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen[str], Log]]]:
     started: list[tuple[subprocess.Popen[str], Log]] = []
 
-    def start(config: Path) -> tuple[subprocess.Popen[str], Log]:
+    def start(config: Path, *options: str) -> tuple[subprocess.Popen[str], Log]:
         process = subprocess.Popen(
             [sys.executable, "-m", "transport._cli", "run", str(config),
-             "--pid-file", str(tmp_path / "rillet.pid")],
+             "--pid-file", str(tmp_path / "rillet.pid"), *options],
             stderr=subprocess.PIPE, text=True)
         started.append((process, Log(process)))
         return started[-1]
@@ -96,7 +96,7 @@ def send(client: Client, service: str, metric: float, host: str = "web1") -> Non
 
 
 def test_reload_keeps_the_index_the_throttle_and_the_connection(
-        tmp_path: Path, rillet_run: Callable[[Path], tuple[subprocess.Popen[str], Log]]) -> None:
+        tmp_path: Path, rillet_run: Callable[..., tuple[subprocess.Popen[str], Log]]) -> None:
     config = tmp_path / "monitoring.py"
     config.write_text(HEAD + RULES)
     process, log = rillet_run(config)
@@ -170,3 +170,26 @@ def test_rillet_reload_without_a_server_says_so(tmp_path: Path) -> None:
                            "--pid-file", str(stale)],
                           capture_output=True, text=True, timeout=20, check=False)
     assert gone.returncode == 1 and "left over" in gone.stderr
+
+
+def test_run_watch_reloads_when_a_rule_module_changes(
+        tmp_path: Path, rillet_run: Callable[..., tuple[subprocess.Popen[str], Log]]) -> None:
+    rules = tmp_path / "alerts.py"
+    rules.write_text("import logging\nfrom streams import *\n"
+                     "log = logging.getLogger('rillet.test')\n"
+                     "def alerts():\n"
+                     "    return lambda e: log.warning('V1 %s', e.service)\n")
+    config = tmp_path / "monitoring.py"
+    config.write_text(HEAD + "from alerts import alerts\nstreams(index, alerts())\n")
+    _, log = rillet_run(config, "--watch")
+    port = int(re.search(r"TCP server listening on 127\.0\.0\.1:(\d+)",
+                         log.wait_for("TCP server listening")[0]).group(1))  # type: ignore[union-attr]
+    with Client("127.0.0.1", port) as client:
+        send(client, "one", 1)
+        log.wait_for("V1 one")
+        rules.write_text(rules.read_text().replace("V1", "V2"))
+        log.wait_for(r"changed: .*alerts\.py; reloading")
+        log.wait_for("reloaded")
+        send(client, "two", 2)
+        log.wait_for("V2 two")
+        assert sorted(e.service for e in client.query('host = "web1"')) == ["one", "two"]

@@ -16,7 +16,7 @@ import trio
 from streams import Config, ConfigError, Runtime, VirtualClock
 
 from ._cli_client import add_commands
-from ._run import Running, listeners, serve
+from ._run import Running, listeners, serve, watch
 from ._scheduler import TrioScheduler
 
 __all__ = ["main"]
@@ -91,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
     tune_garbage_collector()
     pid_file = Path(args.pid_file)
     try:
-        trio.run(_serve_until_stopped, config, runtime, pid_file)
+        trio.run(_serve_until_stopped, config, runtime, pid_file, args.watch)
     except BaseException as error:
         # trio wraps what escapes a nursery in (nested) exception groups.
         leaves = _leaves(error)
@@ -109,7 +109,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve_until_stopped(config: Config, runtime: Runtime, pid_file: Path) -> None:
+async def _serve_until_stopped(config: Config, runtime: Runtime, pid_file: Path,
+                               watching: bool = False) -> None:
     """Serve until Ctrl-C or SIGTERM, reloading on SIGHUP; either way the
     config's streams are closed at the end."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
@@ -117,6 +118,8 @@ async def _serve_until_stopped(config: Config, runtime: Runtime, pid_file: Path)
             running: Running = await nursery.start(
                 lambda task_status: serve(config, runtime=runtime, task_status=task_status))
             _write_pid_file(pid_file)
+            if watching:
+                nursery.start_soon(watch, running)
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     log.info("received SIGHUP; reloading %s", runtime.config and
@@ -220,6 +223,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--pid-file", default=str(default_pid_file()),
                      help="where to write the pid that 'rillet reload' signals "
                           "(default: %(default)s)")
+    run.add_argument("--watch", action="store_true",
+                     help="reload when the config file or a module next to it changes")
     run.set_defaults(func=_run)
     check = commands.add_parser(
         "check", help="load a config without running it: print what it declares, "

@@ -14,10 +14,11 @@ from typing import Any
 import trio
 
 from streams import Config, ConfigError, Index, Runtime
+from streams._config import source_files
 
 from ._scheduler import TrioScheduler
 
-__all__ = ["Running", "listeners", "serve"]
+__all__ = ["Running", "listeners", "serve", "watch"]
 
 log = logging.getLogger("rillet")
 
@@ -113,6 +114,36 @@ class Running:
                  len(carried.kept_services), len(carried.started_services),
                  len(carried.stopped_services))
         return True
+
+
+async def watch(running: Running, interval: float = 1.0) -> None:
+    """Reload whenever the config file or a module next to it that it imports changes.
+
+    Polls modification times every ``interval`` seconds: no dependency, and a
+    file saved twice in one interval costs one reload.
+    """
+    def stamps() -> dict[Path, int]:
+        config = running.runtime.config
+        if config is None:
+            return {}
+        found = {}
+        for path in source_files(config):
+            try:
+                found[path] = path.stat().st_mtime_ns
+            except OSError:
+                found[path] = -1
+        return found
+
+    seen = stamps()
+    while True:
+        await trio.sleep(interval)
+        current = stamps()
+        if current != seen:
+            changed = sorted(str(p) for p in current.keys() | seen.keys()
+                             if current.get(p) != seen.get(p))
+            log.info("changed: %s; reloading", ", ".join(changed))
+            await running.reload()
+            seen = stamps()
 
 
 def listeners(config: Config) -> list[Any]:
