@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from ._clock import current_runtime, scheduler
-from ._event import DEFAULT_TTL, Event
+from ._event import Event, outlived
 
 __all__ = [
     "REGISTRY",
@@ -271,8 +271,7 @@ def is_expired(event: Any, now: float | None = None) -> bool:
         return False
     if now is None:
         now = scheduler().now()
-    ttl = event.ttl
-    return bool(now - time > (DEFAULT_TTL if ttl is None else ttl))
+    return bool(outlived(time, event.ttl, now))
 
 
 def expire_event(event: Any) -> Event:

@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._clock import Task, _must_propagate, _runtime, current_runtime, scheduler
+from ._clock import Task, _runtime, current_runtime, must_propagate, scheduler
 from ._core import Stream, report_failure
-from ._event import DEFAULT_TTL, Event, LazyEvent
+from ._event import Event, LazyEvent, outlived
 from ._query import Query, compile_query, lookup_key
 
 __all__ = [
@@ -225,10 +225,7 @@ class Index(Stream):
         events = self._events
         for key, event in list(events.items()):
             try:
-                ttl = event.ttl
-                if ttl is None:
-                    ttl = DEFAULT_TTL
-                if not ttl < now - event.time:  # type: ignore[operator]
+                if not outlived(event.time, event.ttl, now):  # type: ignore[arg-type]
                     continue
             except Exception:
                 log.warning("removing an event whose ttl or time is broken: %r", event,
@@ -390,7 +387,7 @@ class Reaper:
                 # The event is already out of the index: a failure, even a
                 # non-Exception from a user stream, must not cost the other
                 # expired events their tombstones.
-                if _must_propagate(error):
+                if must_propagate(error):
                     raise
                 report_failure(error, event)
         return sent

@@ -515,9 +515,6 @@ def _set_time(pb: Any, time: Any) -> None:
     pb.time = seconds
 
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-
 def _attribute_text(value: Any) -> str:
     if type(value) is str:
         return value
