@@ -9,6 +9,7 @@ monitoring.py.
 
 import logging
 import os
+from typing import Any
 
 from streams import Event, by, changed, index, periodically_expire, streams
 from transport import tcp_server, udp_server
@@ -23,11 +24,14 @@ def log_change(pair: tuple[Event | None, Event]) -> None:
              event.host, event.service, before, event.state, event.metric)
 
 
-# `rillet run --host/--port` pass their values here.
-host = os.environ.get("RILLET_HOST", "127.0.0.1")
-port = int(os.environ.get("RILLET_PORT", "5555"))
-tcp_server(host, port)
-udp_server(host, port)
+# `rillet run --host/--port` pass their values here; otherwise Riemann's defaults.
+address: dict[str, Any] = {}
+if "RILLET_HOST" in os.environ:
+    address["host"] = os.environ["RILLET_HOST"]
+if "RILLET_PORT" in os.environ:
+    address["port"] = int(os.environ["RILLET_PORT"])
+tcp_server(**address)
+udp_server(**address)
 periodically_expire(10)
 
 streams(
