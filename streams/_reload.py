@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import re
 import types
 from collections.abc import Iterable
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._core import Stream
+
+log = logging.getLogger("rillet.reload")
 
 __all__ = ["Carried", "carry_over", "definition"]
 
@@ -197,7 +200,12 @@ class Carried:
         and of the freshly built streams that were replaced; call it after the swap."""
         live = _reachable(self.streams)
         for stream in self._retired:
-            _close_own(stream, live)
+            try:
+                _close_own(stream, live)
+            except Exception:
+                # The new config runs already; a stream that fails to close
+                # must not undo that, nor spare the others their closing.
+                log.exception("reload: closing %r failed", stream)
 
 
 def carry_over(old_streams: list[Any], old_services: list[Any],

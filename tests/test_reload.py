@@ -332,3 +332,20 @@ def test_a_running_stream_serves_one_place_only() -> None:
     assert len(places) == len(set(places)) == 5
     assert len(carried.kept) == 3 and {id(s) for s in carried.kept} <= {
         id(old[0]), id(old[0].children[0]), id(old[1]), id(old[2])}
+
+
+class _Fragile(Stream):
+    def close(self) -> None:
+        raise RuntimeError("cannot close")
+
+
+def test_a_stream_that_fails_to_close_does_not_undo_the_reload(
+        caplog: pytest.LogCaptureFixture) -> None:
+    sink = Sink()
+    runtime = Runtime()
+    old = rate(5, sink)
+    runtime.start(Config(streams=[_Fragile(sink), old]))
+    new = Config(streams=[rate(6, sink)])
+    runtime.swap(new)
+    assert runtime.config is new and "closing _Fragile" in caplog.text
+    assert len(runtime.clock) == 0 and old.children == (sink,)

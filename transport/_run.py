@@ -97,7 +97,12 @@ class Running:
         except ConfigError as error:
             log.error("reload failed; still running the previous config: %s", error)
             return False
-        carried = self.runtime.swap(new)
+        try:
+            carried = self.runtime.swap(new)
+        except Exception:
+            log.exception("reload failed while swapping in %s; still running the previous "
+                          "config", path)
+            return False
         # Stopped first: a changed listener often binds the address it leaves.
         for service in carried.stopped_services:
             await self.stop_service(service)
