@@ -17,7 +17,10 @@ Two definitions are equal when (see :func:`definition`):
   read different thresholds are different;
 - numbers, strings, tuples, lists, dicts, sets, regexes: equal values of the
   same types (``1``, ``1.0`` and ``True`` differ);
-- modules: same name; classes: same name and equal methods;
+- the config's own modules (read again at every load): equal contents; its
+  classes: same name and equal methods. Functions, classes and modules of
+  libraries (rillet, the standard library, installed packages) are never
+  re-imported: they compare as themselves;
 - dataclasses (servers): equal fields among those their repr shows;
 - anything else: the same object, or equal by ``==`` when hashable.
 """
@@ -28,6 +31,7 @@ import dataclasses
 import functools
 import logging
 import re
+import sys
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -104,6 +108,8 @@ class _Definer:
         if type(value) is dict:
             return ("dict", tuple((self.of(k), self.of(v)) for k, v in value.items()))
         if isinstance(value, types.FunctionType):
+            if _from_library(value.__module__):
+                return ("object", id(value))  # libraries are never re-imported
             return self.function(value)
         if isinstance(value, types.MethodType):
             return ("method", self.of(value.__self__), self.of(value.__func__))
@@ -113,8 +119,16 @@ class _Definer:
         if isinstance(value, re.Pattern):
             return ("regex", value.pattern, value.flags)
         if isinstance(value, types.ModuleType):
-            return ("module", value.__name__)
+            if _from_library(value.__name__):
+                return ("module", value.__name__)
+            # A module of the config's own is read again at every load: what
+            # a rule reads through it (checks.LIMIT) is part of the rule.
+            return ("module", value.__name__, tuple(
+                (name, self.of(member)) for name, member in sorted(vars(value).items())
+                if not name.startswith("__")))
         if isinstance(value, type):
+            if _from_library(value.__module__):
+                return ("class", _name(value))
             return ("class", _name(value), tuple(
                 (name, self.of(member)) for name, member in vars(value).items()
                 if isinstance(member, types.FunctionType)))
@@ -159,6 +173,24 @@ def _cell(cell: Any) -> Any:
         return cell.cell_contents
     except ValueError:  # a cell not filled yet
         return _EMPTY
+
+
+def _from_library(module_name: str) -> bool:
+    """Whether a module is rillet's, the standard library's or an installed one,
+    none of which a reload imports again (unlike the config and its own modules)."""
+    if module_name.split(".")[0] in ("streams", "transport", "builtins"):
+        return True
+    module = sys.modules.get(module_name)
+    file = getattr(module, "__file__", None)
+    if module is None:
+        return False  # the config script itself runs under a name of its own
+    if file is None:
+        return True  # built into the interpreter
+    return file.startswith(_LIBRARY_PREFIXES) or "site-packages" in file \
+        or "dist-packages" in file
+
+
+_LIBRARY_PREFIXES = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
 
 
 def _global_names(code: types.CodeType) -> set[str]:

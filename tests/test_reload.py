@@ -349,3 +349,23 @@ def test_a_stream_that_fails_to_close_does_not_undo_the_reload(
     runtime.swap(new)
     assert runtime.config is new and "closing _Fragile" in caplog.text
     assert len(runtime.clock) == 0 and old.children == (sink,)
+
+
+def test_what_a_rule_reads_through_a_module_of_the_config_is_part_of_the_rule(
+        tmp_path: Path) -> None:
+    checks = tmp_path / "checks.py"
+    checks.write_text("LIMIT = 5\ndef hot(e):\n    return e.metric > LIMIT\n")
+    path = tmp_path / "monitoring.py"
+    path.write_text("from streams import *\nfrom streams.testing import tap\nimport checks\n"
+                    "streams(by('host', where(lambda e: checks.hot(e),\n"
+                    "                         moving_event_window(3, tap('w')))))\n")
+    config = testing.load(path)
+    testing.inject(config, [Event(host="a", metric=9, time=1)])
+    config = testing.reload(config)
+    [window] = testing.inject(config, [Event(host="a", metric=9, time=2)])["w"]
+    assert len(window) == 2
+    checks.write_text("LIMIT = 8\ndef hot(e):\n    return e.metric > LIMIT\n")
+    config = testing.reload(config)
+    [window] = testing.inject(config, [Event(host="a", metric=9, time=3)])["w"]
+    assert len(window) == 1  # the rule reads the new LIMIT, with fresh state
+    assert testing.inject(config, [Event(host="a", metric=7, time=4)])["w"] == []
