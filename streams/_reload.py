@@ -49,16 +49,18 @@ _PLAIN = (int, float, complex, str, bytes, bool, type(None), type(Ellipsis))
 def definition(value: Any) -> Any:
     """A hashable value equal for two objects exactly when their definitions are.
 
-    >>> definition(lambda e: e.metric > 5) == definition(lambda e: e.metric > 5)
+    >>> config = {"__name__": "monitoring"}   # what a config script defines
+    >>> exec("def above(limit):\\n"
+    ...      "    return lambda e: e.metric > limit\\n"
+    ...      "same = lambda e: e.metric > 5\\n"
+    ...      "alike = lambda e: e.metric > 5\\n", config)
+    >>> definition(config["same"]) == definition(config["alike"])
     True
-    >>> limit = 5
-    >>> low = lambda e: e.metric > limit
-    >>> limit = 6
-    >>> high = lambda e: e.metric > limit
-    >>> definition(low) == definition(high)   # both read the global ``limit``: now 6
-    True
-    >>> def above(t): return lambda e: e.metric > t
-    >>> definition(above(5)) == definition(above(6))
+    >>> from streams import index, where
+    >>> five, six = where(config["above"](5), index), where(config["above"](6), index)
+    >>> five, six                          # they print alike ...
+    (where(<lambda>, index), where(<lambda>, index))
+    >>> definition(five) == definition(six)   # ... but read different limits
     False
     """
     return _Definer().of(value)
