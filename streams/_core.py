@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
-from ._clock import scheduler
+from ._clock import current_runtime, scheduler
 from ._event import Event, outlived
 from ._validate import StreamArgumentError
 
@@ -235,8 +235,11 @@ def fan_out(children: tuple[Child, ...]) -> Child:
 
 
 def report_failure(error: BaseException, event: Any) -> None:
-    """Send a child's failure to the exception stream in effect, or log it."""
+    """Send a child's failure to the exception stream in effect (the innermost
+    ``exception_stream``, else the runtime's), or log it."""
     target = _error_stream.get()
+    if target is None:
+        target = current_runtime().exception_stream
     if target is None:
         log.error("stream failed on %r", event, exc_info=error)
         return

@@ -15,8 +15,7 @@ from typing import NoReturn
 
 import pytest
 
-from streams import VirtualClock
-from streams._clock import install
+from streams import Runtime, VirtualClock
 
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -42,12 +41,15 @@ def riemann_client() -> str:
     return require_binary("riemann-client", "riemann-c-client")
 
 
-@pytest.fixture
-def clock() -> Iterator[VirtualClock]:
-    """A fresh virtual clock at 0, installed for the test and removed after."""
-    fresh = VirtualClock()
-    previous = install(fresh)
-    try:
+@pytest.fixture(autouse=True)
+def runtime() -> Iterator[Runtime]:
+    """Every test starts in its own runtime: a virtual clock at 0, an empty index."""
+    with Runtime() as fresh:
         yield fresh
-    finally:
-        install(previous)
+
+
+@pytest.fixture
+def clock(runtime: Runtime) -> VirtualClock:
+    """The test's runtime clock: virtual, at 0."""
+    assert isinstance(runtime.clock, VirtualClock)
+    return runtime.clock

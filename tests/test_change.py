@@ -12,7 +12,7 @@ from _helpers import relaxed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import Event, by, changed, changed_state, exception_stream, runs, stable
+from streams import Event, Runtime, by, changed, changed_state, exception_stream, runs, stable
 from streams._clock import scheduler
 from streams.testing import Sink, clock, run, run_intervals, timed_events
 
@@ -89,8 +89,8 @@ def test_stable_spec_examples(inputs: list[Event], expected_times: list[float]) 
     assert [e.time for e in out] == expected_times
 
 
-def test_stable_timeout_flushes_without_another_event() -> None:
-    out = run(lambda sink: stable(3, "x", sink), xs((1, 0), (1, 1)), until=3)
+def test_stable_timeout_flushes_without_another_event(runtime: Runtime) -> None:
+    out = run(lambda sink: stable(3, "x", sink), xs((1, 0), (1, 1)), until=3, runtime=runtime)
     assert [e.time for e in out] == [0, 1]
     assert clock().now() == 3
 
@@ -126,14 +126,14 @@ def test_stable_timeout_failures_reach_the_exception_stream(
     assert [e.service for e in errors.events] == ["rillet exception"]
 
 
-def test_stable_close_cancels_its_timer() -> None:
+def test_stable_close_cancels_its_timer(runtime: Runtime) -> None:
     built: list[stable] = []
 
     def build(sink: Sink) -> stable:
         built.append(stable(3, "x", sink))
         return built[0]
 
-    out = run(build, xs((1, 0)))
+    out = run(build, xs((1, 0)), runtime=runtime)
     assert len(clock()) == 1
     built[0].close()
     assert len(clock()) == 0

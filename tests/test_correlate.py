@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import Event, clock_skew, coalesce_with_event, project, top
+from streams import Event, Runtime, clock_skew, coalesce_with_event, project, top
 from streams.testing import Sink, clock, run, run_intervals
 
 # top ----------------------------------------------------------------------------------------
@@ -198,10 +198,10 @@ def test_clock_skew_missing_time_raises() -> None:
         run(lambda sink: clock_skew(sink), [Event(host="a")])
 
 
-def test_clock_skew_forgets_hosts_whose_events_expired() -> None:
+def test_clock_skew_forgets_hosts_whose_events_expired(runtime: Runtime) -> None:
     out = run_intervals(lambda sink: clock_skew(sink),
                         [(Event(host="a", time=0, ttl=1), None), (Event(host="c", time=0), 5),
-                         (Event(host="b", time=9), None)])
+                         (Event(host="b", time=9), None)], runtime=runtime)
     assert clock().now() == 5
     # Still counting a (its clock estimated at 5) would put the median at 5 and b 4 ahead.
     assert [(e.host, e.metric) for e in out] == [("a", 0), ("c", 0), ("b", 0)]

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from streams import VirtualClock, load_config
-from streams._clock import install
+from streams import Runtime, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -21,11 +20,11 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_doc_page_examples_run(page: Path) -> None:
-    install(VirtualClock())
-    result = doctest.testfile(
-        str(page), module_relative=False, globs={}, report=False,
-        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
-    )
+    with Runtime():
+        result = doctest.testfile(
+            str(page), module_relative=False, globs={}, report=False,
+            optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+        )
     assert result.failed == 0, f"{result.failed} failing examples in {page.name}; run " \
         f"python -m doctest -v {page.relative_to(ROOT)} to see them"
 

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams import Event, folds
-from streams.testing import Sink, run
+from streams.testing import clock
 
 
 def m(*metrics: Any) -> list[Any]:
@@ -151,7 +151,7 @@ def test_extremum_takes_any_comparison() -> None:
 
 
 def test_count_of_nothing_is_a_fresh_zero_event_at_now() -> None:
-    run(lambda sink: Sink(), [], start=1.4)
+    clock().set(1.4)
     assert folds.count(None) == Event(metric=0, time=1)
     assert folds.count([]) == Event(metric=0, time=1)
     assert folds.count([Event(metric=5, time=5), Event(metric=3, time=3)]) == (

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from streams import (
     Event,
+    Runtime,
     Stream,
     VirtualClock,
     by,
@@ -110,7 +111,6 @@ keyed: Any = None
 
 def test_by_idle_drops_keys_after_one_to_two_idle_periods() -> None:
     sink = Sink()
-    run(lambda _: Sink(), [])  # a fresh virtual clock at 0
     s = by("host", changed("state", sink), idle=10)
     s(Event(host="a", state="ok"))
     clock().advance(5)
@@ -125,13 +125,14 @@ def test_by_idle_drops_keys_after_one_to_two_idle_periods() -> None:
     assert [e.host for e in sink.events] == ["a", "b", "a"]
 
 
-def test_by_close_cancels_forked_timers() -> None:
+def test_by_close_cancels_forked_timers(runtime: Runtime) -> None:
     def build(sink: Sink) -> Any:
         global keyed
         keyed = by("host", rate(1, sink))
         return keyed
 
-    run(build, [Event(host="a", metric=1, time=0)])
+    run(build, [Event(host="a", metric=1, time=0)], runtime=runtime)
+    assert len(clock()) == 1
     keyed.close()
     clock().advance(5)
     assert len(keyed) == 0 and len(clock()) == 0
@@ -196,18 +197,18 @@ def test_by_builder_per_key_state_like_by() -> None:
         ("a", 4.0, 1), ("b", 2.0, 1)]
 
 
-def test_by_builder_bounds_keys_and_closes_evicted_streams() -> None:
+def test_by_builder_bounds_keys_and_closes_evicted_streams(runtime: Runtime) -> None:
     built: list[Any] = []
 
     def build(sink: Sink) -> Any:
         built.append(by_builder("host", lambda host: rate(1, sink), max_keys=2))
         return built[0]
 
-    run(build, [Event(host=h, metric=1, time=0) for h in ["a", "b", "c"]])
+    run(build, [Event(host=h, metric=1, time=0) for h in ["a", "b", "c"]], runtime=runtime)
     s = built[0]
     assert sorted(s.keys()) == ["b", "c"]
     assert s.statistics()["evicted"] == 1
-    assert len(clock()) == 2  # the evicted key's rate timer was cancelled
+    assert len(runtime.clock) == 2  # the evicted key's rate timer was cancelled
     s.close()
     assert len(s) == 0
     assert len(clock()) == 0

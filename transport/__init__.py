@@ -33,14 +33,14 @@ if TYPE_CHECKING:
     from ._queue import async_queue
     from ._run import Running, serve
     from ._scheduler import TrioScheduler
-    from ._server import Core, Runtime, TcpServer, UdpServer, tcp_server, udp_server
+    from ._server import TcpServer, UdpServer, tcp_server, udp_server
     from ._trio_client import TrioBatcher, TrioClient
 
 __all__ = [
     "DEFAULT_MAX_FRAME", "Decoded", "FrameDecoder", "ProtocolError", "WireEvent",
     "decode_message", "encode_reply", "encode_request", "frame",
     "Running", "serve", "TrioScheduler", "async_queue",
-    "Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server",
+    "TcpServer", "UdpServer", "tcp_server", "udp_server",
     "Client", "ClientError", "RiemannConnectionError", "RiemannError", "RiemannTimeout",
     "TrioBatcher", "TrioClient", "UdpClient",
     # sinks and the delivery layer they share

@@ -18,6 +18,7 @@ from typing import Any
 import h11
 import trio
 
+from streams import Runtime
 from streams._config import service
 from streams._core import is_expired
 
@@ -169,10 +170,10 @@ class prometheus_endpoint:
         task_status.started(self.bound_port)
         await trio.serve_listeners(lambda s: self._connection(s, runtime), listeners)
 
-    async def exposition(self, runtime: Any) -> str:
+    async def exposition(self, runtime: Runtime) -> str:
         """The current exposition of ``runtime``'s index, built a slice at a time."""
-        events = list(runtime.core.index)
-        now = runtime.clock()
+        events = list(runtime.index)
+        now = runtime.now()
         samples: list[tuple[str, str]] = []
         for start in range(0, len(events), _SLICE):
             samples += _samples(events[start:start + _SLICE], now, self.prefix, self.labels)

@@ -40,8 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_pipeline import INTERVAL, SECONDS, THRESHOLD, make_events
 
-from streams import Config, Event, VirtualClock, by, over, rate, where
-from streams._clock import install
+from streams import Config, Event, Runtime, VirtualClock, by, over, rate, where
 from streams._config import declaring
 from streams._core import entry_point
 from transport import graphite
@@ -73,7 +72,12 @@ async def drive(chunks: list[list[Event]], pipeline_name: str, port: int | None
                 ) -> tuple[float, int]:
     """Seconds to stream every chunk (and, with a port, deliver everything); events sunk."""
     clock = VirtualClock()
-    install(clock)
+    with Runtime(clock):
+        return await _drive(clock, chunks, pipeline_name, port)
+
+
+async def _drive(clock: VirtualClock, chunks: list[list[Event]], pipeline_name: str,
+                 port: int | None) -> tuple[float, int]:
     count = [0]
     sink: Any
 
