@@ -3,6 +3,7 @@
 A config declares its servers with ``tcp_server()`` and ``udp_server()``.
 """
 
+from ._alerting import alertmanager, mailer, pagerduty, slack, webhook
 from ._client import (
     Client,
     ClientError,
@@ -39,4 +40,5 @@ __all__ = [
     "TrioBatcher", "TrioClient", "UdpClient",
     # sinks and the delivery layer they share
     "NetworkSink", "HttpSink", "Rejected",
+    "mailer", "alertmanager", "pagerduty", "slack", "webhook",
 ]
