@@ -159,7 +159,7 @@ class ProviderPeer:
     every answer that status; ``delay`` answers late.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[dict[str, Any]] = []
         self.fail_with: int | None = None
         self.delay = 0.0
@@ -184,7 +184,7 @@ class ProviderPeer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -254,7 +254,7 @@ class SmtpPeer:
 
     USER, PASSWORD = "rillet", "s3cret"
 
-    def __init__(self, *, tls: bool = False, auth: bool = False) -> None:
+    def __init__(self, *, tls: bool = False, auth: bool = False, port: int = 0) -> None:
         from aiosmtpd.controller import Controller
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -297,7 +297,7 @@ class SmtpPeer:
         if auth:
             kwargs.update(authenticator=authenticator, auth_require_tls=tls,
                           auth_exclude_mechanism=["PLAIN"])
-        self.port = free_port()
+        self.port = port or free_port()
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port,
                                      ready_timeout=10, **kwargs)
         try:
@@ -335,12 +335,12 @@ receivers:
 class AlertmanagerPeer:
     """Debian's prometheus-alertmanager on a free port, with its own storage directory."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         binary = require_binary("prometheus-alertmanager", "prometheus-alertmanager")
         self.directory = tempfile.TemporaryDirectory(prefix="rillet-alertmanager-")
         config = Path(self.directory.name) / "alertmanager.yml"
         config.write_text(_ALERTMANAGER_CONFIG)
-        self.port = free_port()
+        self.port = port or free_port()
         self.log = open(Path(self.directory.name) / "log", "w+b")  # noqa: SIM115
         self.process = subprocess.Popen(
             [binary, f"--config.file={config}",

@@ -67,6 +67,13 @@ class _EventFormatter(string.Formatter):
             return ", ".join(event.tags) if event.tags else None
         return event.get(key)
 
+    def get_field(self, field_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+                  ) -> Any:
+        if "." in field_name or "[" in field_name:
+            raise ValueError(f"{{{field_name}}} reaches inside a value; name a field or an "
+                             f"attribute only")
+        return super().get_field(field_name, args, kwargs)
+
     def format_field(self, value: Any, format_spec: str) -> Any:
         # An absent field is empty whatever its format: "{metric:.1f}" of an
         # event without a metric must not fail the alert.
@@ -293,14 +300,16 @@ def alertmanager_alert(event: Any, *, now: float, ends_at: float | None = None,
     rendered = {"state": _label_value(event.state)}
     for name, template in (annotations or {}).items():
         rendered[name] = template(event)
+    start = _valid_time(starts_at if starts_at is not None else event.time, now)
     alert: dict[str, Any] = {
         "labels": {k: v for k, v in all_labels.items() if v != ""},
         "annotations": {k: v for k, v in rendered.items() if v != ""},
-        "startsAt": iso_time(_valid_time(starts_at if starts_at is not None else event.time,
-                                         now)),
+        "startsAt": iso_time(start),
     }
     if ends_at is not None:
-        alert["endsAt"] = iso_time(_valid_time(ends_at, now))
+        # Alertmanager refuses an alert that ends before it starts (a resolve
+        # stamped earlier than the event that fired).
+        alert["endsAt"] = iso_time(max(_valid_time(ends_at, now), start))
     if generator_url:
         alert["generatorURL"] = generator_url
     return alert
