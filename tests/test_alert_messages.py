@@ -73,7 +73,7 @@ def test_template_mistakes_fail_at_load_naming_the_argument(template: str, messa
 
 def test_a_template_may_be_a_function() -> None:
     assert compile_template(lambda e: e.host.upper(), "t")(CRITICAL) == "WEB1"
-    with pytest.raises(TypeError, match="str.format string or a function"):
+    with pytest.raises(TypeError, match=r"str.format string or a function"):
         compile_template(42, "t")  # type: ignore[arg-type]
 
 

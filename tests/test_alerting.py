@@ -29,7 +29,6 @@ from _alert_peers import (
     SmtpPeer,
     free_port,
     peers_fixture,
-    wait_until,
 )
 
 from streams import Config, Event, load_config
@@ -365,7 +364,7 @@ def test_a_template_that_fails_rejects_that_alert_only(provider: ProviderPeer) -
     assert [r["json"]["payload"]["summary"] for r in provider.of("pagerduty")] == ["X"]
 
 
-# slack ------------------------------------------------------------------------------------------
+# slack -----------------------------------------------------------------------------------
 
 
 def test_slack_posts_valid_incoming_webhook_messages(provider: ProviderPeer,
@@ -390,7 +389,7 @@ def test_slack_config_mistakes() -> None:
         declare(lambda: slack("hooks.slack.com"))
 
 
-# webhook ------------------------------------------------------------------------------------------
+# webhook ---------------------------------------------------------------------------------
 
 
 def test_webhook_posts_the_event_or_the_body_template(provider: ProviderPeer,
@@ -416,7 +415,7 @@ def test_webhook_posts_the_event_or_the_body_template(provider: ProviderPeer,
                                                     "severity": "critical"}, [])
 
 
-# Failures --------------------------------------------------------------------------------------------
+# Failures ------------------------------------------------------------------------------
 
 
 def test_peer_down_at_start_then_up(provider: ProviderPeer) -> None:
