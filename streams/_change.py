@@ -1,4 +1,4 @@
-"""Runs and stability: runs, stable (spec §3.5).
+"""Runs and stability: runs, stable (spec §3.5), and sustained (rillet's own).
 
 ``changed`` and ``changed_state`` live in ``_partition``.
 """
@@ -6,14 +6,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._clock import Task, scheduler
-from ._core import Child, Stream, rescued
+from ._core import Child, Stream, fan_out, rescued
+from ._filters import predicate
 from ._match import field_getter
 
-__all__ = ["runs", "stable"]
+__all__ = ["runs", "stable", "sustained"]
 
 
 def _field(field: Any, caller: str) -> Callable[[Any], Any]:
@@ -136,4 +137,66 @@ class stable(Stream):
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        super().close()
+
+
+class sustained(Stream):
+    """Forward events once ``condition`` has held on every event for ``dt`` seconds.
+
+    "Metric above X continuously for N seconds": an event passes when the
+    condition holds for it and for every event before it since at least
+    ``dt`` seconds of event time earlier. Events for which the condition
+    fails go to ``else_`` and start the count again; events of a run younger
+    than ``dt`` go nowhere. The condition is written as for ``where``: a
+    function or a query string. Decided on events alone (no timer): a host
+    that stops reporting never completes its run. Put it under ``by`` for one
+    count per host. Events must have a time.
+
+    >>> from streams import Event
+    >>> from streams.testing import run
+    >>> out = run(lambda sink: sustained(60, "metric > 90", sink),
+    ...           [Event(metric=m, time=t) for t, m in [(0, 95), (30, 97), (50, 80),
+    ...                                                 (60, 91), (100, 99), (120, 93)]])
+    >>> [e.time for e in out]
+    [120]
+    """
+
+    __slots__ = ("_else", "_else_children", "_since", "condition", "dt", "predicate")
+
+    def __init__(self, dt: float, condition: Any, *children: Child,
+                 else_: Child | Iterable[Child] = ()) -> None:
+        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt >= 0 \
+                or math.isinf(dt):
+            raise ValueError(f"sustained(dt, condition, *children): dt must be a number of "
+                             f"seconds >= 0, got {dt!r}; e.g. sustained(300, 'metric > 0.9', "
+                             f"child)")
+        self.dt = dt
+        self.condition = condition
+        self.predicate = predicate(condition, {}, "sustained(dt, condition, *children)")
+        self._since: float | None = None
+        self._set_children(children)
+        else_children = (else_,) if callable(else_) else tuple(else_)
+        self._else_children = else_children
+        self._else = fan_out(else_children) if else_children else None
+
+    def __call__(self, event: Any) -> None:
+        time = event.time
+        if time is None:
+            raise ValueError(f"sustained(dt={self.dt!r}, ...): sustained works on event time, "
+                             f"and this event has none: {event!r}; give events a time upstream")
+        if not self.predicate(event):
+            self._since = None
+            if self._else is not None:
+                self._else(event)
+            return
+        since = self._since
+        if since is None:
+            since = self._since = time
+        if time - since >= self.dt:
+            self._out(event)
+
+    def close(self) -> None:
+        for child in self._else_children:
+            if isinstance(child, Stream) and not child.shared:
+                child.close()
         super().close()
