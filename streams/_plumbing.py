@@ -1,9 +1,9 @@
 """Plumbing and combinators: bit_bucket, smap_all, smapcat, sflatten, sreduce,
-append, register, forward and pipe (spec §3.1).
+append, register and pipe (spec §3.1).
 
 ``sdo`` lives in ``_core`` and ``smap`` in ``_fields``; Riemann's
-``execute-on``/``async-queue!`` belong to ``transport`` because they hand
-events to another task.
+``execute-on``/``async-queue!`` and ``forward`` belong to ``transport``
+because they hand events to another task.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ._core import Child, Stream
 from ._core import register_stream as register_constructor
 
 __all__ = [
-    "append", "bit_bucket", "forward", "pipe", "register", "sflatten", "smap_all", "smapcat",
+    "append", "bit_bucket", "pipe", "register", "sflatten", "smap_all", "smapcat",
     "sreduce",
 ]
 
@@ -216,35 +216,6 @@ class register(Stream):
 
     def __call__(self, event: Any) -> None:
         self.holder.value = event
-
-
-class forward(Stream):
-    """Send each event (or list of events) with ``client.send(...)``; errors propagate.
-
-    Any object with a ``send`` method works, e.g. rillet's Riemann client.
-    Shared: all forks send through the one client.
-
-    >>> class Client:
-    ...     def send(self, events): print("sent", events)
-    >>> forward(Client())("an event")
-    sent an event
-    """
-
-    __slots__ = ("_send", "client")
-    shared = True
-
-    def __init__(self, client: Any) -> None:
-        send = getattr(client, "send", None)
-        if not callable(send):
-            raise TypeError(f"forward(client): client must have a send(events) method, got "
-                            f"{client!r}; pass a Riemann client, or any object whose send(events) "
-                            f"delivers them")
-        self.client = client
-        self._send = send
-        self._set_children(())
-
-    def __call__(self, event: Any) -> None:
-        self._send(event)
 
 
 @register_constructor

@@ -18,7 +18,6 @@ from streams import (
     append,
     bit_bucket,
     by,
-    forward,
     pipe,
     register,
     sdo,
@@ -209,39 +208,6 @@ def test_register_rejects_a_holder_without_writable_value() -> None:
         register((1, 2))
 
 
-# forward ---------------------------------------------------------------------
-
-class RecordingClient:
-    def __init__(self, fail: bool = False) -> None:
-        self.sent: list[Any] = []
-        self.fail = fail
-
-    def send(self, events: Any) -> None:
-        if self.fail:
-            raise ConnectionError("no route")
-        self.sent.append(events)
-
-
-def test_forward_sends_events_and_lists_as_given() -> None:
-    client = RecordingClient()
-    s = forward(client)
-    batch = [Event(service="a"), Event(service="b")]
-    s(Event(service="x"))
-    s(batch)
-    assert client.sent == [Event(service="x"), batch]
-    assert s.fork() is s
-
-
-def test_forward_errors_propagate() -> None:
-    with pytest.raises(ConnectionError):
-        forward(RecordingClient(fail=True))(Event())
-
-
-def test_forward_needs_a_send_method() -> None:
-    with pytest.raises(TypeError, match="send"):
-        forward(object())
-
-
 # pipe ------------------------------------------------------------------------
 
 def test_pipe_spec_example() -> None:
@@ -300,6 +266,6 @@ def test_pipe_errors_name_the_stage(stages: tuple[Any, ...], message: str) -> No
 
 
 def test_everything_is_registered() -> None:
-    for name in ["append", "bit_bucket", "forward", "pipe", "register", "sflatten",
+    for name in ["append", "bit_bucket", "pipe", "register", "sflatten",
                  "smap_all", "smapcat", "sreduce"]:
         assert name in REGISTRY

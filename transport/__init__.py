@@ -1,6 +1,7 @@
-"""rillet's I/O: the Riemann wire codec, TCP and UDP servers, the client, the CLI.
+"""rillet's I/O: the Riemann wire codec, TCP and UDP servers, the client, the CLI, sinks.
 
-A config declares its servers with ``tcp_server()`` and ``udp_server()``.
+A config declares its servers with ``tcp_server()`` and ``udp_server()``, and
+its network sinks (``graphite``, ``influxdb``, ``forward``, ...) by building them.
 """
 
 from ._alerting import alertmanager, mailer, pagerduty, slack, webhook
@@ -26,6 +27,9 @@ from ._codec import (
     frame,
 )
 from ._delivery import HttpSink, NetworkSink, Rejected
+from ._forward import forward
+from ._graphing import graphite, graphite_annotations, influxdb
+from ._prometheus import prometheus_endpoint
 from ._queue import async_queue
 from ._run import Running, serve
 from ._scheduler import TrioScheduler
@@ -40,5 +44,6 @@ __all__ = [
     "TrioBatcher", "TrioClient", "UdpClient",
     # sinks and the delivery layer they share
     "NetworkSink", "HttpSink", "Rejected",
+    "forward", "graphite", "graphite_annotations", "influxdb", "prometheus_endpoint",
     "mailer", "alertmanager", "pagerduty", "slack", "webhook",
 ]

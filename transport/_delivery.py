@@ -25,7 +25,9 @@ API for sink authors (the alerting and graphing sinks are built on it)::
         overflow: ClassVar[str] = "drop_oldest"   # the sink's default policy
         def __init__(self, *, queue_size=10_000, batch_size=500, overflow=None,
                      timeout=10.0, backoff=0.5, max_backoff=30.0, flush_timeout=5.0)
-        async def send_batch(self, batch: list[Any]) -> None   # override: deliver or raise
+        async def send_batch(self, batch: list[Any]) -> None   # override: deliver or raise;
+                                      # may delete delivered events from the front of batch,
+                                      # so that a retry resends only the rest
         async def disconnect(self) -> None                     # override: drop a connection
         def statistics(self) -> dict[str, Any]
         async def serve(self, runtime, *, task_status=trio.TASK_STATUS_IGNORED) -> None
@@ -244,6 +246,7 @@ class NetworkSink(Stream):
     async def _deliver(self) -> None:
         """Deliver the batch in hand, retrying until it is sent, rejected, or cancelled."""
         batch = self._batch
+        size = len(batch)  # send_batch may remove what it delivered from the front
         delays: Iterator[float] | None = None
         while True:
             try:
@@ -251,6 +254,7 @@ class NetworkSink(Stream):
                     await self.send_batch(batch)
             except Rejected as error:
                 self.failed += len(batch)
+                self.sent += size - len(batch)
                 self.last_error = f"rejected: {error}"
                 log.error("%r: the peer rejected %d events, not retrying them: %s",
                           self, len(batch), error)
@@ -267,7 +271,7 @@ class NetworkSink(Stream):
                 await trio.sleep(next(delays))
                 self.retries += 1
                 continue
-            self.sent += len(batch)
+            self.sent += size
             self.last_success = time.time()
             if delays is not None:
                 log.warning("%r: delivering again after %s", self, self.last_error)
