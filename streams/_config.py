@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import runpy
+import sys
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -144,7 +145,7 @@ def load_config(path: str | Path) -> Config:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file; give the path of a monitoring .py script")
     config = Config(source=str(path))
-    with declaring(config):
+    with declaring(config), _importable(path.parent):
         try:
             runpy.run_path(str(path), run_name="__rillet_config__")
         except SyntaxError as error:
@@ -159,6 +160,19 @@ def load_config(path: str | Path) -> Config:
             f"streams(index) so events reach the index"
         )
     return config
+
+
+@contextlib.contextmanager
+def _importable(directory: Path) -> Iterator[None]:
+    """Let the config import modules that sit beside it (rules it keeps in its own files),
+    as ``python monitoring.py`` would."""
+    entry = str(directory.resolve())
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(entry)
 
 
 def _locate(error: Exception, path: Path) -> str:
