@@ -1,5 +1,7 @@
 """Tests for examples/alerting_rules.py, run with: pytest examples/test_alerting_rules.py"""
 
+from itertools import pairwise
+
 from alerting_rules import (
     digest,
     page_and_resolve,
@@ -59,5 +61,5 @@ def test_every_page_is_a_change_and_every_resolve_follows_a_page(events):
     alerts = run(page_and_resolve, events)
     for host in {e.host for e in alerts}:
         states = [e.state for e in alerts if e.host == host]
-        assert all(a != b for a, b in zip(states, states[1:]))  # changes only
+        assert all(a != b for a, b in pairwise(states))  # changes only
         assert states[0] == "critical"  # nothing to resolve before the first page

@@ -566,3 +566,14 @@ def test_shutdown_gives_up_within_the_deadline_and_says_what_it_dropped(
     assert took[0] < 1.5
     assert sink.statistics()["dropped"] == 4
     assert any("dropped 4 undelivered events" in r.getMessage() for r in caplog.records)
+
+
+# The guide -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("example", ["alerting_rules.py", "alerting.py",
+                                     "test_alerting_rules.py"])
+def test_the_alerting_guide_shows_the_example_files_as_they_are(example: str) -> None:
+    root = Path(__file__).resolve().parents[1]
+    guide = (root / "docs" / "alerting.md").read_text()
+    assert f"```python\n{(root / 'examples' / example).read_text()}```" in guide
