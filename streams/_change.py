@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._clock import Task, scheduler
-from ._core import Child, Stream, fan_out, rescued
-from ._filters import predicate
+from ._core import Child, Stream, rescued
+from ._filters import close_else, else_branch, predicate
 from ._match import field_getter
 
 __all__ = ["runs", "stable", "sustained"]
@@ -175,9 +175,7 @@ class sustained(Stream):
         self.predicate = predicate(condition, {}, "sustained(dt, condition, *children)")
         self._since: float | None = None
         self._set_children(children)
-        else_children = (else_,) if callable(else_) else tuple(else_)
-        self._else_children = else_children
-        self._else = fan_out(else_children) if else_children else None
+        self._else_children, self._else = else_branch(else_)
 
     def __call__(self, event: Any) -> None:
         time = event.time
@@ -196,7 +194,5 @@ class sustained(Stream):
             self._out(event)
 
     def close(self) -> None:
-        for child in self._else_children:
-            if isinstance(child, Stream) and not child.shared:
-                child.close()
+        close_else(self._else_children)
         super().close()

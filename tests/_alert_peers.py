@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import ssl
-import subprocess
 import tempfile
 import threading
 import time
@@ -31,6 +28,7 @@ from typing import Any
 
 import httpx
 import jsonschema
+from _peers import Process, free_port
 from conftest import peer_unavailable, require_binary
 
 # Provider schemas ------------------------------------------------------------------
@@ -128,24 +126,6 @@ def schema_errors(schema: dict[str, Any], document: Any) -> list[str]:
     validator = jsonschema.Draft202012Validator(schema, format_checker=_FORMATS)
     return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
             for e in validator.iter_errors(document)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(condition: Any, timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``condition()`` until it is truthy, up to ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 # The provider server -------------------------------------------------------------------
@@ -332,57 +312,36 @@ receivers:
 """
 
 
-class AlertmanagerPeer:
+class AlertmanagerPeer(Process):
     """Debian's prometheus-alertmanager on a free port, with its own storage directory."""
 
     def __init__(self, port: int = 0) -> None:
         binary = require_binary("prometheus-alertmanager", "prometheus-alertmanager")
         self.directory = tempfile.TemporaryDirectory(prefix="rillet-alertmanager-")
-        config = Path(self.directory.name) / "alertmanager.yml"
-        config.write_text(_ALERTMANAGER_CONFIG)
+        root = Path(self.directory.name)
+        (root / "alertmanager.yml").write_text(_ALERTMANAGER_CONFIG)
         self.port = port or free_port()
-        self.log = open(Path(self.directory.name) / "log", "w+b")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [binary, f"--config.file={config}",
-             f"--web.listen-address=127.0.0.1:{self.port}",
-             "--cluster.listen-address=",
-             f"--storage.path={self.directory.name}/data"],
-            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": "/tmp"},
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.log.seek(0)
-                output = self.log.read().decode(errors="replace")[-2000:]
-                self.close()
-                peer_unavailable(f"prometheus-alertmanager did not become ready: {output}")
-            time.sleep(0.05)
+        super().__init__(
+            "prometheus-alertmanager",
+            [binary, f"--config.file={root / 'alertmanager.yml'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
+             f"--storage.path={root / 'data'}"],
+            root / "log", [self.port], env={"HOME": str(root)})
+        self.start()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def alerts(self, **labels: str) -> list[dict[str, Any]]:
-        """The alerts Alertmanager holds (active and resolved) whose labels match."""
+        """The active alerts Alertmanager holds whose labels match."""
         filters = [f'{k}="{v}"' for k, v in labels.items()]
         reply = httpx.get(f"{self.url}/api/v2/alerts", params={"filter": filters}, timeout=5)
         reply.raise_for_status()
         return list(reply.json())
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        self.stop()
         self.directory.cleanup()
 
 
