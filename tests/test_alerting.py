@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from _alert_peers import (
     AlertmanagerPeer,
     ProviderPeer,
@@ -319,6 +320,25 @@ def test_alertmanager_gone_mid_stream_then_back(tmp_path: Path) -> None:
         assert len(peers[-1].alerts(alertname="mid")) == 50  # a fresh Alertmanager
     finally:
         peers[-1].close()
+
+
+def test_alertmanager_reminders_never_pile_up_while_it_is_down() -> None:
+    sink = declare(lambda: alertmanager(f"http://127.0.0.1:{free_port()}", resend=1,
+                                        backoff=0.5, max_backoff=2))
+    sizes: list[int] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sink.serve, None)
+            for host in "abc":
+                sink(Event(host=host, service="s", state="critical", time=0))
+            for _ in range(30):  # 30 reminder intervals of virtual time
+                await trio.sleep(1)
+                sizes.append(sink.statistics()["queued"])
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert max(sizes) == 3 and sink.statistics()["dropped"] == 3  # the 3 alerts, at shutdown
 
 
 def _unix(text: str) -> float:

@@ -166,7 +166,10 @@ class mailer(_AlertSink, NetworkSink):
         smtp = self._smtp or self._connect()
         for message in messages:
             try:
-                smtp.send_message(message, from_addr=self.from_, to_addrs=self.to)
+                refused = smtp.send_message(message, from_addr=self.from_, to_addrs=self.to)
+                if refused:
+                    log.warning("%r: the SMTP server took the mail %r but refused some "
+                                "recipients: %s", self, message["Subject"], refused)
             except smtplib.SMTPRecipientsRefused as error:
                 codes = [code for code, _ in error.recipients.values()]
                 raise (Rejected if all(c >= 500 for c in codes) else ConnectionError)(
@@ -297,7 +300,11 @@ class alertmanager(_AlertSink, HttpSink):
     async def _remind(self) -> None:
         while True:
             await trio.sleep(self.resend)
-            for alert in self._tracker.firing(scheduler().now()):
+            if self._queue or self._batch:
+                # Still delivering (or the peer is down): reminders would only
+                # pile up ahead of new alerts; the next round sends them.
+                continue
+            for alert in self._tracker.firing(scheduler().now())[:self.queue_size]:
                 self._put(alert)
 
     def statistics(self) -> dict[str, Any]:
