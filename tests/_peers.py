@@ -20,9 +20,9 @@ from typing import Any
 import trio
 from conftest import peer_unavailable, require_binary
 
-from streams import Config, Index
+from streams import Config, Event, Index
 from streams._config import declaring
-from transport import Running, TcpServer, serve
+from transport import Running, TcpServer, TrioClient, serve
 
 STARTUP_SECONDS = 30
 
@@ -185,6 +185,24 @@ async def rillet(build: Callable[[], list[Any]]) -> AsyncIterator[Running]:
         running: Running = await nursery.start(functools.partial(serve, config, index=Index()))
         yield running
         nursery.cancel_scope.cancel()
+
+
+async def send_to(port: int, events: list[Event]) -> float:
+    """Send events to rillet one request each; the longest wait for an ack, in seconds."""
+    longest = 0.0
+    async with await TrioClient.connect("127.0.0.1", port) as client:
+        for event in events:
+            began = time.perf_counter()
+            await client.send(event)
+            longest = max(longest, time.perf_counter() - began)
+    return longest
+
+
+async def until(condition: Callable[[], Any], seconds: float = 20) -> None:
+    """Poll ``condition`` every 20 ms until it holds; fail after ``seconds``."""
+    with trio.fail_after(seconds):
+        while not condition():
+            await trio.sleep(0.02)
 
 
 @contextlib.contextmanager

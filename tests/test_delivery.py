@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from _peers import until as poll_until
 
 from streams import Config, Event
 from streams._config import declaring
@@ -82,10 +83,8 @@ def run_mocked(body: Callable[[trio.Nursery], Awaitable[None]]) -> None:
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
-async def until(condition: Callable[[], bool], seconds: float = 600) -> None:
-    with trio.fail_after(seconds):
-        while not condition():
-            await trio.sleep(0.01)
+async def until(condition: Callable[[], bool]) -> None:
+    await poll_until(condition, 600)  # virtual seconds, on the MockClock
 
 
 # The stream half -------------------------------------------------------------
@@ -350,11 +349,11 @@ def test_http_sink_retries_5xx_and_gives_up_on_4xx() -> None:
             async with trio.open_nursery() as nursery:
                 await nursery.start(sink.serve, None)
                 sink(Event(metric=1))
-                await until(lambda: sink.sent == 1, 10)
+                await poll_until(lambda: sink.sent == 1, 10)
                 sink(Event(metric=2))
-                await until(lambda: sink.failed == 1, 10)
+                await poll_until(lambda: sink.failed == 1, 10)
                 sink(Event(metric=3))
-                await until(lambda: sink.sent == 2, 10)
+                await poll_until(lambda: sink.sent == 2, 10)
                 nursery.cancel_scope.cancel()
 
         trio.run(main)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
-from _peers import free_port, rillet
+from _peers import free_port, rillet, send_to, until
 
 from streams import Config, Event, Index, index
 from streams._config import declaring
@@ -28,22 +27,6 @@ async def downstream(port: int = 0, streams: list[Any] | None = None
         nursery.cancel_scope.cancel()
 
 
-async def send(port: int, events: list[Event]) -> float:
-    longest = 0.0
-    async with await TrioClient.connect("127.0.0.1", port) as client:
-        for event in events:
-            began = time.perf_counter()
-            await client.send(event)
-            longest = max(longest, time.perf_counter() - began)
-    return longest
-
-
-async def wait_until(condition: Any, seconds: float = 20) -> None:
-    with trio.fail_after(seconds):
-        while not condition():
-            await trio.sleep(0.02)
-
-
 def events(n: int, service: str = "cpu") -> list[Event]:
     return [Event(host=f"web{i}", service=service, metric=i, time=1700000000 + i,
                   attributes={"region": "eu"}) for i in range(n)]
@@ -54,9 +37,9 @@ def test_forward_reaches_another_rillet_with_every_field() -> None:
         async with downstream() as down:
             target = down.ports[0]
             async with rillet(lambda: [forward("127.0.0.1", target, request_size=7)]) as up:
-                await send(up.ports[0], events(50))
+                await send_to(up.ports[0], events(50))
                 [sink] = up.services[1:]
-                await wait_until(lambda: sink.statistics()["sent"] == 50)
+                await until(lambda: sink.statistics()["sent"] == 50)
                 assert len(down.index) == 50
             async with await TrioClient.connect("127.0.0.1", target) as client:
                 found = await client.query('service = "cpu" and host = "web7"')
@@ -73,17 +56,17 @@ def test_forward_queues_while_the_peer_is_down_and_delivers_when_it_comes_back()
         build = lambda: [forward("127.0.0.1", port, backoff=0.05, max_backoff=0.2)]
         async with rillet(build) as up:
             [sink] = up.services[1:]
-            assert await send(up.ports[0], events(10, "early")) < 0.5  # never waits
-            await wait_until(lambda: sink.retries >= 2)
+            assert await send_to(up.ports[0], events(10, "early")) < 0.5  # never waits
+            await until(lambda: sink.retries >= 2)
             assert "cannot connect to Riemann" in sink.statistics()["last_error"]
             async with downstream(port) as down:
-                await wait_until(lambda: len(down.index) == 10)
+                await until(lambda: len(down.index) == 10)
             # the peer goes away mid-stream, then comes back on the same port
             retries = sink.retries
-            await send(up.ports[0], events(5, "late"))
-            await wait_until(lambda: sink.retries > retries)
+            await send_to(up.ports[0], events(5, "late"))
+            await until(lambda: sink.retries > retries)
             async with downstream(port) as down:
-                await wait_until(lambda: len(down.index) == 5)
+                await until(lambda: len(down.index) == 5)
                 assert {e.service for e in down.index} == {"late"}
             assert sink.statistics()["dropped"] == 0
 
@@ -99,8 +82,8 @@ def test_a_peer_whose_streams_fail_rejects_the_batch_without_retries() -> None:
             target = down.ports[0]
             async with rillet(lambda: [forward("127.0.0.1", target)]) as up:
                 [sink] = up.services[1:]
-                await send(up.ports[0], events(3))
-                await wait_until(lambda: sink.failed == 3)
+                await send_to(up.ports[0], events(3))
+                await until(lambda: sink.failed == 3)
                 stats = sink.statistics()
                 assert stats["retries"] == 0
                 assert "answered" in stats["last_error"] and "no disk" in stats["last_error"]

@@ -12,7 +12,12 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import os
 import pickle
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -23,8 +28,8 @@ from typing import Any
 
 import pytest
 import trio
-from _peers import Carbon, Process, free_port, poll, rillet, started
-from conftest import require_binary
+from _peers import Carbon, Process, free_port, poll, rillet, send_to, started, until
+from conftest import peer_unavailable, require_binary
 
 from streams import Event, where
 from streams._config import Config, declaring
@@ -97,6 +102,13 @@ def test_influxdb_lines_escape_and_type_fields() -> None:
         b"x,env=p value=1.25 2000\n"
 
 
+def test_secrets_stay_out_of_the_repr_that_log_lines_quote() -> None:
+    with declaring(Config()):
+        sink = influxdb("http://x", "db", username="u", password="pw", tag_fields=("host",))
+    assert repr(sink) == ("influxdb('http://x', 'db', username='u', password=<hidden>, "
+                          "tag_fields=('host',))")
+
+
 def test_graphite_annotation_payload() -> None:
     assert graphite_annotation(Event(service="deploy"), now=7.9) == {
         "what": "deploy", "tags": ["deploy"], "when": 7, "data": ""}
@@ -126,17 +138,6 @@ def carbon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Carbon]:
     with started(Carbon(tmp_path_factory.mktemp("carbon"))) as peer:
         assert isinstance(peer, Carbon)
         yield peer
-
-
-async def send_to(port: int, events: list[Event]) -> float:
-    """Send events to rillet one request each; the longest wait for an ack, in seconds."""
-    longest = 0.0
-    async with await TrioClient.connect("127.0.0.1", port) as client:
-        for event in events:
-            started_at = time.perf_counter()
-            await client.send(event)
-            longest = max(longest, time.perf_counter() - started_at)
-    return longest
 
 
 def metrics(service: str, start: int, values: list[float]) -> list[Event]:
@@ -179,7 +180,7 @@ def test_graphite_survives_carbon_down_at_start_and_restarted_mid_stream(
             [sink] = r.services[1:]
             # down at start: rillet acks at once, the sink queues and retries
             assert await send_to(r.ports[0], events[:10]) < 0.5
-            await poll_async(lambda: sink.retries >= 2)
+            await until(lambda: sink.retries >= 2)
             assert "Connection refused" in sink.statistics()["last_error"]
             await trio.to_thread.run_sync(peer.start)
             await trio.to_thread.run_sync(peer.wait_for, "example.web1.restarts", start, 10)
@@ -187,7 +188,7 @@ def test_graphite_survives_carbon_down_at_start_and_restarted_mid_stream(
             retries = sink.retries
             await trio.to_thread.run_sync(peer.stop)
             assert await send_to(r.ports[0], events[10:20]) < 0.5
-            await poll_async(lambda: sink.retries > retries)  # noticed, queueing meanwhile
+            await until(lambda: sink.retries > retries)  # noticed, queueing meanwhile
             await trio.to_thread.run_sync(peer.start)
             await send_to(r.ports[0], events[20:])
             await trio.to_thread.run_sync(peer.wait_for, "example.web1.restarts", start, 30)
@@ -202,12 +203,6 @@ def test_graphite_survives_carbon_down_at_start_and_restarted_mid_stream(
     messages = [r.getMessage() for r in caplog.records]
     assert any("delivery failed, retrying with backoff" in m for m in messages)
     assert any("delivering again" in m for m in messages)
-
-
-async def poll_async(condition: Any, seconds: float = 20) -> None:
-    with trio.fail_after(seconds):
-        while not condition():
-            await trio.sleep(0.02)
 
 
 def test_shutdown_flushes_to_carbon_and_reports_what_it_could_not(
@@ -253,7 +248,6 @@ class GraphiteWeb(Process):
         env = {"PYTHONPATH": str(root), "GRAPHITE_SETTINGS_MODULE": "rillet_graphite_settings"}
         migrate = subprocess_run([manage, "migrate", "--noinput"], env, root)
         if migrate.returncode != 0:
-            from conftest import peer_unavailable
             peer_unavailable(f"graphite-web's migrate failed:\n{migrate.stdout[-2000:]}")
         super().__init__("graphite-web", [manage, "runserver", f"127.0.0.1:{self.port}",
                                           "--noreload"],
@@ -270,9 +264,6 @@ class GraphiteWeb(Process):
 
 
 def subprocess_run(argv: list[str], env: dict[str, str], cwd: Path) -> Any:
-    import os
-    import subprocess
-
     return subprocess.run(argv, env={**os.environ, **env}, cwd=cwd, capture_output=True,
                           text=True, timeout=120)
 
@@ -296,7 +287,7 @@ def test_state_changes_become_graphite_web_events(graphite_web: GraphiteWeb) -> 
         async with rillet(build) as r:
             await send_to(r.ports[0], events)
             [sink] = r.services[1:]
-            await poll_async(lambda: sink.statistics()["sent"] == 3)
+            await until(lambda: sink.statistics()["sent"] == 3)
 
     trio.run(main)
     found = sorted(graphite_web.events("web7"), key=lambda e: e["when"])
@@ -398,11 +389,11 @@ def test_influxdb_slow_then_refusing_then_recovered(influx: InfluxDB) -> None:
                 longest = await send_to(r.ports[0], [
                     Event(host="h", service="slow", metric=i, time=base + i) for i in range(5)])
                 assert longest < 0.5  # the streams never wait for the sink
-                await poll_async(lambda: slow.retries >= 2)
+                await until(lambda: slow.retries >= 2)
                 assert "TimeoutError" in slow.statistics()["last_error"]
             finally:
                 influx.resume()
-            await poll_async(lambda: slow.statistics()["sent"] == 5 and refused.failed == 5)
+            await until(lambda: slow.statistics()["sent"] == 5 and refused.failed == 5)
 
             stats = refused.statistics()
             assert stats["retries"] == 0 and stats["sent"] == 0
@@ -437,7 +428,7 @@ def test_influxdb_v2_write_request() -> None:
             build = lambda: [influxdb(url, bucket="metrics", org="ops", token="s3cret")]
             async with rillet(build) as r:
                 await send_to(r.ports[0], [Event(host="h", service="cpu", metric=0.5, time=3)])
-                await poll_async(lambda: bool(requests))
+                await until(lambda: bool(requests))
 
         trio.run(main)
     finally:
@@ -446,3 +437,46 @@ def test_influxdb_v2_write_request() -> None:
     assert requests == [("/api/v2/write",
                          {"org": ["ops"], "bucket": ["metrics"], "precision": ["ms"]},
                          "Token s3cret", b"cpu,host=h value=0.5 3000\n")]
+
+
+def test_rillet_run_graphs_what_riemann_client_sends_and_flushes_on_sigterm(
+        carbon: Carbon, riemann_client: str, tmp_path: Path) -> None:
+    """The user's path: `rillet run monitoring.py`, Debian's riemann-client, then SIGTERM."""
+    dead = free_port()
+    config = tmp_path / "monitoring.py"
+    config.write_text(f"""
+from streams import *
+from transport import graphite, tcp_server
+
+tcp_server(port=0)
+streams(graphite(port={carbon.line_port}, linger=3),   # still queued at SIGTERM
+        graphite(port={dead}, flush_timeout=1))        # nobody listens there
+""")
+    process = subprocess.Popen([sys.executable, "-m", "transport._cli", "run", str(config)],
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    try:
+        port = None
+        while port is None:
+            line = process.stderr.readline()
+            assert line, "rillet run ended before listening"
+            found = re.search(r"TCP server listening on 127\.0\.0\.1:(\d+)", line)
+            port = int(found.group(1)) if found else None
+        start = time.time()
+        for service, metric in (("cpu cli", "42.5"), ("mem cli", "7")):
+            subprocess.run([riemann_client, "send", "-h", "web9.example", "-S", service,
+                            "-d", metric, "127.0.0.1", str(port)], check=True, timeout=10)
+        stopped = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        log = process.stderr.read()
+        assert process.wait(10) == 0, log
+        assert time.monotonic() - stopped < 1 + 1.5  # the dead sink's flush_timeout, and exit
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+    assert list(carbon.wait_for("example.web9.cpu.cli", start, 1).values()) == [42.5]
+    assert list(carbon.wait_for("example.web9.mem.cli", start, 1).values()) == [7.0]
+    assert f"graphite(port={dead}, flush_timeout=1): shutting down, dropped 2 undelivered " \
+        f"events after trying for 1 s" in log

@@ -28,7 +28,7 @@ from ._codec import (
 )
 from ._delivery import HttpSink, NetworkSink, Rejected
 from ._forward import forward
-from ._graphing import graphite, graphite_annotations, influxdb
+from ._graphing import graphite, graphite_annotations, graphite_path, influxdb
 from ._prometheus import prometheus_endpoint
 from ._queue import async_queue
 from ._run import Running, serve
@@ -44,6 +44,7 @@ __all__ = [
     "TrioBatcher", "TrioClient", "UdpClient",
     # sinks and the delivery layer they share
     "NetworkSink", "HttpSink", "Rejected",
-    "forward", "graphite", "graphite_annotations", "influxdb", "prometheus_endpoint",
+    "forward", "graphite", "graphite_annotations", "graphite_path", "influxdb",
+    "prometheus_endpoint",
     "mailer", "alertmanager", "pagerduty", "slack", "webhook",
 ]

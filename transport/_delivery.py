@@ -11,7 +11,8 @@ A network sink is two halves in one object:
   counted);
 - a trio task, ``serve``, declared as a service of the config being loaded
   (like ``tcp_server``) and started with the servers. It drains the queue in
-  batches of up to ``batch_size`` through :meth:`NetworkSink.send_batch`,
+  batches of up to ``batch_size`` through :meth:`NetworkSink.send_batch` (after
+  waiting ``linger`` seconds for a fuller batch when one is not full),
   retrying a failed batch with capped exponential backoff and jitter (after
   :meth:`NetworkSink.disconnect`, so the retry reconnects). When the config
   stops (the nursery is cancelled) it keeps delivering for at most
@@ -23,8 +24,12 @@ API for sink authors (the alerting and graphing sinks are built on it)::
 
     class NetworkSink(Stream):                    # shared: one queue whatever forks feed it
         overflow: ClassVar[str] = "drop_oldest"   # the sink's default policy
+        default_linger: ClassVar[float] = 0.0     # the sink's default linger
+        secret_options: ClassVar[frozenset[str]]  # keyword options the repr hides
+                                                  # (default: token, password)
         def __init__(self, *, queue_size=10_000, batch_size=500, overflow=None,
-                     timeout=10.0, backoff=0.5, max_backoff=30.0, flush_timeout=5.0)
+                     timeout=10.0, backoff=0.5, max_backoff=30.0, flush_timeout=5.0,
+                     linger=None)
         async def send_batch(self, batch: list[Any]) -> None   # override: deliver or raise;
                                       # may delete delivered events from the front of batch,
                                       # so that a retry resends only the rest
@@ -67,13 +72,15 @@ import trio
 
 from streams import Stream
 from streams._config import service
+from streams._core import _describe
 
 from ._client import _delays
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["OVERFLOW_POLICIES", "HttpSink", "NetworkSink", "Rejected", "backoff_delays"]
+__all__ = ["OVERFLOW_POLICIES", "HttpSink", "NetworkSink", "Rejected", "backoff_delays",
+           "field_names"]
 
 log = logging.getLogger("rillet.delivery")
 
@@ -110,18 +117,36 @@ def _number(caller: str, name: str, value: Any, *, minimum: float = 0,
                          f"{', e.g. ' + example if example else ''}")
 
 
+def field_names(caller: str, name: str, value: Any) -> tuple[str, ...]:
+    """``value`` as a tuple of field names, or a TypeError naming the argument.
+
+    >>> field_names("influxdb", "tag_fields", ["host", "env"])
+    ('host', 'env')
+    """
+    if isinstance(value, str) or not isinstance(value, tuple | list) or \
+            not all(isinstance(n, str) for n in value):
+        raise TypeError(f"{caller}({name}={value!r}): {name} must be a tuple of field names, "
+                        f"e.g. {name}=('host', 'region')")
+    return tuple(value)
+
+
 class NetworkSink(Stream):
     """Base of the sinks that deliver events over the network (see the module docs)."""
 
     __slots__ = ("_batch", "_queue", "_waiting", "_wakeup", "backoff", "batch_size",
                  "dropped", "failed", "flush_timeout", "last_error", "last_success",
-                 "max_backoff", "overflow_policy", "queue_size", "retries", "sent", "timeout")
+                 "linger", "max_backoff", "overflow_policy", "queue_size", "retries", "sent",
+                 "timeout")
     shared = True
     overflow: ClassVar[str] = "drop_oldest"
+    default_linger: ClassVar[float] = 0.0
+    #: Keyword options shown as <hidden> in the repr, which log lines quote.
+    secret_options: ClassVar[frozenset[str]] = frozenset({"token", "password"})
 
     def __init__(self, *, queue_size: int = 10_000, batch_size: int = 500,
                  overflow: str | None = None, timeout: float = 10.0, backoff: float = 0.5,
-                 max_backoff: float = 30.0, flush_timeout: float = 5.0) -> None:
+                 max_backoff: float = 30.0, flush_timeout: float = 5.0,
+                 linger: float | None = None) -> None:
         caller = type(self).__name__
         _number(caller, "queue_size", queue_size, minimum=1, integer=True,
                 example="queue_size=10000")
@@ -132,6 +157,8 @@ class NetworkSink(Stream):
         if timeout == 0:
             raise ValueError(f"{caller}(timeout=0): timeout must be > 0 seconds, e.g. timeout=10")
         _number(caller, "backoff", backoff, example="backoff=0.5")
+        linger = self.default_linger if linger is None else linger
+        _number(caller, "linger", linger, example="linger=0.1")
         _number(caller, "max_backoff", max_backoff, minimum=backoff,
                 example=f"max_backoff={max(30, backoff)}")
         policy = self.overflow if overflow is None else overflow
@@ -145,6 +172,7 @@ class NetworkSink(Stream):
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.flush_timeout = flush_timeout
+        self.linger = linger
         self._queue: deque[Any] = deque()
         self._batch: list[Any] = []
         self._wakeup = trio.Event()
@@ -155,12 +183,28 @@ class NetworkSink(Stream):
         self._set_children(())
         service(self)
 
+    def __repr__(self) -> str:
+        hidden = self.secret_options
+        parts = [_describe(a) for a in self._args]
+        parts += [f"{k}={'<hidden>' if k in hidden else _describe(v)}"
+                  for k, v in self._kwargs.items()]
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     # The stream half: synchronous, never blocks, never raises -------------
 
     def __call__(self, event: Any) -> None:
-        if type(event) is list or type(event) is tuple:
+        kind = type(event)
+        if kind is list or kind is tuple:
             for one in event:
                 self._put(one)
+            return
+        # The common case inlined: this line runs for every event a sink gets.
+        queue = self._queue
+        if len(queue) < self.queue_size:
+            queue.append(event)
+            if self._waiting:
+                self._waiting = False
+                self._wakeup.set()
         else:
             self._put(event)
 
@@ -183,7 +227,7 @@ class NetworkSink(Stream):
                 log.error("%r: queue full (%d), dropped %s (%d dropped so far); the peer is "
                           "down or slow: see statistics()['last_error']", self,
                           self.queue_size, _summary(event), self.dropped)
-            elif math.log2(self.dropped).is_integer():
+            elif self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4, 8, ...
                 log.warning("%r: queue full (%d), dropped the oldest event (%d so far)",
                             self, self.queue_size, self.dropped)
         except Exception:  # a broken repr or handler must not reach the streams
@@ -236,6 +280,10 @@ class NetworkSink(Stream):
             self._wakeup = trio.Event()
             self._waiting = True
             await self._wakeup.wait()
+        if self.linger and len(self._queue) < self.batch_size:
+            # Wait a little for more: one write of many lines costs about what
+            # one write of a single line does.
+            await trio.sleep(self.linger)
         self._take()
 
     def _take(self) -> None:

@@ -32,6 +32,7 @@ class forward(NetworkSink):
     """
 
     __slots__ = ("_client", "host", "port", "request_size", "window")
+    default_linger = 0.1  # events can wait 100 ms to go out in fewer requests
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5555, *, request_size: int = 100,
                  window: int = 16, **options: Any) -> None:

@@ -10,6 +10,7 @@ when their queue is full. The payload builders (``graphite_path``,
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import pickle
@@ -23,7 +24,7 @@ from typing import Any
 import trio
 
 from ._client import _Readable
-from ._delivery import HttpSink, NetworkSink
+from ._delivery import HttpSink, NetworkSink, field_names
 
 __all__ = [
     "graphite", "graphite_annotations", "graphite_annotation", "graphite_lines",
@@ -48,33 +49,51 @@ def graphite_path(event: Any) -> str:
     >>> graphite_path(Event(service="cpu"))
     'cpu'
     """
-    service = event.service
+    return _path(event.host, event.service)
+
+
+@functools.lru_cache(maxsize=65536)
+def _path(host: str | None, service: str | None) -> str:
+    # Cached: a sink sees the same few (host, service) pairs over and over, and
+    # building the path costs more than everything else in a line.
     if service:
         service = _TRAILING_QUANTILE.sub(lambda m: str(int(100 * float(m[1]))), service)
-    host = event.host
     parts = (host.split(".")[::-1] if host else []) + (service.split(" ") if service else [])
-    return ".".join(parts)
+    return _clean(".".join(parts))
+
+
+@functools.lru_cache(maxsize=65536)
+def _clean(path: str) -> str:
+    # A line with whitespace in its path would be read as a different metric.
+    return _WHITESPACE.sub("_", path)
 
 
 def _value(metric: Any) -> str | None:
+    kind = type(metric)
+    if kind is float:
+        return repr(metric) if metric - metric == 0 else None  # NaN and infinities are not
+    if kind is int:
+        return str(metric)
     if metric is None or isinstance(metric, bool):
         return None
     if isinstance(metric, int):
-        return str(metric)
+        return str(int(metric))
     metric = float(metric)
     return repr(metric) if math.isfinite(metric) else None
 
 
 def _graphite_points(events: Iterable[Any], path: Callable[[Any], str], now: float
-                     ) -> Iterator[tuple[str, str, int]]:
+                     ) -> list[tuple[str, str, int]]:
+    default = path is graphite_path
+    points = []
     for event in events:
         value = _value(event.metric)
         if value is None:
             continue  # as Riemann: only events with a (finite) metric are graphed
+        name = _path(event.host, event.service) if default else _clean(path(event))
         when = event.time
-        # A line with whitespace in its path would be read as a different metric.
-        name = _WHITESPACE.sub("_", path(event))
-        yield name, value, int(now if when is None else when)
+        points.append((name, value, int(now if when is None else when)))
+    return points
 
 
 def graphite_lines(events: Iterable[Any], path: Callable[[Any], str] = graphite_path,
@@ -89,8 +108,8 @@ def graphite_lines(events: Iterable[Any], path: Callable[[Any], str] = graphite_
     ...                 Event(host="web1", service="no metric", time=1)])
     b'web1.cpu.user 0.5 1700000000\\n'
     """
-    return "".join(f"{name} {value} {when}\n"
-                   for name, value, when in _graphite_points(events, path, now)).encode()
+    return "".join([f"{name} {value} {when}\n"
+                    for name, value, when in _graphite_points(events, path, now)]).encode()
 
 
 def graphite_pickle(events: Iterable[Any], path: Callable[[Any], str] = graphite_path,
@@ -148,6 +167,7 @@ class graphite(NetworkSink):
 
     __slots__ = ("_readable", "_socket", "_stream", "host", "path", "pickle", "port",
                  "protocol")
+    default_linger = 0.1  # metrics can wait 100 ms to go out in fewer writes
 
     def __init__(self, host: str = "127.0.0.1", port: int = 2003, *, protocol: str = "tcp",
                  pickle: bool = False, path: Callable[[Any], str] = graphite_path,
@@ -365,6 +385,7 @@ class influxdb(HttpSink):
     """
 
     __slots__ = ("params", "tag_fields", "write_url")
+    default_linger = 0.1  # metrics can wait 100 ms to go out in fewer requests
 
     def __init__(self, url: str = "http://127.0.0.1:8086", database: str | None = None, *,
                  bucket: str | None = None, org: str | None = None, token: str | None = None,
@@ -374,9 +395,7 @@ class influxdb(HttpSink):
             raise ValueError(
                 f"influxdb(database={database!r}, bucket={bucket!r}): give database= for "
                 f"InfluxDB 1.x or bucket= (with org= and token=) for InfluxDB 2.x, not both")
-        if isinstance(tag_fields, str) or not all(isinstance(f, str) for f in tag_fields):
-            raise TypeError(f"influxdb(tag_fields={tag_fields!r}): tag_fields must be a tuple "
-                            f"of field names, e.g. tag_fields=('host', 'region')")
+        self.tag_fields = field_names("influxdb", "tag_fields", tag_fields)
         headers: dict[str, str] = {"Content-Type": "text/plain; charset=utf-8"}
         base = url.rstrip("/") if isinstance(url, str) else url
         if bucket is not None:
@@ -391,7 +410,6 @@ class influxdb(HttpSink):
             self.params = {"db": str(database), "precision": "ms"}
             if username is not None:
                 self.params.update(u=username, p=password or "")
-        self.tag_fields = tuple(tag_fields)
         super().__init__(url, headers=headers, **options)
 
     async def send_batch(self, batch: list[Any]) -> None:

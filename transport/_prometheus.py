@@ -21,6 +21,7 @@ import trio
 from streams._config import service
 from streams._core import is_expired
 
+from ._delivery import field_names
 from ._server import _bind_error, _check_port
 
 __all__ = ["prometheus_endpoint", "prometheus_exposition"]
@@ -130,16 +131,13 @@ class prometheus_endpoint:
         if not isinstance(prefix, str) or (prefix and _INVALID_NAME.search(prefix)):
             raise ValueError(f"prometheus_endpoint(prefix={prefix!r}): the prefix may hold "
                              f"only letters, digits, '_' and ':', e.g. prefix='rillet_'")
-        if isinstance(labels, str) or not all(isinstance(n, str) for n in labels):
-            raise TypeError(f"prometheus_endpoint(labels={labels!r}): labels must be a tuple "
-                            f"of attribute names, e.g. labels=('env', 'region')")
+        self.labels = field_names("prometheus_endpoint", "labels", labels)
         if not isinstance(path, str) or not path.startswith("/"):
             raise ValueError(f"prometheus_endpoint(path={path!r}): the path must start with "
                              f"'/', e.g. path='/metrics'")
         self.host = host
         self.port = port
         self.prefix = prefix
-        self.labels = tuple(labels)
         self.path = path
         self.bound_port: int | None = None
         self.scrapes = 0
