@@ -435,6 +435,21 @@ def test_webhook_posts_the_event_or_the_body_template(provider: ProviderPeer,
                                                     "severity": "critical"}, [])
 
 
+def test_credentials_stay_out_of_reprs_and_logs() -> None:
+    sinks = [
+        declare(lambda: mailer("mail.example.com", 587, from_="r@example.com",
+                               to="ops@example.com", user="rillet", password="hunter2")),
+        declare(lambda: pagerduty(KEY)),
+        declare(lambda: slack("https://hooks.slack.com/services/T0/B0/s3cr3tT0k3n")),
+        declare(lambda: webhook("https://example.com/hook",
+                                headers={"Authorization": "Bearer s3cr3tT0k3n"})),
+    ]
+    text = " ".join(repr(sink) for sink in sinks)
+    for secret in ("hunter2", KEY, "s3cr3tT0k3n"):
+        assert secret not in text
+    assert "https://hooks.slack.com/services/T0/B0/<hidden>" in text
+
+
 # Failures ------------------------------------------------------------------------------
 
 

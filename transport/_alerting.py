@@ -13,9 +13,11 @@ one mail, one Slack message, one webhook call; PagerDuty and Alertmanager get
 one alert per event.
 
 Mail and the HTTP sinks deliver one message per attempt (``batch_size=1``), so
-a message the peer refuses for good is counted alone in ``failed`` and a
-retry never repeats a message already delivered; Alertmanager takes a batch
-of alerts in one request.
+a message the peer refuses for good is counted alone in ``failed``; with a
+larger ``batch_size`` each delivered message leaves the batch at once, so a
+retry never repeats one. Alertmanager takes a batch of alerts in one request.
+Credentials (a password, the PagerDuty routing key, the token in a Slack URL,
+a webhook's headers) never appear in a sink's repr, and so not in logs.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import logging
 import smtplib
 import ssl as ssl_module
 from collections.abc import Callable, Mapping, Sequence
-from email.message import EmailMessage
 from typing import Any
 
 import trio
@@ -155,16 +156,15 @@ class mailer(_AlertSink, NetworkSink):
         super().__init__(**_one_message_per_call(options))
 
     async def send_batch(self, batch: list[Any]) -> None:
-        messages = [_building("mail", email_message, events, from_=self.from_, to=self.to,
-                              subject=self._subject, body=self._body)
-                    for events in batch]
         # smtplib blocks, so it runs in a worker thread; its socket timeout
         # bounds the thread even when the delivery layer gives up waiting.
-        await trio.to_thread.run_sync(self._send, messages, abandon_on_cancel=True)
+        await trio.to_thread.run_sync(self._send, batch, abandon_on_cancel=True)
 
-    def _send(self, messages: list[EmailMessage]) -> None:
+    def _send(self, batch: list[Any]) -> None:
         smtp = self._smtp or self._connect()
-        for message in messages:
+        while batch:
+            message = _building("mail", email_message, batch[0], from_=self.from_, to=self.to,
+                                subject=self._subject, body=self._body)
             try:
                 refused = smtp.send_message(message, from_addr=self.from_, to_addrs=self.to)
                 if refused:
@@ -178,6 +178,7 @@ class mailer(_AlertSink, NetworkSink):
                 kind = Rejected if error.smtp_code >= 500 else ConnectionError
                 raise kind(f"the SMTP server answered {error.smtp_code} "
                            f"{error.smtp_error!r}") from error
+            del batch[0]  # delivered: a retry resends only the rest
         # A connection is kept only while mails wait: servers drop idle ones.
         if not self._queue:
             self._close()
@@ -329,8 +330,8 @@ class pagerduty(_AlertSink, HttpSink):
     >>> from streams._config import declaring
     >>> with declaring(Config()):
     ...     pager = pagerduty("0123456789abcdef0123456789abcdef")
-    >>> pager
-    pagerduty('0123456789abcdef0123456789abcdef')
+    >>> pager  # the routing key is a credential
+    pagerduty('<hidden>')
     """
 
     __slots__ = ("_dedup_key", "_severity", "_summary", "routing_key")
@@ -355,11 +356,17 @@ class pagerduty(_AlertSink, HttpSink):
 
     async def send_batch(self, batch: list[Any]) -> None:
         now = scheduler().now()
-        for event in flatten(batch):
-            body = _building("PagerDuty event", pagerduty_event, event,
-                             routing_key=self.routing_key, now=now, summary=self._summary,
-                             severity=self._severity, dedup_key=self._dedup_key)
-            await self.post(json=body)
+        while batch:
+            for event in flatten(batch[0]):
+                body = _building("PagerDuty event", pagerduty_event, event,
+                                 routing_key=self.routing_key, now=now, summary=self._summary,
+                                 severity=self._severity, dedup_key=self._dedup_key)
+                await self.post(json=body)
+            del batch[0]
+
+    def __repr__(self) -> str:
+        # The routing key lets anyone page the service: keep it out of logs.
+        return super().__repr__().replace(repr(self.routing_key), "'<hidden>'", 1)
 
 
 # Slack ---------------------------------------------------------------------------------------
@@ -377,8 +384,8 @@ class slack(_AlertSink, HttpSink):
     >>> from streams._config import declaring
     >>> with declaring(Config()):
     ...     chat = slack("https://hooks.slack.com/services/T000/B000/XXXX", channel="#ops")
-    >>> chat.statistics()["overflow"]
-    'drop_newest'
+    >>> chat, chat.statistics()["overflow"]
+    (slack('https://hooks.slack.com/services/T000/B000/<hidden>', channel='#ops'), 'drop_newest')
     """
 
     __slots__ = ("_text", "channel", "icon_emoji", "username")
@@ -399,11 +406,16 @@ class slack(_AlertSink, HttpSink):
         super().__init__(webhook_url, **_one_message_per_call(options))
 
     async def send_batch(self, batch: list[Any]) -> None:
-        for events in batch:
-            message = _building("Slack message", slack_message, events, text=self._text,
+        while batch:
+            message = _building("Slack message", slack_message, batch[0], text=self._text,
                                 channel=self.channel, username=self.username,
                                 icon_emoji=self.icon_emoji)
             await self.post(json=message)
+            del batch[0]
+
+    def __repr__(self) -> str:
+        # The webhook URL is the credential: show where it goes, not its token.
+        return super().__repr__().replace(repr(self.url), repr(_without_token(self.url)), 1)
 
 
 # Webhook --------------------------------------------------------------------------------------
@@ -426,6 +438,7 @@ class webhook(_AlertSink, HttpSink):
     """
 
     __slots__ = ("_body",)
+    secret_options = frozenset({"headers", "token", "password"})  # headers carry tokens
 
     def __init__(self, url: str, *, body: Any = None, headers: dict[str, str] | None = None,
                  **options: Any) -> None:
@@ -433,6 +446,13 @@ class webhook(_AlertSink, HttpSink):
         super().__init__(url, headers=headers, **_one_message_per_call(options))
 
     async def send_batch(self, batch: list[Any]) -> None:
-        for events in batch:
-            document = _building("webhook body", webhook_body, events, self._body)
+        while batch:
+            document = _building("webhook body", webhook_body, batch[0], self._body)
             await self.post(json=document)
+            del batch[0]
+
+
+def _without_token(url: str) -> str:
+    """A Slack webhook URL with its secret (the last path segment) hidden."""
+    head, _, _ = url.rpartition("/")
+    return f"{head}/<hidden>" if head.count("/") > 2 else url
