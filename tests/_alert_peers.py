@@ -141,6 +141,7 @@ class ProviderPeer:
 
     def __init__(self, port: int = 0) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.generation = 0
         self.fail_with: int | None = None
         self.delay = 0.0
         self.webhook_schema: dict[str, Any] = EVENT_JSON
@@ -152,11 +153,13 @@ class ProviderPeer:
                 pass
 
             def do_POST(self) -> None:
+                generation = peer.generation
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length)
                 if peer.delay:
                     time.sleep(peer.delay)
-                status, reply, content_type = peer.answer(self.path, dict(self.headers), raw)
+                status, reply, content_type = peer.answer(self.path, dict(self.headers), raw,
+                                                          generation)
                 body = reply.encode()
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
@@ -174,7 +177,8 @@ class ProviderPeer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def answer(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, str, str]:
+    def answer(self, path: str, headers: dict[str, str], raw: bytes, generation: int
+               ) -> tuple[int, str, str]:
         errors: list[str] = []
         content_type = headers.get("Content-Type", "")
         try:
@@ -192,8 +196,11 @@ class ProviderPeer:
         if document is not None:
             errors += schema_errors(schema, document)
         with self.lock:
-            self.requests.append({"kind": kind, "path": path, "headers": headers,
-                                  "json": document, "errors": errors})
+            # A request that came in before reset() (a slow answer to an earlier
+            # test) is not this test's.
+            if generation == self.generation:
+                self.requests.append({"kind": kind, "path": path, "headers": headers,
+                                      "json": document, "errors": errors})
         if self.fail_with is not None:
             return self.fail_with, "server error", "text/plain"
         if kind == "pagerduty":
@@ -217,6 +224,7 @@ class ProviderPeer:
     def reset(self) -> None:
         with self.lock:
             self.requests.clear()
+            self.generation += 1
         self.fail_with = None
         self.delay = 0.0
         self.webhook_schema = EVENT_JSON
@@ -234,7 +242,8 @@ class SmtpPeer:
 
     USER, PASSWORD = "rillet", "s3cret"
 
-    def __init__(self, *, tls: bool = False, auth: bool = False, port: int = 0) -> None:
+    def __init__(self, *, tls: bool = False, auth: bool = False, implicit_tls: bool = False,
+                 port: int = 0) -> None:
         from aiosmtpd.controller import Controller
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -251,7 +260,8 @@ class SmtpPeer:
                 if peer.reply.startswith("250"):
                     peer.messages.append({
                         "from": envelope.mail_from, "to": list(envelope.rcpt_tos),
-                        "content": envelope.content, "tls": session.ssl is not None,
+                        "content": envelope.content,
+                        "tls": server.transport.get_extra_info("ssl_object") is not None,
                         "login": getattr(session, "auth_data", None),
                     })
                 return peer.reply
@@ -267,13 +277,16 @@ class SmtpPeer:
 
         kwargs: dict[str, Any] = {}
         self.ca: Any = None
-        if tls:
+        if tls or implicit_tls:
             import trustme
 
             self.ca = trustme.CA()
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-            kwargs.update(tls_context=context, require_starttls=True)
+            if implicit_tls:  # TLS from the first byte, as on port 465
+                kwargs.update(ssl_context=context)
+            else:
+                kwargs.update(tls_context=context, require_starttls=True)
         if auth:
             kwargs.update(authenticator=authenticator, auth_require_tls=tls,
                           auth_exclude_mechanism=["PLAIN"])

@@ -185,12 +185,25 @@ def test_mailer_starttls_and_login(smtp_tls_server: SmtpPeer) -> None:
                                   password=peer.PASSWORD, ssl_context=peer.client_context(),
                                   subject="{host}: {service} is {state}"))
     run_sink(sink, lambda: sink(now_event(host="a", service="b", state="critical")),
-             lambda: peer.messages)
+             lambda: sink.sent == 1)
     [mail] = peer.messages
     assert mail["tls"] and peer.logins == ["LOGIN"]
     parsed = parse(mail)
     assert parsed["Subject"] == "a: b is critical"
     assert sink.statistics()["sent"] == 1
+
+
+def test_mailer_speaks_tls_from_the_start_with_ssl_true() -> None:
+    peer = SmtpPeer(implicit_tls=True)
+    try:
+        sink = declare(lambda: mailer("127.0.0.1", peer.port, from_="r@example.com",
+                                      to="ops@example.com", ssl=True,
+                                      ssl_context=peer.client_context()))
+        run_sink(sink, lambda: sink(now_event(host="tls", state="critical")),
+                 lambda: sink.sent == 1)
+        assert [m["tls"] for m in peer.messages] == [True]
+    finally:
+        peer.close()
 
 
 def test_mailer_with_a_wrong_password_is_refused_not_retried(smtp_tls_server: SmtpPeer) -> None:
