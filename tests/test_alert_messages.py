@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from streams import Event
 from streams.testing import events
 from transport._messages import (
-    DEFAULT_SLACK_TEXT,
     AlertTracker,
     alertmanager_alert,
     compile_body,
@@ -32,6 +31,7 @@ from transport._messages import (
     mail_subject,
     pagerduty_event,
     slack_message,
+    slack_text,
     webhook_body,
 )
 
@@ -254,13 +254,17 @@ def test_every_pagerduty_event_fits_the_schema(event: Event) -> None:
 
 
 def test_slack_default_message_escapes_control_characters() -> None:
-    text = compile_template(DEFAULT_SLACK_TEXT, "t")
-    message = slack_message(CRITICAL.evolve(description="<b> & more"), text=text,
+    message = slack_message(CRITICAL.evolve(description="<b> & more"), text=slack_text,
                             channel="#ops", username="rillet", icon_emoji=":rotating_light:")
-    assert message == {"text": "*web1 http req* is *critical* (0.95)\n&lt;b&gt; &amp; more",
+    assert message == {"text": "*web1 http req* is *critical* (0.95)\n&lt;b&gt; &amp; more\n"
+                               "2023-11-14T22:13:20.000Z, tags: prod, web",
                        "channel": "#ops", "username": "rillet",
                        "icon_emoji": ":rotating_light:"}
     assert schema_errors(SLACK_MESSAGE, message) == []
+
+
+def test_slack_default_text_leaves_out_what_the_event_lacks() -> None:
+    assert slack_text(Event(host="a", service="b", state="ok")) == "*a b* is *ok*"
 
 
 def test_slack_one_message_for_a_list_a_line_per_event() -> None:
@@ -273,7 +277,7 @@ def test_slack_one_message_for_a_list_a_line_per_event() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(events(hosts=["a", "<b>", "&"]), min_size=1, max_size=5))
 def test_every_slack_message_fits_the_schema(drawn: list[Event]) -> None:
-    message = slack_message(drawn, text=compile_template(DEFAULT_SLACK_TEXT, "t"))
+    message = slack_message(drawn, text=slack_text)
     assert schema_errors(SLACK_MESSAGE, message) == []
     assert "<" not in message["text"] and ">" not in message["text"]
 

@@ -269,15 +269,16 @@ def test_alertmanager_fires_and_resolves_alerts_in_a_real_alertmanager(
     am = alertmanager_server
     path = write_config(tmp_path, f"alertmanager('{am.url}', labels={{'team': 'web'}}, "
                                   f"annotations={{'summary': '{{host}} {{service}} is "
-                                  f"{{state}} ({{metric}})'}})")
+                                  f"{{state}} ({{metric}}) in {{env}}'}})")
     start = time.time() - 5
-    critical = Event(host="e2e", service="http req", state="critical", metric=12, time=start)
+    critical = Event(host="e2e", service="http req", state="critical", metric=12, time=start,
+                     env="test")
     run_config(path, [critical], lambda: am.alerts(host="e2e"))
     [alert] = am.alerts(host="e2e")
     assert alert["labels"] == {"alertname": "http req", "host": "e2e", "service": "http req",
                                "team": "web"}
-    assert alert["annotations"] == {"state": "critical",
-                                    "summary": "e2e http req is critical (12)"}
+    assert alert["annotations"] == {"state": "critical", "summary": "e2e http req is critical "
+                                                                "(12) in test"}
     assert alert["status"]["state"] == "active"
     assert abs(_unix(alert["startsAt"]) - start) < 0.01
 
@@ -410,9 +411,19 @@ def test_slack_posts_valid_incoming_webhook_messages(provider: ProviderPeer,
                lambda: provider.of("slack"))
     [request] = provider.of("slack")
     assert request["errors"] == []
-    assert request["json"] == {"text": "*web&lt;1&gt; http* is *critical* (3)\n"
-                                       "5xx &amp; timeouts",
-                               "channel": "#ops", "icon_emoji": ":fire:"}
+    assert request["json"]["text"].startswith("*web&lt;1&gt; http* is *critical* (3)\n"
+                                              "5xx &amp; timeouts\n20")
+    assert (request["json"]["channel"], request["json"]["icon_emoji"]) == ("#ops", ":fire:")
+
+
+def test_slack_templates_escape_the_values_and_keep_their_own_markup(
+        provider: ProviderPeer) -> None:
+    sink = declare(lambda: slack(f"{provider.url}/services/T/B/C",
+                                 text="<!here> {host} is {state}"))
+    run_sink(sink, lambda: sink(now_event(host="<b>&", state="critical")),
+             lambda: sink.sent == 1)
+    assert [r["json"]["text"] for r in provider.of("slack")] == \
+        ["<!here> &lt;b&gt;&amp; is critical"]
 
 
 def test_slack_config_mistakes() -> None:

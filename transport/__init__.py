@@ -29,6 +29,7 @@ from ._codec import (
 from ._delivery import HttpSink, NetworkSink, Rejected
 from ._forward import forward
 from ._graphing import graphite, graphite_annotations, graphite_path, influxdb
+from ._messages import slack_escape, slack_text
 from ._prometheus import prometheus_endpoint
 from ._queue import async_queue
 from ._run import Running, serve
@@ -46,5 +47,6 @@ __all__ = [
     "NetworkSink", "HttpSink", "Rejected",
     "forward", "graphite", "graphite_annotations", "graphite_path", "influxdb",
     "prometheus_endpoint",
-    "mailer", "alertmanager", "pagerduty", "slack", "webhook",
+    "mailer", "alertmanager", "pagerduty", "slack", "slack_escape", "slack_text",
+    "webhook",
 ]

@@ -34,7 +34,7 @@ from streams._clock import scheduler
 
 from ._delivery import HttpSink, NetworkSink, Rejected
 from ._messages import (
-    DEFAULT_SLACK_TEXT,
+    DEFAULT_ANNOTATIONS,
     DEFAULT_SUMMARY,
     AlertTracker,
     compile_body,
@@ -45,7 +45,9 @@ from ._messages import (
     mail_subject,
     pagerduty_event,
     pagerduty_severity,
+    slack_escape,
     slack_message,
+    slack_text,
     webhook_body,
 )
 
@@ -237,8 +239,9 @@ class alertmanager(_AlertSink, HttpSink):
     are sent again every ``resend`` seconds, as Prometheus does, so
     Alertmanager keeps them while no new event comes (a ``changed_state`` in
     front sends only changes); one whose latest event outlived its ttl is
-    resolved then. ``annotations`` maps names to templates (the state is
-    always one).
+    resolved then. ``annotations`` maps names to templates, added to the
+    defaults: ``summary`` ("host service is state (metric)"), ``description``
+    and the state.
 
     >>> from streams import Config, Event
     >>> from streams._config import declaring
@@ -272,7 +275,7 @@ class alertmanager(_AlertSink, HttpSink):
                              f"number of seconds, e.g. resend=60")
         compiled = {str(name): compile_template(template, f"alertmanager(annotations="
                                                           f"{{{name!r}: ...}})")
-                    for name, template in (annotations or {}).items()}
+                    for name, template in {**DEFAULT_ANNOTATIONS, **(annotations or {})}.items()}
         self.resend = resend
         self._tracker = AlertTracker(labels=labels, annotations=compiled,
                                      generator_url=generator_url, max_alerts=max_alerts)
@@ -375,10 +378,13 @@ class pagerduty(_AlertSink, HttpSink):
 class slack(_AlertSink, HttpSink):
     """Post to a Slack channel through an incoming webhook.
 
-    ``text`` is a template (Slack's mrkdwn; &, < and > in the values are
-    escaped) or a function of the event; a list of events is one message, a
-    line per event. ``channel``, ``username`` and ``icon_emoji`` are sent
-    when given (legacy webhooks honour them).
+    ``text`` is a template (Slack's mrkdwn: &, < and > in the event's values
+    are escaped, the template's own markup is kept) or a function of the
+    event, which escapes with ``slack_escape`` itself; by default what
+    happened in bold, the description, the time and the tags. A list of
+    events is one message.
+    ``channel``, ``username`` and ``icon_emoji`` are sent when given (legacy
+    webhooks honour them).
 
     >>> from streams import Config
     >>> from streams._config import declaring
@@ -390,7 +396,7 @@ class slack(_AlertSink, HttpSink):
 
     __slots__ = ("_text", "channel", "icon_emoji", "username")
 
-    def __init__(self, webhook_url: str, *, text: str | Callable[[Any], str] = DEFAULT_SLACK_TEXT,
+    def __init__(self, webhook_url: str, *, text: str | Callable[[Any], str] = slack_text,
                  channel: str | None = None, username: str | None = None,
                  icon_emoji: str | None = None, **options: Any) -> None:
         for name, value in (("channel", channel), ("username", username),
@@ -401,7 +407,7 @@ class slack(_AlertSink, HttpSink):
                                            and icon_emoji.endswith(":")):
             raise ValueError(f"slack(icon_emoji={icon_emoji!r}): write the emoji between "
                              f"colons, e.g. icon_emoji=':rotating_light:'")
-        self._text = compile_template(text, "slack(text=...)")
+        self._text = compile_template(text, "slack(text=...)", escape=slack_escape)
         self.channel, self.username, self.icon_emoji = channel, username, icon_emoji
         super().__init__(webhook_url, **_one_message_per_call(options))
 

@@ -30,16 +30,17 @@ from streams._core import is_expired
 from streams._event import DEFAULT_TTL, Event
 
 __all__ = [
-    "DEFAULT_SLACK_TEXT", "DEFAULT_SUMMARY", "AlertTracker", "alertmanager_alert",
+    "DEFAULT_ANNOTATIONS", "DEFAULT_SUMMARY", "AlertTracker", "alertmanager_alert",
     "compile_template", "email_message", "event_json", "iso_time", "mail_body",
     "mail_subject", "pagerduty_event", "pagerduty_severity", "resolves", "slack_message",
+    "slack_escape", "slack_text",
     "webhook_body",
 ]
 
 #: One line naming what happened, as Riemann's PagerDuty sink writes it.
 DEFAULT_SUMMARY = "{host} {service} is {state} ({metric})"
-#: Slack's default text: the summary in bold, then the description.
-DEFAULT_SLACK_TEXT = "*{host} {service}* is *{state}* ({metric})\n{description}"
+#: Alertmanager's default annotations, beside the state (receivers' templates read them).
+DEFAULT_ANNOTATIONS = {"summary": DEFAULT_SUMMARY, "description": "{description}"}
 #: States that end an alert: back to normal, or gone from the index.
 RESOLVING_STATES = frozenset({"ok", "expired"})
 
@@ -54,7 +55,14 @@ _SAMPLE = Event(host="web1", service="http req", state="critical", metric=1.5, t
 
 
 class _EventFormatter(string.Formatter):
-    """``str.format`` over an event: fields by name, absent ones empty, times ISO 8601."""
+    """``str.format`` over an event: fields by name, absent ones empty, times ISO 8601.
+
+    ``escape`` applies to the values only, so a template's own markup (a
+    Slack mention) stays as written.
+    """
+
+    def __init__(self, escape: Callable[[str], str] | None = None) -> None:
+        self.escape = escape
 
     def get_value(self, key: int | str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         event = kwargs["event"]
@@ -77,13 +85,17 @@ class _EventFormatter(string.Formatter):
     def format_field(self, value: Any, format_spec: str) -> Any:
         # An absent field is empty whatever its format: "{metric:.1f}" of an
         # event without a metric must not fail the alert.
-        return "" if value is None else super().format_field(value, format_spec)
+        if value is None:
+            return ""
+        text = super().format_field(value, format_spec)
+        return text if self.escape is None else self.escape(text)
 
 
 _FORMATTER = _EventFormatter()
 
 
-def compile_template(template: Template, caller: str) -> Callable[[Any], str]:
+def compile_template(template: Template, caller: str,
+                     escape: Callable[[str], str] | None = None) -> Callable[[Any], str]:
     """A function of one event returning text, checked now so a mistake fails at load.
 
     >>> compile_template("{host", "slack(text=...)")  # doctest: +NORMALIZE_WHITESPACE
@@ -107,8 +119,10 @@ def compile_template(template: Template, caller: str) -> Callable[[Any], str]:
             f"({{{{ }}}}) for literal ones"
         ) from None
 
+    formatter = _FORMATTER if escape is None else _EventFormatter(escape)
+
     def render(event: Any) -> str:
-        return _FORMATTER.vformat(template, (), {"event": event})
+        return formatter.vformat(template, (), {"event": event})
 
     render.__qualname__ = f"template({template!r})"
     return render
@@ -444,21 +458,47 @@ _DEFAULT_SUMMARY = compile_template(DEFAULT_SUMMARY, "DEFAULT_SUMMARY")
 # Slack incoming webhooks -------------------------------------------------------------
 
 
-def _slack_escape(text: str) -> str:
-    # Slack's message formatting treats &, < and > as control characters.
+def slack_escape(text: str) -> str:
+    """Slack's message formatting treats &, < and > as control characters.
+
+    >>> slack_escape("a<b> & c")
+    'a&lt;b&gt; &amp; c'
+    """
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_text(event: Any) -> str:
+    """Slack's default text: what happened in bold, the description, then time and tags.
+
+    >>> print(slack_text(Event(host="web1", service="http", state="critical", metric=0.5,
+    ...                        time=0, tags=["prod"], description="5xx")))
+    *web1 http* is *critical* (0.5)
+    5xx
+    1970-01-01T00:00:00.000Z, tags: prod
+    """
+    metric = "" if event.metric is None else f" ({event.metric})"
+    lines = [f"*{_text(event.host)} {_text(event.service)}* is *{_text(event.state)}*{metric}"]
+    if event.description:
+        lines.append(str(event.description))
+    details = [] if event.time is None else [iso_time(_valid_time(event.time, 0))]
+    if event.tags:
+        details.append(f"tags: {', '.join(event.tags)}")
+    if details:
+        lines.append(", ".join(details))
+    return slack_escape("\n".join(lines))
 
 
 def slack_message(events: Events, *, text: Callable[[Any], str],
                   channel: str | None = None, username: str | None = None,
                   icon_emoji: str | None = None) -> dict[str, Any]:
-    """An incoming-webhook message: one line block per event (a rollup gives several).
+    """An incoming-webhook message: a block of text per event (a rollup gives several).
 
-    >>> slack_message(Event(host="a<b", service="s", state="ok"), text=lambda e: e.host)
-    {'text': 'a&lt;b'}
+    >>> text = compile_template("<!here> {host} is {state}", "t", escape=slack_escape)
+    >>> slack_message(Event(host="a<b", service="s", state="ok"), text=text)
+    {'text': '<!here> a&lt;b is ok'}
     """
     message: dict[str, Any] = {
-        "text": "\n".join(_slack_escape(text(e)).strip() for e in flatten(events))[:40_000]
+        "text": "\n".join(text(e).strip() for e in flatten(events))[:40_000]
         or "(empty alert)",
     }
     for name, value in (("channel", channel), ("username", username),
