@@ -41,7 +41,10 @@ API for sink authors (the alerting and graphing sinks are built on it)::
                                   # good (e.g. HTTP 400); it is counted in "failed", not retried
     class HttpSink(NetworkSink)   # send_batch implementations call `await self.post(...)`
         def __init__(self, url: str, *, headers=None, **delivery_options)
-        async def post(self, url, *, json=None, content=None, headers=None) -> httpx.Response
+        async def post(self, url=None, *, json=None, content=None, headers=None,
+                       params=None) -> httpx.Response    # url defaults to the sink's
+    def backoff_delays(backoff, max_backoff) -> Iterator[float]   # capped, jittered
+    def field_names(caller, name, value) -> tuple[str, ...]      # validates a names option
 
 A subclass validates its own configuration, then calls
 ``super().__init__(**delivery_options)``; the arguments it was called with

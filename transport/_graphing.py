@@ -300,13 +300,13 @@ class graphite_annotations(HttpSink):
     overflow = "drop_newest"
 
     def __init__(self, url: str = "http://127.0.0.1:8080", **options: Any) -> None:
-        super().__init__(url.rstrip("/") + "/events/" if isinstance(url, str) else url,
-                         **options)
+        super().__init__(url, **options)
 
     async def send_batch(self, batch: list[Any]) -> None:
         now = time.time()
+        events_url = self.url.rstrip("/") + "/events/"
         while batch:
-            await self.post(content=json.dumps(graphite_annotation(batch[0], now)),
+            await self.post(events_url, content=json.dumps(graphite_annotation(batch[0], now)),
                             headers={"Content-Type": "application/json"})
             # Delivered: a retry after a later failure must not post it twice.
             del batch[0]
