@@ -20,6 +20,15 @@ DEFAULT_TTL = 60.0
 
 
 
+def effective_ttl(ttl: float | None) -> float:
+    """An event's ttl, or Riemann's default of 60 s when it has none.
+
+    >>> effective_ttl(None), effective_ttl(5)
+    (60.0, 5)
+    """
+    return DEFAULT_TTL if ttl is None else ttl
+
+
 def outlived(time: float, ttl: float | None, now: float) -> bool:
     """Riemann's expiry rule: more than ``ttl`` seconds (60 when None) have passed since ``time``.
 
@@ -29,7 +38,7 @@ def outlived(time: float, ttl: float | None, now: float) -> bool:
     >>> outlived(0, 5, now=6), outlived(0, 5, now=5), outlived(0, None, now=61)
     (True, False, True)
     """
-    return now - time > (DEFAULT_TTL if ttl is None else ttl)
+    return now - time > effective_ttl(ttl)
 
 
 #: The base fields, in Riemann's order.
