@@ -1,0 +1,526 @@
+"""Anomaly detection: automated thresholds that learn what normal looks like.
+
+Every detector forwards each metric-bearing event with attributes saying how
+unusual it is and what it was judged against, so an alert can explain itself:
+
+- ``anomaly_score``: 0 (as expected) to 1; 0.5 is the edge of the band;
+- ``expected``: the value the detector expected;
+- ``lower``, ``upper``: the band of normal values around it;
+- ``judged_by``: which detector's judgement this is.
+
+Until a detector has seen enough (its warm-up) it scores 0 and gives no band.
+Events without a metric pass through unchanged and leave the state alone.
+
+Each detector keeps its per-key state in a small record and judges one value
+with a step function of (state, time, value) that touches nothing else: the
+stream classes only hold the record and forward events, so the steps are
+property-tested directly (tests/test_anomaly.py).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, insort
+from collections import deque
+from typing import Any
+
+from ._aggregate import positive_seconds
+from ._clock import scheduler
+from ._core import Child, Stream
+
+__all__ = ["combine", "derivative", "holt_winters", "mad", "zscore"]
+
+#: (anomaly score, expected value, lower edge, upper edge); no band while warming up.
+Verdict = tuple[float, float | None, float | None, float | None]
+
+WARMING_UP: Verdict = (0.0, None, None, None)
+UNITS = ("events", "seconds")
+MAD_TO_SIGMA = 1.4826  # a normal distribution's standard deviation per median absolute deviation
+
+
+def band_score(value: float, expected: float, half_width: float) -> float:
+    """How far outside its band ``value`` is: 0 at ``expected``, 0.5 at the band's
+    edge, towards 1 far outside (``d² / (1 + d²)`` with ``d`` in half-widths).
+
+    >>> band_score(10, 10, 2), band_score(12, 10, 2), band_score(16, 10, 2)
+    (0.0, 0.5, 0.9)
+    """
+    distance = abs(value - expected)
+    if distance == 0:
+        return 0.0
+    if not half_width > 0:
+        return 1.0
+    d = distance / half_width
+    return d * d / (1 + d * d)
+
+
+def _judged(value: float, expected: float, half_width: float) -> Verdict:
+    return (band_score(value, expected, half_width), expected, expected - half_width,
+            expected + half_width)
+
+
+# Validation -------------------------------------------------------------
+
+
+def _positive_int(value: Any, caller: str, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{caller}: {name} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def _fraction(value: Any, caller: str, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"{caller}: {name} is a smoothing weight between 0 (excluded) and 1, "
+                         f"got {value!r}; e.g. {name}=0.1")
+    return float(value)
+
+
+def _unit(value: Any, caller: str) -> str:
+    if value not in UNITS:
+        raise ValueError(f"{caller}: unit must be 'events' or 'seconds', got {value!r}; "
+                         f"unit='seconds' measures the window in seconds of event time")
+    return str(value)
+
+
+def _width(value: Any, caller: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{caller}: width is the band's half-width in deviations, a positive "
+                         f"number, got {value!r}; e.g. width=3")
+    return float(value)
+
+
+def _detectors(value: Any, caller: str) -> tuple[_Detector, ...]:
+    detectors = (value,) if isinstance(value, _Detector) else value
+    if not isinstance(detectors, (list, tuple)) or not detectors or \
+            not all(isinstance(d, _Detector) for d in detectors):
+        raise TypeError(f"{caller}: detectors must be a detector or a list of them, built "
+                        f"without children, got {value!r}; e.g. [zscore(60), mad(60)]")
+    for detector in detectors:
+        if detector.children:
+            raise ValueError(f"{caller}: {detector!r} has children of its own; pass detectors "
+                             f"without children and give the children to {caller.split('(')[0]}")
+    return tuple(detectors)
+
+
+# The stream shape shared by every detector -------------------------------
+
+
+class _Detector(Stream):
+    """Judges each metric with ``judge(time, value)`` and forwards the verdict."""
+
+    __slots__ = ()
+
+    def judge(self, time: float, value: float) -> Verdict:
+        raise NotImplementedError
+
+    def __call__(self, event: Any) -> None:
+        value = event.metric
+        if value is None:
+            self._out(event)
+            return
+        time = event.time
+        score, expected, lower, upper = self.judge(
+            scheduler().now() if time is None else time, value)
+        self._out(event.evolve(anomaly_score=score, expected=expected, lower=lower,
+                               upper=upper, judged_by=type(self).__name__))
+
+
+# Holt-Winters ------------------------------------------------------------
+
+
+class HoltWintersState:
+    """Level, trend, and per-slot season and deviation (Brutlag's)."""
+
+    __slots__ = ("count", "deviation", "level", "season", "seen", "trend")
+
+    def __init__(self, slots: int) -> None:
+        self.level = 0.0
+        self.trend = 0.0
+        self.season = [0.0] * slots
+        self.deviation = [0.0] * slots
+        self.seen = [0] * slots
+        self.count = 0
+
+
+def holt_winters_step(state: HoltWintersState, slot: int, value: float, alpha: float,
+                      beta: float, gamma: float, width: float, warmup: int) -> Verdict:
+    """Judge ``value`` against the forecast for ``slot``, then learn from it.
+
+    Additive Holt-Winters in error-correction form (a constant series gives
+    exactly zero error, so it never drifts into an alarm), with Brutlag's
+    confidence band: the forecast ± ``width`` times the slot's smoothed
+    absolute error, learnt with the seasonal weight ``gamma``.
+    """
+    if state.count == 0:
+        state.level = value
+    state.count += 1
+    first_visit = not state.seen[slot]
+    state.seen[slot] += 1
+    if first_visit:
+        # The first season only records each slot's offset from the level.
+        state.season[slot] = value - state.level
+        state.level += alpha * (value - state.level - state.season[slot])
+        return WARMING_UP
+    forecast = state.level + state.trend + state.season[slot]
+    error = value - forecast
+    deviation = state.deviation[slot]
+    verdict = _judged(value, forecast, width * deviation) if state.count > warmup \
+        else WARMING_UP
+    state.level += state.trend + alpha * error
+    state.trend += alpha * beta * error
+    state.season[slot] += gamma * (1 - alpha) * error
+    state.deviation[slot] = abs(error) if state.seen[slot] == 2 \
+        else deviation + gamma * (abs(error) - deviation)
+    return verdict
+
+
+class holt_winters(_Detector):
+    """Forecast each metric with additive Holt-Winters and score it against
+    Brutlag's band: forecast ± ``width`` × the smoothed forecast error of its
+    place in the season.
+
+    ``season`` counts events (a daily season of 5-minute samples is 288), or,
+    with ``unit="seconds"``, seconds of event time split into slots of
+    ``slot`` seconds (default: a 288th of the season), which copes with
+    irregular and missing samples. ``alpha``, ``beta``, ``gamma`` weigh the
+    newest error in the level, trend and season. Nothing is scored during the
+    first ``warmup`` events (default: two seasons' worth of slots).
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = holt_winters(4, out.append)
+    >>> for t, m in enumerate([1, 5, 1, 3] * 3 + [1, 5, 9]): s(Event(metric=m, time=t))
+    >>> [e.get("anomaly_score") for e in out][-3:]
+    [0.0, 0.0, 1.0]
+    >>> out[-1].get("expected"), out[-1].get("judged_by")
+    (1.0, 'holt_winters')
+    """
+
+    __slots__ = ("_state", "alpha", "beta", "gamma", "season", "slot", "slots", "unit",
+                 "warmup", "width")
+
+    def __init__(self, season: float, *children: Child, unit: str = "events",
+                 slot: float | None = None, alpha: float = 0.1, beta: float = 0.01,
+                 gamma: float = 0.1, width: float = 3.0, warmup: int | None = None) -> None:
+        caller = ("holt_winters(season, *children, unit='events', slot=None, alpha=0.1, "
+                  "beta=0.01, gamma=0.1, width=3, warmup=None)")
+        self.unit = _unit(unit, caller)
+        if self.unit == "events":
+            self.season = _positive_int(season, caller, "season", 2)
+            if slot is not None:
+                raise ValueError(f"{caller}: slot (seconds) only applies with unit='seconds'; "
+                                 f"got slot={slot!r} with a season of {season!r} events")
+            self.slot: float | None = None
+            self.slots = self.season
+        else:
+            self.season = positive_seconds(season, caller, "season")
+            self.slot = positive_seconds(self.season / 288 if slot is None else slot, caller,
+                                         "slot")
+            self.slots = max(2, math.ceil(self.season / self.slot))
+        self.alpha = _fraction(alpha, caller, "alpha")
+        self.beta = _fraction(beta, caller, "beta")
+        self.gamma = _fraction(gamma, caller, "gamma")
+        self.width = _width(width, caller)
+        self.warmup = 2 * self.slots if warmup is None else \
+            _positive_int(warmup, caller, "warmup", 0)
+        self._state = HoltWintersState(self.slots)
+        self._set_children(children)
+
+    def judge(self, time: float, value: float) -> Verdict:
+        state = self._state
+        if self.slot is None:
+            slot = state.count % self.slots
+        else:
+            slot = int(time % self.season // self.slot) % self.slots
+        return holt_winters_step(state, slot, value, self.alpha, self.beta, self.gamma,
+                                 self.width, self.warmup)
+
+
+# Rolling windows ----------------------------------------------------------
+
+
+class WindowState:
+    """The recent (time, value) pairs a rolling detector judges against."""
+
+    __slots__ = ("points",)
+
+    def __init__(self, limit: int) -> None:
+        self.points: deque[tuple[float, float]] = deque(maxlen=limit)
+
+
+class MomentsState(WindowState):
+    """A window with running sums of values shifted by the first value seen.
+
+    Shifting keeps the sums exact for a constant series (all zeros), so its
+    spread is exactly 0 rather than rounding noise.
+    """
+
+    __slots__ = ("origin", "total", "squares", "since_exact")
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.origin: float | None = None
+        self.total = 0.0
+        self.squares = 0.0
+        self.since_exact = 0
+
+
+def zscore_step(state: MomentsState, time: float, value: float, span: float | None,
+                width: float, warmup: int) -> Verdict:
+    """Judge ``value`` against the window's mean ± ``width`` standard deviations,
+    then add it to the window."""
+    points = state.points
+    if span is not None:
+        while points and points[0][0] <= time - span:
+            _, old = points.popleft()
+            state.total -= old
+            state.squares -= old * old
+    if state.origin is None:
+        state.origin = value
+    n = len(points)
+    verdict = WARMING_UP
+    if n >= warmup and n:
+        mean = state.total / n
+        variance = max(0.0, state.squares / n - mean * mean)
+        verdict = _judged(value, state.origin + mean, width * math.sqrt(variance))
+    shifted = value - state.origin
+    if len(points) == points.maxlen:
+        _, old = points[0]
+        state.total -= old
+        state.squares -= old * old
+    points.append((time, shifted))
+    state.total += shifted
+    state.squares += shifted * shifted
+    state.since_exact += 1
+    if state.since_exact >= len(points) and state.since_exact >= 64:
+        # Adding and removing accumulates rounding; resumming now and then bounds it.
+        state.total = math.fsum(x for _, x in points)
+        state.squares = math.fsum(x * x for _, x in points)
+        state.since_exact = 0
+    return verdict
+
+
+class SortedState(WindowState):
+    """A window that also keeps its values sorted, for medians."""
+
+    __slots__ = ("ordered",)
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.ordered: list[float] = []
+
+
+def _median(ordered: list[float]) -> float:
+    n = len(ordered)
+    middle = n // 2
+    return ordered[middle] if n % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def mad_step(state: SortedState, time: float, value: float, span: float | None,
+             width: float, warmup: int) -> Verdict:
+    """Judge ``value`` against the window's median ± ``width`` scaled median
+    absolute deviations (1.4826 MAD, a standard deviation for normal data),
+    then add it to the window."""
+    points, ordered = state.points, state.ordered
+    if span is not None:
+        while points and points[0][0] <= time - span:
+            _, old = points.popleft()
+            del ordered[bisect_left(ordered, old)]
+    verdict = WARMING_UP
+    if len(points) >= warmup and points:
+        median = _median(ordered)
+        spread = _median(sorted(abs(x - median) for x in ordered))
+        verdict = _judged(value, median, width * MAD_TO_SIGMA * spread)
+    if len(points) == points.maxlen:
+        _, old = points[0]
+        del ordered[bisect_left(ordered, old)]
+    points.append((time, value))
+    insort(ordered, value)
+    return verdict
+
+
+class _Rolling(_Detector):
+    """A detector over the last ``window`` events, or seconds with ``unit="seconds"``."""
+
+    __slots__ = ("_span", "_state", "limit", "unit", "warmup", "width", "window")
+
+    def __init__(self, window: float, *children: Child, unit: str = "events",
+                 width: float = 3.0, warmup: int | None = None, limit: int = 10_000) -> None:
+        caller = (f"{type(self).__name__}(window, *children, unit='events', width=3, "
+                  f"warmup=None, limit=10000)")
+        self.unit = _unit(unit, caller)
+        self.limit = _positive_int(limit, caller, "limit", 2)
+        if self.unit == "events":
+            self.window = _positive_int(window, caller, "window", 2)
+            self._span: float | None = None
+            size = self.window
+        else:
+            self.window = positive_seconds(window, caller, "window")
+            self._span = self.window
+            size = self.limit
+        self.width = _width(width, caller)
+        default_warmup = min(size, 10) if self.unit == "seconds" else max(2, self.window // 2)
+        self.warmup = default_warmup if warmup is None else \
+            _positive_int(warmup, caller, "warmup", 1)
+        self._state = self._new_state(size)
+        self._set_children(children)
+
+    def _new_state(self, size: int) -> Any:
+        raise NotImplementedError
+
+
+class zscore(_Rolling):
+    """Score each metric against the mean ± ``width`` standard deviations of the
+    ``window`` before it (the last ``window`` events, or with ``unit="seconds"``
+    the last ``window`` seconds of event time, at most ``limit`` events).
+
+    Scoring starts once ``warmup`` values are in the window (default: half the
+    window of events, or 10 in a time window).
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = zscore(4, out.append)
+    >>> for m in [10, 12, 10, 12, 11, 30]: s(Event(metric=m, time=0))
+    >>> [round(e.get("anomaly_score"), 2) for e in out]
+    [0.0, 0.0, 0.1, 0.18, 0.0, 0.98]
+    >>> [round(out[-1].get(name), 2) for name in ("expected", "lower", "upper")]
+    [11.25, 8.76, 13.74]
+    """
+
+    __slots__ = ()
+
+    def _new_state(self, size: int) -> MomentsState:
+        return MomentsState(size)
+
+    def judge(self, time: float, value: float) -> Verdict:
+        return zscore_step(self._state, time, value, self._span, self.width, self.warmup)
+
+
+class mad(_Rolling):
+    """Score each metric against the median ± ``width`` × 1.4826 median absolute
+    deviations of the ``window`` before it: zscore's robust sibling, which a
+    few outliers in the window do not widen.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = mad(5, out.append)
+    >>> for m in [10, 11, 10, 90, 11, 30]: s(Event(metric=m, time=0))
+    >>> [round(e.get("anomaly_score"), 2) for e in out]
+    [0.0, 0.0, 0.05, 1.0, 0.05, 0.95]
+    >>> out[-1].get("expected"), out[-1].get("lower"), out[-1].get("upper")
+    (11, 6.5522, 15.4478)
+    """
+
+    __slots__ = ()
+
+    def _new_state(self, size: int) -> SortedState:
+        return SortedState(size)
+
+    def judge(self, time: float, value: float) -> Verdict:
+        return mad_step(self._state, time, value, self._span, self.width, self.warmup)
+
+
+# Combinations ---------------------------------------------------------------
+
+
+def combine_verdicts(verdicts: list[tuple[Verdict, str]], quorum: int) -> tuple[Verdict, str]:
+    """The ``quorum``-th worst verdict: at any threshold, the combination alerts
+    exactly when at least ``quorum`` of the detectors do."""
+    ranked = sorted(verdicts, key=lambda v: v[0][0], reverse=True)
+    return ranked[min(quorum, len(ranked)) - 1]
+
+
+class combine(_Detector):
+    """Judge each metric by several detectors and forward one verdict: the
+    worst (``quorum=1``), or one that at least ``quorum`` of them agree on (the
+    ``quorum``-th highest score, so it is over a threshold only when that many
+    detectors' scores are). The band and ``judged_by`` are the chosen detector's.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = combine([zscore(4), mad(4)], out.append, quorum=2)
+    >>> for m in [10, 12, 10, 12, 11, 30]: s(Event(metric=m, time=0))
+    >>> round(out[-1].get("anomaly_score"), 2), out[-1].get("judged_by")
+    (0.98, 'zscore')
+    """
+
+    __slots__ = ("detectors", "quorum")
+
+    def __init__(self, detectors: list[_Detector], *children: Child, quorum: int = 1) -> None:
+        caller = "combine(detectors, *children, quorum=1)"
+        self.detectors = _detectors(detectors, caller)
+        self.quorum = _positive_int(quorum, caller, "quorum")
+        if self.quorum > len(self.detectors):
+            raise ValueError(f"{caller}: quorum={quorum} exceeds the {len(self.detectors)} "
+                             f"detectors; use at most quorum={len(self.detectors)}")
+        self._set_children(children)
+
+    def judge(self, time: float, value: float) -> Verdict:
+        return self.judge_named(time, value)[0]
+
+    def judge_named(self, time: float, value: float) -> tuple[Verdict, str]:
+        verdicts = [(d.judge(time, value), type(d).__name__) for d in self.detectors]
+        return combine_verdicts(verdicts, self.quorum)
+
+    def __call__(self, event: Any) -> None:
+        value = event.metric
+        if value is None:
+            self._out(event)
+            return
+        time = event.time
+        (score, expected, lower, upper), name = self.judge_named(
+            scheduler().now() if time is None else time, value)
+        self._out(event.evolve(anomaly_score=score, expected=expected, lower=lower,
+                               upper=upper, judged_by=name))
+
+
+class DerivativeState:
+    __slots__ = ("time", "value")
+
+    def __init__(self) -> None:
+        self.time: float | None = None
+        self.value = 0.0
+
+
+def derivative_step(state: DerivativeState, detector: _Detector, time: float,
+                    value: float) -> Verdict:
+    """Judge the rate of change per second since the previous value, and give
+    the expectation and band back as values (previous value + rate × elapsed)."""
+    previous_time, previous = state.time, state.value
+    state.time, state.value = time, value
+    if previous_time is None or time <= previous_time:
+        # No rate without elapsed time: the first value, or one at the same time.
+        return WARMING_UP
+    elapsed = time - previous_time
+    score, expected, lower, upper = detector.judge(time, (value - previous) / elapsed)
+    if expected is None or lower is None or upper is None:
+        return WARMING_UP
+    return (score, previous + expected * elapsed, previous + lower * elapsed,
+            previous + upper * elapsed)
+
+
+class derivative(_Detector):
+    """Score each metric's rate of change per second (event time) with
+    ``detector`` instead of its value: a leak that climbs steadily at an unusual
+    rate, or a counter that stops, shows in its derivative long before its
+    level crosses anything. ``expected`` and the band are translated back into
+    values: the previous value plus the expected (lowest, highest) rate times
+    the time elapsed. Values at the same time as the previous one score 0.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = derivative(zscore(4), out.append)
+    >>> for t, m in enumerate([0, 1, 2, 3, 4, 5, 6, 20]): s(Event(metric=m, time=t))
+    >>> out[-1].get("anomaly_score"), out[-1].get("expected"), out[-1].get("judged_by")
+    (1.0, 7.0, 'derivative')
+    """
+
+    __slots__ = ("_state", "detector")
+
+    def __init__(self, detector: _Detector, *children: Child) -> None:
+        (self.detector,) = _detectors(detector, "derivative(detector, *children)")
+        self._state = DerivativeState()
+        self._set_children(children)
+
+    def judge(self, time: float, value: float) -> Verdict:
+        return derivative_step(self._state, self.detector, time, value)
