@@ -28,7 +28,7 @@ from ._aggregate import positive_seconds
 from ._clock import scheduler
 from ._core import Child, Stream
 
-__all__ = ["combine", "derivative", "holt_winters", "mad", "zscore"]
+__all__ = ["breakout", "combine", "derivative", "holt_winters", "mad", "zscore"]
 
 #: (anomaly score, expected value, lower edge, upper edge); no band while warming up.
 Verdict = tuple[float, float | None, float | None, float | None]
@@ -206,12 +206,12 @@ class holt_winters(_Detector):
                   "beta=0.01, gamma=0.1, width=3, warmup=None)")
         self.unit = _unit(unit, caller)
         if self.unit == "events":
-            self.season = _positive_int(season, caller, "season", 2)
+            self.season: float = _positive_int(season, caller, "season", 2)
             if slot is not None:
                 raise ValueError(f"{caller}: slot (seconds) only applies with unit='seconds'; "
                                  f"got slot={slot!r} with a season of {season!r} events")
             self.slot: float | None = None
-            self.slots = self.season
+            self.slots = int(self.season)
         else:
             self.season = positive_seconds(season, caller, "season")
             self.slot = positive_seconds(self.season / 288 if slot is None else slot, caller,
@@ -255,7 +255,7 @@ class MomentsState(WindowState):
     spread is exactly 0 rather than rounding noise.
     """
 
-    __slots__ = ("origin", "total", "squares", "since_exact")
+    __slots__ = ("origin", "since_exact", "squares", "total")
 
     def __init__(self, limit: int) -> None:
         super().__init__(limit)
@@ -344,23 +344,25 @@ class _Rolling(_Detector):
 
     __slots__ = ("_span", "_state", "limit", "unit", "warmup", "width", "window")
 
+    default_width = 3.0
+
     def __init__(self, window: float, *children: Child, unit: str = "events",
-                 width: float = 3.0, warmup: int | None = None, limit: int = 10_000) -> None:
-        caller = (f"{type(self).__name__}(window, *children, unit='events', width=3, "
-                  f"warmup=None, limit=10000)")
+                 width: float | None = None, warmup: int | None = None,
+                 limit: int = 10_000) -> None:
+        caller = (f"{type(self).__name__}(window, *children, unit='events', "
+                  f"width={self.default_width:g}, warmup=None, limit=10000)")
         self.unit = _unit(unit, caller)
         self.limit = _positive_int(limit, caller, "limit", 2)
         if self.unit == "events":
-            self.window = _positive_int(window, caller, "window", 2)
+            self.window: float = _positive_int(window, caller, "window", 2)
             self._span: float | None = None
-            size = self.window
+            size = int(self.window)
         else:
             self.window = positive_seconds(window, caller, "window")
             self._span = self.window
             size = self.limit
-        self.width = _width(width, caller)
-        default_warmup = min(size, 10) if self.unit == "seconds" else max(2, self.window // 2)
-        self.warmup = default_warmup if warmup is None else \
+        self.width = _width(self.default_width if width is None else width, caller)
+        self.warmup = max(2, min(size // 2, 50)) if warmup is None else \
             _positive_int(warmup, caller, "warmup", 1)
         self._state = self._new_state(size)
         self._set_children(children)
@@ -375,7 +377,7 @@ class zscore(_Rolling):
     the last ``window`` seconds of event time, at most ``limit`` events).
 
     Scoring starts once ``warmup`` values are in the window (default: half the
-    window of events, or 10 in a time window).
+    window, at most 50 values).
 
     >>> from streams import Event
     >>> out = []
@@ -418,6 +420,84 @@ class mad(_Rolling):
 
     def judge(self, time: float, value: float) -> Verdict:
         return mad_step(self._state, time, value, self._span, self.width, self.warmup)
+
+
+class ExtremesState(WindowState):
+    """A window with the indices of its running maximum and minimum candidates.
+
+    Monotonic queues: each holds (position, value) of the values that may still
+    become the window's extreme, so both extremes cost O(1) amortised.
+    """
+
+    __slots__ = ("count", "highs", "lows")
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.count = 0
+        self.highs: deque[tuple[int, float]] = deque()
+        self.lows: deque[tuple[int, float]] = deque()
+
+
+def _forget_before(state: ExtremesState, oldest: int) -> None:
+    """Drop extreme candidates at positions that have left the window."""
+    highs, lows = state.highs, state.lows
+    while highs and highs[0][0] < oldest:
+        highs.popleft()
+    while lows and lows[0][0] < oldest:
+        lows.popleft()
+
+
+def breakout_step(state: ExtremesState, time: float, value: float, span: float | None,
+                  width: float, warmup: int) -> Verdict:
+    """Judge ``value`` against the range (lowest to highest) of the window, widened
+    ``width`` times around its middle, then add it to the window."""
+    points, highs, lows = state.points, state.highs, state.lows
+    if span is not None:
+        while points and points[0][0] <= time - span:
+            points.popleft()
+    _forget_before(state, state.count - len(points))
+    verdict = WARMING_UP
+    if len(points) >= warmup and points:
+        high, low = highs[0][1], lows[0][1]
+        verdict = _judged(value, (high + low) / 2, width * (high - low) / 2)
+    if len(points) == points.maxlen:
+        _forget_before(state, state.count - len(points) + 1)
+    points.append((time, value))
+    while highs and highs[-1][1] <= value:
+        highs.pop()
+    highs.append((state.count, value))
+    while lows and lows[-1][1] >= value:
+        lows.pop()
+    lows.append((state.count, value))
+    state.count += 1
+    return verdict
+
+
+class breakout(_Rolling):
+    """Score each metric against the range the ``window`` before it kept: the
+    band runs from its lowest to its highest value (widened ``width`` times
+    around the middle), so only a value the metric has not reached for a whole
+    window alerts. Daily peaks inside the range never do; a new high does.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = breakout(4, out.append, warmup=2)
+    >>> for m in [10, 14, 12, 13, 20]: s(Event(metric=m, time=0))
+    >>> [round(e.get("anomaly_score"), 2) for e in out]
+    [0.0, 0.0, 0.0, 0.2, 0.94]
+    >>> out[-1].get("lower"), out[-1].get("upper")
+    (10.0, 14.0)
+    """
+
+    __slots__ = ()
+
+    default_width = 1.0
+
+    def _new_state(self, size: int) -> ExtremesState:
+        return ExtremesState(size)
+
+    def judge(self, time: float, value: float) -> Verdict:
+        return breakout_step(self._state, time, value, self._span, self.width, self.warmup)
 
 
 # Combinations ---------------------------------------------------------------
