@@ -36,6 +36,7 @@ Verdict = tuple[float, float | None, float | None, float | None]
 WARMING_UP: Verdict = (0.0, None, None, None)
 UNITS = ("events", "seconds")
 MAD_TO_SIGMA = 1.4826  # a normal distribution's standard deviation per median absolute deviation
+MEAN_AD_TO_SIGMA = 1.2533  # the same per mean absolute deviation
 
 
 def band_score(value: float, expected: float, half_width: float) -> float:
@@ -51,6 +52,8 @@ def band_score(value: float, expected: float, half_width: float) -> float:
     if not half_width > 0:
         return 1.0
     d = distance / half_width
+    if not d < 1e150:  # so far out that d² overflows (or the inputs did): plainly anomalous
+        return 1.0
     return d * d / (1 + d * d)
 
 
@@ -319,7 +322,8 @@ def _median(ordered: list[float]) -> float:
 def mad_step(state: SortedState, time: float, value: float, span: float | None,
              width: float, warmup: int) -> Verdict:
     """Judge ``value`` against the window's median ± ``width`` scaled median
-    absolute deviations (1.4826 MAD, a standard deviation for normal data),
+    absolute deviations (1.4826 MAD, a standard deviation for normal data; the
+    scaled mean absolute deviation when over half the window is one value),
     then add it to the window."""
     points, ordered = state.points, state.ordered
     if span is not None:
@@ -329,8 +333,13 @@ def mad_step(state: SortedState, time: float, value: float, span: float | None,
     verdict = WARMING_UP
     if len(points) >= warmup and points:
         median = _median(ordered)
-        spread = _median(sorted(abs(x - median) for x in ordered))
-        verdict = _judged(value, median, width * MAD_TO_SIGMA * spread)
+        deviations = sorted(abs(x - median) for x in ordered)
+        spread = MAD_TO_SIGMA * _median(deviations)
+        if not spread:
+            # Over half the window equal gives a zero MAD; the mean deviation still
+            # sees the rest, so a value seen before is not an outage.
+            spread = MEAN_AD_TO_SIGMA * math.fsum(deviations) / len(deviations)
+        verdict = _judged(value, median, width * spread)
     if len(points) == points.maxlen:
         _, old = points[0]
         del ordered[bisect_left(ordered, old)]
