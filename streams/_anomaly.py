@@ -134,7 +134,7 @@ class _Detector(Stream):
 class HoltWintersState:
     """Level, trend, and per-slot season and deviation (Brutlag's)."""
 
-    __slots__ = ("count", "deviation", "level", "season", "seen", "trend")
+    __slots__ = ("count", "deviation", "level", "season", "seen", "spread", "trend")
 
     def __init__(self, slots: int) -> None:
         self.level = 0.0
@@ -142,6 +142,7 @@ class HoltWintersState:
         self.season = [0.0] * slots
         self.deviation = [0.0] * slots
         self.seen = [0] * slots
+        self.spread = 0.0  # the smoothed absolute error over every slot
         self.count = 0
 
 
@@ -152,7 +153,9 @@ def holt_winters_step(state: HoltWintersState, slot: int, value: float, alpha: f
     Additive Holt-Winters in error-correction form (a constant series gives
     exactly zero error, so it never drifts into an alarm), with Brutlag's
     confidence band: the forecast ± ``width`` times the slot's smoothed
-    absolute error, learnt with the seasonal weight ``gamma``.
+    absolute error, learnt with the seasonal weight ``gamma``. After the
+    warm-up, the error it learns from is clipped to the band (robust
+    Holt-Winters, as Gelper, Fried and Croux propose).
     """
     if state.count == 0:
         state.level = value
@@ -166,14 +169,18 @@ def holt_winters_step(state: HoltWintersState, slot: int, value: float, alpha: f
         return WARMING_UP
     forecast = state.level + state.trend + state.season[slot]
     error = value - forecast
-    deviation = state.deviation[slot]
-    verdict = _judged(value, forecast, width * deviation) if state.count > warmup \
-        else WARMING_UP
-    state.level += state.trend + alpha * error
-    state.trend += alpha * beta * error
-    state.season[slot] += gamma * (1 - alpha) * error
-    state.deviation[slot] = abs(error) if state.seen[slot] == 2 \
-        else deviation + gamma * (abs(error) - deviation)
+    # A slot seen once has no error of its own yet: it starts from the typical one.
+    deviation = state.deviation[slot] if state.seen[slot] > 2 else state.spread or abs(error)
+    bound = width * deviation
+    verdict = _judged(value, forecast, bound) if state.count > warmup else WARMING_UP
+    # Learning from the error clipped to the band keeps one wild value from
+    # dragging the forecast; a lasting change still gets learnt, as the band widens.
+    learnt = error if state.count <= warmup else max(-bound, min(bound, error))
+    state.level += state.trend + alpha * learnt
+    state.trend += alpha * beta * learnt
+    state.season[slot] += gamma * (1 - alpha) * learnt
+    state.deviation[slot] = deviation + gamma * (abs(error) - deviation)
+    state.spread += gamma * (abs(error) - state.spread) if state.spread else abs(error)
     return verdict
 
 
