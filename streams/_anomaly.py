@@ -108,6 +108,14 @@ def _detectors(value: Any, caller: str) -> tuple[_Detector, ...]:
 # The stream shape shared by every detector -------------------------------
 
 
+def _annotated(event: Any, verdict: Verdict, name: str) -> Any:
+    score, expected, lower, upper = verdict
+    if expected is None:
+        return event.with_attributes({"anomaly_score": score, "judged_by": name})
+    return event.with_attributes({"anomaly_score": score, "expected": expected,
+                                  "lower": lower, "upper": upper, "judged_by": name})
+
+
 class _Detector(Stream):
     """Judges each metric with ``judge(time, value)`` and forwards the verdict."""
 
@@ -122,10 +130,8 @@ class _Detector(Stream):
             self._out(event)
             return
         time = event.time
-        score, expected, lower, upper = self.judge(
-            scheduler().now() if time is None else time, value)
-        self._out(event.evolve(anomaly_score=score, expected=expected, lower=lower,
-                               upper=upper, judged_by=type(self).__name__))
+        self._out(_annotated(event, self.judge(scheduler().now() if time is None else time,
+                                               value), type(self).__name__))
 
 
 # Holt-Winters ------------------------------------------------------------
@@ -476,9 +482,7 @@ def breakout_step(state: ExtremesState, time: float, value: float, span: float |
     if len(points) >= warmup and points:
         high, low = highs[0][1], lows[0][1]
         verdict = _judged(value, (high + low) / 2, width * (high - low) / 2)
-    if len(points) == points.maxlen:
-        _forget_before(state, state.count - len(points) + 1)
-    points.append((time, value))
+    points.append((time, value))  # a full window drops its oldest; the next step forgets it
     while highs and highs[-1][1] <= value:
         highs.pop()
     highs.append((state.count, value))
@@ -564,10 +568,8 @@ class combine(_Detector):
             self._out(event)
             return
         time = event.time
-        (score, expected, lower, upper), name = self.judge_named(
-            scheduler().now() if time is None else time, value)
-        self._out(event.evolve(anomaly_score=score, expected=expected, lower=lower,
-                               upper=upper, judged_by=name))
+        verdict, name = self.judge_named(scheduler().now() if time is None else time, value)
+        self._out(_annotated(event, verdict, name))
 
 
 class DerivativeState:
