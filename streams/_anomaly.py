@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, insort
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from ._aggregate import positive_seconds
 from ._clock import scheduler
@@ -124,14 +125,18 @@ class _Detector(Stream):
     def judge(self, time: float, value: float) -> Verdict:
         raise NotImplementedError
 
+    def judge_named(self, time: float, value: float) -> tuple[Verdict, str]:
+        """The verdict and the name of the detector that gave it."""
+        return self.judge(time, value), type(self).__name__
+
     def __call__(self, event: Any) -> None:
         value = event.metric
         if value is None:
             self._out(event)
             return
         time = event.time
-        self._out(_annotated(event, self.judge(scheduler().now() if time is None else time,
-                                               value), type(self).__name__))
+        verdict, name = self.judge_named(scheduler().now() if time is None else time, value)
+        self._out(_annotated(event, verdict, name))
 
 
 # Holt-Winters ------------------------------------------------------------
@@ -366,7 +371,10 @@ class _Rolling(_Detector):
 
     __slots__ = ("_span", "_state", "limit", "unit", "warmup", "width", "window")
 
-    default_width = 3.0
+    default_width: ClassVar[float] = 3.0
+    # Each rolling detector is its window's state and the step that judges against it.
+    state_type: ClassVar[type[WindowState]]
+    step: ClassVar[Callable[..., Verdict]]
 
     def __init__(self, window: float, *children: Child, unit: str = "events",
                  width: float | None = None, warmup: int | None = None,
@@ -386,11 +394,11 @@ class _Rolling(_Detector):
         self.width = _width(self.default_width if width is None else width, caller)
         self.warmup = max(2, min(size // 2, 50)) if warmup is None else \
             _positive_int(warmup, caller, "warmup", 1)
-        self._state = self._new_state(size)
+        self._state = self.state_type(size)
         self._set_children(children)
 
-    def _new_state(self, size: int) -> Any:
-        raise NotImplementedError
+    def judge(self, time: float, value: float) -> Verdict:
+        return self.step(self._state, time, value, self._span, self.width, self.warmup)
 
 
 class zscore(_Rolling):
@@ -413,11 +421,8 @@ class zscore(_Rolling):
 
     __slots__ = ()
 
-    def _new_state(self, size: int) -> MomentsState:
-        return MomentsState(size)
-
-    def judge(self, time: float, value: float) -> Verdict:
-        return zscore_step(self._state, time, value, self._span, self.width, self.warmup)
+    state_type = MomentsState
+    step = staticmethod(zscore_step)
 
 
 class mad(_Rolling):
@@ -437,11 +442,8 @@ class mad(_Rolling):
 
     __slots__ = ()
 
-    def _new_state(self, size: int) -> SortedState:
-        return SortedState(size)
-
-    def judge(self, time: float, value: float) -> Verdict:
-        return mad_step(self._state, time, value, self._span, self.width, self.warmup)
+    state_type = SortedState
+    step = staticmethod(mad_step)
 
 
 class ExtremesState(WindowState):
@@ -511,13 +513,10 @@ class breakout(_Rolling):
 
     __slots__ = ()
 
-    default_width = 1.0
+    default_width: ClassVar[float] = 1.0
 
-    def _new_state(self, size: int) -> ExtremesState:
-        return ExtremesState(size)
-
-    def judge(self, time: float, value: float) -> Verdict:
-        return breakout_step(self._state, time, value, self._span, self.width, self.warmup)
+    state_type = ExtremesState
+    step = staticmethod(breakout_step)
 
 
 # Combinations ---------------------------------------------------------------
@@ -559,17 +558,8 @@ class combine(_Detector):
         return self.judge_named(time, value)[0]
 
     def judge_named(self, time: float, value: float) -> tuple[Verdict, str]:
-        verdicts = [(d.judge(time, value), type(d).__name__) for d in self.detectors]
+        verdicts = [d.judge_named(time, value) for d in self.detectors]
         return combine_verdicts(verdicts, self.quorum)
-
-    def __call__(self, event: Any) -> None:
-        value = event.metric
-        if value is None:
-            self._out(event)
-            return
-        time = event.time
-        verdict, name = self.judge_named(scheduler().now() if time is None else time, value)
-        self._out(_annotated(event, verdict, name))
 
 
 class DerivativeState:
