@@ -12,9 +12,10 @@ Until a detector has seen enough (its warm-up) it scores 0 and gives no band.
 Events without a metric pass through unchanged and leave the state alone.
 
 Each detector keeps its per-key state in a small record and judges one value
-with a step function of (state, time, value) that touches nothing else: the
-stream classes only hold the record and forward events, so the steps are
-property-tested directly (tests/test_anomaly.py).
+with a step function of (state, time, value) that reads no clock and calls
+nothing downstream: the stream classes only hold the record and forward
+events, and the properties in tests/test_anomaly.py drive the steps through
+each detector's ``judge``.
 """
 
 from __future__ import annotations
