@@ -206,7 +206,8 @@ class holt_winters(_Detector):
     ``slot`` seconds (default: a 288th of the season), which copes with
     irregular and missing samples. ``alpha``, ``beta``, ``gamma`` weigh the
     newest error in the level, trend and season. Nothing is scored during the
-    first ``warmup`` events (default: two seasons' worth of slots).
+    first ``warmup`` events (default: two seasons' worth of slots); after it,
+    the model learns from the error clipped to the band.
 
     >>> from streams import Event
     >>> out = []
