@@ -279,3 +279,17 @@ def test_band_score_is_half_at_the_edge() -> None:
     assert band_score(11, 10, 0) == 1.0
     assert band_score(12, 10, 2) == 0.5
     assert band_score(1e308, -1e308, 1e-300) == 1.0
+
+
+def test_holt_winters_is_not_dragged_by_one_wild_value_but_learns_a_lasting_change() -> None:
+    rng = random.Random(3)
+    day = [10, 30, 50, 30]
+    noisy = [v + rng.uniform(-1, 1) for _ in range(6) for v in day]
+    spiked = run(lambda sink: holt_winters(4, sink),
+                 series([*noisy, 10, 500, *[v + rng.uniform(-1, 1) for v in [50, 30, *day * 2]]]))
+    assert spiked[len(noisy) + 1].get("anomaly_score") > 0.99
+    assert max(scores(spiked)[len(noisy) + 2:]) < 0.5, "the spike did not move the forecast"
+    shifted = run(lambda sink: holt_winters(4, sink),
+                  series([*noisy, *[v + 40 + rng.uniform(-1, 1) for v in day * 30]]))
+    assert scores(shifted)[len(noisy)] > 0.99
+    assert max(scores(shifted)[-8:]) < 0.5, "a lasting shift becomes the new normal"
