@@ -26,7 +26,7 @@ from ._anomaly import *
 from ._change import *
 from ._clock import Scheduler, Task, VirtualClock, next_tick
 from ._config import Config, ConfigError, load_config, periodically_expire, reinject, streams
-from ._core import REGISTRY, Stream, exception_stream, is_expired, sdo
+from ._core import REGISTRY, Stream, exception_stream, expire_event, is_expired, sdo
 from ._correlate import *
 from ._event import DEFAULT_TTL, FIELDS, Event, LazyEvent
 from ._fields import *
@@ -41,15 +41,16 @@ from ._query import Query, QuerySyntaxError, compile_query
 from ._rollup import *
 from ._routing import *
 from ._transform import *
+from ._validate import StreamArgumentError
 from ._windows import *
 
 __all__ = [
     # events
-    "DEFAULT_TTL", "FIELDS", "Event", "LazyEvent", "is_expired", "matches",
+    "DEFAULT_TTL", "FIELDS", "Event", "LazyEvent", "expire_event", "is_expired", "matches",
     # time
     "Scheduler", "Task", "VirtualClock", "next_tick",
     # the stream contract
-    "REGISTRY", "Stream", "exception_stream", "sdo", "folds",
+    "REGISTRY", "Stream", "StreamArgumentError", "exception_stream", "sdo", "folds",
     # configs, the index and the query language
     "Config", "ConfigError", "load_config", "periodically_expire", "streams",
     "Index", "index", "current_index", "install_index", "delete_from_index", "reinject",

@@ -118,7 +118,7 @@ class Scheduler:
                 # One task's failure, even a non-Exception escaping a user's
                 # stream, must not end the loop that runs every timer (in the
                 # server, the nursery holding every connection with it).
-                if _must_propagate(error):
+                if must_propagate(error):
                     raise
                 log.error("scheduled task %r failed", task.function, exc_info=error)
             ran += 1
@@ -172,7 +172,7 @@ class VirtualClock(Scheduler):
         return f"VirtualClock(now={self._now}, tasks={len(self)})"
 
 
-def _must_propagate(error: BaseException) -> bool:
+def must_propagate(error: BaseException) -> bool:
     """Shutdown and cancellation, which no task failure handler may swallow."""
     if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):
         return True

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._core import Child, Stream, entry_point, report_failure
+from ._validate import StreamArgumentError, seconds
 
 __all__ = [
     "Config", "ConfigError", "install_reinject", "load_config", "periodically_expire",
@@ -103,7 +104,7 @@ def streams(*children: Child) -> None:
     """
     for child in children:
         if not callable(child):
-            raise TypeError(
+            raise StreamArgumentError(
                 f"streams(*children): every top-level stream must be a stream, got {child!r}"
             )
     pending().streams.extend(children)
@@ -115,11 +116,8 @@ def periodically_expire(interval: float = 10, keep_keys: tuple[str, ...] | str =
 
     ``keep_keys`` are the fields kept on each expired event ("all" keeps all).
     """
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
-        raise ValueError(
-            f"periodically_expire(interval={interval!r}): the interval must be a positive "
-            f"number of seconds, e.g. periodically_expire(10)"
-        )
+    interval = seconds(interval, "periodically_expire(interval=10, keep_keys=...)",
+                       "interval", "periodically_expire(10)")
     config = pending()
     config.expire_interval = interval
     config.keep_keys = keep_keys

@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._clock import Task, _must_propagate, scheduler
+from ._clock import Task, must_propagate, scheduler
 from ._core import Stream, report_failure
-from ._event import DEFAULT_TTL, Event, LazyEvent
+from ._event import Event, LazyEvent, outlived
 from ._query import Query, compile_query, lookup_key
+from ._validate import StreamArgumentError, seconds, stream
 
 __all__ = [
     "Index",
@@ -226,10 +227,7 @@ class Index(Stream):
         events = self._events
         for key, event in list(events.items()):
             try:
-                ttl = event.ttl
-                if ttl is None:
-                    ttl = DEFAULT_TTL
-                if not ttl < now - event.time:  # type: ignore[operator]
+                if not outlived(event.time, event.ttl, now):  # type: ignore[arg-type]
                     continue
             except Exception:
                 log.warning("removing an event whose ttl or time is broken: %r", event,
@@ -327,15 +325,12 @@ class Reaper:
         *,
         keep_keys: Iterable[str] | Literal["all"] = ("host", "service"),
     ) -> None:
-        if not (isinstance(interval, (int, float)) and interval > 0):
-            raise ValueError(
-                f"the reaper interval must be a number of seconds > 0, got {interval!r}; "
-                f"e.g. start_reaper(10)"
-            )
-        if streams is not None and not callable(streams):
-            raise TypeError(f"the reaper's streams must be a stream (callable), got {streams!r}")
+        caller = "start_reaper(interval, streams=None, *, keep_keys=('host', 'service'))"
+        interval = seconds(interval, caller, "interval", "start_reaper(10)")
+        if streams is not None:
+            stream(streams, caller, "streams")
         if isinstance(keep_keys, str) and keep_keys != "all":
-            raise TypeError(
+            raise StreamArgumentError(
                 f"keep_keys must be field names or \"all\", got the string {keep_keys!r}; "
                 f"write keep_keys=({keep_keys!r},)"
             )
@@ -391,7 +386,7 @@ class Reaper:
                 # The event is already out of the index: a failure, even a
                 # non-Exception from a user stream, must not cost the other
                 # expired events their tombstones.
-                if _must_propagate(error):
+                if must_propagate(error):
                     raise
                 report_failure(error, event)
         return sent

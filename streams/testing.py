@@ -30,6 +30,7 @@ from ._config import Config, install_reinject, load_config
 from ._core import Child, Stream
 from ._event import Event
 from ._index import Index, install_index
+from ._validate import argument_error
 
 __all__ = [
     "Sink",
@@ -86,7 +87,8 @@ class tap(Stream):
 
     def __init__(self, name: str, *children: Child) -> None:
         if not isinstance(name, str) or not name:
-            raise TypeError(f"tap(name, *children): name must be a non-empty string, got {name!r}")
+            raise argument_error("tap(name, *children)", "name", name, "a non-empty string",
+                                 "tap('alerts', child)")
         self.name = name
         self._set_children(children)
         if _taps is not None:

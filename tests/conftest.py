@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from typing import NoReturn
 
 import pytest
+
+from streams import VirtualClock
+from streams._clock import install
 
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -36,3 +40,14 @@ def require_binary(name: str, package: str) -> str:
 def riemann_client() -> str:
     """Debian's riemann-c-client command line tool."""
     return require_binary("riemann-client", "riemann-c-client")
+
+
+@pytest.fixture
+def clock() -> Iterator[VirtualClock]:
+    """A fresh virtual clock at 0, installed for the test and removed after."""
+    fresh = VirtualClock()
+    previous = install(fresh)
+    try:
+        yield fresh
+    finally:
+        install(previous)

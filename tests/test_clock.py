@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -11,15 +10,6 @@ from hypothesis import strategies as st
 
 from streams import Task, VirtualClock, next_tick
 from streams._clock import install, now, scheduler
-
-
-@pytest.fixture
-def clock() -> Iterator[VirtualClock]:
-    """A fresh virtual clock at 0, installed for the test and removed after."""
-    fresh = VirtualClock()
-    previous = install(fresh)
-    yield fresh
-    install(previous)
 
 
 def test_once_runs_at_an_absolute_time_and_cancel_stops_it(clock: VirtualClock) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams._clock import VirtualClock, install
+from streams._clock import VirtualClock
 from streams._core import exception_stream
 from streams._event import Event
 from streams._index import (
@@ -22,16 +21,6 @@ from streams._index import (
     install_index,
 )
 from streams._query import compile_query
-
-
-@pytest.fixture
-def clock() -> Iterator[VirtualClock]:
-    virtual = VirtualClock()
-    previous = install(virtual)
-    try:
-        yield virtual
-    finally:
-        install(previous)
 
 
 def ev(**fields: Any) -> Event:
@@ -359,7 +348,7 @@ def test_starting_a_reaper_replaces_the_previous_one(clock: VirtualClock) -> Non
 
 def test_reaper_validates_its_configuration() -> None:
     idx = Index()
-    with pytest.raises(ValueError, match=r"interval must be a number of seconds > 0, got 0"):
+    with pytest.raises(ValueError, match=r"interval must be a positive number of seconds, got 0"):
         Reaper(idx, 0)
     with pytest.raises(TypeError, match=r"write keep_keys=\('host',\)"):
         Reaper(idx, 1, keep_keys="host")

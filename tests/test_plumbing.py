@@ -1,4 +1,4 @@
-"""Plumbing and combinators: spec §3.1 examples, plus properties."""
+"""Plumbing and combinators, smap included: spec §3.1 examples, plus properties."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from _helpers import relaxed, through
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -38,6 +39,31 @@ ints = st.lists(st.integers(-100, 100), max_size=30)
 def feed(stream: Any, inputs: list[Any]) -> None:
     for x in inputs:
         stream(x)
+
+
+# smap ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("function", "inputs", "expected"),
+    [
+        (lambda x: x, [1, None, False, 3], [1, False, 3]),  # None is dropped, False is not
+        (lambda x: x + 1, [6, 3, -1], [7, 4, 0]),
+        (lambda e: e.evolve(metric=e.metric * 2), [Event(metric=21)], [Event(metric=42)]),
+    ],
+)
+def test_smap_table(function: Any, inputs: list[Any], expected: list[Any]) -> None:
+    assert through(lambda sink: smap(function, sink), inputs) == expected
+
+
+@relaxed
+@given(st.lists(st.one_of(st.none(), st.integers())))
+def test_smap_equals_map_without_none(inputs: list[int | None]) -> None:
+    def f(x: int | None) -> int | None:
+        return None if x is None or x % 3 == 0 else x * 2
+
+    assert through(lambda sink: smap(f, sink), inputs) == [
+        y for y in map(f, inputs) if y is not None
+    ]
 
 
 # bit_bucket ------------------------------------------------------------------
@@ -303,3 +329,17 @@ def test_everything_is_registered() -> None:
     for name in ["append", "bit_bucket", "forward", "pipe", "register", "sflatten",
                  "smap_all", "smapcat", "sreduce"]:
         assert name in REGISTRY
+
+
+def test_sreduce_forks_do_not_share_a_mutable_initial_value() -> None:
+    from streams import sreduce
+
+    def collect(acc: list[int], event: Event) -> list[int]:
+        acc.append(event.metric)  # changes the accumulator in place
+        return acc
+
+    out = Sink()
+    keyed = by("host", sreduce(collect, out, init=[]))
+    keyed(Event(host="a", metric=1))
+    keyed(Event(host="b", metric=2))
+    assert out.events == [[1], [2]]

@@ -3,31 +3,33 @@
 A config declares its servers with ``tcp_server()`` and ``udp_server()``.
 """
 
-from ._client import (
-    Client,
-    ClientError,
-    RiemannConnectionError,
-    RiemannError,
-    RiemannTimeout,
-    TrioBatcher,
-    TrioClient,
-    UdpClient,
-)
-from ._codec import (
-    DEFAULT_MAX_FRAME,
-    Decoded,
-    FrameDecoder,
-    ProtocolError,
-    WireEvent,
-    decode_message,
-    encode_reply,
-    encode_request,
-    frame,
-)
-from ._queue import async_queue
-from ._run import Running, serve
-from ._scheduler import TrioScheduler
-from ._server import Core, Runtime, TcpServer, UdpServer, tcp_server, udp_server
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._client import (
+        Client,
+        ClientError,
+        RiemannConnectionError,
+        RiemannError,
+        RiemannTimeout,
+        UdpClient,
+    )
+    from ._codec import (
+        DEFAULT_MAX_FRAME,
+        Decoded,
+        FrameDecoder,
+        ProtocolError,
+        WireEvent,
+        decode_message,
+        encode_reply,
+        encode_request,
+        frame,
+    )
+    from ._queue import async_queue
+    from ._run import Running, serve
+    from ._scheduler import TrioScheduler
+    from ._server import Core, Runtime, TcpServer, UdpServer, tcp_server, udp_server
+    from ._trio_client import TrioBatcher, TrioClient
 
 __all__ = [
     "DEFAULT_MAX_FRAME", "Decoded", "FrameDecoder", "ProtocolError", "WireEvent",
@@ -37,3 +39,25 @@ __all__ = [
     "Client", "ClientError", "RiemannConnectionError", "RiemannError", "RiemannTimeout",
     "TrioBatcher", "TrioClient", "UdpClient",
 ]
+
+# The modules behind __all__, imported on first use of any public name (PEP 562):
+# `rillet send` imports transport._client alone, without trio and the servers.
+_PUBLIC_MODULES = ("_client", "_codec", "_queue", "_run", "_scheduler", "_server",
+                   "_trio_client")
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    exported = set(__all__)
+    for module_name in _PUBLIC_MODULES:
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        for public in exported.intersection(vars(module)):
+            globals()[public] = getattr(module, public)
+    return globals()[name]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

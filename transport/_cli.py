@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import gc
-import logging
-import signal
 import sys
 from pathlib import Path
-
-import trio
-
-from streams._config import Config, ConfigError, load_config
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._cli_client import add_commands
-from ._run import serve
+
+if TYPE_CHECKING:
+    from streams._config import Config
 
 __all__ = ["main"]
+
+# Each subcommand imports what it needs when it runs: `rillet send` must not
+# pay for trio, the servers and the whole stream library.
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.py")
 
@@ -35,6 +34,13 @@ def tune_garbage_collector() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import errno
+    import logging
+
+    import trio
+
+    from streams._config import ConfigError, load_config
+
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -69,6 +75,13 @@ def _run(args: argparse.Namespace) -> int:
 
 async def _serve_until_stopped(config: Config) -> None:
     """Serve until Ctrl-C or SIGTERM; either way the config's streams are closed."""
+    import logging
+    import signal
+
+    import trio
+
+    from ._run import serve
+
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(serve, config)
@@ -84,9 +97,23 @@ def _leaves(error: BaseException) -> list[BaseException]:
     return [error]
 
 
+class _Version(argparse.Action):
+    # argparse's "version" action wants the text up front; reading the installed
+    # version costs more than the rest of `rillet send`'s start, so only on demand.
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> NoReturn:
+        from importlib.metadata import version
+
+        print(f"rillet {version('rillet')}")
+        parser.exit()
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="rillet", description="Riemann-compatible event stream processing in Python.")
+    top.add_argument("--version", action=_Version, help="show rillet's version and exit")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run a monitoring config (default: the built-in one)")
     run.add_argument("config", nargs="?", help="path of a monitoring .py script")

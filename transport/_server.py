@@ -17,12 +17,14 @@ from typing import Any
 import trio
 
 from streams import Event
+from streams._clock import must_propagate
 from streams._config import Config
 from streams._core import report_failure
 from streams._index import Index
 from streams._query import QuerySyntaxError
 
 from ._codec import (
+    DEFAULT_MAX_DATAGRAM,
     DEFAULT_MAX_FRAME,
     OK_REPLY,
     Decoded,
@@ -33,17 +35,12 @@ from ._codec import (
     encode_event,
     encode_reply,
 )
+from ._defaults import DEFAULT_HOST, DEFAULT_PORT
 
 __all__ = ["Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server"]
 
 log = logging.getLogger("rillet.server")
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 5555
-DEFAULT_MAX_DATAGRAM = 16_384
-
-# What a connection handler must let through: cancellation and shutdown.
-_PROPAGATE = (trio.Cancelled, KeyboardInterrupt, SystemExit, GeneratorExit)
 # Reply bytes a connection buffers before writing (see TcpServer._connection).
 _FLUSH_AT = 256 * 1024
 
@@ -192,9 +189,9 @@ class TcpServer:
             log.warning("closing TCP connection from %s: %s", peer, error)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass
-        except _PROPAGATE:
-            raise
         except BaseException as error:
+            if must_propagate(error):
+                raise
             # Riemann closes the connection on a fatal error escaping the
             # streams; letting it out here would end every connection.
             log.error("closing TCP connection from %s: handling a request failed", peer,
@@ -270,9 +267,9 @@ class UdpServer:
                         core.index.search(request.query)
                 except QuerySyntaxError:
                     self.dropped += 1
-                except _PROPAGATE:
-                    raise
                 except BaseException as error:
+                    if must_propagate(error):
+                        raise
                     # One datagram's failure must not stop the UDP server.
                     self.dropped += 1
                     log.error("a UDP datagram from %s:%s failed", peer[0], peer[1],
