@@ -26,9 +26,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from ._aggregate import positive_seconds
 from ._clock import scheduler
 from ._core import Child, Stream
+from ._validate import argument_error, count, is_number, number, seconds
 
 __all__ = ["breakout", "combine", "derivative", "holt_winters", "mad", "zscore"]
 
@@ -64,46 +64,42 @@ def _judged(value: float, expected: float, half_width: float) -> Verdict:
             expected + half_width)
 
 
-# Validation -------------------------------------------------------------
-
-
-def _positive_int(value: Any, caller: str, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{caller}: {name} must be a whole number >= {minimum}, got {value!r}")
-    return value
+# Validation: the shared checks, plus the few only detectors need ---------------
 
 
 def _fraction(value: Any, caller: str, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError(f"{caller}: {name} is a smoothing weight between 0 (excluded) and 1, "
-                         f"got {value!r}; e.g. {name}=0.1")
+    if not is_number(value) or not 0 < value <= 1:
+        raise argument_error(caller, name, value, "a smoothing weight, above 0 and at most 1",
+                             f"{name}=0.1")
     return float(value)
 
 
 def _unit(value: Any, caller: str) -> str:
     if value not in UNITS:
-        raise ValueError(f"{caller}: unit must be 'events' or 'seconds', got {value!r}; "
-                         f"unit='seconds' measures the window in seconds of event time")
+        raise argument_error(caller, "unit", value, "'events' or 'seconds'", "unit='seconds'")
     return str(value)
 
 
 def _width(value: Any, caller: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{caller}: width is the band's half-width in deviations, a positive "
-                         f"number, got {value!r}; e.g. width=3")
-    return float(value)
+    width = number(value, caller, "width", "width=3")
+    if not width > 0:
+        raise argument_error(caller, "width", value,
+                             "the band's half-width in deviations, a positive number", "width=3")
+    return float(width)
 
 
 def _detectors(value: Any, caller: str) -> tuple[_Detector, ...]:
     detectors = (value,) if isinstance(value, _Detector) else value
     if not isinstance(detectors, (list, tuple)) or not detectors or \
             not all(isinstance(d, _Detector) for d in detectors):
-        raise TypeError(f"{caller}: detectors must be a detector or a list of them, built "
-                        f"without children, got {value!r}; e.g. [zscore(60), mad(60)]")
+        raise argument_error(caller, "detectors", value,
+                             "a detector or a list of them, built without children",
+                             "[zscore(60), mad(60)]")
     for detector in detectors:
         if detector.children:
-            raise ValueError(f"{caller}: {detector!r} has children of its own; pass detectors "
-                             f"without children and give the children to {caller.split('(')[0]}")
+            raise argument_error(caller, "detectors", detector,
+                                 "detectors without children of their own (give the children "
+                                 f"to {caller.split('(')[0]})")
     return tuple(detectors)
 
 
@@ -122,6 +118,8 @@ class _Detector(Stream):
     """Judges each metric with ``judge(time, value)`` and forwards the verdict."""
 
     __slots__ = ()
+    # Built without children, a detector is a judge that combine and derivative ask.
+    childless: ClassVar[bool] = True
 
     def judge(self, time: float, value: float) -> Verdict:
         raise NotImplementedError
@@ -229,23 +227,26 @@ class holt_winters(_Detector):
                   "beta=0.01, gamma=0.1, width=3, warmup=None)")
         self.unit = _unit(unit, caller)
         if self.unit == "events":
-            self.season: float = _positive_int(season, caller, "season", 2)
+            self.season: float = count(season, caller, "season", minimum=2, what="events",
+                                       example="holt_winters(288, child)")
             if slot is not None:
-                raise ValueError(f"{caller}: slot (seconds) only applies with unit='seconds'; "
-                                 f"got slot={slot!r} with a season of {season!r} events")
+                raise argument_error(caller, "slot", slot, "None when the season counts events "
+                                     "(slot, in seconds, only applies with unit='seconds')",
+                                     f"holt_winters({season!r}, child, unit='seconds', "
+                                     f"slot={slot!r})")
             self.slot: float | None = None
             self.slots = int(self.season)
         else:
-            self.season = positive_seconds(season, caller, "season")
-            self.slot = positive_seconds(self.season / 288 if slot is None else slot, caller,
-                                         "slot")
+            self.season = seconds(season, caller, "season", "holt_winters(86400, child, "
+                                  "unit='seconds', slot=300)")
+            self.slot = seconds(self.season / 288 if slot is None else slot, caller, "slot")
             self.slots = max(2, math.ceil(self.season / self.slot))
         self.alpha = _fraction(alpha, caller, "alpha")
         self.beta = _fraction(beta, caller, "beta")
         self.gamma = _fraction(gamma, caller, "gamma")
         self.width = _width(width, caller)
         self.warmup = 2 * self.slots if warmup is None else \
-            _positive_int(warmup, caller, "warmup", 0)
+            count(warmup, caller, "warmup")
         self._state = HoltWintersState(self.slots)
         self._set_children(children)
 
@@ -384,18 +385,18 @@ class _Rolling(_Detector):
         caller = (f"{type(self).__name__}(window, *children, unit='events', "
                   f"width={self.default_width:g}, warmup=None, limit=10000)")
         self.unit = _unit(unit, caller)
-        self.limit = _positive_int(limit, caller, "limit", 2)
+        self.limit = count(limit, caller, "limit", minimum=2)
         if self.unit == "events":
-            self.window: float = _positive_int(window, caller, "window", 2)
+            self.window: float = count(window, caller, "window", minimum=2)
             self._span: float | None = None
             size = int(self.window)
         else:
-            self.window = positive_seconds(window, caller, "window")
+            self.window = seconds(window, caller, "window")
             self._span = self.window
             size = self.limit
         self.width = _width(self.default_width if width is None else width, caller)
         self.warmup = max(2, min(size // 2, 50)) if warmup is None else \
-            _positive_int(warmup, caller, "warmup", 1)
+            count(warmup, caller, "warmup", minimum=1)
         self._state = self.state_type(size)
         self._set_children(children)
 
@@ -550,10 +551,11 @@ class combine(_Detector):
     def __init__(self, detectors: list[_Detector], *children: Child, quorum: int = 1) -> None:
         caller = "combine(detectors, *children, quorum=1)"
         self.detectors = _detectors(detectors, caller)
-        self.quorum = _positive_int(quorum, caller, "quorum")
+        self.quorum = count(quorum, caller, "quorum", minimum=1, what="detectors")
         if self.quorum > len(self.detectors):
-            raise ValueError(f"{caller}: quorum={quorum} exceeds the {len(self.detectors)} "
-                             f"detectors; use at most quorum={len(self.detectors)}")
+            raise argument_error(caller, "quorum", quorum,
+                                 f"at most the number of detectors, {len(self.detectors)}",
+                                 f"quorum={len(self.detectors)}")
         self._set_children(children)
 
     def judge(self, time: float, value: float) -> Verdict:
