@@ -41,6 +41,7 @@ __all__ = [
     "inject",
     "load",
     "reload",
+    "replay",
     "run",
     "run_intervals",
     "tap",
@@ -238,6 +239,18 @@ def reload(config: Config, path: str | Path | None = None) -> Config:
     new = runtime.load(path if path is not None else config.source)
     runtime.swap(new)
     return new
+
+
+def replay(config: str | Path | Config, recording: str | Path, *,
+           fidelity: str | None = None) -> Any:
+    """Replay a recording (``rillet run --record``, ``rillet record import``) through
+    a config file, hermetically: its sinks record instead of sending. Returns the
+    result; ``.alerts`` is the alert log (sink, clock, event), ``.digest`` its hash.
+
+    Needs the transport package (the recording holds wire bytes)."""
+    from transport._replay import replay as replay_recording
+
+    return replay_recording(config, recording, fidelity=fidelity)
 
 
 def _runtime_of(config: Config) -> Runtime:

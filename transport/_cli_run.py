@@ -92,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     log.info("rillet running %s (%d top-level streams, %d services, pid %d); Ctrl-C stops it, "
              "SIGHUP or 'rillet reload' reloads it", path, len(config.streams),
              len(config.services), os.getpid())
+    recorder = _recorder(args, runtime)
+    if recorder is False:
+        return 2
     tune_garbage_collector()
     pid_file = Path(args.pid_file)
     try:
@@ -110,7 +113,27 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         _remove_pid_file(pid_file)
+        if runtime.recorder is not None:
+            runtime.recorder.close()
     return 0
+
+
+def _recorder(args: argparse.Namespace, runtime: Runtime) -> object:
+    """Start recording into --record DIR (None: not asked; False: a bad option, printed)."""
+    if not getattr(args, "record", None):
+        return None
+    from ._recording import WireRecorder, parse_duration
+
+    try:
+        rotate = parse_duration(args.record_rotate, "--record-rotate")
+        keep = parse_duration(args.record_keep, "--record-keep")
+        recorder = WireRecorder(args.record, rotate=rotate, keep=keep,
+                                snapshot=lambda: list(runtime.index))
+    except (ValueError, OSError) as error:
+        print(f"rillet: {error}", file=sys.stderr)
+        return False
+    runtime.recorder = recorder
+    return recorder
 
 
 async def _serve_until_stopped(config: Config, runtime: Runtime, pid_file: Path,
@@ -122,6 +145,8 @@ async def _serve_until_stopped(config: Config, runtime: Runtime, pid_file: Path,
             running: Running = await nursery.start(
                 lambda task_status: serve(config, runtime=runtime, task_status=task_status))
             _write_pid_file(pid_file)
+            if runtime.recorder is not None:
+                nursery.start_soon(runtime.recorder.run)
             if watching:
                 nursery.start_soon(watch, running)
             async for signum in signals:

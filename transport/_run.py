@@ -177,6 +177,8 @@ async def serve(config: Config, *, index: Index | None = None, runtime: Runtime 
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(runtime.clock.run)
+                if runtime.recorder is not None:  # its timers start now, in a replay too
+                    runtime.recorder.mark(runtime.now(), "start")
                 runtime.start(config)
                 running = Running(runtime, nursery)
                 for service in config.services:

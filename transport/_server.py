@@ -8,6 +8,7 @@ no request sees a half-built one.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ from ._defaults import DEFAULT_HOST, DEFAULT_PORT
 __all__ = ["TcpServer", "UdpServer", "handle", "tcp_server", "udp_server"]
 
 log = logging.getLogger("rillet.server")
+
+# Connection ids in recordings (UDP requests are connection 0).
+_connection_ids = itertools.count(1)
 
 # Reply bytes a connection buffers before writing (see TcpServer._connection).
 _FLUSH_AT = 256 * 1024
@@ -118,6 +122,9 @@ class TcpServer:
         self.connections += 1
         decoder = FrameDecoder(self.max_frame)
         peer = _peer(stream)
+        conn = next(_connection_ids)
+        if runtime.recorder is not None:
+            runtime.recorder.connection(runtime.now(), conn, True, f"tcp {peer}")
         try:
             while True:
                 data = await stream.receive_some(262_144)
@@ -133,6 +140,8 @@ class TcpServer:
                 replies: list[bytes] = []
                 pending = 0
                 for payload in decoder.frames():
+                    if runtime.recorder is not None:  # rillet run --record: the wire bytes
+                        runtime.recorder.message(payload, now, conn)
                     reply = handle(runtime, decode_message(payload, now))
                     replies.append(reply)
                     pending += len(reply)
@@ -158,6 +167,8 @@ class TcpServer:
                       exc_info=error)
         finally:
             self.connections -= 1
+            if runtime.recorder is not None:
+                runtime.recorder.connection(runtime.now(), conn, False, f"tcp {peer}")
             await trio.aclose_forcefully(stream)
 
     def statistics(self) -> dict[str, Any]:
@@ -214,8 +225,11 @@ class UdpServer:
                                 "bytes: send fewer events per datagram, raise max_size, or use "
                                 "TCP", peer[0], peer[1], self.max_size)
                     continue
+                now = runtime.now()
+                if runtime.recorder is not None:
+                    runtime.recorder.message(data, now, 0)
                 try:
-                    request = decode_datagram(data, runtime.now(), self.max_size)
+                    request = decode_datagram(data, now, self.max_size)
                 except ProtocolError as error:
                     self.dropped += 1
                     log.warning("dropped a UDP datagram from %s:%s: %s", peer[0], peer[1], error)

@@ -1,0 +1,229 @@
+"""``rillet replay``, ``rillet diff``, ``rillet explain``, ``rillet recording info`` and
+``rillet record import``: what works on recordings.
+
+Exit codes of replay and diff: 0 fine (diff: within the policy), 1 policy
+violated, 2 a config or recording error, 3 non-determinism (``--check``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from streams import ConfigError
+
+from ._recording import (
+    CONN,
+    GAP,
+    KIND_NAMES,
+    MSG,
+    RecordingError,
+    RecordingReader,
+    import_jsonl,
+    parse_duration,
+    recording_files,
+)
+
+__all__ = ["diff", "explain", "record_import", "recording_info", "replay"]
+
+OK, VIOLATED, ERROR, NONDETERMINISTIC = 0, 1, 2, 3
+
+
+def _when(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def recording_info(args: argparse.Namespace) -> int:
+    try:
+        files = recording_files(args.recording)
+        total_bytes = messages = events = gaps = 0
+        counts: dict[str, int] = {}
+        first = last = None
+        conns: set[int] = set()
+        from ._codec import ProtocolError, decode_message
+
+        for path in files:
+            reader = RecordingReader(path)
+            total_bytes += path.stat().st_size
+            verified = reader.verify()
+            status = {True: "sha256 ok", False: "SHA256 MISMATCH",
+                      None: "no footer (writer stopped early; blocks checked by CRC)"}[verified]
+            print(f"{path}: {reader.header.get('format')} rillet {reader.header.get('rillet_version')}"
+                  f", {path.stat().st_size} bytes, "
+                  f"{len(reader.footer['blocks']) if reader.footer else '?'} blocks, {status}"
+                  + (f", note: {reader.header['note']}" if reader.header.get("note") else ""))
+            for frame in reader.frames():
+                name = KIND_NAMES[frame.kind]
+                counts[name] = counts.get(name, 0) + 1
+                if frame.kind == MSG:
+                    messages += 1
+                    conns.add(frame.conn)
+                    try:
+                        events += len(decode_message(frame.data, 0).events)
+                    except ProtocolError:
+                        pass
+                    t = frame.t_us / 1e6
+                    first = t if first is None else first
+                    last = t
+                elif frame.kind == GAP:
+                    gaps += frame.count
+                elif frame.kind == CONN:
+                    conns.add(frame.conn)
+            if reader.torn:
+                print(f"{path}: the last block was torn and is ignored")
+    except RecordingError as error:
+        print(f"rillet recording info: {error}", file=sys.stderr)
+        return ERROR
+    span = (last - first) if first is not None and last is not None else 0.0
+    print(f"requests {messages}, events {events}, from {_when(first)} to {_when(last)} "
+          f"({span:.1f} s), connections {len(conns)}, gaps {gaps} requests dropped")
+    print("frames: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if events:
+        print(f"size: {total_bytes} bytes, {total_bytes / events:.1f} bytes per event, "
+              f"{total_bytes / events:.1f} MB per million events")
+    return OK
+
+
+def record_import(args: argparse.Namespace) -> int:
+    source = args.events
+    try:
+        if source == "-":
+            count = import_jsonl(sys.stdin, args.output, source="stdin")
+        else:
+            with open(source, encoding="utf-8") as lines:
+                count = import_jsonl(lines, args.output, source=source)
+    except (RecordingError, OSError) as error:
+        print(f"rillet record import: {error}", file=sys.stderr)
+        return ERROR
+    print(f"rillet record import: wrote {count} requests to {args.output}")
+    return OK
+
+
+def _replay(config: str, args: argparse.Namespace) -> Any:
+    from ._replay import replay as run_replay
+
+    return run_replay(config, args.recording, fidelity=args.fidelity)
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    return (ConfigError, RecordingError, OSError, ValueError)
+
+
+def replay(args: argparse.Namespace) -> int:
+    try:
+        result = _replay(args.config, args)
+        if args.check:
+            again = _replay(args.config, args)
+            if again.digest != result.digest:
+                print(f"rillet replay: NOT DETERMINISTIC: two replays gave alert logs "
+                      f"{result.digest[:16]} and {again.digest[:16]}; look for time.time, "
+                      f"random or set iteration in the config", file=sys.stderr)
+                return NONDETERMINISTIC
+    except _errors() as error:
+        print(f"rillet replay: {error}", file=sys.stderr)
+        return ERROR
+    if args.alerts:
+        Path(args.alerts).write_text(result.jsonl())
+    else:
+        for line in result.lines():
+            print(line)
+    print(result.summary(), file=sys.stderr)
+    return OK
+
+
+def _git_config(spec: str, config: str) -> str:
+    """``--against git:REV``: the config file as it is at REV, in a temporary file next
+    to it (so modules it imports from its directory still load)."""
+    import subprocess
+
+    rev = spec.removeprefix("git:")
+    path = Path(config).resolve()
+    top = subprocess.run(["git", "-C", str(path.parent), "rev-parse", "--show-toplevel"],
+                         capture_output=True, text=True, check=False)
+    if top.returncode:
+        raise ValueError(f"--against {spec}: {path} is not in a git repository")
+    relative = path.relative_to(Path(top.stdout.strip()))
+    shown = subprocess.run(["git", "-C", top.stdout.strip(), "show", f"{rev}:{relative}"],
+                           capture_output=True, text=True, check=False)
+    if shown.returncode:
+        raise ValueError(f"--against {spec}: {shown.stderr.strip()}")
+    out = path.with_name(f".{path.stem}@{rev.replace('/', '_')}.py")
+    out.write_text(shown.stdout)
+    return str(out)
+
+
+def diff(args: argparse.Namespace) -> int:
+    from ._diff import Policy, diff_alerts
+
+    try:
+        if args.against:
+            if args.b is not None:
+                raise ValueError("rillet diff CONFIG --against git:REV takes one config")
+            a_path, b_path = _git_config(args.against, args.a), args.a
+        else:
+            if args.b is None:
+                raise ValueError("rillet diff A.py B.py --recording R (or A.py --against "
+                                 "git:REV)")
+            a_path, b_path = args.a, args.b
+        policy = Policy.load(args.policy) if args.policy else Policy()
+        tolerance = parse_duration(args.tolerance, "--tolerance")
+        warmup = parse_duration(args.warmup, "--warmup")
+        key = tuple(k.strip() for k in args.key.split(",") if k.strip())
+        if not key:
+            raise ValueError(f"--key {args.key!r}: give event fields, e.g. host,service,state")
+        a = _replay(a_path, args)
+        b = _replay(b_path, args)
+        if args.check:
+            again = _replay(a_path, args)
+            if again.digest != a.digest:
+                print(f"rillet diff: NOT DETERMINISTIC: A replayed twice gave alert logs "
+                      f"{a.digest[:16]} and {again.digest[:16]}", file=sys.stderr)
+                return NONDETERMINISTIC
+        report = diff_alerts(a, b, tolerance=tolerance, key_fields=key, warmup=warmup)
+        if args.explain:
+            from ._explain import explain_changes
+
+            explain_changes(report, b_path, a_path, args.recording)
+    except _errors() as error:
+        print(f"rillet diff: {error}", file=sys.stderr)
+        return ERROR
+    report.policy = policy.source
+    report.violations = policy.violations(report.changes)
+    print(report.text())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.as_json(), indent=2, sort_keys=True,
+                                              default=repr) + "\n")
+    return VIOLATED if report.violations else OK
+
+
+def explain(args: argparse.Namespace) -> int:
+    from ._explain import explain_alert, why_not
+
+    try:
+        if args.why_not:
+            match = dict(_pair(text) for text in args.why_not)
+            at = float(args.at) if args.at is not None else None
+            window = parse_duration(args.window, "--window")
+            print(why_not(args.config, args.recording, match, at=at, window=window).text())
+        else:
+            if args.alert is None:
+                raise ValueError("rillet explain: give --alert SEQ (from rillet replay's log) "
+                                 "or --why-not field=value ...")
+            print(explain_alert(args.config, args.recording, args.alert))
+    except _errors() as error:
+        print(f"rillet explain: {error}", file=sys.stderr)
+        return ERROR
+    return OK
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ValueError(f"--why-not {text!r}: give field=value, e.g. host=web-42")
+    return name, value

@@ -1,0 +1,90 @@
+"""The parsers of the recording subcommands (replay, diff, explain, recording, record).
+
+Kept apart from ``_cli_replay``, which they import only when one of them runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_commands"]
+
+
+def add_commands(commands: Any) -> None:
+    """The replay family's subcommands (each imports this module when it runs)."""
+    def recording_arg(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--recording", required=True, metavar="R",
+                            help="a .rrec file or a directory of them ('rillet run --record')")
+        parser.add_argument("--fidelity", choices=["exact", "ideal"],
+                            help="exact: timers run when the server ran them (default for "
+                                 "live recordings); ideal: on time (default for imports)")
+
+    run = commands.add_parser("replay", help="replay a recording through a config; "
+                                             "sinks record instead of sending")
+    run.add_argument("config")
+    recording_arg(run)
+    run.add_argument("--alerts", metavar="FILE", help="write the alert log (JSON lines) here "
+                                                      "instead of stdout")
+    run.add_argument("--check", action="store_true",
+                     help="replay twice; exit 3 unless the alert logs are identical")
+    run.set_defaults(func=lazy("_cli_replay", "replay"))
+
+    compare = commands.add_parser("diff", help="replay a recording through two configs and "
+                                               "compare what their sinks received")
+    compare.add_argument("a", metavar="A.py")
+    compare.add_argument("b", metavar="B.py", nargs="?")
+    recording_arg(compare)
+    compare.add_argument("--against", metavar="git:REV",
+                         help="compare the config as it is at REV (A) with the file (B)")
+    compare.add_argument("--tolerance", default="5m", help="max shift of a moved alert "
+                                                           "(default: %(default)s)")
+    compare.add_argument("--warmup", default="0", help="ignore alerts this long after the "
+                                                       "recording starts (default: 0)")
+    compare.add_argument("--key", default="host,service,state",
+                         help="event fields that identify an alert (default: %(default)s)")
+    compare.add_argument("--policy", metavar="FILE.toml",
+                         help="budgets, e.g. [gone] pagerduty = 0 (default: none allowed)")
+    compare.add_argument("--json", metavar="FILE", help="write the rillet.diff/1 JSON here")
+    compare.add_argument("--no-explain", dest="explain", action="store_false",
+                         help="skip the why-not of gone and new alerts")
+    compare.add_argument("--check", action="store_true",
+                         help="replay A twice; exit 3 unless both alert logs are identical")
+    compare.set_defaults(func=lazy("_cli_replay", "diff"))
+
+    why = commands.add_parser("explain", help="why an alert fired, or where the events that "
+                                              "could have made one stopped")
+    why.add_argument("config")
+    recording_arg(why)
+    why.add_argument("--alert", type=int, metavar="SEQ", help="the alert's seq in the log")
+    why.add_argument("--why-not", nargs="+", metavar="FIELD=VALUE",
+                     help="the candidate inputs, e.g. host=web-42 service='disk /var'")
+    why.add_argument("--at", help="Unix time of the expected alert (default: whole recording)")
+    why.add_argument("--window", default="10m",
+                     help="candidates within this much of --at (default: %(default)s)")
+    why.set_defaults(func=lazy("_cli_replay", "explain"))
+
+    recording = commands.add_parser("recording", help="inspect recordings")
+    inner = recording.add_subparsers(dest="action", required=True, metavar="ACTION")
+    info = inner.add_parser("info", help="what a recording holds; checks its checksums")
+    info.add_argument("recording")
+    info.set_defaults(func=lazy("_cli_replay", "recording_info"))
+
+    record = commands.add_parser("record", help="make recordings")
+    inner = record.add_subparsers(dest="action", required=True, metavar="ACTION")
+    imported = inner.add_parser("import", help="a recording from JSON lines of events "
+                                               "(each with a time)")
+    imported.add_argument("events", help="the .jsonl file, or - for stdin")
+    imported.add_argument("-o", "--output", required=True, help="the .rrec file to write")
+    imported.set_defaults(func=lazy("_cli_replay", "record_import"))
+
+
+def lazy(module: str, function: str) -> Any:
+    """A subcommand function that imports its module when it runs."""
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        found = importlib.import_module(f"transport.{module}")
+        return int(getattr(found, function)(args))
+
+    return run

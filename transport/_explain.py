@@ -1,0 +1,232 @@
+"""Why an alert fired, and why one did not: rebuilt by replaying, nothing kept live.
+
+A traced replay wraps every stream class's ``__call__`` (only while it runs)
+and notes, for each *candidate* input (an event matching the given fields
+within the time window), which streams it reached. Synchronous streams make
+that exact: everything called while a candidate is dispatched descends from
+it. Where a candidate reached a stream but none of that stream's children,
+it *stopped* there: dropped by a ``where``, held by ``throttle``, ``stable``
+or ``changed_state``. Each stream is named by its repr, which reads like the
+config line that built it, and by that line (recorded while the config
+loads). Outputs that a timer emits later are not attributed to the input.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streams import Runtime, Stream
+
+from ._replay import replay
+
+__all__ = ["WhyNot", "explain_alert", "explain_changes", "why_not"]
+
+#: Diff items explained per side, each with one traced replay.
+EXPLAIN_LIMIT = 5
+
+
+def _classes(root: type) -> Iterator[type]:
+    for sub in root.__subclasses__():
+        yield sub
+        yield from _classes(sub)
+
+
+class _Tracer:
+    def __init__(self, source: Path) -> None:
+        self.source = str(source.resolve())
+        self.name = source.name
+        self.lines: dict[str, str] = {}
+        self.reached: dict[int, Stream] | None = None
+        self.stopped: Counter[str] = Counter()
+        self.delivered: Counter[str] = Counter()
+        self.metrics: dict[str, list[float]] = {}
+        self.paths: list[list[str]] = []
+        self.candidates = 0
+
+    def label(self, stream: Stream) -> str:
+        text = repr(stream)
+        return text if len(text) <= 100 else text[:97] + "..."
+
+    def where(self, label: str) -> str:
+        line = self.lines.get(label)
+        return f"{line} {label}" if line else label
+
+    def seen(self, stream: Stream) -> None:
+        assert self.reached is not None
+        if id(stream) not in self.reached:
+            self.reached[id(stream)] = stream
+
+    def dispatch(self, inner: Callable[[Any], object], event: Any) -> object:
+        self.reached = {}
+        self.candidates += 1
+        try:
+            return inner(event)
+        finally:
+            reached, self.reached = self.reached, None
+            path = []
+            for stream in reached.values():
+                label = self.label(stream)
+                path.append(label)
+                if stream.shared:
+                    self.delivered[label] += 1
+                elif stream.children and not any(id(c) in reached for c in stream.children):
+                    self.stopped[label] += 1
+                    metric = getattr(event, "metric", None)
+                    if isinstance(metric, (int, float)):
+                        self.metrics.setdefault(label, []).append(float(metric))
+            self.paths.append(path)
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Trace every stream class and note the config line building each stream."""
+        patched: list[tuple[type, Any]] = []
+        tracer = self
+
+        def wrap(original: Callable[[Any, Any], object]) -> Callable[[Any, Any], object]:
+            def traced(stream: Any, event: Any) -> object:
+                if tracer.reached is not None:
+                    tracer.seen(stream)
+                return original(stream, event)
+            return traced
+
+        for cls in {*_classes(Stream)}:
+            if "__call__" in cls.__dict__:
+                patched.append((cls, cls.__dict__["__call__"]))
+                cls.__call__ = wrap(cls.__dict__["__call__"])  # type: ignore[operator]
+        original_new = Stream.__dict__["__new__"]
+
+        def new(cls: type, *args: Any, **kwargs: Any) -> Any:
+            stream = original_new(cls, *args, **kwargs)
+            frame = sys._getframe(1)
+            while frame is not None and frame.f_code.co_filename != tracer.source:
+                frame = frame.f_back
+            if frame is not None:
+                tracer.pending.append((stream, f"{tracer.name}:{frame.f_lineno}"))
+            return stream
+
+        self.pending: list[tuple[Stream, str]] = []
+        Stream.__new__ = new  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            Stream.__new__ = original_new  # type: ignore[method-assign]
+            for cls, call in patched:
+                cls.__call__ = call  # type: ignore[operator]
+
+    def name_lines(self) -> None:
+        # Labels are taken once the streams are whole (a repr shows the children).
+        for stream, line in self.pending:
+            self.lines.setdefault(self.label(stream), line)
+        self.pending.clear()
+
+
+@dataclass
+class WhyNot:
+    config: str
+    match: dict[str, str]
+    at: float | None
+    window: float
+    candidates: int = 0
+    stopped: list[tuple[str, int, str]] = field(default_factory=list)
+    delivered: list[tuple[str, int]] = field(default_factory=list)
+
+    def text(self) -> str:
+        wanted = " ".join(f"{k}={v}" for k, v in self.match.items())
+        span = "the whole recording" if self.at is None else \
+            f"{self.at - self.window:.3f}..{self.at + self.window:.3f}"
+        lines = [f"WHY-NOT {wanted} in {self.config} over {span}: "
+                 f"{self.candidates} candidate inputs"]
+        for where, count, note in self.stopped:
+            lines.append(f"  {count} stopped at {where}{note}")
+        for sink, count in self.delivered:
+            lines.append(f"  {count} reached sink {sink}")
+        if not self.candidates:
+            lines.append("  no input matched: check the fields and --at/--window")
+        return "\n".join(lines)
+
+
+def _matches(match: dict[str, str]) -> Callable[[Any], bool]:
+    items = list(match.items())
+
+    def test(event: Any) -> bool:
+        get = getattr(event, "get", None)
+        return get is not None and all(str(get(k)) == v for k, v in items)
+
+    return test
+
+
+def _traced(config: str | Path, recording: str | Path, match: dict[str, str],
+            at: float | None, window: float) -> tuple[_Tracer, Any]:
+    tracer = _Tracer(Path(config))
+    test = _matches(match)
+
+    def instrument(runtime: Runtime) -> None:
+        tracer.name_lines()
+        inner = runtime.dispatch
+        clock = runtime.clock
+
+        def dispatch(event: Any) -> object:
+            if test(event) and (at is None or abs(clock.now() - at) <= window):
+                return tracer.dispatch(inner, event)
+            return inner(event)
+
+        runtime.dispatch = dispatch
+
+    with tracer.installed():
+        result = replay(config, recording, instrument=instrument)
+    return tracer, result
+
+
+def why_not(config: str | Path, recording: str | Path, match: dict[str, str], *,
+            at: float | None = None, window: float = 600.0) -> WhyNot:
+    """Where the inputs matching ``match`` (near ``at``) stopped in ``config``."""
+    tracer, _ = _traced(config, recording, match, at, window)
+    out = WhyNot(str(config), match, at, window, candidates=tracer.candidates)
+    for label, count in tracer.stopped.most_common():
+        metrics = tracer.metrics.get(label)
+        note = f"   metric of those: max {max(metrics):g}, min {min(metrics):g}" \
+            if metrics else ""
+        out.stopped.append((tracer.where(label), count, note))
+    out.delivered = [(label, count) for label, count in tracer.delivered.most_common()]
+    return out
+
+
+def explain_alert(config: str | Path, recording: str | Path, seq: int) -> str:
+    """The path of the input that made alert ``seq`` through the config."""
+    plain = replay(config, recording)
+    if not 0 <= seq < len(plain.alerts):
+        raise ValueError(f"--alert {seq}: the replay logged alerts 0..{len(plain.alerts) - 1}")
+    alert = plain.alerts[seq]
+    event = alert.event
+    match = {k: str(event.get(k)) for k in ("host", "service") if event.get(k) is not None}
+    tracer, _ = _traced(config, recording, match, alert.t, 0.0)
+    head = f"ALERT #{seq} {alert.sink} " + " ".join(f"{k}={v}" for k, v in match.items()) + \
+        f" state={event.get('state')} at {alert.t:.6f}"
+    for path in tracer.paths:
+        if any(tracer.delivered.get(label) for label in path):
+            steps = [f"  {tracer.where(label)}" for label in path]
+            return "\n".join([head, "  input at the same time took this path:", *steps])
+    return "\n".join([head, "  no input at that time reached a sink: a timer emitted it "
+                            "(stable, rate, expiry); try rillet explain --why-not " +
+                      " ".join(f"{k}={v}" for k, v in match.items())])
+
+
+def explain_changes(report: Any, b_path: str, a_path: str, recording: str | Path) -> None:
+    """Attach a why-not to the first gone (traced in B) and new (traced in A) items."""
+    fields = [f for f in report.key_fields if f != "state"]
+    window = min(report.tolerance, 60.0)
+    for kind, config in (("gone", b_path), ("new", a_path)):
+        items = [c for c in report.changes if c.kind == kind][:EXPLAIN_LIMIT]
+        for change in items:
+            alert = change.a or change.b
+            event = alert.event
+            match = {f: str(event.get(f)) for f in fields if event.get(f) is not None}
+            found = why_not(config, recording, match, at=alert.t, window=window)
+            side = "B" if kind == "gone" else "A"
+            change.explain = f"{side}: " + found.text().replace("\n", "\n   ")
