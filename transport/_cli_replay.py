@@ -8,6 +8,7 @@ violated, 2 a config or recording error, 3 non-determinism (``--check``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -54,7 +55,8 @@ def recording_info(args: argparse.Namespace) -> int:
             verified = reader.verify()
             status = {True: "sha256 ok", False: "SHA256 MISMATCH",
                       None: "no footer (writer stopped early; blocks checked by CRC)"}[verified]
-            print(f"{path}: {reader.header.get('format')} rillet {reader.header.get('rillet_version')}"
+            header = reader.header
+            print(f"{path}: {header.get('format')} rillet {header.get('rillet_version')}"
                   f", {path.stat().st_size} bytes, "
                   f"{len(reader.footer['blocks']) if reader.footer else '?'} blocks, {status}"
                   + (f", note: {reader.header['note']}" if reader.header.get("note") else ""))
@@ -64,15 +66,13 @@ def recording_info(args: argparse.Namespace) -> int:
                 if frame.kind == MSG:
                     messages += 1
                     conns.add(frame.conn)
-                    try:
+                    with contextlib.suppress(ProtocolError):
                         events += len(decode_message(frame.data, 0).events)
-                    except ProtocolError:
-                        pass
                     t = frame.t_us / 1e6
                     first = t if first is None else first
                     last = t
                 elif frame.kind == GAP:
-                    gaps += frame.count
+                    gaps += frame.n
                 elif frame.kind == CONN:
                     conns.add(frame.conn)
             if reader.torn:

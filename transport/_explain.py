@@ -32,6 +32,7 @@ EXPLAIN_LIMIT = 5
 
 
 def _classes(root: type) -> Iterator[type]:
+    sub: type
     for sub in root.__subclasses__():
         yield sub
         yield from _classes(sub)
@@ -98,12 +99,12 @@ class _Tracer:
         for cls in {*_classes(Stream)}:
             if "__call__" in cls.__dict__:
                 patched.append((cls, cls.__dict__["__call__"]))
-                cls.__call__ = wrap(cls.__dict__["__call__"])  # type: ignore[operator]
+                cls.__call__ = wrap(cls.__dict__["__call__"])  # type: ignore[method-assign]
         original_new = Stream.__dict__["__new__"]
 
         def new(cls: type, *args: Any, **kwargs: Any) -> Any:
             stream = original_new(cls, *args, **kwargs)
-            frame = sys._getframe(1)
+            frame: Any = sys._getframe(1)
             while frame is not None and frame.f_code.co_filename != tracer.source:
                 frame = frame.f_back
             if frame is not None:
@@ -111,13 +112,13 @@ class _Tracer:
             return stream
 
         self.pending: list[tuple[Stream, str]] = []
-        Stream.__new__ = new  # type: ignore[method-assign,assignment]
+        Stream.__new__ = new  # type: ignore[method-assign]
         try:
             yield
         finally:
             Stream.__new__ = original_new  # type: ignore[method-assign]
             for cls, call in patched:
-                cls.__call__ = call  # type: ignore[operator]
+                cls.__call__ = call  # type: ignore[method-assign]
 
     def name_lines(self) -> None:
         # Labels are taken once the streams are whole (a repr shows the children).

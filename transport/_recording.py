@@ -72,13 +72,14 @@ class RecordingError(Exception):
 
 
 class Frame(NamedTuple):
-    """One decoded frame: its kind, time (µs since the epoch), connection and data."""
+    """One decoded frame: kind, time (µs since the epoch), connection, data, and a
+    number (a GAP's dropped requests; 1/0 for a CONN's open/close)."""
 
     kind: int
     t_us: int
     conn: int = 0
     data: bytes = b""
-    count: int = 0
+    n: int = 0
 
 
 # Varints -------------------------------------------------------------------
@@ -387,7 +388,7 @@ def recording_files(path: str | Path) -> list[Path]:
 # The live recorder ---------------------------------------------------------------
 
 def _us(t: float) -> int:
-    return int(round(t * 1_000_000))
+    return round(t * 1_000_000)
 
 
 class WireRecorder:
@@ -569,7 +570,7 @@ def parse_duration(text: str, option: str) -> float:
     (900.0, 2.0)
     """
     value = text.strip()
-    unit = _UNITS.get(value[-1:], None)
+    unit = _UNITS.get(value[-1:])
     try:
         seconds = float(value[:-1] if unit else value) * (unit or 1)
     except ValueError:
@@ -608,7 +609,7 @@ def import_jsonl(lines: Iterable[str], output: str | Path, *, source: str = "-")
                 events.append(Event(**obj))
             except (TypeError, ValueError) as error:
                 raise RecordingError(f"{where}: not an event: {error}") from error
-        t_us = max(_us(e.time) for e in events)
+        t_us = max(_us(e.time or 0.0) for e in events)
         requests.append((t_us, encode_request(events, framed=False)))
     requests.sort(key=lambda r: r[0])
     start = requests[0][0] if requests else _us(time.time())

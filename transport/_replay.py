@@ -267,7 +267,7 @@ def replay(config: Config | str | Path, recording: str | Path, *,
                     if has_ticks:
                         clock.tick(t)
                 elif kind == GAP:
-                    result.gaps += frame.count
+                    result.gaps += frame.n
                 elif kind == SEED and frame.data:
                     for event in decode_message(frame.data, t).events:
                         runtime.index(event)
