@@ -63,6 +63,10 @@ class _Tracer:
         if id(stream) not in self.reached:
             self.reached[id(stream)] = stream
 
+    def sink(self, stream: Stream) -> None:
+        if self.reached is not None:
+            self.seen(stream)
+
     def dispatch(self, inner: Callable[[Any], object], event: Any) -> object:
         self.reached = {}
         self.candidates += 1
@@ -167,8 +171,9 @@ def _traced(config: str | Path, recording: str | Path, match: dict[str, str],
     tracer = _Tracer(Path(config))
     test = _matches(match)
 
-    def instrument(runtime: Runtime) -> None:
+    def instrument(runtime: Runtime, sinks: Any) -> None:
         tracer.name_lines()
+        sinks.observer = tracer.sink
         inner = runtime.dispatch
         clock = runtime.clock
 

@@ -401,7 +401,7 @@ class WireRecorder:
     encodes, compresses and writes. When that queue is full the chunk is
     dropped and its requests counted; the writer records them as a GAP frame.
 
-    Files are ``DIR/rillet-YYYYmmddTHHMMSSZ.rrec``; a new one starts every
+    Files are ``DIR/rillet-YYYYmmddTHHMMSS.ffffffZ.rrec``; a new one starts every
     ``rotate`` seconds (with a SEED of the index), and files older than
     ``keep`` seconds are deleted.
     """
@@ -428,7 +428,7 @@ class WireRecorder:
         self._thread = threading.Thread(target=self._write_loop, name="rillet-recorder",
                                         daemon=True)
         self._thread.start()
-        self._command(("open", time.time(), self._seed()))
+        self._command(("open", self._started, self._seed()))
 
     # The trio side: a list append per request --------------------------------
 
@@ -482,11 +482,18 @@ class WireRecorder:
             while True:
                 await trio.sleep(1)
                 self.flush()
-                if time.time() - self._started >= self.rotate:
-                    self._started = time.time()
-                    self._command(("open", self._started, self._seed()))
+                self.rotate_if_due(time.time())
         finally:
             self.close()
+
+    def rotate_if_due(self, now: float) -> bool:
+        """Start a new file (seeded with the index) once ``rotate`` seconds have passed."""
+        if now - self._started < self.rotate:
+            return False
+        self.flush()
+        self._started = now
+        self._command(("open", now, self._seed()))
+        return True
 
     def close(self) -> None:
         """Write what is buffered, close the file (footer) and stop the writer thread."""
@@ -505,7 +512,9 @@ class WireRecorder:
                 while not self._queue:
                     self._ready.wait()
                 command = self._queue.popleft()
-                dropped, self._dropped = self._dropped, 0
+                dropped = 0
+                if command[0] == "items":  # the gap goes before the chunk after it
+                    dropped, self._dropped = self._dropped, 0
             try:
                 if not self._apply(command, dropped):
                     return
@@ -521,7 +530,9 @@ class WireRecorder:
             if command[0] == "close":
                 return False
             now = command[1]
-            name = time.strftime("rillet-%Y%m%dT%H%M%SZ", time.gmtime(now))
+            # Names sort in time order: a directory replays in name order.
+            name = time.strftime("rillet-%Y%m%dT%H%M%S", time.gmtime(now)) + \
+                f".{int(now * 1e6) % 1_000_000:06d}Z"
             path = self.directory / f"{name}.rrec"
             serial = 1
             while path.exists():

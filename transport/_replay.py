@@ -158,6 +158,8 @@ class _SinkCapture:
         self.counts: dict[str, int] = {}
         self.classes: dict[type, type] = {}
         self.keep: list[Any] = []
+        #: Told of every sink that receives an event (explain traces with it).
+        self.observer: Callable[[Any], None] | None = None
 
     def __call__(self, declared: Any) -> None:
         if not isinstance(declared, Stream):
@@ -169,14 +171,17 @@ class _SinkCapture:
             f"{kind}#{self.counts[kind]}"
         self.keep.append(declared)  # ids stay unique while the replay runs
         if cls not in self.classes:
-            names, record = self.names, self.record
+            capture = self
 
-            def call(self: Any, event: Any) -> None:
+            def call(sink: Any, event: Any) -> None:
+                name = capture.names[id(sink)]
+                if capture.observer is not None:
+                    capture.observer(sink)
                 if type(event) is list or type(event) is tuple:
                     for one in event:
-                        record(names[id(self)], one)
+                        capture.record(name, one)
                 else:
-                    record(names[id(self)], event)
+                    capture.record(name, event)
 
             self.classes[cls] = type(kind, (cls,), {"__slots__": (), "__call__": call,
                                                     "__module__": cls.__module__})
@@ -195,14 +200,16 @@ def _load(config: Config | str | Path, runtime: Runtime) -> tuple[Config, str, s
 
 def replay(config: Config | str | Path, recording: str | Path, *,
            fidelity: str | None = None, until: float | None = None,
-           instrument: Callable[[Runtime], None] | None = None) -> ReplayResult:
+           instrument: Callable[[Runtime, _SinkCapture], None] | None = None
+           ) -> ReplayResult:
     """Replay ``recording`` (a ``.rrec`` file or a directory of them) through
     ``config`` (a path, or a loaded Config) and return the sinks' alert log.
 
     ``fidelity`` is "exact" or "ideal" (default: exact when the recording has
     timer ticks, else ideal). ``until`` runs the timers due by that time at the
-    end. ``instrument(runtime)`` runs once the config has started, before the
-    first request (explain wraps ``runtime.dispatch`` there).
+    end. ``instrument(runtime, sinks)`` runs once the config has started,
+    before the first request (explain wraps ``runtime.dispatch`` there and
+    sets ``sinks.observer``).
     """
     if fidelity not in (None, "exact", "ideal"):
         raise ValueError(f"replay(fidelity={fidelity!r}): fidelity must be 'exact' or 'ideal'")
@@ -235,7 +242,7 @@ def replay(config: Config | str | Path, recording: str | Path, *,
         def start() -> None:
             runtime.start(loaded)
             if instrument is not None:
-                instrument(runtime)
+                instrument(runtime, capture)
 
         for reader in readers:
             for frame in reader.frames():

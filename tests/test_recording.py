@@ -1,0 +1,253 @@
+"""The recording format and recorder, imports, the replay API and why-not, without a server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams import Event
+from streams.testing import replay
+from transport._codec import decode_message, encode_request
+from transport._recording import (
+    GAP,
+    MSG,
+    SEED,
+    TICK,
+    RecordingReader,
+    RecordingWriter,
+    WireRecorder,
+    import_jsonl,
+    parse_duration,
+    recording_files,
+)
+
+T0 = 1_800_000_000.0
+
+
+def rillet(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "transport._cli", *args], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def _payload(*events: Event) -> bytes:
+    return encode_request(list(events), framed=False)
+
+
+def test_frames_round_trip_across_blocks_and_seek_by_time(tmp_path: Path) -> None:
+    path = tmp_path / "r.rrec"
+    writer = RecordingWriter(path, start_us=int(T0 * 1e6), block_bytes=200)
+    writer.seed(_payload(Event(host="seeded", service="s", time=T0)))
+    for i in range(100):
+        writer.message(int((T0 + i) * 1e6), i % 3, _payload(Event(host=f"h{i}", time=T0 + i)))
+        if i % 10 == 0:
+            writer.tick(int((T0 + i + 0.5) * 1e6))
+    writer.gap(int((T0 + 100) * 1e6), 7)
+    writer.close()
+    reader = RecordingReader(path)
+    assert reader.verify() is True
+    assert len(reader.footer["blocks"]) > 5 if reader.footer else False
+    frames = list(reader.frames())
+    messages = [f for f in frames if f.kind == MSG]
+    assert [decode_message(f.data, 0).events[0].host for f in messages] == \
+        [f"h{i}" for i in range(100)]
+    assert [f.t_us for f in messages] == [int((T0 + i) * 1e6) for i in range(100)]
+    assert [f.conn for f in messages[:4]] == [0, 1, 2, 0]
+    assert frames[0].kind == SEED and sum(f.kind == TICK for f in frames) == 10
+    assert frames[-1].kind == GAP and frames[-1].n == 7
+    later = [f for f in reader.frames(start_us=int((T0 + 80) * 1e6)) if f.kind == MSG]
+    assert len(later) < 40 and later[-1].t_us == messages[-1].t_us
+    assert int((T0 + 80) * 1e6) in [f.t_us for f in later]
+
+
+def test_a_torn_last_block_is_dropped_and_the_rest_reads(tmp_path: Path) -> None:
+    path = tmp_path / "r.rrec"
+    writer = RecordingWriter(path, start_us=int(T0 * 1e6), block_bytes=100)
+    for i in range(30):
+        writer.message(int((T0 + i) * 1e6), 1, _payload(Event(host=f"h{i}")))
+    writer.close()
+    data = path.read_bytes()
+    footer = RecordingReader(path).footer
+    assert footer is not None
+    torn = tmp_path / "torn.rrec"
+    torn.write_bytes(data[:footer["blocks"][-1][0] + 50])  # half the last block
+    reader = RecordingReader(torn)
+    assert reader.footer is None and reader.verify() is None
+    kept = [f for f in reader.frames() if f.kind == MSG]
+    assert 0 < len(kept) < 30 and reader.torn
+    info = rillet("recording", "info", str(torn))
+    assert info.returncode == 0 and "no footer" in info.stdout and "torn" in info.stdout
+    assert "not a rillet recording" in rillet("recording", "info", __file__).stderr
+
+
+def test_a_full_writer_queue_drops_whole_chunks_and_records_a_gap(tmp_path: Path) -> None:
+    recorder = WireRecorder(tmp_path, chunk=10, queue_chunks=2)
+    gate = threading.Event()
+    apply = recorder._apply
+
+    def slow(command: tuple[Any, ...], dropped: int) -> bool:
+        gate.wait(10)
+        return apply(command, dropped)
+
+    recorder._apply = slow  # type: ignore[method-assign]
+    # The writer is stuck on the "open" command: two chunks queue, the rest drop.
+    started = time.perf_counter()
+    for i in range(100):
+        recorder.message(_payload(Event(host=f"h{i}")), T0 + i, 1)
+    assert time.perf_counter() - started < 1  # ingest never waited for the writer
+    assert recorder.dropped == 80 and recorder.messages == 100
+    gate.set()
+    recorder.close()
+    (path,) = recording_files(tmp_path)
+    frames = list(RecordingReader(path).frames())
+    assert sum(f.kind == MSG for f in frames) == 20
+    assert [f.n for f in frames if f.kind == GAP] == [80]
+
+
+def test_rotation_starts_seeded_files_and_retention_deletes_old_ones(tmp_path: Path) -> None:
+    old = tmp_path / "rillet-20200101T000000.000000Z.rrec"
+    old.write_bytes(b"old")
+    os.utime(old, (time.time() - 3 * 86400, time.time() - 3 * 86400))
+    indexed = [Event(host="kept", service="s", time=T0, ttl=60)]
+    recorder = WireRecorder(tmp_path, rotate=3600, keep=86400, snapshot=lambda: indexed)
+    recorder.message(_payload(Event(host="first")), T0, 1)
+    assert not recorder.rotate_if_due(time.time() + 10)
+    assert recorder.rotate_if_due(time.time() + 3601)
+    recorder.message(_payload(Event(host="second")), T0 + 1, 1)
+    recorder.close()
+    files = recording_files(tmp_path)
+    assert len(files) == 2 and not old.exists()
+    hosts = []
+    for path in files:
+        frames = list(RecordingReader(path).frames())
+        assert frames[0].kind == SEED
+        assert decode_message(frames[0].data, 0).events[0].host == "kept"
+        hosts += [decode_message(f.data, 0).events[0].host for f in frames if f.kind == MSG]
+    assert hosts == ["first", "second"]
+
+
+def test_durations() -> None:
+    assert parse_duration("7d", "--record-keep") == 7 * 86400
+    with pytest.raises(ValueError, match="--record-rotate 'soon': give a duration"):
+        parse_duration("soon", "--record-rotate")
+
+
+RULES = """
+from streams import *
+from transport import forward, slack
+
+out = forward("127.0.0.1", 9, queue_size=10)
+chat = slack("https://hooks.slack.invalid/x")
+streams(
+    where(lambda e: e.service == "disk" and e.metric > {limit}, throttle(1, 60, out)),
+    where(lambda e: e.service == "health",
+          by(["host"], stable(10, "state", changed_state(chat, init="ok")))),
+)
+"""
+
+
+@pytest.fixture
+def imported(tmp_path: Path) -> Path:
+    lines = [{"host": "a", "service": "disk", "metric": 96, "time": T0},
+             {"host": "a", "service": "disk", "metric": 97, "time": T0 + 1},
+             {"host": "b", "service": "disk", "metric": 99, "time": T0 + 2},
+             {"host": "a", "service": "disk", "metric": 96.5, "time": T0 + 100},
+             [{"host": "w", "service": "health", "state": "critical", "time": T0 + 3},
+              {"host": "x", "service": "health", "state": "critical", "time": T0 + 3}],
+             {"host": "x", "service": "health", "state": "ok", "time": T0 + 5},
+             {"host": "w", "service": "health", "state": "critical", "time": T0 + 20}]
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "old.rrec"
+    done = rillet("record", "import", str(events), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "wrote 7 requests" in done.stdout
+    return out
+
+
+def _rules(tmp_path: Path, name: str, limit: int) -> Path:
+    path = tmp_path / name
+    path.write_text(RULES.format(limit=limit))
+    return path
+
+
+def test_the_replay_api_runs_timers_on_time_for_an_imported_recording(
+        tmp_path: Path, imported: Path) -> None:
+    result = replay(_rules(tmp_path, "rules.py", 95), imported)
+    assert result.fidelity == "ideal" and result.events == 8 and result.sinks == \
+        ["forward", "slack"]
+    seen = [(a.sink, a.event.host, a.t - T0) for a in result.alerts]
+    # throttle(1, 60): a at +0, b blocked until +60, a again at +100; stable(10)
+    # lets w's critical through at +13 (a timer between requests), never x's flap
+    assert seen == [("forward", "a", 0), ("slack", "w", 13), ("forward", "a", 100)]
+    assert result.digest == replay(tmp_path / "rules.py", imported).digest
+
+
+def test_import_rejects_events_without_time(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"host": "a", "time": 1}\n{"host": "b"}\n')
+    done = rillet("record", "import", str(bad), "-o", str(tmp_path / "x.rrec"))
+    assert done.returncode == 2
+    assert "bad.jsonl:2: each event must be an object with a numeric 'time'" in done.stderr
+    with pytest.raises(Exception, match="not JSON"):
+        import_jsonl(["{"], tmp_path / "y.rrec")
+
+
+def _why_not(tmp_path: Path, recording: Path, config: Path, *fields: str,
+             at: float | None = None) -> str:
+    args = ["explain", str(config), "--recording", str(recording), "--why-not", *fields]
+    if at is not None:
+        args += ["--at", str(at), "--window", "5s"]
+    done = rillet(*args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_why_not_names_the_where_and_the_closest_miss(tmp_path: Path, imported: Path) -> None:
+    stricter = _rules(tmp_path, "stricter.py", 98)
+    out = _why_not(tmp_path, imported, stricter, "host=a", "service=disk")
+    assert "3 candidate inputs" in out
+    assert "3 stopped at stricter.py:8 where(<lambda>, throttle(1, 60, forward(" in out
+    assert "metric of those: max 97, min 96" in out
+
+
+def test_why_not_names_throttle_stable_and_changed_state(tmp_path: Path,
+                                                         imported: Path) -> None:
+    rules = _rules(tmp_path, "rules.py", 95)
+    out = _why_not(tmp_path, imported, rules, "host=a", "service=disk", at=T0 + 1)
+    assert "1 stopped at rules.py:8 throttle(1, 60, forward(" in out  # a's second alert
+    out = _why_not(tmp_path, imported, rules, "host=x", "service=health")
+    assert "stopped at rules.py:10 stable(10, 'state'" in out
+    out = _why_not(tmp_path, imported, rules, "host=w", "service=health", at=T0 + 20)
+    assert "1 stopped at rules.py:10 changed_state(" in out  # still critical: no change
+
+
+def test_explain_an_alert_shows_its_path(tmp_path: Path, imported: Path) -> None:
+    rules = _rules(tmp_path, "rules.py", 95)
+    done = rillet("explain", str(rules), "--recording", str(imported), "--alert", "0")
+    assert done.returncode == 0, done.stderr
+    assert "ALERT #0 forward host=a service=disk" in done.stdout
+    assert "rules.py:8 throttle(1, 60, forward(" in done.stdout
+    done = rillet("explain", str(rules), "--recording", str(imported), "--alert", "1")
+    assert "a timer emitted it" in done.stdout
+
+
+def test_diff_against_a_git_revision(tmp_path: Path, imported: Path) -> None:
+    rules = _rules(tmp_path, "rules.py", 95)
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "rules.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "rules"], check=True)
+    rules.write_text(RULES.format(limit=97))
+    done = rillet("diff", str(rules), "--against", "git:HEAD", "--recording", str(imported))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "GONE    forward a disk" in done.stdout
+    assert "B: WHY-NOT host=a service=disk" in done.stdout and "rules.py:8 where(" \
+        in done.stdout
