@@ -28,11 +28,15 @@ if TYPE_CHECKING:
         frame,
     )
     from ._delivery import HttpSink, NetworkSink, Rejected
+    from ._diff import diff_alerts
+    from ._explain import why_not
     from ._forward import forward
     from ._graphing import graphite, graphite_annotations, graphite_path, influxdb
     from ._messages import slack_escape, slack_text
     from ._prometheus import prometheus_endpoint
     from ._queue import async_queue
+    from ._recording import RecordingReader, import_jsonl
+    from ._replay import replay
     from ._run import Running, serve
     from ._scheduler import TrioScheduler
     from ._server import TcpServer, UdpServer, tcp_server, udp_server
@@ -51,13 +55,15 @@ __all__ = [
     "prometheus_endpoint",
     "mailer", "alertmanager", "pagerduty", "slack", "slack_escape", "slack_text",
     "webhook",
+    # recordings: replay, diff, why-not
+    "RecordingReader", "import_jsonl", "replay", "diff_alerts", "why_not",
 ]
 
 # The modules behind __all__, imported on first use of any public name (PEP 562):
 # `rillet send` imports transport._client alone, without trio and the servers.
 _PUBLIC_MODULES = ("_alerting", "_client", "_codec", "_delivery", "_forward", "_graphing",
                    "_messages", "_prometheus", "_queue", "_run", "_scheduler", "_server",
-                   "_trio_client")
+                   "_trio_client", "_recording", "_replay", "_diff", "_explain")
 
 
 def __getattr__(name: str) -> Any:
