@@ -1,6 +1,7 @@
 """rillet's I/O: the Riemann wire codec, TCP and UDP servers, the client, the CLI.
 
-A config declares its servers with ``tcp_server()`` and ``udp_server()``.
+A config declares its servers with ``tcp_server()`` and ``udp_server()``, and the
+live view and other inputs with ``ws_server()``, ``sse_server()`` and ``graphite_server()``.
 """
 
 from ._client import (
@@ -24,6 +25,8 @@ from ._codec import (
     encode_request,
     frame,
 )
+from ._graphite_input import GraphiteServer, graphite_server
+from ._http import SseServer, WsServer, sse_server, ws_server
 from ._queue import async_queue
 from ._run import Running, serve
 from ._scheduler import TrioScheduler
@@ -36,4 +39,5 @@ __all__ = [
     "Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server",
     "Client", "ClientError", "RiemannConnectionError", "RiemannError", "RiemannTimeout",
     "TrioBatcher", "TrioClient", "UdpClient",
+    "GraphiteServer", "SseServer", "WsServer", "graphite_server", "sse_server", "ws_server",
 ]

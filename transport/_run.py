@@ -11,6 +11,7 @@ import trio
 from streams._clock import install
 from streams._config import Config, install_reinject
 from streams._index import Index, current_index, install_index
+from streams._pubsub import current_pubsub
 
 from ._scheduler import TrioScheduler
 from ._server import Core, Runtime
@@ -57,6 +58,9 @@ async def serve(config: Config, *, index: Index | None = None,
     runtime = Runtime(core)
     running = Running(runtime, scheduler, services=list(config.services))
     previous_reinject = install_reinject(core.dispatch)
+    # The index publishes every update to the "index" channel (spec §5.1).
+    pubsub = current_pubsub()
+    to_channel = index.subscribe(pubsub.publisher("index"))
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(scheduler.run)
@@ -67,6 +71,7 @@ async def serve(config: Config, *, index: Index | None = None,
                 running.ports.append(await nursery.start(service.serve, runtime))
             task_status.started(running)
     finally:
+        index.unsubscribe(to_channel)
         index.close()
         config.close()
         install(previous)

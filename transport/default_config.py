@@ -1,6 +1,8 @@
 """rillet's default config: what ``make run`` and a bare ``rillet run`` start.
 
-TCP and UDP on 127.0.0.1:5555 (Riemann's defaults), an index whose expired
+TCP and UDP on 127.0.0.1:5555 (Riemann's defaults), WebSocket subscriptions
+and the dashboard on http://127.0.0.1:5556/, Server-Sent Events on 5558, an
+index whose expired
 events are swept every 10 seconds, and one readable log line each time a
 (host, service) changes state. Copy it as the start of your own monitoring.py.
 """
@@ -8,7 +10,7 @@ events are swept every 10 seconds, and one readable log line each time a
 import logging
 
 from streams import Event, by, changed, index, periodically_expire, streams
-from transport import tcp_server, udp_server
+from transport import sse_server, tcp_server, udp_server, ws_server
 
 log = logging.getLogger("rillet.state")
 
@@ -22,6 +24,8 @@ def log_change(pair: tuple[Event | None, Event]) -> None:
 
 tcp_server()
 udp_server()
+ws_server()
+sse_server()
 periodically_expire(10)
 
 streams(
