@@ -306,12 +306,13 @@ class _HttpListener:
     async def _follow(self, stream: trio.SocketStream, channel: str, query: str,
                       snapshot: list[Event] | None, send: Send,
                       frame: Callable[[Entry], bytes], describe: str,
-                      wrap: Callable[[bytes], bytes] = bytes) -> None:
+                      wrap: Callable[[bytes], bytes] = bytes) -> bool:
         """Send ``snapshot`` then every matching event of ``channel``, until the peer leaves.
 
         ``frame`` picks an entry's bytes for this protocol and ``wrap`` frames
         a batch (chunked encoding for SSE). The follower is registered before
         the snapshot is taken (both synchronously), so nothing falls between.
+        Returns True when the follower was dropped for lagging.
         """
         assert self.hub is not None
         hub = self.hub
@@ -323,14 +324,16 @@ class _HttpListener:
                         entries = [Entry(e) for e in snapshot[start:start + _SNAPSHOT_SLICE]]
                         await send(wrap(b"".join(frame(e) for e in entries)))
                 if follower is None:
-                    return
-                async for batch in follower.batches():
+                    return False
+                while True:
+                    batch = await follower.next_batch()
                     await send(wrap(b"".join(frame(e) for e in batch)))
             except TooFarBehind:
                 pass
             finally:
                 if follower is not None:
                     hub.leave(follower)
+        return follower is not None and follower.behind > 0
 
     def statistics(self) -> dict[str, Any]:
         stats: dict[str, Any] = {"connections": self.connections, "requests": self.requests,
@@ -429,6 +432,9 @@ class WsServer(_HttpListener):
                 # A close reason is at most 123 bytes.
                 reason_bytes = reason.encode()[:120].decode("utf-8", "ignore")
                 await send(ws.send(CloseConnection(code=code, reason=reason_bytes)))
+            # The peer answers a close before the socket goes (RFC 6455 §7.1.1).
+            with trio.move_on_after(1):
+                await self._ws_reader(stream, ws, send, None)
 
         if path in ("/index", "/index/"):
             channel = "index"
@@ -465,6 +471,7 @@ class WsServer(_HttpListener):
             reply = "{}" if failure is None else json.dumps({"error": str(failure)})
             await send(ws.send(TextMessage(data=reply)))
 
+        dropped = False
         async with trio.open_nursery() as nursery:
 
             async def read_then_stop() -> None:
@@ -478,13 +485,14 @@ class WsServer(_HttpListener):
             subscribe = path.startswith("/pubsub/") or request.params.get("subscribe") == "true"
             snapshot = (runtime.core.index.search(query) if channel == "index"
                         and not path.startswith("/pubsub/") else None)
-            await self._follow(stream, channel if subscribe else "", query, snapshot, send,
-                               Entry.ws_frame, f"WebSocket subscriber {peer} {path}")
+            dropped = await self._follow(stream, channel if subscribe else "", query, snapshot,
+                                         send, Entry.ws_frame,
+                                         f"WebSocket subscriber {peer} {path}")
             # Riemann closes an /index socket without subscribe=true once sent.
-            await close(1000)
-            with trio.move_on_after(1):
-                await trio.sleep_forever()  # until the peer answers the close
             nursery.cancel_scope.cancel()
+        if not dropped:  # a dropped subscriber's socket is full: it is just cut
+            with trio.move_on_after(2):
+                await close(1000)
 
     async def _ws_reader(self, stream: trio.SocketStream, ws: WSConnection, send: Send,
                          on_message: Callable[[str], Awaitable[None]] | None) -> None:

@@ -14,7 +14,7 @@ its connection is cancelled, counted and logged, and the ring never grows.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import trio
@@ -118,7 +118,7 @@ class Feed:
 
 
 class Follower:
-    """One subscriber's cursor into a feed; iterate :meth:`batches` to read it."""
+    """One subscriber's cursor into a feed; read it with :meth:`next_batch`."""
 
     __slots__ = ("behind", "cursor", "feed", "on_drop", "scope")
 
@@ -139,19 +139,18 @@ class Follower:
         self.scope.cancel()
         self.on_drop(self, behind)
 
-    async def batches(self) -> AsyncIterator[list[Entry]]:
-        """Batches of new entries, as they come; raises TooFarBehind when dropped."""
+    async def next_batch(self) -> list[Entry]:
+        """The next entries, waiting for some; raises TooFarBehind once dropped."""
         feed = self.feed
-        while True:
-            if self.cursor == feed.end:
-                await feed.changed()
-            if self.cursor < feed.end - feed.capacity:
-                self.drop(feed.end - self.cursor)
-                raise TooFarBehind(self.behind)
-            stop = min(feed.end, self.cursor + _MAX_BATCH)
-            batch = feed.entries(self.cursor, stop)
-            self.cursor = stop
-            yield batch
+        if self.cursor == feed.end:
+            await feed.changed()
+        if self.behind or self.cursor < feed.end - feed.capacity:
+            self.drop(feed.end - self.cursor)
+            raise TooFarBehind(self.behind)
+        stop = min(feed.end, self.cursor + _MAX_BATCH)
+        batch = feed.entries(self.cursor, stop)
+        self.cursor = stop
+        return batch
 
 
 class LiveHub:
