@@ -207,7 +207,7 @@ class GraphiteServer:
             while True:
                 data, address = await sock.recvfrom(_MAX_DATAGRAM)
                 splitter = LineSplitter(self.max_line)
-                lines = splitter.feed(data + b"\n")
+                lines = splitter.feed(data if data.endswith(b"\n") else data + b"\n")
                 peer = f"{address[0]}:{address[1]}"
                 for _ in range(splitter.overlong):
                     self._malformed(peer, f"a line longer than max_line={self.max_line} bytes")
