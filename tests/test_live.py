@@ -12,9 +12,9 @@ import functools
 import json
 import logging
 import shutil
-from urllib.parse import quote
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import trio
@@ -198,7 +198,7 @@ def test_pubsub_channel_from_a_config_stream_filtered_by_query() -> None:
     async def body(running: Running) -> None:
         tcp, ws, _ = running.ports
         async with websocket(
-                f"ws://127.0.0.1:{ws}/pubsub/alerts?query=state+%3D+%22critical%22") as socket:
+                f"ws://127.0.0.1:{ws}/pubsub/alerts/?query=state+%3D+%22critical%22") as socket:
             await send_events(tcp, [Event(host="a", service="disk", state="ok", time=1),
                                     Event(host="a", service="disk", state="critical", time=2)])
             got = json.loads(await socket.get_message())

@@ -439,7 +439,9 @@ class WsServer(_HttpListener):
         if path in ("/index", "/index/"):
             channel = "index"
         elif path.startswith("/pubsub/"):
-            channel = unquote(path[len("/pubsub/"):])
+            # Riemann keeps a trailing slash in the name, reaching a channel
+            # nobody publishes to (spec §9.1.12); rillet drops it.
+            channel = unquote(path[len("/pubsub/"):].removesuffix("/"))
             if not channel:
                 await close(1008, "name the channel: /pubsub/<channel>?query=...")
                 return

@@ -2,9 +2,8 @@
 
 TCP and UDP on 127.0.0.1:5555 (Riemann's defaults), WebSocket subscriptions
 and the dashboard on http://127.0.0.1:5556/, Server-Sent Events on 5558, an
-index whose expired
-events are swept every 10 seconds, and one readable log line each time a
-(host, service) changes state. Copy it as the start of your own monitoring.py.
+index whose expired events are swept every 10 seconds, and one readable log
+line each time a (host, service) changes state. Copy it as the start of your own monitoring.py.
 """
 
 import logging
