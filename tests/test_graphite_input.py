@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -10,10 +9,11 @@ from typing import Any
 
 import pytest
 import trio
+from _helpers import run_serving
 
 from streams import Config, Event
 from streams._index import Index
-from transport import GraphiteServer, Running, graphite_server, serve
+from transport import GraphiteServer, Running, graphite_server
 from transport._graphite_input import GraphiteLineError, LineSplitter, parse_line
 
 pytestmark = pytest.mark.network
@@ -71,15 +71,7 @@ def with_graphite(body: Callable[[Running], Awaitable[None]], **options: Any) ->
     config = Config(streams=[index], services=[GraphiteServer(port=0, **options),
                                                GraphiteServer(port=0, protocol="udp",
                                                               **options)])
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            running = await nursery.start(functools.partial(serve, config, index=index))
-            with trio.fail_after(20):
-                await body(running)
-            nursery.cancel_scope.cancel()
-
-    trio.run(main)
+    run_serving(config, index, body)
     return index
 
 

@@ -8,7 +8,6 @@ riemann-client to send the events.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import shutil
@@ -18,12 +17,13 @@ from urllib.parse import quote
 
 import pytest
 import trio
+from _helpers import run_serving
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from streams import Config, Event, PubSub, publish
 from streams._index import Index
 from streams._pubsub import install_pubsub
-from transport import Running, SseServer, TcpServer, WsServer, serve, sse_server, ws_server
+from transport import Running, SseServer, TcpServer, WsServer, sse_server, ws_server
 from transport._client import TrioClient
 
 pytestmark = pytest.mark.network
@@ -38,21 +38,10 @@ def with_server(body: Callable[[Running], Awaitable[None]], *, streams: list[Any
     config = Config(streams=[index] if streams is None else streams,
                     services=[TcpServer(port=0), ws or WsServer(port=0),
                               sse or SseServer(port=0)])
-    result: list[Running] = []
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            running = await nursery.start(functools.partial(serve, config, index=index))
-            result.append(running)
-            with trio.fail_after(30):
-                await body(running)
-            nursery.cancel_scope.cancel()
-
     try:
-        trio.run(main)
+        return run_serving(config, index, body)  # type: ignore[no-any-return]
     finally:
         install_pubsub(previous)
-    return result[0]
 
 
 async def send_events(port: int, events: list[Event]) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +28,7 @@ import trio
 
 from streams import FIELDS, Event
 
-from ._server import DEFAULT_HOST, Runtime, _bind_error, _check_port, _peer
+from ._server import DEFAULT_HOST, Runtime, _check_port, _peer, bind_udp, listen_tcp
 
 __all__ = ["DEFAULT_GRAPHITE_PORT", "GraphiteLineError", "GraphiteServer", "LineSplitter",
            "graphite_server", "parse_line"]
@@ -168,12 +167,8 @@ class GraphiteServer:
         if self.protocol == "udp":
             await self._serve_udp(runtime, task_status)
             return
-        try:
-            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-        except OSError as error:
-            raise _bind_error(error, "Graphite TCP", self.host, self.port) from error
+        listeners = await listen_tcp(self.host, self.port, "Graphite TCP")
         self.bound_port = listeners[0].socket.getsockname()[1]
-        log.info("Graphite TCP input listening on %s:%s", self.host, self.bound_port)
         task_status.started(self.bound_port)
         await trio.serve_listeners(lambda s: self._connection(s, runtime), listeners)
 
@@ -195,14 +190,8 @@ class GraphiteServer:
             await trio.aclose_forcefully(stream)
 
     async def _serve_udp(self, runtime: Runtime, task_status: trio.TaskStatus[int]) -> None:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        with trio.socket.socket(family, socket.SOCK_DGRAM) as sock:
-            try:
-                await sock.bind((self.host, self.port))
-            except OSError as error:
-                raise _bind_error(error, "Graphite UDP", self.host, self.port) from error
+        with await bind_udp(self.host, self.port, "Graphite UDP") as sock:
             self.bound_port = sock.getsockname()[1]
-            log.info("Graphite UDP input listening on %s:%s", self.host, self.bound_port)
             task_status.started(self.bound_port)
             while True:
                 data, address = await sock.recvfrom(_MAX_DATAGRAM)

@@ -44,7 +44,7 @@ from streams._pubsub import current_pubsub
 
 from ._json import JsonEventError, event_from_json, events_from_json_body
 from ._live import DEFAULT_MAX_BEHIND, Entry, LiveHub, TooFarBehind
-from ._server import DEFAULT_HOST, Runtime, _bind_error, _check_port, _peer
+from ._server import DEFAULT_HOST, Runtime, _check_port, _peer, listen_tcp
 
 __all__ = ["DEFAULT_SSE_PORT", "DEFAULT_WS_PORT", "SseServer", "WsServer", "sse_server",
            "ws_server"]
@@ -215,13 +215,9 @@ class _HttpListener:
 
     async def serve(self, runtime: Runtime, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-        except OSError as error:
-            raise _bind_error(error, self.kind, self.host, self.port) from error
+        listeners = await listen_tcp(self.host, self.port, self.kind)
         self.hub = LiveHub(current_pubsub(), self.max_behind)
         self.bound_port = listeners[0].socket.getsockname()[1]
-        log.info("%s server listening on %s:%s", self.kind, self.host, self.bound_port)
         task_status.started(self.bound_port)
         await trio.serve_listeners(lambda s: self._connection(s, runtime), listeners)
 
