@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from _helpers import run_serving
+from conftest import require_binary
 
 from streams import Config, Event
 from streams._index import Index
@@ -145,3 +149,45 @@ def test_declaration_mistakes_fail_at_load() -> None:
         graphite_server(source_host=-1)
     with pytest.raises(ValueError, match=r"port=70000"):
         graphite_server(port=70000)
+
+
+def test_collectd_write_graphite_feeds_the_index(tmp_path: Path) -> None:
+    """Debian's collectd, with its load plugin and write_graphite, as a real Graphite sender."""
+    collectd = require_binary("collectd", "collectd-core")
+
+    async def body(running: Running) -> None:
+        config = tmp_path / "collectd.conf"
+        config.write_text(f"""
+Hostname "rillet-test"
+FQDNLookup false
+Interval 1
+BaseDir "{tmp_path}"
+PIDFile "{tmp_path}/collectd.pid"
+LoadPlugin load
+<LoadPlugin write_graphite>
+  FlushInterval 1
+</LoadPlugin>
+<Plugin write_graphite>
+  <Node "rillet">
+    Host "127.0.0.1"
+    Port "{running.ports[0]}"
+    Protocol "tcp"
+    Prefix "collectd."
+  </Node>
+</Plugin>
+""")
+        process = await trio.lowlevel.open_process(
+            [collectd, "-f", "-C", str(config)], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        try:
+            while running.index.lookup("rillet-test", "collectd.load.load.shortterm") is None:
+                await trio.sleep(0.05)
+        finally:
+            process.terminate()
+            await process.wait()
+        load = running.index.lookup("rillet-test", "collectd.load.load.shortterm")
+        assert load is not None and isinstance(load.metric, float) and load.metric >= 0
+        assert abs(load.time - time.time()) < 60
+        assert running.services[0].statistics()["malformed"] == 0
+
+    with_graphite(body, source_host=1)
