@@ -383,7 +383,7 @@ class WsServer(_HttpListener):
             return await self._http_input(stream, conn, runtime)
         if await self._read_body(stream, conn) is None:
             return False
-        if self.dashboard and request.method in ("GET", "HEAD") and path in ("/", "/dashboard",
+        if self.dashboard and request.method == "GET" and path in ("/", "/dashboard",
                                                                               "/dashboard/"):
             page = _dashboard_page()
             await stream.send_all(_response(conn, 200, page, "text/html; charset=utf-8",
