@@ -53,7 +53,7 @@ class PubSub:
     {'channels': 1, 'subscriptions': 1, 'published': 0}
     """
 
-    __slots__ = ("_channels", "_next_id", "_published")
+    __slots__ = ("_channels", "_next_id", "_published", "_watchers")
 
     def __init__(self) -> None:
         # Per channel a tuple snapshot: publishing iterates it without copying,
@@ -61,6 +61,7 @@ class PubSub:
         self._channels: dict[Hashable, tuple[Subscription, ...]] = {}
         self._next_id = 1
         self._published = 0
+        self._watchers: dict[Hashable, list[Callable[[bool], object]]] = {}
 
     def subscribe(self, channel: Hashable, function: Subscriber, *,
                   persistent: bool = False) -> Subscription:
@@ -79,7 +80,7 @@ class PubSub:
             ) from None
         sub = Subscription(self._next_id, channel, function, persistent)
         self._next_id += 1
-        self._channels[channel] = (*self._channels.get(channel, ()), sub)
+        self._set(channel, (*self._channels.get(channel, ()), sub))
         return sub
 
     def unsubscribe(self, subscription: Subscription) -> bool:
@@ -118,13 +119,42 @@ class PubSub:
 
     def close(self) -> None:
         """Drop every subscription."""
-        self._channels.clear()
+        for channel in list(self._channels):
+            self._set(channel, ())
+
+    def watch(self, channel: Hashable, function: Callable[[bool], object]) -> Callable[[], None]:
+        """Call ``function(True)`` when ``channel`` gains its first subscriber and
+        ``function(False)`` when it loses its last, starting with its state now.
+
+        So a publisher can do no work at all while nobody listens (the server
+        connects the index to ``"index"`` only then). Returns a function that
+        stops watching.
+
+        >>> hub, states = PubSub(), []
+        >>> stop = hub.watch("index", states.append)
+        >>> sub = hub.subscribe("index", print); _ = hub.unsubscribe(sub); stop()
+        >>> states
+        [False, True, False]
+        """
+        self._watchers.setdefault(channel, []).append(function)
+        function(bool(self._channels.get(channel)))
+
+        def stop() -> None:
+            watchers = self._watchers.get(channel, [])
+            if function in watchers:
+                watchers.remove(function)
+
+        return stop
 
     def _set(self, channel: Hashable, subs: tuple[Subscription, ...]) -> None:
+        was = bool(self._channels.get(channel))
         if subs:
             self._channels[channel] = subs
         else:
             self._channels.pop(channel, None)
+        if was != bool(subs):
+            for watcher in list(self._watchers.get(channel, ())):
+                watcher(bool(subs))
 
     def statistics(self) -> dict[str, int]:
         return {"channels": len(self._channels),

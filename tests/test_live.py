@@ -399,3 +399,18 @@ def test_listening_beyond_loopback_without_tokens_fails_at_load() -> None:
         sse_server(tokens={"t": "host = "})
     with pytest.raises(ValueError, match="max_behind"):
         ws_server(max_behind=0)
+
+
+def test_the_index_feeds_its_channel_only_while_someone_listens() -> None:
+    async def body(running: Running) -> None:
+        _, ws, _ = running.ports
+        assert running.index.statistics().subscribers == 0
+        async with websocket(f"ws://127.0.0.1:{ws}/index?subscribe=true&query=true") as socket:
+            while running.index.statistics().subscribers == 0:
+                await trio.sleep(0.005)
+            running.index(Event(host="a", time=1))
+            assert json.loads(await socket.get_message())["host"] == "a"
+        while running.index.statistics().subscribers:
+            await trio.sleep(0.005)
+
+    with_server(body)

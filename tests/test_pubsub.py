@@ -100,3 +100,17 @@ def test_bad_channel_names_fail_at_load(bad: object) -> None:
         subscribe(bad, print)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="function must be callable"):
         subscribe("alerts", "print")  # type: ignore[arg-type]
+
+
+def test_watchers_hear_when_a_channel_gains_and_loses_listeners() -> None:
+    hub, states = PubSub(), []
+    stop = hub.watch("index", states.append)
+    first = hub.subscribe("index", print)
+    second = hub.subscribe("index", print, persistent=True)
+    hub.unsubscribe(first)
+    hub.sweep()
+    hub.close()
+    stop()
+    hub.subscribe("index", print)
+    assert states == [False, True, False]
+    assert second.persistent

@@ -306,8 +306,9 @@ class _HttpListener:
         """Send ``snapshot`` then every matching event of ``channel``, until the peer leaves.
 
         ``frame`` picks an entry's bytes for this protocol and ``wrap`` frames
-        a batch (chunked encoding for SSE). The follower is registered before
-        the snapshot is taken (both synchronously), so nothing falls between.
+        a batch (chunked encoding for SSE). The caller takes the snapshot with
+        no checkpoint before this call, and the follower is registered before
+        the first one, so no update falls between the two.
         Returns True when the follower was dropped for lagging.
         """
         assert self.hub is not None
@@ -546,7 +547,7 @@ class SseServer(_HttpListener):
             return True
         query = _limit(query, token_filter)
         try:
-            snapshot = runtime.core.index.search(query)
+            compile_query(query)
         except QuerySyntaxError as error:
             await stream.send_all(_error(conn, 400, str(error)))
             return True
@@ -567,6 +568,9 @@ class SseServer(_HttpListener):
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(until_closed)
+            # Searched only now: between the search and the follow nothing yields,
+            # so no update falls between the snapshot and the live stream.
+            snapshot = runtime.core.index.search(query)
             await self._follow(stream, "index", query, snapshot, stream.send_all,
                                Entry.sse_frame, f"SSE subscriber {peer}", wrap=chunk)
         return False

@@ -58,9 +58,19 @@ async def serve(config: Config, *, index: Index | None = None,
     runtime = Runtime(core)
     running = Running(runtime, scheduler, services=list(config.services))
     previous_reinject = install_reinject(core.dispatch)
-    # The index publishes every update to the "index" channel (spec §5.1).
+    # The index publishes every update to the "index" channel (spec §5.1),
+    # connected only while the channel has subscribers: ingest pays nothing else.
     pubsub = current_pubsub()
-    to_channel = index.subscribe(pubsub.publisher("index"))
+    publisher = pubsub.publisher("index")
+    handles: list[int] = []
+
+    def connect_index(watched: bool) -> None:
+        if watched and not handles:
+            handles.append(index.subscribe(publisher))
+        elif not watched and handles:
+            index.unsubscribe(handles.pop())
+
+    unwatch = pubsub.watch("index", connect_index)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(scheduler.run)
@@ -71,7 +81,8 @@ async def serve(config: Config, *, index: Index | None = None,
                 running.ports.append(await nursery.start(service.serve, runtime))
             task_status.started(running)
     finally:
-        index.unsubscribe(to_channel)
+        unwatch()
+        connect_index(False)
         index.close()
         config.close()
         install(previous)
