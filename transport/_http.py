@@ -323,8 +323,7 @@ class _HttpListener:
                 if follower is None:
                     return False
                 while True:
-                    batch = await follower.next_batch()
-                    await send(wrap(b"".join(frame(e) for e in batch)))
+                    await send(wrap(await follower.next_chunk(frame)))
             except TooFarBehind:
                 pass
             finally:

@@ -36,6 +36,8 @@ DEFAULT_MAX_BEHIND = 10_000
 _CHECK_EVERY = 256
 # Frames written per send, so that one write stays a bounded amount of work.
 _MAX_BATCH = 1_000
+# Joined chunks a feed keeps for followers reading the same range.
+_CHUNKS_KEPT = 8
 
 _FRAMER = FrameProtocol(client=False, extensions=[])
 
@@ -74,8 +76,8 @@ class TooFarBehind(Exception):
 class Feed:
     """The events of one channel matching one query, in a bounded ring."""
 
-    __slots__ = ("_ring", "_wake", "capacity", "end", "followers", "predicate", "query",
-                 "subscription")
+    __slots__ = ("_chunks", "_ring", "_wake", "capacity", "end", "followers", "mark",
+                 "predicate", "query", "subscription")
 
     def __init__(self, query: str, capacity: int) -> None:
         self.query = query
@@ -83,6 +85,11 @@ class Feed:
         self.capacity = capacity
         self._ring: list[Entry | None] = [None] * capacity
         self.end = 0  # sequence number of the next event
+        # Followers read up to the mark, which the first of them to reach it
+        # moves to the end: followers in step read the same ranges, so one
+        # joined chunk of frames serves them all.
+        self.mark = 0
+        self._chunks: dict[tuple[int, int, Callable[[Entry], bytes]], bytes] = {}
         self._wake: trio.Event | None = None
         self.followers: set[Follower] = set()
         self.subscription: Subscription | None = None
@@ -112,13 +119,22 @@ class Feed:
             self._wake = trio.Event()
         await self._wake.wait()
 
-    def entries(self, start: int, stop: int) -> list[Entry]:
-        ring, capacity = self._ring, self.capacity
-        return [ring[seq % capacity] for seq in range(start, stop)]  # type: ignore[misc]
+    def chunk(self, start: int, stop: int, frame: Callable[[Entry], bytes]) -> bytes:
+        """The frames of entries ``start`` to ``stop``, joined once for every follower."""
+        key = (start, stop, frame)
+        found = self._chunks.get(key)
+        if found is None:
+            ring, capacity = self._ring, self.capacity
+            found = b"".join([frame(ring[seq % capacity])  # type: ignore[arg-type]
+                              for seq in range(start, stop)])
+            if len(self._chunks) >= _CHUNKS_KEPT:
+                self._chunks.clear()
+            self._chunks[key] = found
+        return found
 
 
 class Follower:
-    """One subscriber's cursor into a feed; read it with :meth:`next_batch`."""
+    """One subscriber's cursor into a feed; read it with :meth:`next_chunk`."""
 
     __slots__ = ("behind", "cursor", "feed", "on_drop", "scope")
 
@@ -139,18 +155,20 @@ class Follower:
         self.scope.cancel()
         self.on_drop(self, behind)
 
-    async def next_batch(self) -> list[Entry]:
-        """The next entries, waiting for some; raises TooFarBehind once dropped."""
+    async def next_chunk(self, frame: Callable[[Entry], bytes]) -> bytes:
+        """The frames of the next entries, waiting for some; TooFarBehind once dropped."""
         feed = self.feed
-        if self.cursor == feed.end:
-            await feed.changed()
+        if self.cursor >= feed.mark:
+            if self.cursor == feed.end:
+                await feed.changed()
+            feed.mark = feed.end
         if self.behind or self.cursor < feed.end - feed.capacity:
             self.drop(feed.end - self.cursor)
             raise TooFarBehind(self.behind)
-        stop = min(feed.end, self.cursor + _MAX_BATCH)
-        batch = feed.entries(self.cursor, stop)
+        stop = min(feed.mark, self.cursor + _MAX_BATCH)
+        data = feed.chunk(self.cursor, stop, frame)
         self.cursor = stop
-        return batch
+        return data
 
 
 class LiveHub:
