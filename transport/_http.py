@@ -15,6 +15,7 @@ subscriber sees is limited by that token's query.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import json
@@ -299,8 +300,7 @@ class _HttpListener:
 
     # Subscriptions --------------------------------------------------------
 
-    async def _follow(self, stream: trio.SocketStream, channel: str, query: str,
-                      snapshot: list[Event] | None, send: Send,
+    async def _follow(self, channel: str, query: str, snapshot: list[Event] | None, send: Send,
                       frame: Callable[[Entry], bytes], describe: str,
                       wrap: Callable[[bytes], bytes] = bytes) -> bool:
         """Send ``snapshot`` then every matching event of ``channel``, until the peer leaves.
@@ -339,6 +339,7 @@ class _HttpListener:
         return stats
 
 
+@functools.cache
 def _dashboard_page() -> bytes:
     """The dashboard as one page: its style and script inlined, so one URL (and token) loads it."""
     folder = resources.files("transport") / "dashboard"
@@ -483,7 +484,7 @@ class WsServer(_HttpListener):
             subscribe = path.startswith("/pubsub/") or request.params.get("subscribe") == "true"
             snapshot = (runtime.core.index.search(query) if channel == "index"
                         and not path.startswith("/pubsub/") else None)
-            dropped = await self._follow(stream, channel if subscribe else "", query, snapshot,
+            dropped = await self._follow(channel if subscribe else "", query, snapshot,
                                          send, Entry.ws_frame,
                                          f"WebSocket subscriber {peer} {path}")
             # Riemann closes an /index socket without subscribe=true once sent.
@@ -570,7 +571,7 @@ class SseServer(_HttpListener):
             # Searched only now: between the search and the follow nothing yields,
             # so no update falls between the snapshot and the live stream.
             snapshot = runtime.core.index.search(query)
-            await self._follow(stream, "index", query, snapshot, stream.send_all,
+            await self._follow("index", query, snapshot, stream.send_all,
                                Entry.sse_frame, f"SSE subscriber {peer}", wrap=chunk)
         return False
 
