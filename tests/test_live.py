@@ -414,3 +414,39 @@ def test_the_index_feeds_its_channel_only_while_someone_listens() -> None:
             await trio.sleep(0.005)
 
     with_server(body)
+
+
+def test_http_input_byte_by_byte_chunked_and_keep_alive() -> None:
+    async def body(running: Running) -> None:
+        _, ws, _ = running.ports
+        chunked = (b"POST /events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"e\r\n{\"service\":\"a\"\r\n1\r\n}\r\n0\r\n\r\n")
+        second = post("/events", b'{"service":"b"}')
+        async with await trio.open_tcp_stream("127.0.0.1", ws) as stream:
+            for byte in chunked:
+                await stream.send_all(bytes([byte]))
+            received = b""
+            while b'"count": 1' not in received:
+                received += await stream.receive_some(4096)
+            await stream.send_all(second)  # the same connection, kept alive
+            while received.count(b'"count": 1') < 2:
+                data = await stream.receive_some(4096)
+                assert data
+                received += data
+        assert received.startswith(b"HTTP/1.1 200")
+        assert {e.service for e in running.index} == {"a", "b"}
+
+    with_server(body)
+
+
+def test_sse_headers_option_adds_or_overrides_response_headers() -> None:
+    async def body(running: Running) -> None:
+        _, _, sse = running.ports
+        reader = await SseReader.open(sse, "/index?query=true")
+        head = (await reader.until(b"\r\n\r\n")).lower()
+        await reader.stream.aclose()
+        assert b"access-control-allow-origin: *" in head
+        assert b"cache-control: no-store" in head and b"no-cache" not in head
+
+    with_server(body, sse=SseServer(port=0, headers={"Access-Control-Allow-Origin": "*",
+                                                     "Cache-Control": "no-store"}))
