@@ -23,8 +23,9 @@ from typing import Any
 
 from ._core import Stream, report_failure
 from ._event import Event
+from ._index import Index
 
-__all__ = ["PubSub", "Subscription", "current_pubsub", "install_pubsub", "publish", "subscribe"]
+__all__ = ["PubSub", "Subscription", "current_pubsub", "publish", "subscribe"]
 
 Subscriber = Callable[[Event], object]
 
@@ -112,10 +113,17 @@ class PubSub:
         """The subscriptions of ``channel`` now, in subscription order."""
         return self._channels.get(channel, ())
 
-    def sweep(self) -> None:
-        """Remove every non-persistent subscription (done on reload)."""
+    @property
+    def next_id(self) -> int:
+        """The id the next subscription will get."""
+        return self._next_id
+
+    def sweep(self, *, before: int | None = None) -> None:
+        """Remove every non-persistent subscription (done on reload), or only
+        those with an id below ``before``."""
         for channel, subs in list(self._channels.items()):
-            self._set(channel, tuple(s for s in subs if s.persistent))
+            self._set(channel, tuple(s for s in subs if s.persistent
+                                     or (before is not None and s.id >= before)))
 
     def close(self) -> None:
         """Drop every subscription."""
@@ -167,21 +175,30 @@ class PubSub:
 
 # The running config's registry -----------------------------------------------
 
-_current: list[PubSub] = [PubSub()]
-
 
 def current_pubsub() -> PubSub:
-    """The registry that ``publish`` and ``subscribe`` use right now."""
-    return _current[0]
+    """The channels of the runtime in effect: what ``publish`` and ``subscribe`` use."""
+    from ._clock import current_runtime
+
+    return current_runtime().pubsub
 
 
-def install_pubsub(new: PubSub) -> PubSub:
-    """Make ``new`` the registry of ``publish``/``subscribe``; returns the previous one."""
-    if not isinstance(new, PubSub):
-        raise TypeError(f"install_pubsub(new) takes a PubSub(), got {new!r}")
-    old = _current[0]
-    _current[0] = new
-    return old
+def publish_index(pubsub: PubSub, index: Index) -> None:
+    """Publish every update of ``index`` to the channel ``"index"`` (spec §5.1).
+
+    The index is connected only while the channel has subscribers, so ingest
+    pays nothing for it otherwise.
+    """
+    publisher = pubsub.publisher("index")
+    handles: list[int] = []
+
+    def connect(watched: bool) -> None:
+        if watched and not handles:
+            handles.append(index.subscribe(publisher))
+        elif not watched and handles:
+            index.unsubscribe(handles.pop())
+
+    pubsub.watch("index", connect)
 
 
 def _check_channel(channel: Any, caller: str) -> None:
@@ -197,11 +214,10 @@ class publish(Stream):
 
     WebSocket clients watch a channel at ``/pubsub/<channel>?query=...``.
 
-    >>> hub = PubSub(); previous = install_pubsub(hub); seen = []
-    >>> _ = hub.subscribe("alerts", seen.append)
+    >>> seen = []
+    >>> _ = current_pubsub().subscribe("alerts", seen.append)
     >>> publish("alerts")(Event(service="disk")); seen
     [Event(service='disk')]
-    >>> _ = install_pubsub(previous)
     """
 
     __slots__ = ("channel",)
@@ -213,7 +229,7 @@ class publish(Stream):
         self._set_children(())
 
     def __call__(self, event: Event) -> None:
-        _current[0].publish(self.channel, event)
+        current_pubsub().publish(self.channel, event)
 
     def __repr__(self) -> str:
         return f"publish({self.channel!r})"
@@ -225,11 +241,10 @@ class subscribe(Stream):
     The subscription is made when the config loads and is not persistent: a
     reload sweeps it. As a stream it does nothing.
 
-    >>> hub = PubSub(); previous = install_pubsub(hub); seen = []
+    >>> seen = []
     >>> _ = subscribe("alerts", seen.append)
     >>> publish("alerts")(Event(service="disk")); seen
     [Event(service='disk')]
-    >>> _ = install_pubsub(previous)
     """
 
     __slots__ = ("channel", "function", "subscription")
@@ -244,7 +259,7 @@ class subscribe(Stream):
             )
         self.channel = channel
         self.function = function
-        self.subscription = _current[0].subscribe(channel, function)
+        self.subscription = current_pubsub().subscribe(channel, function)
         self._set_children(())
 
     def __call__(self, event: Event) -> None:

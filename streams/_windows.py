@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from typing import Any
 
 from ._core import Child, Stream
+from ._validate import count, seconds
 
 __all__ = [
     "fixed_event_window", "fixed_offset_time_window", "fixed_time_window", "moving_event_window",
     "moving_time_window", "window",
 ]
-
-
-def _count(n: Any, caller: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"{caller}: n must be a whole number of events >= 0, got {n!r}")
-    return n
-
-
-def _seconds(n: Any, caller: str) -> float:
-    if isinstance(n, bool) or not isinstance(n, (int, float)) or not n > 0 or math.isinf(n):
-        raise ValueError(f"{caller}: dt must be a positive number of seconds (the window "
-                         f"length), got {n!r}")
-    return n
 
 
 class moving_event_window(Stream):
@@ -40,7 +27,7 @@ class moving_event_window(Stream):
     __slots__ = ("_buffer", "n")
 
     def __init__(self, n: int, *children: Child) -> None:
-        self.n = _count(n, "moving_event_window(n, *children)")
+        self.n = count(n, "moving_event_window(n, *children)")
         self._buffer: deque[Any] = deque(maxlen=self.n)
         self._set_children(children)
 
@@ -63,7 +50,7 @@ class fixed_event_window(Stream):
     __slots__ = ("_buffer", "n")
 
     def __init__(self, n: int, *children: Child) -> None:
-        self.n = _count(n, "fixed_event_window(n, *children)")
+        self.n = count(n, "fixed_event_window(n, *children)")
         self._buffer: list[Any] = []
         self._set_children(children)
 
@@ -93,7 +80,7 @@ class moving_time_window(Stream):
     __slots__ = ("_buffer", "_cutoff", "dt")
 
     def __init__(self, dt: float, *children: Child) -> None:
-        self.dt = _seconds(dt, "moving_time_window(dt, *children)")
+        self.dt = seconds(dt, "moving_time_window(dt, *children)", "dt")
         self._buffer: list[Any] = []
         self._cutoff = 0.0
         self._set_children(children)
@@ -128,7 +115,7 @@ class fixed_time_window(Stream):
     __slots__ = ("_buffer", "_start", "dt")
 
     def __init__(self, dt: float, *children: Child) -> None:
-        self.dt = _seconds(dt, "fixed_time_window(dt, *children)")
+        self.dt = seconds(dt, "fixed_time_window(dt, *children)", "dt")
         self._start: float | None = None
         self._buffer: list[Any] = []
         self._set_children(children)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import settings
+
 from streams.testing import Sink
+
+#: Hypothesis settings for property tests whose examples drive whole streams.
+relaxed = settings(deadline=None, max_examples=60)
 
 
 def through(build: Any, inputs: list[Any]) -> list[Any]:

@@ -15,6 +15,8 @@ from typing import Any, NoReturn
 
 import pytest
 
+from streams import Runtime, VirtualClock
+
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -37,6 +39,20 @@ def require_binary(name: str, package: str) -> str:
 def riemann_client() -> str:
     """Debian's riemann-c-client command line tool."""
     return require_binary("riemann-client", "riemann-c-client")
+
+
+@pytest.fixture(autouse=True)
+def runtime() -> Iterator[Runtime]:
+    """Every test starts in its own runtime: a virtual clock at 0, an empty index."""
+    with Runtime() as fresh:
+        yield fresh
+
+
+@pytest.fixture
+def clock(runtime: Runtime) -> VirtualClock:
+    """The test's runtime clock: virtual, at 0."""
+    assert isinstance(runtime.clock, VirtualClock)
+    return runtime.clock
 
 
 @pytest.fixture(scope="session")

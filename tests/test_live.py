@@ -20,11 +20,9 @@ import trio
 from _helpers import run_serving
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from streams import Config, Event, PubSub, publish
+from streams import Config, Event, publish
 from streams._index import Index
-from streams._pubsub import install_pubsub
-from transport import Running, SseServer, TcpServer, WsServer, sse_server, ws_server
-from transport._client import TrioClient
+from transport import Running, SseServer, TcpServer, TrioClient, WsServer, sse_server, ws_server
 
 pytestmark = pytest.mark.network
 
@@ -33,15 +31,10 @@ def with_server(body: Callable[[Running], Awaitable[None]], *, streams: list[Any
                 ws: WsServer | None = None, sse: SseServer | None = None) -> Running:
     """Run rillet (TCP, WebSocket, SSE on port 0) around ``body``; ports are [tcp, ws, sse]."""
     index = Index()
-    pubsub = PubSub()
-    previous = install_pubsub(pubsub)
     config = Config(streams=[index] if streams is None else streams,
                     services=[TcpServer(port=0), ws or WsServer(port=0),
                               sse or SseServer(port=0)])
-    try:
-        return run_serving(config, index, body)  # type: ignore[no-any-return]
-    finally:
-        install_pubsub(previous)
+    return run_serving(config, index, body)  # type: ignore[no-any-return]
 
 
 async def send_events(port: int, events: list[Event]) -> None:

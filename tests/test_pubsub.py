@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from streams import Event, Index, PubSub, publish, subscribe
-from streams._pubsub import install_pubsub
+from streams import Event, Index, PubSub, Runtime, publish, subscribe
 
 
 def test_one_subscriber_gets_everything_published() -> None:
@@ -75,10 +76,9 @@ def test_an_index_subscriber_gets_each_inserted_event() -> None:
     assert [e.state for e in seen] == [None, "expired"]
 
 
-def test_publish_and_subscribe_streams_use_the_installed_registry() -> None:
-    hub = PubSub()
-    previous = install_pubsub(hub)
-    try:
+def test_publish_and_subscribe_streams_use_the_runtime_in_effect() -> None:
+    with Runtime() as runtime:
+        hub = runtime.pubsub
         seen: list[Event] = []
         sub = subscribe("alerts", seen.append)
         sub(Event(service="ignored"))  # as a stream it does nothing
@@ -88,8 +88,6 @@ def test_publish_and_subscribe_streams_use_the_installed_registry() -> None:
         hub.sweep()  # a reload drops config subscriptions
         publish("alerts")(Event(service="again"))
         assert len(seen) == 1
-    finally:
-        install_pubsub(previous)
 
 
 @pytest.mark.parametrize("bad", ["", None, 3])
@@ -114,3 +112,20 @@ def test_watchers_hear_when_a_channel_gains_and_loses_listeners() -> None:
     hub.subscribe("index", print)
     assert states == [False, True, False]
     assert second.persistent
+
+
+def test_a_runtime_publishes_its_index_and_a_reload_sweeps_config_subscriptions(
+        tmp_path: Any) -> None:
+    config = tmp_path / "monitoring.py"
+    config.write_text("from streams import *\nseen = []\nsubscribe('index', seen.append)\n"
+                      "streams(index)\n")
+    with Runtime() as runtime:
+        runtime.start(runtime.load(config))
+        persistent: list[Event] = []
+        runtime.pubsub.subscribe("index", persistent.append, persistent=True)
+        runtime.stream([Event(host="a", time=1)])
+        assert runtime.pubsub.statistics()["subscriptions"] == 2
+        runtime.swap(runtime.load(config))  # a reload: the new config subscribes anew
+        assert runtime.pubsub.statistics()["subscriptions"] == 2
+        runtime.stream([Event(host="b", time=2)])
+    assert [e.host for e in persistent] == ["a", "b"]

@@ -26,9 +26,11 @@ from typing import Any
 
 import trio
 
-from streams import FIELDS, Event
+from streams import FIELDS, Event, Runtime
 
-from ._server import DEFAULT_HOST, Runtime, _check_port, _peer, bind_udp, listen_tcp
+from ._codec import _INT64_MAX, _INT64_MIN
+from ._defaults import DEFAULT_HOST
+from ._server import _check_port, _peer, bind_udp, listen_tcp
 
 __all__ = ["DEFAULT_GRAPHITE_PORT", "GraphiteLineError", "GraphiteServer", "LineSplitter",
            "graphite_server", "parse_line"]
@@ -39,7 +41,6 @@ DEFAULT_GRAPHITE_PORT = 2003
 #: Longest line accepted, in bytes without its end (Riemann's limit).
 DEFAULT_MAX_LINE = 1024
 _MAX_DATAGRAM = 65_535
-_INT64 = 1 << 63
 
 SourceHost = Callable[[str], tuple[str | None, str]] | int | str | None
 
@@ -81,7 +82,7 @@ def parse_line(line: str, *, tags: bool = False) -> Event:
         if "_" in stamp:
             raise ValueError(stamp)
         when = int(stamp)
-        if not -_INT64 <= when < _INT64:
+        if not _INT64_MIN <= when <= _INT64_MAX:
             raise ValueError(stamp)
     except ValueError:
         raise GraphiteLineError("invalid timestamp") from None
@@ -223,7 +224,7 @@ class GraphiteServer:
                 continue
             events.append(event)
         if events:
-            runtime.core.stream(events)
+            runtime.stream(events)
 
     def _host(self, event: Event, peer_host: str) -> Event:
         rule = self.source_host

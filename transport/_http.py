@@ -40,12 +40,13 @@ from wsproto.events import (
     TextMessage,
 )
 
-from streams import Event, QuerySyntaxError, compile_query
-from streams._pubsub import current_pubsub
+from streams import Event, QuerySyntaxError, Runtime, compile_query
+from streams._clock import must_propagate
 
+from ._defaults import DEFAULT_HOST
 from ._json import JsonEventError, event_from_json, events_from_json_body
 from ._live import DEFAULT_MAX_BEHIND, Entry, LiveHub, TooFarBehind
-from ._server import DEFAULT_HOST, Runtime, _check_port, _peer, listen_tcp
+from ._server import _check_port, _peer, listen_tcp
 
 __all__ = ["DEFAULT_SSE_PORT", "DEFAULT_WS_PORT", "SseServer", "WsServer", "sse_server",
            "ws_server"]
@@ -59,7 +60,6 @@ DEFAULT_MAX_BODY = 1 << 20
 # Events encoded per write when sending the index's current matches, so a
 # large snapshot never holds the event loop.
 _SNAPSHOT_SLICE = 500
-_PROPAGATE = (trio.Cancelled, KeyboardInterrupt, SystemExit, GeneratorExit)
 
 Send = Callable[[bytes], Awaitable[None]]
 
@@ -85,9 +85,9 @@ def _collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
             leaves.append(error)
 
     walk(group)
-    for kinds in (_PROPAGATE, (h11.RemoteProtocolError,)):
+    for decides in (must_propagate, lambda e: isinstance(e, h11.RemoteProtocolError)):
         for leaf in leaves:
-            if isinstance(leaf, kinds):
+            if decides(leaf):
                 return leaf
     failing = [leaf for leaf in leaves if not isinstance(leaf, _QUIET)]
     return failing[0] if failing else leaves[0]
@@ -217,7 +217,7 @@ class _HttpListener:
     async def serve(self, runtime: Runtime, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await listen_tcp(self.host, self.port, self.kind)
-        self.hub = LiveHub(current_pubsub(), self.max_behind)
+        self.hub = LiveHub(runtime.pubsub, self.max_behind)
         self.bound_port = listeners[0].socket.getsockname()[1]
         task_status.started(self.bound_port)
         await trio.serve_listeners(lambda s: self._connection(s, runtime), listeners)
@@ -241,9 +241,9 @@ class _HttpListener:
                                                  f"bad HTTP request: {error}"))
         except _QUIET:
             pass
-        except _PROPAGATE:
-            raise
         except BaseException as error:
+            if must_propagate(error):
+                raise
             log.error("closing %s connection from %s: handling a request failed", self.kind,
                       peer, exc_info=error)
         finally:
@@ -405,11 +405,11 @@ class WsServer(_HttpListener):
         if body is None:
             return False
         try:
-            events = events_from_json_body(body, now=runtime.clock())
+            events = events_from_json_body(body, now=runtime.now())
         except JsonEventError as error:
             await stream.send_all(_error(conn, 400, str(error)))
             return True
-        failure = runtime.core.stream(events)
+        failure = runtime.stream(events)
         self.events_received += len(events)
         if failure is not None:
             await stream.send_all(_error(conn, 500, f"{type(failure).__name__}: {failure}"))
@@ -462,11 +462,11 @@ class WsServer(_HttpListener):
         async def on_message(text: str) -> None:
             self.events_received += 1
             try:
-                event = event_from_json(json.loads(text), 0, now=runtime.clock())
+                event = event_from_json(json.loads(text), 0, now=runtime.now())
             except (ValueError, JsonEventError) as error:
                 await send(ws.send(TextMessage(data=json.dumps({"error": str(error)}))))
                 return
-            failure = runtime.core.stream([event])
+            failure = runtime.stream([event])
             reply = "{}" if failure is None else json.dumps({"error": str(failure)})
             await send(ws.send(TextMessage(data=reply)))
 
@@ -482,7 +482,7 @@ class WsServer(_HttpListener):
                 return
             assert query is not None
             subscribe = path.startswith("/pubsub/") or request.params.get("subscribe") == "true"
-            snapshot = (runtime.core.index.search(query) if channel == "index"
+            snapshot = (runtime.index.search(query) if channel == "index"
                         and not path.startswith("/pubsub/") else None)
             dropped = await self._follow(channel if subscribe else "", query, snapshot,
                                          send, Entry.ws_frame,
@@ -570,7 +570,7 @@ class SseServer(_HttpListener):
             nursery.start_soon(until_closed)
             # Searched only now: between the search and the follow nothing yields,
             # so no update falls between the snapshot and the live stream.
-            snapshot = runtime.core.index.search(query)
+            snapshot = runtime.index.search(query)
             await self._follow("index", query, snapshot, stream.send_all,
                                Entry.sse_frame, f"SSE subscriber {peer}", wrap=chunk)
         return False

@@ -1,28 +1,26 @@
-"""The Riemann-compatible servers (TCP and UDP) and the core they feed.
+"""The Riemann-compatible servers (TCP and UDP) and the request handling they share.
 
-A :class:`Core` is one loaded config plus the index: it handles decoded
-requests and builds replies. Servers hold a :class:`Runtime`, whose core can
-be swapped whole (reload), and never see a half-built one.
+Servers are services of a config: ``serve(runtime, task_status=...)`` runs
+one with the ``streams.Runtime`` of the running config. Each request reads
+the runtime's config afresh, so a reload swaps it whole between requests and
+no request sees a half-built one.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-from streams import Event
-from streams._config import Config
-from streams._core import report_failure
-from streams._index import Index
+from streams import Event, Runtime
+from streams._clock import must_propagate
 from streams._query import QuerySyntaxError
 
 from ._codec import (
+    DEFAULT_MAX_DATAGRAM,
     DEFAULT_MAX_FRAME,
     OK_REPLY,
     Decoded,
@@ -33,71 +31,40 @@ from ._codec import (
     encode_event,
     encode_reply,
 )
+from ._defaults import DEFAULT_HOST, DEFAULT_PORT
 
-__all__ = ["Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server"]
+__all__ = ["TcpServer", "UdpServer", "handle", "tcp_server", "udp_server"]
 
 log = logging.getLogger("rillet.server")
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 5555
-DEFAULT_MAX_DATAGRAM = 16_384
-
-# What a connection handler must let through: cancellation and shutdown.
-_PROPAGATE = (trio.Cancelled, KeyboardInterrupt, SystemExit, GeneratorExit)
 # Reply bytes a connection buffers before writing (see TcpServer._connection).
 _FLUSH_AT = 256 * 1024
 
 
-class Core:
-    """Streams events from requests through a config and answers queries from the index."""
-
-    def __init__(self, config: Config, index: Index) -> None:
-        self.config = config
-        self.index = index
-        self.dispatch: Callable[[Any], object] = config.dispatcher(index)
-        self.events = 0
-        self.errors = 0
-
-    def stream(self, events: list[Any]) -> Exception | None:
-        """Run ``events`` through the streams; returns the first failure, if any."""
-        dispatch = self.dispatch
-        failure: Exception | None = None
-        for event in events:
-            try:
-                dispatch(event)
-            except Exception as error:
-                report_failure(error, event)
-                failure = failure or error
-        self.events += len(events)
-        return failure
-
-    def handle(self, request: Decoded) -> bytes:
-        """The framed reply to one request: ok, an error, or query results."""
-        failure = self.stream(request.events) if request.events else None
-        if failure is not None:
-            self.errors += 1
-            return _error_reply(str(failure) or type(failure).__name__)
-        if request.query is None:
-            return OK_REPLY
+def handle(runtime: Runtime, request: Decoded) -> bytes:
+    """The framed reply to one request: ok, an error, or query results."""
+    failure = runtime.stream(request.events) if request.events else None
+    if failure is not None:
+        return _error_reply(str(failure) or type(failure).__name__)
+    if request.query is None:
+        return OK_REPLY
+    try:
+        found: list[Event] = runtime.index.search(request.query)
         try:
-            found: list[Event] = self.index.search(request.query)
-            try:
-                return encode_reply(ok=True, events=found)
-            except ValueError:
-                # A stream indexed a value protobuf cannot carry. Failing the
-                # reply would fail every query matching that event until it
-                # expires (never, for a time in the far future), so it is left
-                # out and logged instead.
-                return encode_reply(ok=True, events=_encodable(found, request.query))
-        except QuerySyntaxError as error:
-            self.errors += 1
-            return _error_reply(str(error))
-        except Exception as error:
-            # Anything else (a query nested past the recursion limit, an
-            # unencodable indexed event) is this request's failure alone.
-            self.errors += 1
-            log.warning("query %.200r failed", request.query, exc_info=error)
-            return _error_reply(f"{type(error).__name__}: {error}")
+            return encode_reply(ok=True, events=found)
+        except ValueError:
+            # A stream indexed a value protobuf cannot carry. Failing the
+            # reply would fail every query matching that event until it
+            # expires (never, for a time in the far future), so it is left
+            # out and logged instead.
+            return encode_reply(ok=True, events=_encodable(found, request.query))
+    except QuerySyntaxError as error:
+        return _error_reply(str(error))
+    except Exception as error:
+        # Anything else (a query nested past the recursion limit, an
+        # unencodable indexed event) is this request's failure alone.
+        log.warning("query %.200r failed", request.query, exc_info=error)
+        return _error_reply(f"{type(error).__name__}: {error}")
 
 
 def _encodable(events: list[Event], query: str) -> list[Event]:
@@ -120,14 +87,6 @@ def _encodable(events: list[Event], query: str) -> list[Event]:
 def _error_reply(message: str) -> bytes:
     # A failure's text may hold lone surrogates, which UTF-8 cannot encode.
     return encode_reply(ok=False, error=message.encode("utf-8", "replace").decode("utf-8"))
-
-
-@dataclass
-class Runtime:
-    """What the servers share: the current core (swapped whole on reload)."""
-
-    core: Core
-    clock: Callable[[], float] = time.time
 
 
 @dataclass
@@ -161,8 +120,7 @@ class TcpServer:
                 if not data:
                     return
                 decoder.feed(data)
-                now = runtime.clock()
-                core = runtime.core
+                now = runtime.now()
                 # Every complete frame of this read is handled, then one write
                 # acknowledges them all: coalesced acks, order kept. Large
                 # replies (queries) are written as soon as they add up, so a
@@ -171,15 +129,14 @@ class TcpServer:
                 replies: list[bytes] = []
                 pending = 0
                 for payload in decoder.frames():
-                    reply = core.handle(decode_message(payload, now))
+                    reply = handle(runtime, decode_message(payload, now))
                     replies.append(reply)
                     pending += len(reply)
                     if pending >= _FLUSH_AT:
                         self.requests += len(replies)
                         await stream.send_all(b"".join(replies))
                         replies, pending = [], 0
-                        now = runtime.clock()
-                        core = runtime.core
+                        now = runtime.now()
                 if replies:
                     self.requests += len(replies)
                     await stream.send_all(replies[0] if len(replies) == 1 else b"".join(replies))
@@ -188,9 +145,9 @@ class TcpServer:
             log.warning("closing TCP connection from %s: %s", peer, error)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass
-        except _PROPAGATE:
-            raise
         except BaseException as error:
+            if must_propagate(error):
+                raise
             # Riemann closes the connection on a fatal error escaping the
             # streams; letting it out here would end every connection.
             log.error("closing TCP connection from %s: handling a request failed", peer,
@@ -271,21 +228,20 @@ class UdpServer:
                                 "TCP", peer[0], peer[1], self.max_size)
                     continue
                 try:
-                    request = decode_datagram(data, runtime.clock(), self.max_size)
+                    request = decode_datagram(data, runtime.now(), self.max_size)
                 except ProtocolError as error:
                     self.dropped += 1
                     log.warning("dropped a UDP datagram from %s:%s: %s", peer[0], peer[1], error)
                     continue
-                core = runtime.core
                 try:
-                    core.stream(request.events)
+                    runtime.stream(request.events)
                     if request.query is not None:  # evaluated as Riemann does; nobody gets it
-                        core.index.search(request.query)
+                        runtime.index.search(request.query)
                 except QuerySyntaxError:
                     self.dropped += 1
-                except _PROPAGATE:
-                    raise
                 except BaseException as error:
+                    if must_propagate(error):
+                        raise
                     # One datagram's failure must not stop the UDP server.
                     self.dropped += 1
                     log.error("a UDP datagram from %s:%s failed", peer[0], peer[1],
