@@ -8,6 +8,7 @@ riemann-client to send the events.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import shutil
@@ -23,6 +24,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 from streams import Config, Event, publish
 from streams._index import Index
 from transport import Running, SseServer, TcpServer, TrioClient, WsServer, sse_server, ws_server
+from transport._http import Tokens
 
 pytestmark = pytest.mark.network
 
@@ -381,7 +383,8 @@ def test_tokens_are_required_and_limit_what_each_subscriber_sees() -> None:
         assert [e["host"] for e in reader.events()] == ["web1"]
         assert running.services[1].statistics()["unauthorized"] == 4
 
-    with_server(body, ws=WsServer(port=0, tokens=tokens), sse=SseServer(port=0, tokens=tokens))
+    checked = Tokens(tuple(tokens.items()))
+    with_server(body, ws=WsServer(port=0, tokens=checked), sse=SseServer(port=0, tokens=checked))
 
 
 def test_listening_beyond_loopback_without_tokens_fails_at_load() -> None:
@@ -443,3 +446,39 @@ def test_sse_headers_option_adds_or_overrides_response_headers() -> None:
 
     with_server(body, sse=SseServer(port=0, headers={"Access-Control-Allow-Origin": "*",
                                                      "Cache-Control": "no-store"}))
+
+
+def test_a_reload_keeps_subscribers_unless_their_server_changed(tmp_path: Any) -> None:
+    """Riemann keeps WS/SSE subscriptions across reloads; rillet too, and a server whose
+    settings changed (tokens, max_behind) restarts with them."""
+    from streams import Runtime
+    from transport import TrioScheduler, serve
+
+    path = tmp_path / "monitoring.py"
+    head = "from streams import *\nfrom transport import tcp_server, ws_server\n" \
+           "tcp_server(port=0)\n"
+    path.write_text(head + "ws_server(port=0)\nstreams(index)\n")
+
+    async def main() -> None:
+        runtime = Runtime(TrioScheduler())
+        config = runtime.load(path)
+        with trio.fail_after(30):
+            await run(runtime, config)
+
+    async def run(runtime: Runtime, config: Any) -> None:
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(functools.partial(serve, config, runtime=runtime))
+            tcp, ws = running.ports
+            url = f"ws://127.0.0.1:{ws}/index?subscribe=true&query=true"
+            async with websocket(url) as socket:
+                path.write_text(head + "ws_server(port=0)\nstreams(index)  # edited\n")
+                assert await running.reload()
+                await send_events(tcp, [Event(host="after", service="reload", time=1)])
+                assert json.loads(await socket.get_message())["host"] == "after"
+                path.write_text(head + "ws_server(port=0, max_behind=500)\nstreams(index)\n")
+                assert await running.reload()
+                with pytest.raises(ConnectionClosed):
+                    await socket.get_message()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)

@@ -152,10 +152,10 @@ class GraphiteServer:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_GRAPHITE_PORT
     protocol: str = "tcp"
-    tags: bool = field(default=False, repr=False)
-    source_host: SourceHost = field(default=None, repr=False)
-    parser: Callable[[Event], Event | None] | None = field(default=None, repr=False)
-    max_line: int = field(default=DEFAULT_MAX_LINE, repr=False)
+    tags: bool = False
+    source_host: SourceHost = None
+    parser: Callable[[Event], Event | None] | None = None
+    max_line: int = DEFAULT_MAX_LINE
     lines: int = field(default=0, repr=False)
     malformed: int = field(default=0, repr=False)
     connections: int = field(default=0, repr=False)

@@ -48,8 +48,8 @@ from ._json import JsonEventError, event_from_json, events_from_json_body
 from ._live import DEFAULT_MAX_BEHIND, Entry, LiveHub, TooFarBehind
 from ._server import _check_port, _peer, listen_tcp
 
-__all__ = ["DEFAULT_SSE_PORT", "DEFAULT_WS_PORT", "SseServer", "WsServer", "sse_server",
-           "ws_server"]
+__all__ = ["DEFAULT_SSE_PORT", "DEFAULT_WS_PORT", "SseServer", "Tokens", "WsServer",
+           "sse_server", "ws_server"]
 
 log = logging.getLogger("rillet.http")
 
@@ -129,7 +129,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _check_tokens(tokens: Any, host: str, caller: str) -> dict[str, str] | None:
+def _check_tokens(tokens: Any, host: str, caller: str) -> Tokens | None:
     """Validate ``tokens`` (token -> query) at config load; required beyond loopback."""
     if tokens is None:
         if not _is_loopback(host):
@@ -154,17 +154,35 @@ def _check_tokens(tokens: Any, host: str, caller: str) -> dict[str, str] | None:
         except QuerySyntaxError as error:
             raise ValueError(f"{caller}(tokens=...): bad query for a token: {error}") from None
         checked[token] = query
-    return checked
+    return Tokens(tuple(checked.items()))
 
 
-def _token_filter(tokens: dict[str, str], token: str | None) -> str | None:
-    """The query of ``token``, or None; compared in constant time, so timing tells nothing."""
-    found = None
-    given = (token or "").encode()
-    for known, query in tokens.items():
-        if hmac.compare_digest(known.encode(), given) and token is not None:
-            found = query
-    return found
+@dataclass(frozen=True, repr=False)
+class Tokens:
+    """Accepted tokens and the query each may see; the repr keeps them secret.
+
+    A frozen dataclass, so a reload that changes a token or its query is a
+    changed server (restarted), and one that does not keeps it running.
+
+    >>> tokens = Tokens((("s3cret", 'host = "web1"'),))
+    >>> tokens, tokens.filter("s3cret"), tokens.filter("guess")
+    (Tokens(<1 token>), 'host = "web1"', None)
+    """
+
+    pairs: tuple[tuple[str, str], ...]
+
+    def filter(self, token: str | None) -> str | None:
+        """The query of ``token``, or None; compared in constant time, so timing tells nothing."""
+        found = None
+        given = (token or "").encode()
+        for known, query in self.pairs:
+            if hmac.compare_digest(known.encode(), given) and token is not None:
+                found = query
+        return found
+
+    def __repr__(self) -> str:
+        count = len(self.pairs)
+        return f"Tokens(<{count} token{'s' if count != 1 else ''}>)"
 
 
 def _limit(query: str, token_filter: str | None) -> str:
@@ -203,9 +221,9 @@ class _HttpListener:
 
     host: str = DEFAULT_HOST
     port: int = 0
-    tokens: dict[str, str] | None = field(default=None, repr=False)
-    max_behind: int = field(default=DEFAULT_MAX_BEHIND, repr=False)
-    max_body: int = field(default=DEFAULT_MAX_BODY, repr=False)
+    tokens: Tokens | None = None
+    max_behind: int = DEFAULT_MAX_BEHIND
+    max_body: int = DEFAULT_MAX_BODY
     connections: int = field(default=0, repr=False)
     requests: int = field(default=0, repr=False)
     unauthorized: int = field(default=0, repr=False)
@@ -261,7 +279,7 @@ class _HttpListener:
             token_filter: str | None = None
             if self.tokens is not None:
                 token = request.token
-                token_filter = _token_filter(self.tokens, token)
+                token_filter = self.tokens.filter(token)
                 if token_filter is None:
                     self.unauthorized += 1
                     log.warning("refused %s %s from %s: %s token", request.method,
@@ -355,7 +373,7 @@ class WsServer(_HttpListener):
     """Riemann's ws-server: WebSocket subscriptions, ``/events`` input, and the dashboard."""
 
     port: int = DEFAULT_WS_PORT
-    dashboard: bool = field(default=True, repr=False)
+    dashboard: bool = True
     events_received: int = field(default=0, repr=False)
 
     kind = "WebSocket"
@@ -527,7 +545,7 @@ class SseServer(_HttpListener):
     """Riemann's sse-server: ``GET /index?query=...`` as a Server-Sent Events stream."""
 
     port: int = DEFAULT_SSE_PORT
-    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    headers: dict[str, str] = field(default_factory=dict)
 
     kind = "SSE"
 
@@ -577,7 +595,7 @@ class SseServer(_HttpListener):
 
 
 def _check_common(host: Any, port: Any, tokens: Any, max_behind: Any, max_body: Any,
-                  caller: str) -> dict[str, str] | None:
+                  caller: str) -> Tokens | None:
     _check_port(port, caller)
     if not isinstance(host, str) or not host:
         raise ValueError(f"{caller}(host={host!r}): host is an address string such as "
