@@ -232,6 +232,10 @@ class _HttpListener:
 
     kind = "HTTP"
 
+    def __post_init__(self) -> None:
+        if isinstance(self.tokens, Mapping):  # built directly, not through ws_server()
+            self.tokens = _check_tokens(self.tokens, self.host, type(self).__name__)
+
     async def serve(self, runtime: Runtime, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await listen_tcp(self.host, self.port, self.kind)
