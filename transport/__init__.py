@@ -9,6 +9,7 @@ live view and other inputs with ``ws_server()``, ``sse_server()`` and
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._alerting import alertmanager, mailer, pagerduty, slack, webhook
     from ._client import (
         Client,
         ClientError,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from ._graphing import graphite, graphite_annotations, graphite_path, influxdb
     from ._graphite_input import GraphiteServer, graphite_server
     from ._http import SseServer, WsServer, sse_server, ws_server
+    from ._messages import slack_escape, slack_text
     from ._prometheus import prometheus_endpoint
     from ._queue import async_queue
     from ._run import Running, serve
@@ -51,15 +53,17 @@ __all__ = [
     "NetworkSink", "HttpSink", "Rejected",
     "forward", "graphite", "graphite_annotations", "graphite_path", "influxdb",
     "prometheus_endpoint",
+    "mailer", "alertmanager", "pagerduty", "slack", "slack_escape", "slack_text",
+    "webhook",
     # the live view and the other inputs
     "GraphiteServer", "SseServer", "WsServer", "graphite_server", "sse_server", "ws_server",
 ]
 
 # The modules behind __all__, imported on first use of any public name (PEP 562):
 # `rillet send` imports transport._client alone, without trio and the servers.
-_PUBLIC_MODULES = ("_client", "_codec", "_delivery", "_forward", "_graphing", "_prometheus",
-                   "_queue", "_run", "_scheduler", "_server", "_trio_client",
-                   "_graphite_input", "_http")
+_PUBLIC_MODULES = ("_alerting", "_client", "_codec", "_delivery", "_forward", "_graphing",
+                   "_messages", "_prometheus", "_queue", "_run", "_scheduler", "_server",
+                   "_trio_client", "_graphite_input", "_http")
 
 
 def __getattr__(name: str) -> Any:
