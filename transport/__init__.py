@@ -1,7 +1,9 @@
 """rillet's I/O: the Riemann wire codec, TCP and UDP servers, the client, the CLI, sinks.
 
-A config declares its servers with ``tcp_server()`` and ``udp_server()``, and
-its network sinks (``graphite``, ``influxdb``, ``forward``, ...) by building them.
+A config declares its servers with ``tcp_server()`` and ``udp_server()``, the
+live view and other inputs with ``ws_server()``, ``sse_server()`` and
+``graphite_server()``, and its network sinks (``graphite``, ``influxdb``,
+``forward``, ...) by building them.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from ._explain import why_not
     from ._forward import forward
     from ._graphing import graphite, graphite_annotations, graphite_path, influxdb
+    from ._graphite_input import GraphiteServer, graphite_server
+    from ._http import SseServer, WsServer, sse_server, ws_server
     from ._messages import slack_escape, slack_text
     from ._prometheus import prometheus_endpoint
     from ._queue import async_queue
@@ -55,6 +59,8 @@ __all__ = [
     "prometheus_endpoint",
     "mailer", "alertmanager", "pagerduty", "slack", "slack_escape", "slack_text",
     "webhook",
+    # the live view and the other inputs
+    "GraphiteServer", "SseServer", "WsServer", "graphite_server", "sse_server", "ws_server",
     # recordings: replay, diff, why-not
     "RecordingReader", "import_jsonl", "replay", "diff_alerts", "why_not",
 ]
@@ -63,7 +69,8 @@ __all__ = [
 # `rillet send` imports transport._client alone, without trio and the servers.
 _PUBLIC_MODULES = ("_alerting", "_client", "_codec", "_delivery", "_forward", "_graphing",
                    "_messages", "_prometheus", "_queue", "_run", "_scheduler", "_server",
-                   "_trio_client", "_recording", "_replay", "_diff", "_explain")
+                   "_trio_client", "_graphite_input", "_http", "_recording", "_replay", "_diff",
+                   "_explain")
 
 
 def __getattr__(name: str) -> Any:
