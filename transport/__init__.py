@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from ._prometheus import prometheus_endpoint
     from ._queue import async_queue
     from ._recording import RecordingReader, import_jsonl
-    from ._replay import replay
     from ._run import Running, serve
     from ._scheduler import TrioScheduler
     from ._server import TcpServer, UdpServer, tcp_server, udp_server
@@ -62,7 +61,7 @@ __all__ = [
     # the live view and the other inputs
     "GraphiteServer", "SseServer", "WsServer", "graphite_server", "sse_server", "ws_server",
     # recordings: replay, diff, why-not
-    "RecordingReader", "import_jsonl", "replay", "diff_alerts", "why_not",
+    "RecordingReader", "import_jsonl", "diff_alerts", "why_not",
 ]
 
 # The modules behind __all__, imported on first use of any public name (PEP 562):
