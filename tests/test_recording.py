@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from streams import Event
-from streams.testing import replay
+from streams.testing import perturbed, replay
 from transport._codec import decode_message, encode_request
 from transport._recording import (
     GAP,
@@ -251,3 +253,59 @@ def test_diff_against_a_git_revision(tmp_path: Path, imported: Path) -> None:
     assert "GONE    forward a disk" in done.stdout
     assert "B: WHY-NOT host=a service=disk" in done.stdout and "rules.py:8 where(" \
         in done.stdout
+
+
+ON_CHANGE = """
+from streams import *
+from transport import slack
+
+chat = slack("https://hooks.slack.invalid/x")
+streams(where(lambda e: e.service == "health", by(["host"], changed_state(chat, init="ok"))))
+"""
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_request_sent_twice_never_pages_twice(tmp_path: Path, imported: Path,
+                                                data: st.DataObject) -> None:
+    rules = tmp_path / "on_change.py"
+    rules.write_text(ON_CHANGE)
+    original = [(a.sink, a.event.host, a.event.state, a.t) for a in replay(rules, imported).alerts]
+    assert original == [("slack", "w", "critical", T0 + 3), ("slack", "x", "critical", T0 + 3),
+                        ("slack", "x", "ok", T0 + 5)]
+    copy = data.draw(perturbed(imported, tmp_path, drop=0, duplicate=1))
+    again = [(a.sink, a.event.host, a.event.state, a.t) for a in replay(rules, copy).alerts]
+    assert again == original
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_dropped_or_jittered_requests_only_lose_or_shift_pages(
+        tmp_path: Path, imported: Path, data: st.DataObject) -> None:
+    rules = tmp_path / "on_change.py"
+    rules.write_text(ON_CHANGE)
+    copy = data.draw(perturbed(imported, tmp_path, drop=0.5, duplicate=0, jitter=0.5))
+    result = replay(rules, copy)
+    assert result.events <= 8
+    for alert in result.alerts:
+        assert (alert.event.host, alert.event.state) in {("w", "critical"), ("x", "critical"),
+                                                         ("x", "ok")}
+
+
+def test_cut_and_merge(tmp_path: Path, imported: Path) -> None:
+    part = tmp_path / "part.rrec"
+    done = rillet("recording", "cut", str(imported), "--from", str(T0 + 2),
+                  "--to", "2027-01-15T08:00:50Z", "-o", str(part))
+    assert done.returncode == 0, done.stderr
+    assert "wrote 4 requests" in done.stdout
+    times = [f.t_us / 1e6 - T0 for f in RecordingReader(part).frames() if f.kind == MSG]
+    assert times == [2, 3, 5, 20]
+    both = tmp_path / "both.rrec"
+    done = rillet("recording", "merge", str(imported), str(part), "-o", str(both))
+    assert done.returncode == 0, done.stderr
+    times = [f.t_us / 1e6 - T0 for f in RecordingReader(both).frames() if f.kind == MSG]
+    assert times == [0, 1, 2, 2, 3, 3, 5, 5, 20, 20, 100]
+    bad = rillet("recording", "cut", str(imported), "--from", "yesterday", "-o", str(part))
+    assert bad.returncode == 2 and "--from 'yesterday': give Unix seconds" in bad.stderr

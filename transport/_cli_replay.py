@@ -90,6 +90,50 @@ def recording_info(args: argparse.Namespace) -> int:
     return OK
 
 
+def recording_cut(args: argparse.Namespace) -> int:
+    from ._recording import cut
+
+    try:
+        start = None if args.start is None else _time_arg(args.start, "--from")
+        end = None if args.end is None else _time_arg(args.end, "--to")
+        count = cut(args.recording, args.output, start=start, end=end)
+    except (RecordingError, OSError, ValueError) as error:
+        print(f"rillet recording cut: {error}", file=sys.stderr)
+        return ERROR
+    print(f"rillet recording cut: wrote {count} requests to {args.output}")
+    return OK
+
+
+def recording_merge(args: argparse.Namespace) -> int:
+    from ._recording import merge
+
+    try:
+        count = merge(args.recordings, args.output)
+    except (RecordingError, OSError) as error:
+        print(f"rillet recording merge: {error}", file=sys.stderr)
+        return ERROR
+    print(f"rillet recording merge: wrote {count} requests to {args.output}")
+    return OK
+
+
+def _time_arg(text: str, option: str) -> float:
+    """Unix seconds, or an ISO 8601 time (UTC unless it says otherwise)."""
+    from datetime import UTC, datetime
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: give Unix seconds or an ISO time such as "
+                         f"2026-12-01T03:14:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
 def record_import(args: argparse.Namespace) -> int:
     source = args.events
     try:
@@ -208,7 +252,7 @@ def explain(args: argparse.Namespace) -> int:
     try:
         if args.why_not:
             match = dict(_pair(text) for text in args.why_not)
-            at = float(args.at) if args.at is not None else None
+            at = _time_arg(args.at, "--at") if args.at is not None else None
             window = parse_duration(args.window, "--window")
             print(why_not(args.config, args.recording, match, at=at, window=window).text())
         else:

@@ -59,7 +59,8 @@ def add_commands(commands: Any) -> None:
     why.add_argument("--alert", type=int, metavar="SEQ", help="the alert's seq in the log")
     why.add_argument("--why-not", nargs="+", metavar="FIELD=VALUE",
                      help="the candidate inputs, e.g. host=web-42 service='disk /var'")
-    why.add_argument("--at", help="Unix time of the expected alert (default: whole recording)")
+    why.add_argument("--at", help="when the alert was expected: Unix seconds or an ISO time "
+                                  "(default: the whole recording)")
     why.add_argument("--window", default="10m",
                      help="candidates within this much of --at (default: %(default)s)")
     why.set_defaults(func=lazy("_cli_replay", "explain"))
@@ -69,6 +70,17 @@ def add_commands(commands: Any) -> None:
     info = inner.add_parser("info", help="what a recording holds; checks its checksums")
     info.add_argument("recording")
     info.set_defaults(func=lazy("_cli_replay", "recording_info"))
+    cut = inner.add_parser("cut", help="copy a time range of a recording into a new file")
+    cut.add_argument("recording")
+    cut.add_argument("--from", dest="start", metavar="T",
+                     help="Unix seconds or an ISO time, e.g. 2026-12-01T03:00:00Z")
+    cut.add_argument("--to", dest="end", metavar="T")
+    cut.add_argument("-o", "--output", required=True)
+    cut.set_defaults(func=lazy("_cli_replay", "recording_cut"))
+    merge = inner.add_parser("merge", help="merge recordings of several servers by time")
+    merge.add_argument("recordings", nargs="+")
+    merge.add_argument("-o", "--output", required=True)
+    merge.set_defaults(func=lazy("_cli_replay", "recording_merge"))
 
     record = commands.add_parser("record", help="make recordings")
     inner = record.add_subparsers(dest="action", required=True, metavar="ACTION")

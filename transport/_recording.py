@@ -48,8 +48,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 __all__ = ["CONN", "GAP", "MARK", "MSG", "SEED", "TICK", "Frame", "RecordingError",
-           "RecordingReader", "RecordingWriter", "WireRecorder", "import_jsonl",
-           "parse_duration", "recording_files", "rillet_version"]
+           "RecordingReader", "RecordingWriter", "WireRecorder", "cut", "import_jsonl", "merge",
+           "parse_duration", "read_requests", "recording_files", "rillet_version",
+           "write_requests"]
 
 log = logging.getLogger("rillet.recording")
 
@@ -213,6 +214,22 @@ class RecordingWriter:
         _varint(len(text), out)
         out += text
         self._framed()
+
+    def frame(self, frame: Frame) -> None:
+        """Write a frame read from another recording."""
+        kind = frame.kind
+        if kind == MSG:
+            self.message(frame.t_us, frame.conn, frame.data)
+        elif kind == TICK:
+            self.tick(frame.t_us)
+        elif kind == CONN:
+            self.connection(frame.t_us, frame.conn, bool(frame.n), frame.data.decode())
+        elif kind == GAP:
+            self.gap(frame.t_us, frame.n)
+        elif kind == SEED:
+            self.seed(frame.data)
+        else:
+            self.mark(frame.t_us, frame.data.decode())
 
     def flush(self) -> None:
         """Write the frames buffered so far as one block."""
@@ -591,6 +608,73 @@ def parse_duration(text: str, option: str) -> float:
     return seconds
 
 
+def write_requests(requests: Iterable[tuple[int, int, bytes]], output: str | Path, *,
+                   note: str = "") -> int:
+    """Write (t_us, conn, Msg bytes) requests, sorted by time, as a recording
+    without timer ticks (it replays with ideal timers). Returns how many."""
+    ordered = sorted(requests, key=lambda r: r[0])
+    start = ordered[0][0] if ordered else _us(time.time())
+    writer = RecordingWriter(output, start_us=start, note=note, ticks=False)
+    for t_us, conn, payload in ordered:
+        writer.message(t_us, conn, payload)
+    writer.close()
+    return len(ordered)
+
+
+def read_requests(path: str | Path) -> list[tuple[int, int, bytes]]:
+    """The (t_us, conn, Msg bytes) of every request of a recording, in order."""
+    return [(f.t_us, f.conn, f.data) for file in recording_files(path)
+            for f in RecordingReader(file).frames() if f.kind == MSG]
+
+
+def cut(recording: str | Path, output: str | Path, *, start: float | None = None,
+        end: float | None = None) -> int:
+    """Copy the frames from ``start`` to ``end`` (Unix seconds) into a new file,
+    seeking to the first block that holds ``start``. Returns the requests copied."""
+    files = recording_files(recording)
+    readers = [RecordingReader(path) for path in files]
+    start_us = None if start is None else _us(start)
+    end_us = None if end is None else _us(end)
+    header = readers[0].header
+    writer = RecordingWriter(output, start_us=start_us or header.get("start_us", 0),
+                             note=f"cut from {recording}", ticks=header.get("ticks", False))
+    for reader in readers:
+        for frame in reader.frames(start_us):
+            if frame.kind == SEED:
+                writer.frame(frame)
+            elif (start_us is None or frame.t_us >= start_us) and \
+                    (end_us is None or frame.t_us <= end_us):
+                writer.frame(frame)
+            elif end_us is not None and frame.t_us > end_us:
+                break
+    writer.close()
+    return writer.messages
+
+
+def merge(recordings: list[str | Path], output: str | Path) -> int:
+    """Merge recordings (of several servers) by time into one; connection ids are
+    kept apart. The result has no timer ticks (one server's ticks do not time
+    another's timers), so it replays with ideal timers. Returns the requests."""
+    import heapq
+
+    streams = []
+    for number, recording in enumerate(recordings):
+        frames = (f for path in recording_files(recording)
+                  for f in RecordingReader(path).frames() if f.kind != TICK)
+        streams.append(((f.t_us, number, i, f) for i, f in enumerate(frames)))
+    merged = heapq.merge(*streams)
+    first = next(merged, None)
+    writer = RecordingWriter(output, start_us=first[0] if first else _us(time.time()),
+                             note="merged from " + ", ".join(map(str, recordings)), ticks=False)
+    shift = 1 << 32
+    for item in ([first] if first else []), merged:
+        for _t, number, _i, frame in item:
+            conn = frame.conn + number * shift if frame.conn else 0
+            writer.frame(frame._replace(conn=conn))
+    writer.close()
+    return writer.messages
+
+
 # Importing ---------------------------------------------------------------------
 
 def import_jsonl(lines: Iterable[str], output: str | Path, *, source: str = "-") -> int:
@@ -601,7 +685,7 @@ def import_jsonl(lines: Iterable[str], output: str | Path, *, source: str = "-")
 
     from ._codec import encode_request
 
-    requests: list[tuple[int, bytes]] = []
+    requests: list[tuple[int, int, bytes]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -621,12 +705,5 @@ def import_jsonl(lines: Iterable[str], output: str | Path, *, source: str = "-")
             except (TypeError, ValueError) as error:
                 raise RecordingError(f"{where}: not an event: {error}") from error
         t_us = max(_us(e.time or 0.0) for e in events)
-        requests.append((t_us, encode_request(events, framed=False)))
-    requests.sort(key=lambda r: r[0])
-    start = requests[0][0] if requests else _us(time.time())
-    writer = RecordingWriter(output, start_us=start, note=f"imported from {source}",
-                             ticks=False)
-    for t_us, payload in requests:
-        writer.message(t_us, 0, payload)
-    writer.close()
-    return len(requests)
+        requests.append((t_us, 0, encode_request(events, framed=False)))
+    return write_requests(requests, output, note=f"imported from {source}")
