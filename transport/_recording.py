@@ -640,13 +640,10 @@ def cut(recording: str | Path, output: str | Path, *, start: float | None = None
                              note=f"cut from {recording}", ticks=header.get("ticks", False))
     for reader in readers:
         for frame in reader.frames(start_us):
-            if frame.kind == SEED:
-                writer.frame(frame)
-            elif (start_us is None or frame.t_us >= start_us) and \
-                    (end_us is None or frame.t_us <= end_us):
-                writer.frame(frame)
-            elif end_us is not None and frame.t_us > end_us:
+            if end_us is not None and frame.kind != SEED and frame.t_us > end_us:
                 break
+            if frame.kind == SEED or start_us is None or frame.t_us >= start_us:
+                writer.frame(frame)
     writer.close()
     return writer.messages
 
