@@ -217,3 +217,18 @@ def test_diff_reports_a_missing_recording_with_exit_code_2(recorded: dict[str, A
                   str(recorded["tmp"] / "nowhere.rrec"))
     assert done.returncode == 2
     assert "no such recording" in done.stderr
+
+
+def test_replay_to_a_server_resends_the_recorded_requests(recorded: dict[str, Any]) -> None:
+    receiver = Receiver()
+    try:
+        done = rillet("replay", "--recording", str(recorded["record"]), "--to",
+                      f"127.0.0.1:{receiver.port}", "--speed", "0")
+        assert done.returncode == 0, done.stderr
+        assert "sent 11 requests" in done.stderr
+        receiver.wait_for(11)
+        assert sorted({e.host for e in receiver.events}) == ["a", "b", "c", "d", "e", "tmp", "w"]
+    finally:
+        receiver.close()
+    refused = rillet("replay", "--recording", str(recorded["record"]), "--to", "nowhere")
+    assert refused.returncode == 2 and "give HOST:PORT" in refused.stderr

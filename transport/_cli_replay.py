@@ -159,7 +159,62 @@ def _errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, RecordingError, OSError, ValueError)
 
 
+def resend(args: argparse.Namespace) -> int:
+    """``rillet replay --to HOST:PORT``: send the recorded requests to a server, over
+    one TCP connection, at ``--speed`` times the recorded pace (0: at once)."""
+    import socket
+
+    from . import _proto
+    from ._codec import FrameDecoder, frame
+
+    host, _, port = args.to.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"rillet replay: --to {args.to!r}: give HOST:PORT, e.g. 127.0.0.1:5555",
+              file=sys.stderr)
+        return ERROR
+    sent = failed = 0
+    try:
+        files = recording_files(args.recording)
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            decoder = FrameDecoder()
+            first: float | None = None
+            started = time.monotonic()
+            for path in files:
+                for recorded in RecordingReader(path).frames():
+                    if recorded.kind != MSG:
+                        continue
+                    t = recorded.t_us / 1e6
+                    first = t if first is None else first
+                    if args.speed > 0:
+                        wait = (t - first) / args.speed - (time.monotonic() - started)
+                        if wait > 0:
+                            time.sleep(wait)
+                    sock.sendall(frame(recorded.data))
+                    reply = None
+                    while reply is None:
+                        data = sock.recv(65536)
+                        if not data:
+                            raise ConnectionError("the server closed the connection")
+                        decoder.feed(data)
+                        reply = decoder.next_frame()
+                    sent += 1
+                    if not _proto.Msg.FromString(reply).ok:
+                        failed += 1
+    except (RecordingError, OSError) as error:
+        print(f"rillet replay: {error} (after {sent} requests)", file=sys.stderr)
+        return ERROR
+    print(f"rillet replay: sent {sent} requests to {args.to}; {failed} answered with an "
+          f"error", file=sys.stderr)
+    return OK if not failed else VIOLATED
+
+
 def replay(args: argparse.Namespace) -> int:
+    if args.to:
+        return resend(args)
+    if not args.config:
+        print("rillet replay: give a config to replay through (or --to HOST:PORT to send "
+              "the recording to a server)", file=sys.stderr)
+        return ERROR
     try:
         result = _replay(args.config, args)
         if args.check:

@@ -22,8 +22,13 @@ def add_commands(commands: Any) -> None:
 
     run = commands.add_parser("replay", help="replay a recording through a config; "
                                              "sinks record instead of sending")
-    run.add_argument("config")
+    run.add_argument("config", nargs="?")
     recording_arg(run)
+    run.add_argument("--to", metavar="HOST:PORT",
+                     help="instead: send the recorded requests to this server")
+    run.add_argument("--speed", type=float, default=1.0,
+                     help="with --to: times the recorded pace (0: as fast as it acks; "
+                          "default: %(default)s)")
     run.add_argument("--alerts", metavar="FILE", help="write the alert log (JSON lines) here "
                                                       "instead of stdout")
     run.add_argument("--check", action="store_true",
