@@ -192,6 +192,21 @@ class Index(Stream):
         >>> len(idx.search("metric = 1"))
         2
         """
+        return [event for part in self.search_slices(query) for event in part]
+
+    def search_slices(self, query: str | Query, n: int = 4096) -> Iterator[list[Event]]:
+        """:meth:`search` in parts: the matches among each ``n`` stored events.
+
+        The server yields to other clients between parts, so a query over a
+        large index never holds the loop. The events searched are those
+        stored when the first part is asked for.
+
+        >>> idx = Index()
+        >>> for host in "abc":
+        ...     idx(Event(host=host, metric=1, time=0))
+        >>> [len(part) for part in idx.search_slices("metric = 1", n=2)]
+        [2, 1]
+        """
         if isinstance(query, str):
             query = compile_query(query)
         elif not isinstance(query, Query):
@@ -202,9 +217,12 @@ class Index(Stream):
         key = lookup_key(query)
         if key is not None:
             found = self._events.get(key)
-            return [] if found is None else [found]
+            yield [] if found is None else [found]
+            return
         predicate = query.predicate
-        return [event for event in list(self._events.values()) if predicate(event)]
+        events = list(self._events.values())
+        for start in range(0, len(events), n):
+            yield [event for event in events[start:start + n] if predicate(event)]
 
     # Expiry --------------------------------------------------------------
 

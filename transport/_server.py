@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,9 @@ from ._codec import (
     decode_message,
     encode_event,
     encode_reply,
+    frame,
 )
+from ._slices import message_pieces
 
 __all__ = ["Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server"]
 
@@ -46,6 +48,14 @@ DEFAULT_MAX_DATAGRAM = 16_384
 _PROPAGATE = (trio.Cancelled, KeyboardInterrupt, SystemExit, GeneratorExit)
 # Reply bytes a connection buffers before writing (see TcpServer._connection).
 _FLUSH_AT = 256 * 1024
+# The longest a connection works before it lets other clients, timers and
+# signals run (pipelined requests), and the events streamed or searched
+# between two such turns within one request (a huge message, a query over a
+# large index). See docs/operations.md, "Stalls".
+TURN_SECONDS = 0.005
+SLICE = 4096
+# Messages above this size are decoded a piece at a time (see _slices.py).
+_LARGE_PAYLOAD = 256 * 1024
 
 
 class Core:
@@ -73,22 +83,48 @@ class Core:
 
     def handle(self, request: Decoded) -> bytes:
         """The framed reply to one request: ok, an error, or query results."""
-        failure = self.stream(request.events) if request.events else None
+        steps = self._steps(request)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    async def answer(self, request: Decoded) -> bytes:
+        """:meth:`handle`, letting the loop run between slices of a large request."""
+        steps = self._steps(request)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            await trio.lowlevel.checkpoint()
+
+    def _steps(self, request: Decoded) -> Generator[None, None, bytes]:
+        # One home for a request's handling; it pauses (yields) between
+        # slices of SLICE events, and the caller decides whether to let the
+        # loop run there.
+        events = request.events
+        failure: Exception | None = None
+        for start in range(0, len(events), SLICE):
+            if start:
+                yield
+            failed = self.stream(events if len(events) <= SLICE else events[start:start + SLICE])
+            failure = failure or failed
         if failure is not None:
             self.errors += 1
             return _error_reply(str(failure) or type(failure).__name__)
         if request.query is None:
             return OK_REPLY
         try:
-            found: list[Event] = self.index.search(request.query)
-            try:
-                return encode_reply(ok=True, events=found)
-            except ValueError:
-                # A stream indexed a value protobuf cannot carry. Failing the
-                # reply would fail every query matching that event until it
-                # expires (never, for a time in the far future), so it is left
-                # out and logged instead.
-                return encode_reply(ok=True, events=_encodable(found, request.query))
+            parts: list[bytes] = []
+            for found in self.index.search_slices(request.query, SLICE):
+                if found:
+                    # Concatenated Msgs parse as one whose events are all of
+                    # theirs, so each slice is encoded on its own.
+                    parts.append(_encode_found(found, request.query)[4:])
+                yield
+            return frame(b"".join(parts)) if parts else OK_REPLY
         except QuerySyntaxError as error:
             self.errors += 1
             return _error_reply(str(error))
@@ -98,6 +134,30 @@ class Core:
             self.errors += 1
             log.warning("query %.200r failed", request.query, exc_info=error)
             return _error_reply(f"{type(error).__name__}: {error}")
+
+
+async def _answer_in_pieces(core: Core, payload: bytes, now: float) -> bytes:
+    """The reply to one large message, decoded and streamed SLICE events at a time."""
+    failure: bytes | None = None
+    reply = OK_REPLY
+    for piece in message_pieces(payload, SLICE):
+        # Decoding the whole message first would hold the loop for as long
+        # as creating every event takes (a second for a few hundred thousand).
+        reply = await core.answer(decode_message(piece, now))
+        if failure is None and reply != OK_REPLY:
+            failure = reply
+        await trio.lowlevel.checkpoint()
+    return reply if failure is None else failure
+
+
+def _encode_found(found: list[Event], query: str) -> bytes:
+    try:
+        return encode_reply(ok=True, events=found)
+    except ValueError:
+        # A stream indexed a value protobuf cannot carry. Failing the reply
+        # would fail every query matching that event until it expires (never,
+        # for a time in the far future), so it is left out and logged instead.
+        return encode_reply(ok=True, events=_encodable(found, query))
 
 
 def _encodable(events: list[Event], query: str) -> list[Event]:
@@ -172,16 +232,29 @@ class TcpServer:
                 # replies (queries) are written as soon as they add up, so a
                 # peer that pipelines queries without reading is held back by
                 # the socket instead of growing this buffer.
+                # A read of many small pipelined requests is also written out
+                # (which lets the loop run) every TURN_SECONDS, so it cannot
+                # hold the other clients for as long as it lasts.
                 replies: list[bytes] = []
                 pending = 0
+                turn_ends = time.perf_counter() + TURN_SECONDS
                 for payload in decoder.frames():
-                    reply = core.handle(decode_message(payload, now))
+                    if len(payload) > _LARGE_PAYLOAD:
+                        reply = await _answer_in_pieces(core, payload, now)
+                        now = runtime.clock()
+                    else:
+                        request = decode_message(payload, now)
+                        if request.query is None and len(request.events) <= SLICE:
+                            reply = core.handle(request)
+                        else:
+                            reply = await core.answer(request)
                     replies.append(reply)
                     pending += len(reply)
-                    if pending >= _FLUSH_AT:
+                    if pending >= _FLUSH_AT or time.perf_counter() >= turn_ends:
                         self.requests += len(replies)
                         await stream.send_all(b"".join(replies))
                         replies, pending = [], 0
+                        turn_ends = time.perf_counter() + TURN_SECONDS
                         now = runtime.clock()
                         core = runtime.core
                 if replies:
@@ -267,7 +340,8 @@ class UdpServer:
                 try:
                     core.stream(request.events)
                     if request.query is not None:  # evaluated as Riemann does; nobody gets it
-                        core.index.search(request.query)
+                        for _ in core.index.search_slices(request.query, SLICE):
+                            await trio.lowlevel.checkpoint()
                 except QuerySyntaxError:
                     self.dropped += 1
                 except _PROPAGATE:
