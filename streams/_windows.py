@@ -169,7 +169,7 @@ class moving_time_window(Stream):
             # Back to the cheap path once the stragglers have left the window.
             order = [*times, time]
             self._in_order = None not in order and all(
-                a <= b for a, b in itertools.pairwise(order))  # type: ignore[operator]
+                a <= b for a, b in itertools.pairwise(order))
         buffer.append(event)
         times.append(time)
         self._out(list(buffer))
