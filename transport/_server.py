@@ -65,6 +65,8 @@ class Core:
         self.config = config
         self.index = index
         self.dispatch: Callable[[Any], object] = config.dispatcher(index)
+        # Queues that TCP connections wait for when they are crowded (async_queue).
+        self.queues = tuple(s for s in config.services if hasattr(s, "wait_for_room"))
         self.events = 0
         self.errors = 0
 
@@ -239,6 +241,16 @@ class TcpServer:
                 pending = 0
                 turn_ends = time.perf_counter() + TURN_SECONDS
                 for payload in decoder.frames():
+                    if core.queues and any(queue.crowded() for queue in core.queues):
+                        # Backpressure: stop reading until the queues drain,
+                        # rather than make them drop what clients sent.
+                        if replies:
+                            self.requests += len(replies)
+                            await stream.send_all(b"".join(replies))
+                            replies, pending = [], 0
+                        for queue in core.queues:
+                            await queue.wait_for_room()
+                        now = runtime.clock()
                     if len(payload) > _LARGE_PAYLOAD:
                         reply = await _answer_in_pieces(core, payload, now)
                         now = runtime.clock()
