@@ -434,3 +434,27 @@ def test_events_that_outlive_an_expiry_sweep_stop_pinning_their_wire_message() -
     stored = index.lookup("h42", "s")
     assert type(stored) is PlainEvent and stored == sent[42]
     assert index.search('env = "prod" and metric >= 99') == [sent[99]]
+
+
+def test_garbage_udp_is_counted_every_time_and_logged_once_per_interval(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Before: one warning per datagram (~10k lines/s from a spoofable source).
+    import logging
+
+    async def body(running: Running) -> None:
+        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        with sock:
+            await sock.connect(("127.0.0.1", _udp_port(running)))
+            for _ in range(300):
+                await sock.send(b"\xff\xff garbage")
+            await sock.send(encode_request([Event(host="after", service="g", time=1)],
+                                           framed=False))
+            with trio.fail_after(5):
+                while running.index.lookup("after", "g") is None:
+                    await trio.sleep(0.01)
+        udp = running.services[1]
+        assert udp.statistics()["dropped"] == 300
+
+    with caplog.at_level(logging.WARNING, logger="rillet.server"):
+        with_server(body)
+    assert len([r for r in caplog.records if "UDP datagram" in r.getMessage()]) == 1

@@ -21,6 +21,7 @@ from streams._config import Config
 from streams._core import report_failure
 from streams._index import Index
 from streams._query import QuerySyntaxError
+from streams._ratelimit import LogLimiter
 
 from ._codec import (
     DEFAULT_MAX_FRAME,
@@ -203,6 +204,7 @@ class TcpServer:
     requests: int = field(default=0, repr=False)
     protocol_errors: int = field(default=0, repr=False)
     bound_port: int | None = field(default=None, repr=False)
+    _log: LogLimiter = field(default_factory=lambda: LogLimiter(log), repr=False)
 
     async def serve(self, runtime: Runtime, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -274,7 +276,7 @@ class TcpServer:
                     await stream.send_all(replies[0] if len(replies) == 1 else b"".join(replies))
         except ProtocolError as error:
             self.protocol_errors += 1
-            log.warning("closing TCP connection from %s: %s", peer, error)
+            self._log.warning("protocol", "closing TCP connection from %s: %s", peer, error)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass
         except _PROPAGATE:
@@ -317,6 +319,8 @@ class UdpServer:
     datagrams: int = field(default=0, repr=False)
     dropped: int = field(default=0, repr=False)
     bound_port: int | None = field(default=None, repr=False)
+    # Garbage from a (spoofable) peer is logged once per interval with a count.
+    _log: LogLimiter = field(default_factory=lambda: LogLimiter(log), repr=False)
 
     async def serve(self, runtime: Runtime, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -338,15 +342,16 @@ class UdpServer:
                 self.datagrams += 1
                 if len(data) > self.max_size:
                     self.dropped += 1
-                    log.warning("dropped a UDP datagram from %s:%s longer than max_size=%d "
-                                "bytes: send fewer events per datagram, raise max_size, or use "
-                                "TCP", peer[0], peer[1], self.max_size)
+                    self._log.warning("long", "dropped a UDP datagram from %s:%s longer than "
+                                      "max_size=%d bytes: send fewer events per datagram, raise "
+                                      "max_size, or use TCP", peer[0], peer[1], self.max_size)
                     continue
                 try:
                     request = decode_datagram(data, runtime.clock(), self.max_size)
                 except ProtocolError as error:
                     self.dropped += 1
-                    log.warning("dropped a UDP datagram from %s:%s: %s", peer[0], peer[1], error)
+                    self._log.warning("garbage", "dropped a UDP datagram from %s:%s: %s",
+                                      peer[0], peer[1], error)
                     continue
                 core = runtime.core
                 try:
@@ -361,8 +366,8 @@ class UdpServer:
                 except BaseException as error:
                     # One datagram's failure must not stop the UDP server.
                     self.dropped += 1
-                    log.error("a UDP datagram from %s:%s failed", peer[0], peer[1],
-                              exc_info=error)
+                    self._log.error(type(error).__name__, "a UDP datagram from %s:%s failed",
+                                    peer[0], peer[1], exc_info=error)
 
     def statistics(self) -> dict[str, Any]:
         return {"datagrams": self.datagrams, "dropped": self.dropped}
