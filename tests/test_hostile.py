@@ -458,3 +458,55 @@ def test_garbage_udp_is_counted_every_time_and_logged_once_per_interval(
     with caplog.at_level(logging.WARNING, logger="rillet.server"):
         with_server(body)
     assert len([r for r in caplog.records if "UDP datagram" in r.getMessage()]) == 1
+
+
+BLOCKING_CONFIG = """
+import time
+from streams import *
+from transport import tcp_server
+
+tcp_server(port=0)
+
+def block_forever(event):
+    if event.service == "block":
+        time.sleep(3600)
+
+streams(block_forever, index)
+"""
+
+
+def test_a_blocking_stream_is_reported_and_sigterm_still_ends_the_process(
+        tmp_path: Path) -> None:
+    # Before: nothing said what held the loop, and SIGTERM was ignored while it blocked.
+    config = tmp_path / "monitoring.py"
+    config.write_text(BLOCKING_CONFIG)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "transport._cli", "run", str(config), "--stall", "0.2",
+         "--stop-within", "1"], stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    try:
+        port = 0
+        for line in process.stderr:
+            found = re.search(r"TCP server listening on 127\.0\.0\.1:(\d+)", line)
+            if found:
+                port = int(found.group(1))
+                break
+        assert port
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.sendall(encode_request([Event(service="block", time=1)]))
+            report = ""
+            for line in process.stderr:
+                report += line
+                if "block_forever" in line:
+                    break
+            assert "the event loop has been held for" in report
+            assert "time.sleep(3600)" in report or "block_forever" in report
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            _, rest = process.communicate(timeout=10)
+        assert time.monotonic() - started < 5
+        assert process.returncode == 1
+        assert "still running 1.0 s after SIGTERM" in rest and "block_forever" in rest
+    finally:
+        process.kill()
+        process.wait()

@@ -6,7 +6,6 @@ import argparse
 import errno
 import gc
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from streams._config import Config, ConfigError, load_config
 
 from ._cli_client import add_commands
 from ._run import serve
+from ._watchdog import DEFAULT_STALL, DEFAULT_STOP_WITHIN, Watchdog
 
 __all__ = ["main"]
 
@@ -51,7 +51,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     tune_garbage_collector()
     try:
-        trio.run(_serve_until_stopped, config)
+        with Watchdog(args.stall, args.stop_within) as watchdog:
+            trio.run(_serve_until_stopped, config, watchdog)
     except BaseException as error:
         # trio wraps what escapes a nursery in (nested) exception groups.
         leaves = _leaves(error)
@@ -67,15 +68,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve_until_stopped(config: Config) -> None:
+async def _serve_until_stopped(config: Config, watchdog: Watchdog) -> None:
     """Serve until Ctrl-C or SIGTERM; either way the config's streams are closed."""
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve, config)
-            async for signum in signals:
-                logging.getLogger("rillet").info("received %s; stopping",
-                                                 signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watchdog.heartbeat, nursery.cancel_scope.cancel)
+        nursery.start_soon(serve, config)
 
 
 def _leaves(error: BaseException) -> list[BaseException]:
@@ -92,6 +89,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", help="path of a monitoring .py script")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
+    run.add_argument("--stall", type=float, default=DEFAULT_STALL, metavar="SECONDS",
+                     help="log the stack of whatever holds the event loop longer than this "
+                          "(default %(default)s)")
+    run.add_argument("--stop-within", type=float, default=DEFAULT_STOP_WITHIN,
+                     metavar="SECONDS", help="after SIGTERM, exit with status 1 if still "
+                     "running after this long (default %(default)s)")
     run.set_defaults(func=_run)
     add_commands(commands)
     return top
