@@ -7,8 +7,12 @@ be swapped whole (reload), and never see a half-built one.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import math
 import socket
+import sys
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -35,7 +39,16 @@ from ._codec import (
     encode_reply,
     frame,
 )
-from ._slices import message_pieces
+from ._limits import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BUFFERED,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_EVENTS,
+    ConnectionSlots,
+    accept_forever,
+    check_limits,
+)
+from ._slices import TooManyEvents, message_pieces
 
 __all__ = ["Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server"]
 
@@ -55,8 +68,9 @@ _FLUSH_AT = 256 * 1024
 # large index). See docs/operations.md, "Stalls".
 TURN_SECONDS = 0.005
 SLICE = 4096
-# Messages above this size are decoded a piece at a time (see _slices.py).
-_LARGE_PAYLOAD = 256 * 1024
+# Messages above this size are decoded a piece at a time (see _slices.py);
+# below it, one holds at most 32k (empty) events.
+_LARGE_PAYLOAD = 64 * 1024
 
 
 class Core:
@@ -139,11 +153,16 @@ class Core:
             return _error_reply(f"{type(error).__name__}: {error}")
 
 
-async def _answer_in_pieces(core: Core, payload: bytes, now: float) -> bytes:
+async def _answer_in_pieces(core: Core, payload: bytes, now: float, max_events: int) -> bytes:
     """The reply to one large message, decoded and streamed SLICE events at a time."""
     failure: bytes | None = None
     reply = OK_REPLY
-    for piece in message_pieces(payload, SLICE):
+    pieces = message_pieces(payload, SLICE, max_events)
+    try:
+        first = next(pieces)  # counts the events before any is streamed
+    except TooManyEvents as error:
+        return _error_reply(str(error))
+    for piece in itertools.chain((first,), pieces):
         # Decoding the whole message first would hold the loop for as long
         # as creating every event takes (a second for a few hundred thousand).
         reply = await core.answer(decode_message(piece, now))
@@ -200,9 +219,16 @@ class TcpServer:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     max_frame: int = DEFAULT_MAX_FRAME
+    # Limits: see transport/_limits.py and docs/operations.md.
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
+    max_buffered: int = DEFAULT_MAX_BUFFERED
+    max_events: int = DEFAULT_MAX_EVENTS
     connections: int = field(default=0, repr=False)
     requests: int = field(default=0, repr=False)
     protocol_errors: int = field(default=0, repr=False)
+    buffered: int = field(default=0, repr=False)
+    idle_closed: int = field(default=0, repr=False)
     bound_port: int | None = field(default=None, repr=False)
     _log: LogLimiter = field(default_factory=lambda: LogLimiter(log), repr=False)
 
@@ -217,15 +243,35 @@ class TcpServer:
         self.bound_port = listeners[0].socket.getsockname()[1]
         log.info("TCP server listening on %s:%s", self.host, self.bound_port)
         task_status.started(self.bound_port)
-        await trio.serve_listeners(lambda s: self._connection(s, runtime), listeners)
+        slots = ConnectionSlots(self.max_connections)
+
+        async def handle(stream: trio.SocketStream) -> None:
+            self.connections += 1
+            try:
+                await self._connection(stream, runtime)
+            finally:
+                self.connections -= 1
+                slots.release()
+
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(accept_forever, listener, slots, handle, nursery, self._log)
 
     async def _connection(self, stream: Any, runtime: Runtime) -> None:
-        self.connections += 1
         decoder = FrameDecoder(self.max_frame)
         peer = _peer(stream)
+        idle_timeout = math.inf if self.idle_timeout is None else self.idle_timeout
+        held = 0  # bytes of a partial frame this connection holds, part of self.buffered
         try:
             while True:
-                data = await stream.receive_some(262_144)
+                data: bytes | bytearray | None = None
+                with trio.move_on_after(idle_timeout):
+                    data = await stream.receive_some(262_144)
+                if data is None:
+                    self.idle_closed += 1
+                    log.debug("closing TCP connection from %s: silent for idle_timeout=%s s",
+                              peer, self.idle_timeout)
+                    return
                 if not data:
                     return
                 decoder.feed(data)
@@ -254,11 +300,14 @@ class TcpServer:
                             await queue.wait_for_room()
                         now = runtime.clock()
                     if len(payload) > _LARGE_PAYLOAD:
-                        reply = await _answer_in_pieces(core, payload, now)
+                        reply = await _answer_in_pieces(core, payload, now, self.max_events)
                         now = runtime.clock()
                     else:
                         request = decode_message(payload, now)
-                        if request.query is None and len(request.events) <= SLICE:
+                        if len(request.events) > self.max_events:
+                            reply = _error_reply(str(TooManyEvents(len(request.events),
+                                                                   self.max_events)))
+                        elif request.query is None and len(request.events) <= SLICE:
                             reply = core.handle(request)
                         else:
                             reply = await core.answer(request)
@@ -274,6 +323,14 @@ class TcpServer:
                 if replies:
                     self.requests += len(replies)
                     await stream.send_all(replies[0] if len(replies) == 1 else b"".join(replies))
+                self.buffered += decoder.buffered - held
+                held = decoder.buffered
+                if held and self.buffered > self.max_buffered:
+                    raise ProtocolError(
+                        f"partial frames held across connections reached {self.buffered} "
+                        f"bytes, more than max_buffered={self.max_buffered}; this connection's "
+                        f"frame of {held} bytes so far is refused (raise max_buffered, or send "
+                        f"smaller messages)")
         except ProtocolError as error:
             self.protocol_errors += 1
             self._log.warning("protocol", "closing TCP connection from %s: %s", peer, error)
@@ -287,12 +344,13 @@ class TcpServer:
             log.error("closing TCP connection from %s: handling a request failed", peer,
                       exc_info=error)
         finally:
-            self.connections -= 1
+            self.buffered -= held
             await trio.aclose_forcefully(stream)
 
     def statistics(self) -> dict[str, Any]:
         return {"connections": self.connections, "requests": self.requests,
-                "protocol_errors": self.protocol_errors}
+                "protocol_errors": self.protocol_errors, "buffered": self.buffered,
+                "idle_closed": self.idle_closed}
 
 
 def _bind_error(error: OSError, kind: str, host: str, port: int) -> OSError:
@@ -318,6 +376,7 @@ class UdpServer:
     max_size: int = DEFAULT_MAX_DATAGRAM
     datagrams: int = field(default=0, repr=False)
     dropped: int = field(default=0, repr=False)
+    kernel_dropped: int = field(default=0, repr=False)
     bound_port: int | None = field(default=None, repr=False)
     # Garbage from a (spoofable) peer is logged once per interval with a count.
     _log: LogLimiter = field(default_factory=lambda: LogLimiter(log), repr=False)
@@ -333,12 +392,25 @@ class UdpServer:
                 raise _bind_error(error, "UDP", self.host, self.port) from error
             self.bound_port = sock.getsockname()[1]
             log.info("UDP server listening on %s:%s", self.host, self.bound_port)
+            # Linux tells, with each datagram queued after a drop, how many the
+            # kernel dropped on this socket so far because its buffer was full
+            # (a flood, a held loop).
+            overflow = getattr(socket, "SO_RXQ_OVFL", 40 if sys.platform == "linux" else None)
+            ancillary = 0
+            if overflow is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, overflow, 1)
+                    ancillary = socket.CMSG_SPACE(4)
             task_status.started(self.bound_port)
             while True:
                 # One byte more than allowed tells a longer datagram, which the
                 # kernel cuts, from one of exactly max_size: a cut that falls
                 # between two events still parses, and would take half a message.
-                data, peer = await sock.recvfrom(self.max_size + 1)
+                data, extra, _, address = await sock.recvmsg(self.max_size + 1, ancillary)
+                peer: tuple[Any, ...] = address  # type: ignore[assignment]
+                for level, kind, value in extra:
+                    if level == socket.SOL_SOCKET and kind == overflow and len(value) >= 4:
+                        self.kernel_dropped = int.from_bytes(value[:4], sys.byteorder)
                 self.datagrams += 1
                 if len(data) > self.max_size:
                     self.dropped += 1
@@ -370,16 +442,28 @@ class UdpServer:
                                     peer[0], peer[1], exc_info=error)
 
     def statistics(self) -> dict[str, Any]:
-        return {"datagrams": self.datagrams, "dropped": self.dropped}
+        return {"datagrams": self.datagrams, "dropped": self.dropped,
+                "kernel_dropped": self.kernel_dropped}
 
 
 def tcp_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
-               max_frame: int = DEFAULT_MAX_FRAME) -> TcpServer:
-    """Declare a TCP server in a config (Riemann's ``tcp-server``)."""
+               max_frame: int = DEFAULT_MAX_FRAME,
+               max_connections: int = DEFAULT_MAX_CONNECTIONS,
+               idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+               max_buffered: int = DEFAULT_MAX_BUFFERED,
+               max_events: int = DEFAULT_MAX_EVENTS) -> TcpServer:
+    """Declare a TCP server in a config (Riemann's ``tcp-server``).
+
+    The limits are described in docs/operations.md ("Limits").
+    """
     from streams._config import service
 
     _check_port(port, "tcp_server")
-    return service(TcpServer(host=host, port=port, max_frame=max_frame))  # type: ignore[no-any-return]
+    check_limits("tcp_server", max_connections=max_connections, idle_timeout=idle_timeout,
+                 max_buffered=max_buffered, max_events=max_events)
+    return service(TcpServer(  # type: ignore[no-any-return]
+        host=host, port=port, max_frame=max_frame, max_connections=max_connections,
+        idle_timeout=idle_timeout, max_buffered=max_buffered, max_events=max_events))
 
 
 def udp_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,

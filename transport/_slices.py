@@ -26,23 +26,36 @@ from google.protobuf.message import DecodeError
 
 from ._proto import Msg
 
-__all__ = ["message_pieces"]
+__all__ = ["TooManyEvents", "message_pieces"]
+
+
+class TooManyEvents(ValueError):
+    """A message with more events than allowed; ``count`` says how many it has."""
+
+    def __init__(self, count: int, max_events: int) -> None:
+        self.count = count
+        super().__init__(f"the message has {count} events, more than max_events={max_events}: "
+                         f"send fewer events per message, or raise the server's max_events")
 
 _EVENTS_KEY = 6 << 3 | 2  # Msg.events (riemann.proto), length-delimited
 
 
-def message_pieces(payload: bytes, events_per_piece: int) -> Iterator[bytes]:
+def message_pieces(payload: bytes, events_per_piece: int,
+                   max_events: int | None = None) -> Iterator[bytes]:
     """The payload cut into Msgs of at most ``events_per_piece`` events each.
 
     Fields other than events go with the last piece, so a query is answered
     after every event was streamed. A payload that does not parse comes back
-    whole, for the decoder to report.
+    whole, for the decoder to report. One with more than ``max_events`` events
+    raises :class:`TooManyEvents` before any piece is given.
     """
     try:
-        Msg.FromString(payload)
+        count = len(Msg.FromString(payload).events)
     except DecodeError:
         yield payload
         return
+    if max_events is not None and count > max_events:
+        raise TooManyEvents(count, max_events)
     end = len(payload)
     others: list[bytes] = []
     start = position = events = 0
