@@ -510,3 +510,38 @@ def test_a_blocking_stream_is_reported_and_sigterm_still_ends_the_process(
     finally:
         process.kill()
         process.wait()
+
+
+def test_fields_riemann_proto_does_not_know_never_reach_other_clients() -> None:
+    # Before: an event carrying a 1 MB unknown field was echoed byte for byte in
+    # other clients' query replies until the index materialised it.
+    foreign = b"FOREIGN!" * 2000
+    event = Msg().events.add(host="h", service="unknown-field", time=1)
+    wire = event.SerializeToString() + b"\xfa\x06" + _varint(len(foreign)) + foreign  # field 111
+    message = b"2" + _varint(len(wire)) + wire
+
+    async def body(running: Running) -> None:
+        port = running.ports[0]
+        assert (await request(port, frame(message))).ok
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            await stream.send_all(encode_request(query='service = "unknown-field"'))
+            raw = b""
+            while len(raw) < 4 or len(raw) < 4 + int.from_bytes(raw[:4], "big"):
+                raw += await stream.receive_some(65536)
+        assert b"FOREIGN!" not in raw
+        reply = Msg.FromString(raw[4:])
+        assert [e.host for e in reply.events] == ["h"]
+
+    with_server(body)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
