@@ -28,6 +28,7 @@ from ._queue import async_queue
 from ._run import Running, serve
 from ._scheduler import TrioScheduler
 from ._server import Core, Runtime, TcpServer, UdpServer, tcp_server, udp_server
+from ._tls import tls
 
 __all__ = [
     "DEFAULT_MAX_FRAME", "Decoded", "FrameDecoder", "ProtocolError", "WireEvent",
@@ -36,4 +37,5 @@ __all__ = [
     "Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server",
     "Client", "ClientError", "RiemannConnectionError", "RiemannError", "RiemannTimeout",
     "TrioBatcher", "TrioClient", "UdpClient",
+    "tls",
 ]

@@ -12,6 +12,7 @@ import itertools
 import logging
 import math
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable, Generator
@@ -224,6 +225,7 @@ class TcpServer:
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
     max_buffered: int = DEFAULT_MAX_BUFFERED
     max_events: int = DEFAULT_MAX_EVENTS
+    tls: ssl.SSLContext | None = field(default=None, repr=False)  # see transport/_tls.py
     connections: int = field(default=0, repr=False)
     requests: int = field(default=0, repr=False)
     protocol_errors: int = field(default=0, repr=False)
@@ -248,7 +250,12 @@ class TcpServer:
         async def handle(stream: trio.SocketStream) -> None:
             self.connections += 1
             try:
-                await self._connection(stream, runtime)
+                if self.tls is not None:
+                    # The handshake happens on the first read, under idle_timeout.
+                    await self._connection(trio.SSLStream(stream, self.tls, server_side=True),
+                                           runtime)
+                else:
+                    await self._connection(stream, runtime)
             finally:
                 self.connections -= 1
                 slots.release()
@@ -359,7 +366,9 @@ def _bind_error(error: OSError, kind: str, host: str, port: int) -> OSError:
                                 f"{error.strerror or error}")
 
 
-def _peer(stream: trio.SocketStream) -> str:
+def _peer(stream: Any) -> str:
+    while not hasattr(stream, "socket"):  # under TLS
+        stream = stream.transport_stream
     try:
         host, port = stream.socket.getpeername()[:2]
         return f"{host}:{port}"
@@ -451,19 +460,24 @@ def tcp_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
                max_connections: int = DEFAULT_MAX_CONNECTIONS,
                idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
                max_buffered: int = DEFAULT_MAX_BUFFERED,
-               max_events: int = DEFAULT_MAX_EVENTS) -> TcpServer:
+               max_events: int = DEFAULT_MAX_EVENTS,
+               tls: ssl.SSLContext | None = None) -> TcpServer:
     """Declare a TCP server in a config (Riemann's ``tcp-server``).
 
-    The limits are described in docs/operations.md ("Limits").
+    The limits are described in docs/operations.md ("Limits"); ``tls`` takes
+    ``transport.tls(certfile=..., keyfile=...)`` ("TLS").
     """
     from streams._config import service
 
     _check_port(port, "tcp_server")
     check_limits("tcp_server", max_connections=max_connections, idle_timeout=idle_timeout,
                  max_buffered=max_buffered, max_events=max_events)
+    if tls is not None and not isinstance(tls, ssl.SSLContext):
+        raise TypeError(f"tcp_server(tls={tls!r}): tls must be a context from transport.tls(), "
+                        f"e.g. tls=tls(certfile=\"server.pem\", keyfile=\"server.key\")")
     return service(TcpServer(  # type: ignore[no-any-return]
         host=host, port=port, max_frame=max_frame, max_connections=max_connections,
-        idle_timeout=idle_timeout, max_buffered=max_buffered, max_events=max_events))
+        idle_timeout=idle_timeout, max_buffered=max_buffered, max_events=max_events, tls=tls))
 
 
 def udp_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
