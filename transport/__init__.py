@@ -28,6 +28,7 @@ from ._queue import async_queue
 from ._run import Running, serve
 from ._scheduler import TrioScheduler
 from ._server import Core, Runtime, TcpServer, UdpServer, tcp_server, udp_server
+from ._snapshot import index_snapshot
 from ._tls import tls
 
 __all__ = [
@@ -37,5 +38,5 @@ __all__ = [
     "Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server",
     "Client", "ClientError", "RiemannConnectionError", "RiemannError", "RiemannTimeout",
     "TrioBatcher", "TrioClient", "UdpClient",
-    "tls",
+    "index_snapshot", "tls",
 ]
