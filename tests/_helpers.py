@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from streams.testing import Sink
@@ -14,3 +18,19 @@ def through(build: Any, inputs: list[Any]) -> list[Any]:
     for item in inputs:
         stream(item)
     return sink.events
+
+
+def start_rillet(config: Path, *options: str, **popen: Any) -> tuple[subprocess.Popen[str], int,
+                                                                      str]:
+    """``rillet run config options`` in a subprocess: it, its TCP port and its log until then."""
+    process = subprocess.Popen([sys.executable, "-m", "transport._cli", "run", str(config),
+                                *options], stderr=subprocess.PIPE, text=True, **popen)
+    assert process.stderr is not None
+    log = ""
+    for line in process.stderr:
+        log += line
+        found = re.search(r"TCP server listening on 127\.0\.0\.1:(\d+)", line)
+        if found:
+            return process, int(found.group(1)), log
+    process.wait()
+    raise AssertionError(f"rillet run did not start a TCP server:\n{log}")

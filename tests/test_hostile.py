@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import trio
+from _helpers import start_rillet
 from test_server import is_closed, read_reply, request, still_serves, with_server
 
 from streams import Event
@@ -480,18 +481,9 @@ def test_a_blocking_stream_is_reported_and_sigterm_still_ends_the_process(
     # Before: nothing said what held the loop, and SIGTERM was ignored while it blocked.
     config = tmp_path / "monitoring.py"
     config.write_text(BLOCKING_CONFIG)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "transport._cli", "run", str(config), "--stall", "0.2",
-         "--stop-within", "1"], stderr=subprocess.PIPE, text=True)
+    process, port, _ = start_rillet(config, "--stall", "0.2", "--stop-within", "1")
     assert process.stderr is not None
     try:
-        port = 0
-        for line in process.stderr:
-            found = re.search(r"TCP server listening on 127\.0\.0\.1:(\d+)", line)
-            if found:
-                port = int(found.group(1))
-                break
-        assert port
         with socket.create_connection(("127.0.0.1", port)) as client:
             client.sendall(encode_request([Event(service="block", time=1)]))
             report = ""

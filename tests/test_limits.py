@@ -4,12 +4,8 @@ message, and running out of file descriptors."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import re
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,28 +13,18 @@ from typing import Any
 
 import pytest
 import trio
-from test_server import is_closed, read_reply, request, still_serves
+from _helpers import start_rillet
+from test_server import is_closed, read_reply, request, still_serves, with_server
 
-from streams import Config, Event, Index
-from transport import Running, TcpServer, serve, tcp_server
+from streams import Event, Index
+from transport import Running, tcp_server
 from transport._codec import encode_request
 
 pytestmark = pytest.mark.network
 
 
 def with_limits(body: Callable[[Running], Awaitable[None]], **limits: Any) -> Index:
-    index = Index()
-    config = Config(streams=[index], services=[TcpServer(port=0, **limits)])
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            running = await nursery.start(functools.partial(serve, config, index=index))
-            with trio.fail_after(20):
-                await body(running)
-            nursery.cancel_scope.cancel()
-
-    trio.run(main)
-    return index
+    return with_server(body, **limits)
 
 
 PING = encode_request([Event(host="p", service="p", time=1)])
@@ -144,17 +130,9 @@ def test_out_of_file_descriptors_accept_pauses_with_one_log_line(tmp_path: Path)
     def few_descriptors() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
 
-    process = subprocess.Popen([sys.executable, "-m", "transport._cli", "run", str(config)],
-                               stderr=subprocess.PIPE, text=True, preexec_fn=few_descriptors)
-    assert process.stderr is not None
+    process, port, _ = start_rillet(config, preexec_fn=few_descriptors)
     clients: list[socket.socket] = []
     try:
-        port = 0
-        for line in process.stderr:
-            found = re.search(r"TCP server listening on 127\.0\.0\.1:(\d+)", line)
-            if found:
-                port = int(found.group(1))
-                break
         for _ in range(60):
             clients.append(socket.create_connection(("127.0.0.1", port)))
         time.sleep(1.0)  # the server keeps retrying accept meanwhile; nothing to poll for

@@ -3,15 +3,13 @@ snapshot is reported and skipped, never fatal."""
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from _helpers import start_rillet
 
 from streams import Event
 from transport._codec import FrameDecoder, encode_request
@@ -36,19 +34,7 @@ class Rillet:
     def __init__(self, tmp_path: Path, snapshot: Path, interval: float) -> None:
         config = tmp_path / "monitoring.py"
         config.write_text(CONFIG.format(path=str(snapshot), interval=interval))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "transport._cli", "run", str(config)],
-            stderr=subprocess.PIPE, text=True)
-        assert self.process.stderr is not None
-        self.log = ""
-        self.port = 0
-        for line in self.process.stderr:
-            self.log += line
-            found = re.search(r"TCP server listening on 127\.0\.0\.1:(\d+)", line)
-            if found:
-                self.port = int(found.group(1))
-                break
-        assert self.port, self.log
+        self.process, self.port, self.log = start_rillet(config)
 
     def ask(self, payload: bytes) -> Msg:
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:

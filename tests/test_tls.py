@@ -3,7 +3,6 @@ over trio's SSL and Debian's riemann-c-client with its TLS options."""
 
 from __future__ import annotations
 
-import functools
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,10 +11,10 @@ from typing import Any
 import pytest
 import trio
 import trustme
-from test_server import needs_riemann_client, read_reply, riemann_client
+from test_server import needs_riemann_client, read_reply, riemann_client, with_server
 
-from streams import Config, Event, Index
-from transport import Running, TcpServer, serve, tcp_server, tls
+from streams import Event, Index
+from transport import Running, tcp_server, tls
 from transport._codec import encode_request
 
 pytestmark = pytest.mark.network
@@ -40,18 +39,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def with_tls(context: ssl.SSLContext, body: Callable[[Running], Awaitable[None]]) -> Index:
-    index = Index()
-    config = Config(streams=[index], services=[TcpServer(port=0, tls=context)])
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            running = await nursery.start(functools.partial(serve, config, index=index))
-            with trio.fail_after(20):
-                await body(running)
-            nursery.cancel_scope.cancel()
-
-    trio.run(main)
-    return index
+    return with_server(body, tls=context)
 
 
 def client_context(pki: dict[str, Any], *, certificate: bool) -> ssl.SSLContext:

@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_MAX_EVENTS",
     "accept_forever",
     "check_limits",
+    "check_seconds",
 ]
 
 DEFAULT_MAX_CONNECTIONS = 4096
@@ -62,6 +63,13 @@ def check_limits(caller: str, **limits: Any) -> None:
             what = "a positive int" if whole else "a positive number of seconds, or None"
             raise ValueError(f"{caller}({name}={value!r}): {name} must be {what}, e.g. "
                              f"{name}={example!r}")
+
+
+def check_seconds(caller: str, name: str, value: Any, example: float) -> None:
+    """Raise a ValueError unless ``value`` is a positive, finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{caller}({name}={value!r}): {name} must be a positive number of "
+                         f"seconds, e.g. {name}={example!r}")
 
 
 class ConnectionSlots:

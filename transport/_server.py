@@ -101,22 +101,17 @@ class Core:
 
     def handle(self, request: Decoded) -> bytes:
         """The framed reply to one request: ok, an error, or query results."""
-        steps = self._steps(request)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+        return _finish(self._steps(request))
 
     async def answer(self, request: Decoded) -> bytes:
         """:meth:`handle`, letting the loop run between slices of a large request."""
         steps = self._steps(request)
-        while True:
-            try:
+        try:
+            while True:
                 next(steps)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint()
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
     def _steps(self, request: Decoded) -> Generator[None, None, bytes]:
         # One home for a request's handling; it pauses (yields) between
@@ -171,6 +166,15 @@ async def _answer_in_pieces(core: Core, payload: bytes, now: float, max_events: 
             failure = reply
         await trio.lowlevel.checkpoint()
     return reply if failure is None else failure
+
+
+def _finish(steps: Generator[None, None, bytes]) -> bytes:
+    """Run ``steps`` through without pausing; what they return."""
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
 
 
 def _encode_found(found: list[Event], query: str) -> bytes:

@@ -37,6 +37,7 @@ from streams._config import service
 from streams._event import DEFAULT_TTL
 
 from ._codec import decode_message, encode_event, encode_request
+from ._limits import check_seconds
 
 __all__ = ["SnapshotError", "index_snapshot", "read_snapshot", "write_snapshot"]
 
@@ -136,10 +137,7 @@ class index_snapshot:
         if not path.parent.is_dir():
             raise ValueError(f"index_snapshot(path={str(path)!r}): the folder "
                              f"{str(path.parent)!r} does not exist; create it or choose another")
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or \
-                not interval > 0:
-            raise ValueError(f"index_snapshot(..., interval={interval!r}): interval must be a "
-                             f"positive number of seconds, e.g. interval=60")
+        check_seconds("index_snapshot", "interval", interval, 60)
         self.path = path
         self.interval = interval
         self.written = 0

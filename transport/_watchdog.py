@@ -33,6 +33,8 @@ from typing import Any
 
 import trio
 
+from ._limits import check_seconds
+
 __all__ = ["DEFAULT_STALL", "DEFAULT_STOP_WITHIN", "Watchdog"]
 
 log = logging.getLogger("rillet.watchdog")
@@ -52,10 +54,8 @@ class Watchdog:
 
     def __init__(self, stall: float = DEFAULT_STALL,
                  stop_within: float = DEFAULT_STOP_WITHIN) -> None:
-        for name, value in (("stall", stall), ("stop_within", stop_within)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"Watchdog({name}={value!r}): {name} must be a positive "
-                                 f"number of seconds, e.g. {name}=1")
+        check_seconds("Watchdog", "stall", stall, DEFAULT_STALL)
+        check_seconds("Watchdog", "stop_within", stop_within, DEFAULT_STOP_WITHIN)
         self.stall = stall
         self.stop_within = stop_within
         self.stalls = 0
