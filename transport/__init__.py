@@ -24,6 +24,7 @@ from ._codec import (
     encode_request,
     frame,
 )
+from ._instrumentation import instrumentation
 from ._queue import async_queue
 from ._run import Running, serve
 from ._scheduler import TrioScheduler
@@ -38,5 +39,5 @@ __all__ = [
     "Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server",
     "Client", "ClientError", "RiemannConnectionError", "RiemannError", "RiemannTimeout",
     "TrioBatcher", "TrioClient", "UdpClient",
-    "index_snapshot", "tls",
+    "index_snapshot", "instrumentation", "tls",
 ]
