@@ -140,3 +140,27 @@ def test_a_slow_consumer_pauses_tcp_clients_instead_of_dropping() -> None:
     stats = queue.statistics()
     assert stats["dropped"] == 0 and stats["paused"] > 0
     assert order == list(range(10_000))
+
+
+def test_events_still_queued_at_shutdown_reach_the_children() -> None:
+    import time
+
+    seen: list[int] = []
+
+    def slow(event: int) -> None:
+        time.sleep(0.001)  # a turn of the drain task ends long before the queue is empty
+        seen.append(event)
+
+    with declaring(Config()):
+        queue = async_queue("q", slow, size=100)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(queue.serve, None)
+            for i in range(50):
+                queue(i)
+            nursery.cancel_scope.cancel()  # before the drain task ran once
+
+    trio.run(main)
+    assert seen == list(range(50))
+    assert queue.statistics()["dropped"] == 0

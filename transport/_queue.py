@@ -31,6 +31,8 @@ log = logging.getLogger("rillet.queue")
 # runs, before it lets the loop run (see transport/_server.py's TURN_SECONDS).
 _BATCH = 1024
 _TURN_SECONDS = 0.005
+# How long shutdown waits for a queue's children to take what is queued.
+_SHUTDOWN_SECONDS = 5.0
 
 
 class async_queue(Stream):
@@ -100,6 +102,12 @@ class async_queue(Stream):
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Drain the queue into the children until cancelled, a batch per turn."""
         task_status.started(0)
+        try:
+            await self._drain_forever()
+        finally:
+            self._drain_what_is_left()
+
+    async def _drain_forever(self) -> None:
         out, receive = self._out, self._receive
         while True:
             event = await receive.receive()
@@ -122,6 +130,27 @@ class async_queue(Stream):
                 self._room.set()
                 self._room = None
             await trio.lowlevel.checkpoint()
+
+    def _drain_what_is_left(self) -> None:
+        # Shutdown: the events already accepted still reach the children, for
+        # at most _SHUTDOWN_SECONDS; what is left then is counted as dropped.
+        deadline = time.monotonic() + _SHUTDOWN_SECONDS
+        out = self._out
+        while time.monotonic() < deadline:
+            try:
+                event = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            try:
+                out(event)
+            except Exception as error:
+                report_failure(error, event)
+            self.completed += 1
+        left = self.accepted - self.completed
+        if left:
+            self.dropped += left
+            log.warning("async_queue %r: %d events were still queued %s s after shutdown began; "
+                        "dropped", self.name, left, _SHUTDOWN_SECONDS)
 
     def statistics(self) -> dict[str, Any]:
         return {"name": self.name, "size": self.size,
