@@ -212,14 +212,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--base", default="main", help="git revision to compare ingest with")
+    parser.add_argument("--base", default=None,
+                        help="git revision to compare ingest with (default: where this branch "
+                             "left main)")
     args = parser.parse_args()
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {1})
+    base = args.base or subprocess.run(["git", "merge-base", "main", "HEAD"], cwd=ROOT,
+                                       capture_output=True, text=True,
+                                       check=True).stdout.strip()[:12]
     frames = messages(100, KEYS // 100)
     with tempfile.TemporaryDirectory() as tmp:
         faults(args.seconds, frames, tmp)
-        cost(args.seconds, args.rounds, args.base, frames, tmp)
+        cost(args.seconds, args.rounds, base, frames, tmp)
 
 
 if __name__ == "__main__":
