@@ -24,6 +24,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_pipeline.py
+	$(BIN)/python tests/benchmarks/bench_sinks.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

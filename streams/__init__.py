@@ -24,13 +24,13 @@ from ._aggregate import *
 from ._change import *
 from ._clock import Scheduler, Task, VirtualClock, next_tick
 from ._config import Config, ConfigError, load_config, periodically_expire, reinject, streams
-from ._core import REGISTRY, Stream, exception_stream, is_expired, sdo
+from ._core import REGISTRY, Stream, exception_stream, expire_event, is_expired, sdo
 from ._correlate import *
 from ._event import DEFAULT_TTL, FIELDS, Event, LazyEvent
 from ._fields import *
 from ._fill import *
 from ._filters import *
-from ._index import Index, current_index, delete_from_index, index, install_index
+from ._index import Index, current_index, delete_from_index, index
 from ._match import matches
 from ._numeric import *
 from ._partition import *
@@ -38,19 +38,21 @@ from ._plumbing import *
 from ._query import Query, QuerySyntaxError, compile_query
 from ._rollup import *
 from ._routing import *
+from ._runtime import Runtime, current_runtime
 from ._transform import *
+from ._validate import StreamArgumentError
 from ._windows import *
 
 __all__ = [
     # events
-    "DEFAULT_TTL", "FIELDS", "Event", "LazyEvent", "is_expired", "matches",
-    # time
-    "Scheduler", "Task", "VirtualClock", "next_tick",
+    "DEFAULT_TTL", "FIELDS", "Event", "LazyEvent", "expire_event", "is_expired", "matches",
+    # time and the runtime
+    "Scheduler", "Task", "VirtualClock", "next_tick", "Runtime", "current_runtime",
     # the stream contract
-    "REGISTRY", "Stream", "exception_stream", "sdo", "folds",
+    "REGISTRY", "Stream", "StreamArgumentError", "exception_stream", "sdo", "folds",
     # configs, the index and the query language
     "Config", "ConfigError", "load_config", "periodically_expire", "streams",
-    "Index", "index", "current_index", "install_index", "delete_from_index", "reinject",
+    "Index", "index", "current_index", "delete_from_index", "reinject",
     "Query", "QuerySyntaxError", "compile_query",
 ]
 # Each family module lists its own streams; tests/test_api.py checks that __all__,

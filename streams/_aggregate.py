@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ._clock import scheduler
 from ._core import Child, Stream
 from ._event import Event
 from ._periodic import PeriodicUntilExpired, TimeWindows
+from ._validate import count, seconds
 
 __all__ = ["rate", "throttle"]
-
-
-def positive_seconds(value: Any, caller: str, name: str = "interval") -> float:
-    """Validate a duration argument (called ``name`` in the signature) at config load."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-            or math.isinf(value):
-        raise ValueError(f"{caller}: {name} must be a positive number of seconds, "
-                         f"got {value!r}")
-    return value
 
 
 class rate(Stream):
@@ -41,7 +32,8 @@ class rate(Stream):
     __slots__ = ("_fresh", "_last", "_sum", "_timer", "interval")
 
     def __init__(self, interval: float, *children: Child) -> None:
-        self.interval = positive_seconds(interval, "rate(interval, *children)")
+        self.interval = seconds(interval, "rate(interval, *children)", "interval",
+                                "rate(5, child)")
         self._set_children(children)
         self._sum: float = 0
         self._last: Any = None
@@ -68,7 +60,7 @@ class rate(Stream):
                 ttl -= interval
             out = last.evolve(metric=total / interval, time=now, ttl=ttl)
         self._last, self._fresh = out, False
-        self._out(out)
+        self._emit_from_timer(out)
 
     def close(self) -> None:
         self._timer.stop()
@@ -90,11 +82,9 @@ class throttle(Stream):
     __slots__ = ("_count", "_windows", "dt", "n")
 
     def __init__(self, n: int, dt: float, *children: Child) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"throttle(n, dt, *children): n must be a whole number >= 0, "
-                             f"got {n!r}")
-        self.n = n
-        self.dt = positive_seconds(dt, "throttle(n, dt, *children)", "dt")
+        caller = "throttle(n, dt, *children)"
+        self.n = count(n, caller, what="events per window", example="throttle(1, 60, child)")
+        self.dt = seconds(dt, caller, "dt", "throttle(1, 60, child)")
         self._set_children(children)
         self._count = 0
         self._windows = TimeWindows(self.dt, self._reset)

@@ -1,27 +1,80 @@
-"""Runs and stability: runs, stable (spec §3.5).
-
-``changed`` and ``changed_state`` live in ``_partition``.
-"""
+"""Change detection: changed, changed_state, runs, stable (spec §3.5)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 from ._clock import Task, scheduler
 from ._core import Child, Stream, rescued
-from ._match import field_getter
+from ._partition import by
+from ._validate import count, field_reader, seconds
 
-__all__ = ["runs", "stable"]
+__all__ = ["changed", "changed_state", "runs", "stable"]
 
 
-def _field(field: Any, caller: str) -> Callable[[Any], Any]:
-    try:
-        return field_getter(field)
-    except TypeError:
-        raise TypeError(f"{caller}: field must be a field name or a function of the event, "
-                        f"got {field!r}; e.g. 'state' or lambda e: e.metric > 0.9") from None
+class changed(Stream):
+    """Forward events whose ``field`` (a name or function) differs from the previous event's.
+
+    With ``pairs=True`` it forwards ``(previous_event, event)`` instead. ``init``
+    is the value assumed before the first event.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = changed("state", out.append)
+    >>> for st in ["ok", "bad", "bad", "ok", "ok", "evil"]: s(Event(state=st))
+    >>> [e.state for e in out]
+    ['ok', 'bad', 'ok', 'evil']
+    """
+
+    __slots__ = ("_get", "_pairs", "_previous_event", "_previous_value", "field")
+
+    def __init__(self, field: str | Callable[[Any], Any], *children: Child,
+                 init: Any = None, pairs: bool = False) -> None:
+        self.field = field
+        self._get = field_reader(field, "changed(field, *children)",
+                                 example="changed('state', child)")
+        self._previous_value = init
+        self._previous_event: Any = None
+        self._pairs = pairs
+        self._set_children(children)
+
+    def __call__(self, event: Any) -> None:
+        value = self._get(event)
+        previous_value, previous_event = self._previous_value, self._previous_event
+        self._previous_value, self._previous_event = value, event
+        if value != previous_value:
+            self._out((previous_event, event) if self._pairs else event)
+
+
+class changed_state(Stream):
+    """Forward an event when its state differs from the last one of the same host and service.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = changed_state(out.append)
+    >>> for host, st in [("a", "ok"), ("b", "ok"), ("a", "ok"), ("a", "critical")]:
+    ...     s(Event(host=host, state=st))
+    >>> [(e.host, e.state) for e in out]
+    [('a', 'ok'), ('b', 'ok'), ('a', 'critical')]
+    """
+
+    __slots__ = ("_by",)
+
+    def __init__(self, *children: Child, init: Any = None, max_keys: int = 100_000,
+                 idle: float | None = None) -> None:
+        self._set_children(children)
+        self._by = by(["host", "service"], changed("state", *children, init=init),
+                      max_keys=max_keys, idle=idle)
+
+    def __call__(self, event: Any) -> None:
+        self._by(event)
+
+    def __len__(self) -> int:
+        return len(self._by)
+
+    def close(self) -> None:
+        self._by.close()
 
 
 class runs(Stream):
@@ -41,12 +94,10 @@ class runs(Stream):
     __slots__ = ("_get", "_length", "_previous", "field", "n")
 
     def __init__(self, n: int, field: str | Callable[[Any], Any], *children: Child) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"runs(n, field, *children): n must be a whole number of events "
-                             f">= 0, got {n!r}; e.g. runs(3, 'state', child)")
-        self.n = n
+        caller, example = "runs(n, field, *children)", "runs(3, 'state', child)"
+        self.n = count(n, caller, example=example)
         self.field = field
-        self._get = _field(field, "runs(n, field, *children)")
+        self._get = field_reader(field, caller, example=example)
         self._previous: Any = None
         # How many events in a row, ending with the latest, have equal values;
         # Clojure's (apply = window) also compares neighbours pairwise.
@@ -87,13 +138,10 @@ class stable(Stream):
     __slots__ = ("_buffer", "_get", "_previous", "_task", "dt", "field")
 
     def __init__(self, dt: float, field: str | Callable[[Any], Any], *children: Child) -> None:
-        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt >= 0 \
-                or math.isinf(dt):
-            raise ValueError(f"stable(dt, field, *children): dt must be a number of seconds "
-                             f">= 0, got {dt!r}; e.g. stable(60, 'state', child)")
-        self.dt = dt
+        caller, example = "stable(dt, field, *children)", "stable(60, 'state', child)"
+        self.dt = seconds(dt, caller, "dt", example, zero=True)
         self.field = field
-        self._get = _field(field, "stable(dt, field, *children)")
+        self._get = field_reader(field, caller, example=example)
         self._previous: Any = _UNKNOWN
         self._buffer: list[Any] = []
         self._task: Task | None = None
@@ -125,12 +173,13 @@ class stable(Stream):
         # "Held for dt" is always t >= first.time + dt, the way the due time is
         # computed, so float rounding cannot make the timer and the events disagree.
         if buffer and scheduler().now() >= buffer[0].time + self.dt:
-            self._flush()
+            self._flush(self._emit_from_timer)
 
-    def _flush(self) -> None:
+    def _flush(self, emit: Child | None = None) -> None:
         buffer, self._buffer = self._buffer, []
+        emit = emit or self._out
         for event in buffer:
-            self._out(event)
+            emit(event)
 
     def close(self) -> None:
         if self._task is not None:

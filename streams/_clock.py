@@ -1,8 +1,9 @@
 """One clock and one scheduler for every stream (Riemann's ``riemann.time``).
 
-Streams never read the wall clock: they ask :func:`scheduler` for the current
-one, which is a :class:`VirtualClock` in tests and a trio-driven scheduler in
-the server (``transport``). Both share the task queue below, so tasks run in
+Streams never read the wall clock: they ask :func:`scheduler` for the clock
+of the runtime in effect (see ``streams.Runtime``), which is a
+:class:`VirtualClock` in tests and a trio-driven scheduler in the server
+(``transport``). Both share the task queue below, so tasks run in
 ``(due, creation)`` order with the semantics of Riemann's spec §3.0.4.
 """
 
@@ -13,8 +14,13 @@ import itertools
 import logging
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
-__all__ = ["Scheduler", "Task", "VirtualClock", "install", "next_tick", "now", "scheduler"]
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = ["Scheduler", "Task", "VirtualClock", "current_runtime", "next_tick", "now", "scheduler"]
 
 log = logging.getLogger("rillet.scheduler")
 
@@ -59,6 +65,9 @@ class Scheduler:
     def __init__(self) -> None:
         self._queue: list[Task] = []
         self._ids = itertools.count()
+        # The runtime this clock belongs to: its tasks run with it in effect,
+        # whoever advances the clock (see run_due).
+        self.runtime: Runtime | None = None
 
     def now(self) -> float:
         raise NotImplementedError
@@ -93,6 +102,10 @@ class Scheduler:
     def __len__(self) -> int:
         return sum(1 for task in self._queue if not task.cancelled)
 
+    def pending(self) -> set[Task]:
+        """The tasks waiting to run (a snapshot)."""
+        return {task for task in self._queue if not task.cancelled}
+
     def _push(self, task: Task) -> Task:
         task._owner = self
         heapq.heappush(self._queue, task)
@@ -100,6 +113,19 @@ class Scheduler:
 
     def run_due(self, until: float) -> int:
         """Run every task due at or before ``until``, including ones they schedule."""
+        queue = self._queue
+        if not queue or queue[0].due > until:
+            return 0
+        runtime = self.runtime
+        if runtime is None or _runtime.get(None) is runtime:
+            return self._run_due(until)
+        token = _runtime.set(runtime)
+        try:
+            return self._run_due(until)
+        finally:
+            _runtime.reset(token)
+
+    def _run_due(self, until: float) -> int:
         ran = 0
         queue = self._queue
         while queue and queue[0].due <= until:
@@ -118,7 +144,7 @@ class Scheduler:
                 # One task's failure, even a non-Exception escaping a user's
                 # stream, must not end the loop that runs every timer (in the
                 # server, the nursery holding every connection with it).
-                if _must_propagate(error):
+                if must_propagate(error):
                     raise
                 log.error("scheduled task %r failed", task.function, exc_info=error)
             ran += 1
@@ -172,7 +198,7 @@ class VirtualClock(Scheduler):
         return f"VirtualClock(now={self._now}, tasks={len(self)})"
 
 
-def _must_propagate(error: BaseException) -> bool:
+def must_propagate(error: BaseException) -> bool:
     """Shutdown and cancellation, which no task failure handler may swallow."""
     if isinstance(error, KeyboardInterrupt | SystemExit | GeneratorExit):
         return True
@@ -181,24 +207,38 @@ def _must_propagate(error: BaseException) -> bool:
     return trio is not None and isinstance(error, trio.Cancelled)
 
 
-_current: list[Scheduler] = [VirtualClock()]
+# The one module-level handle: which runtime is in effect in this context (a
+# thread, a trio task). The runtime holds the state; ``with runtime:`` sets it.
+_runtime: ContextVar[Runtime] = ContextVar("rillet_runtime")
+
+
+def current_runtime() -> Runtime:
+    """The runtime in effect; outside any ``with runtime:`` block, one made for
+    this context on first use (as :func:`decimal.getcontext` does)."""
+    try:
+        return _runtime.get()
+    except LookupError:
+        from ._runtime import Runtime
+
+        ambient = Runtime()
+        _runtime.set(ambient)
+        return ambient
 
 
 def scheduler() -> Scheduler:
-    """The scheduler every stream uses right now."""
-    return _current[0]
+    """The clock and scheduler of the runtime in effect."""
+    try:
+        return _runtime.get().clock
+    except LookupError:
+        return current_runtime().clock
 
 
 def now() -> float:
-    """The current time of the installed scheduler, in seconds."""
-    return _current[0].now()
-
-
-def install(new: Scheduler) -> Scheduler:
-    """Make ``new`` the scheduler of every stream; returns the previous one."""
-    old = _current[0]
-    _current[0] = new
-    return old
+    """The current time of the runtime in effect, in seconds."""
+    try:
+        return _runtime.get().clock.now()
+    except LookupError:
+        return current_runtime().clock.now()
 
 
 def next_tick(anchor: float, dt: float, t: float) -> float:

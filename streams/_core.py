@@ -13,7 +13,9 @@ Failures: when a stream has several children it calls each inside its own
 ``try`` and reports a failure (log, plus the exception stream in effect)
 without stopping the siblings. With one child the call is direct, so a
 failure travels up to the nearest stream that has siblings to protect (or to
-the top-level dispatcher); that costs nothing on the hot path.
+the top-level dispatcher); that costs nothing on the hot path. What a timer
+emits goes through ``_emit_from_timer``, which reports a failure with the
+emitted event, since no caller above a timer holds it.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
-from ._clock import scheduler
-from ._event import DEFAULT_TTL, Event
+from ._clock import current_runtime, scheduler
+from ._event import Event, outlived
 from ._ratelimit import LogLimiter
+from ._validate import StreamArgumentError
 
 __all__ = [
     "REGISTRY",
@@ -101,6 +104,10 @@ class Stream(metaclass=_StreamType):
     __slots__ = ("__weakref__", "_args", "_kwargs", "_out", "children")
 
     shared: ClassVar[bool] = False
+    #: Whether a stream that is not a sink may be built without children. One
+    #: that forwards would silently discard everything, so by default that is
+    #: a config mistake; sinks (``shared``) are always childless.
+    childless: ClassVar[bool] = False
     _args: tuple[Any, ...]
     _kwargs: dict[str, Any]
 
@@ -120,11 +127,19 @@ class Stream(metaclass=_StreamType):
     def __init__(self, *children: Child) -> None:
         self._set_children(children)
 
-    def _set_children(self, children: Iterable[Child]) -> None:
+    def _set_children(self, children: Iterable[Child], *, required: bool = True) -> None:
+        """Record the children; ``required=False`` when the stream has other outputs."""
         children = tuple(children)
+        if not children and required and not self.shared and not self.childless:
+            call = repr(self)[:-1] + (", " if self._args or self._kwargs else "")
+            raise StreamArgumentError(
+                f"{self!r} has no child stream, so everything it forwards would be "
+                f"discarded; pass the streams to send to after its configuration, e.g. "
+                f"{call}index), or {call}bit_bucket()) to discard on purpose"
+            )
         for child in children:
             if not callable(child):
-                raise TypeError(
+                raise StreamArgumentError(
                     f"{type(self).__name__}(...): every child must be a stream (a callable "
                     f"taking one event), got {child!r}. Configuration comes first, then the "
                     f"children, then keyword options."
@@ -135,6 +150,15 @@ class Stream(metaclass=_StreamType):
     def __call__(self, event: Any) -> object:
         self._out(event)
         return None
+
+    def _emit_from_timer(self, item: Any) -> None:
+        """Forward what a timer produced, reporting a child's failure with ``item``.
+
+        An event's failure travels up to a caller that reports it with the
+        event; a timer has no such caller, and with one child (called
+        directly) the failure would reach the scheduler without the event.
+        """
+        call_isolated(self._out, item)
 
     # Forking -----------------------------------------------------------
 
@@ -213,7 +237,8 @@ def fan_out(children: tuple[Child, ...]) -> Child:
 
 
 def report_failure(error: BaseException, event: Any) -> None:
-    """Send a child's failure to the exception stream in effect, or log it.
+    """Send a child's failure to the exception stream in effect (the innermost
+    ``exception_stream``, else the runtime's), or log it.
 
     The log gets one line per kind of failure (exception class and the line
     that raised it) per 10 seconds, with the number held back since: a
@@ -221,6 +246,8 @@ def report_failure(error: BaseException, event: Any) -> None:
     event. The exception stream gets every failure.
     """
     target = _error_stream.get()
+    if target is None:
+        target = current_runtime().exception_stream
     if target is None:
         _failure_log().error(_failure_kind(error), "stream failed on %r", event, exc_info=error)
         return
@@ -298,8 +325,7 @@ def is_expired(event: Any, now: float | None = None) -> bool:
         return False
     if now is None:
         now = scheduler().now()
-    ttl = event.ttl
-    return bool(now - time > (DEFAULT_TTL if ttl is None else ttl))
+    return bool(outlived(time, event.ttl, now))
 
 
 def expire_event(event: Any) -> Event:
@@ -353,7 +379,7 @@ class exception_stream(Stream):
 
     def __init__(self, handler: Child, *children: Child) -> None:
         if not callable(handler):
-            raise TypeError(
+            raise StreamArgumentError(
                 f"exception_stream(handler, *children): handler must be a stream, got {handler!r}"
             )
         self.handler = handler

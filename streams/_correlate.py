@@ -8,8 +8,8 @@ from typing import Any
 from ._clock import scheduler
 from ._core import Child, Stream, call_isolated, expire_event, is_expired
 from ._filters import predicate
-from ._match import field_getter
 from ._partition import key_function
+from ._validate import argument_error, count, field_reader, function
 
 __all__ = ["clock_skew", "coalesce_with_event", "project", "top"]
 
@@ -48,11 +48,10 @@ class top(Stream):
     def __init__(self, k: int, f: str | Callable[[Any], Any], top_stream: Child,
                  bottom_stream: Child | None = None, *, demote: bool | None = None) -> None:
         caller = "top(k, f, top_stream, bottom_stream=None, *, demote=None)"
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"{caller}: k must be a whole number >= 1, got {k!r}")
-        self.k = k
+        self.k = count(k, caller, "k", minimum=1, what="events",
+                       example="top(3, 'metric', child)")
         self.f = f
-        self._f = field_getter(f)
+        self._f = field_reader(f, caller, "f", "top(3, 'metric', child)")
         self.demote = bottom_stream is not None if demote is None else bool(demote)
         self._set_children((top_stream,) if bottom_stream is None
                            else (top_stream, bottom_stream))
@@ -138,9 +137,8 @@ class project(Stream):
     def __init__(self, conditions: Sequence[Any], *children: Child) -> None:
         caller = "project(conditions, *children)"
         if isinstance(conditions, (str, Mapping)) or not isinstance(conditions, Sequence):
-            raise TypeError(f"{caller}: conditions must be a list of conditions, got "
-                            f"{conditions!r}; e.g. project(['service = \"used\"', "
-                            f"'service = \"total\"'], ...)")
+            raise argument_error(caller, "conditions", conditions, "a list of conditions",
+                                 "project(['service = \"used\"', 'service = \"total\"'], ...)")
         self.conditions = conditions
         self._tests = [_condition(c, caller) for c in conditions]
         self._slots: list[Any] = [None] * len(self._tests)
@@ -184,15 +182,13 @@ class coalesce_with_event(Stream):
     """
 
     __slots__ = ("_key", "_latest", "child", "keyfn")
+    childless = True  # its output goes to the child function it is given
 
     def __init__(self, keyfn: Any, child: Callable[[Any, list[Any]], object]) -> None:
         caller = "coalesce_with_event(keyfn, child)"
         self.keyfn = keyfn
         self._key = key_function(keyfn, caller)
-        if not callable(child):
-            raise TypeError(f"{caller}: child must be a function of (event, events), "
-                            f"got {child!r}")
-        self.child = child
+        self.child = function(child, caller, "child", "(event, events)")
         self._latest: dict[Any, Any] = {}
         self._set_children(())
 

@@ -18,6 +18,20 @@ __all__ = ["DEFAULT_TTL", "FIELDS", "Event", "LazyEvent"]
 #: ``index/default-ttl``).
 DEFAULT_TTL = 60.0
 
+
+
+def outlived(time: float, ttl: float | None, now: float) -> bool:
+    """Riemann's expiry rule: more than ``ttl`` seconds (60 when None) have passed since ``time``.
+
+    The one home of the rule that :func:`streams.is_expired`, the index's
+    sweep and the periodic streams' timers all apply.
+
+    >>> outlived(0, 5, now=6), outlived(0, 5, now=5), outlived(0, None, now=61)
+    (True, False, True)
+    """
+    return now - time > (DEFAULT_TTL if ttl is None else ttl)
+
+
 #: The base fields, in Riemann's order.
 FIELDS = ("host", "service", "state", "description", "metric", "tags", "time", "ttl")
 

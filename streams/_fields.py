@@ -1,50 +1,24 @@
-"""Plumbing and field transformers: smap, with_, default, tag (spec §3.1, §3.3)."""
+"""Field transformers: with_, default, tag (spec §3.3)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import toolz
+
 from ._core import Child, Stream
+from ._validate import argument_error, field_keyword, tag_list
 
-__all__ = ["default", "smap", "tag", "with_"]
-
-
-class smap(Stream):
-    """Forward ``f(event)`` unless it is None.
-
-    >>> from streams import Event
-    >>> out = []
-    >>> s = smap(lambda e: e.evolve(metric=e.metric * 2), out.append)
-    >>> s(Event(metric=21)); out
-    [Event(metric=42)]
-    """
-
-    __slots__ = ("function",)
-
-    def __init__(self, function: Callable[[Any], Any], *children: Child) -> None:
-        if not callable(function):
-            raise TypeError(
-                f"smap(function, *children): function must be callable, got {function!r}; "
-                f"to set fields use with_(...)"
-            )
-        self.function = function
-        self._set_children(children)
-
-    def __call__(self, event: Any) -> None:
-        value = self.function(event)
-        if value is not None:
-            self._out(value)
+__all__ = ["default", "tag", "with_"]
 
 
 def _changes(
     fields: dict[str, Any] | None, keywords: dict[str, Any], caller: str
 ) -> dict[str, Any]:
-    changes = dict(fields or {})
-    changes.update(keywords)
+    changes: dict[str, Any] = toolz.merge(fields or {}, keywords)
     for key in changes:
-        if not isinstance(key, str):
-            raise TypeError(f"{caller}: field names must be strings, got {key!r}")
+        field_keyword(key, caller)
     return changes
 
 
@@ -69,12 +43,10 @@ class with_(Stream):
     def __init__(self, fields: dict[str, Any] | None = None, *children: Child,
                  **changes: Any) -> None:
         if fields is not None and not isinstance(fields, dict):
-            raise TypeError(
-                f"with_(fields, *children, **changes): fields must be a dict or None, "
-                f"got {fields!r}; write with_(None, child, state='ok') or "
-                f"with_({{'state': 'ok'}}, child)"
-            )
-        self.changes = _changes(fields, changes, "with_")
+            raise argument_error("with_(fields, *children, **changes)", "fields", fields,
+                                 "a dict or None",
+                                 "with_(None, child, state='ok') or with_({'state': 'ok'}, child)")
+        self.changes = _changes(fields, changes, "with_(fields, *children, **changes)")
         self._set_children(children)
 
     def __call__(self, event: Any) -> None:
@@ -101,11 +73,9 @@ class default(Stream):
     def __init__(self, fields: dict[str, Any] | None = None, *children: Child,
                  **defaults: Any) -> None:
         if fields is not None and not isinstance(fields, dict):
-            raise TypeError(
-                f"default(fields, *children, **defaults): fields must be a dict or None, "
-                f"got {fields!r}; write default({{'ttl': 60}}, child)"
-            )
-        self.defaults = _changes(fields, defaults, "default")
+            raise argument_error("default(fields, *children, **defaults)", "fields", fields,
+                                 "a dict or None", "default({'ttl': 60}, child)")
+        self.defaults = _changes(fields, defaults, "default(fields, *children, **defaults)")
         self._set_children(children)
 
     def _fill(self, event: Any) -> Any:
@@ -128,12 +98,7 @@ class tag(Stream):
     __slots__ = ("tags",)
 
     def __init__(self, tags: str | Iterable[str], *children: Child) -> None:
-        values = (tags,) if isinstance(tags, str) else (
-            tuple(tags) if isinstance(tags, Iterable) else None)
-        if values is None or not all(isinstance(t, str) for t in values):
-            raise TypeError(f"tag(tags, *children): tags must be a tag or a list of tags "
-                            f"(strings), got {tags!r}; e.g. tag(['web', 'prod'], child)")
-        self.tags = values
+        self.tags = tag_list(tags, "tag(tags, *children)", example="tag(['web', 'prod'], child)")
         self._set_children(children)
 
     def _tag(self, event: Any) -> Any:

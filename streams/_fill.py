@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._aggregate import positive_seconds
 from ._clock import Task, scheduler
 from ._core import Child, Stream, is_expired, rescued
 from ._event import Event
 from ._periodic import PeriodicUntilExpired
+from ._validate import argument_error, seconds
 
 __all__ = ["fill_in", "fill_in_last", "interpolate_constant"]
 
@@ -59,8 +59,8 @@ def _as_event(value: Any, caller: str) -> Any:
         return value
     if isinstance(value, Mapping):
         return Event(**value)
-    raise TypeError(f"{caller}: default_event must be an Event or a dict of fields, got "
-                    f"{value!r}; e.g. Event(service='heartbeat', metric=0)")
+    raise argument_error(caller, "default_event", value, "an Event or a dict of fields",
+                         "Event(service='heartbeat', metric=0)")
 
 
 class fill_in(Stream):
@@ -84,7 +84,7 @@ class fill_in(Stream):
     def __init__(self, interval: float, default_event: Event | Mapping[str, Any],
                  *children: Child) -> None:
         caller = "fill_in(interval, default_event, *children)"
-        self.interval = positive_seconds(interval, caller)
+        self.interval = seconds(interval, caller)
         self.default_event = default_event
         self._default = _as_event(default_event, caller)
         self._set_children(children)
@@ -96,7 +96,7 @@ class fill_in(Stream):
         self._out(event)
 
     def _fill(self) -> None:
-        self._out(self._default.evolve(time=scheduler().now()))
+        self._emit_from_timer(self._default.evolve(time=scheduler().now()))
 
     def close(self) -> None:
         self._quiet.stop()
@@ -125,7 +125,7 @@ class fill_in_last(Stream):
     def __init__(self, interval: float,
                  update: Mapping[str, Any] | Callable[[Any], Any], *children: Child) -> None:
         caller = "fill_in_last(interval, update, *children)"
-        self.interval = positive_seconds(interval, caller)
+        self.interval = seconds(interval, caller)
         self.update = update
         if isinstance(update, Mapping):
             changes = dict(update)
@@ -133,8 +133,9 @@ class fill_in_last(Stream):
         elif callable(update):
             self._update = update
         else:
-            raise TypeError(f"{caller}: update must be a dict of fields or a function of the "
-                            f"last event, got {update!r}; e.g. {{'state': 'stale'}}")
+            raise argument_error(caller, "update", update,
+                                 "a dict of fields or a function of the last event",
+                                 "{'state': 'stale'}")
         self._set_children(children)
         self._last: Any = None
         self._quiet = _Quiet(self.interval, self._fill)
@@ -145,7 +146,7 @@ class fill_in_last(Stream):
         self._out(event)
 
     def _fill(self) -> None:
-        self._out(self._update(self._last).evolve(time=scheduler().now()))
+        self._emit_from_timer(self._update(self._last).evolve(time=scheduler().now()))
 
     def close(self) -> None:
         self._quiet.stop()
@@ -171,7 +172,7 @@ class interpolate_constant(Stream):
     __slots__ = ("_latest", "_timer", "interval")
 
     def __init__(self, interval: float, *children: Child) -> None:
-        self.interval = positive_seconds(interval, "interpolate_constant(interval, *children)")
+        self.interval = seconds(interval, "interpolate_constant(interval, *children)")
         self._set_children(children)
         self._latest: Any = None
         self._timer = PeriodicUntilExpired(self.interval, self._emit)
@@ -186,7 +187,7 @@ class interpolate_constant(Stream):
     def _emit(self) -> None:
         latest = self._latest
         if latest is not None:
-            self._out(latest.evolve(time=scheduler().now()))
+            self._emit_from_timer(latest.evolve(time=scheduler().now()))
 
     def close(self) -> None:
         self._timer.stop()

@@ -7,6 +7,7 @@ from typing import Any
 
 from ._core import Child, Stream, entry_point, fan_out, is_expired
 from ._match import field_getter, matcher
+from ._validate import StreamArgumentError, argument_error, field_keyword, number, tag_list
 
 __all__ = [
     "expired", "not_expired", "over", "split", "tagged", "tagged_all", "tagged_any",
@@ -24,23 +25,19 @@ def predicate(expression: Any, fields: dict[str, Any], caller: str) -> Callable[
     elif callable(expression):
         tests.append(expression)
     elif expression is not None:
-        raise TypeError(
-            f"{caller}: the condition must be a function of the event, a query string or "
-            f"field=pattern keywords, got {expression!r}; for example "
-            f"where(lambda e: e.metric > 3, ...) or where('service =~ \"api%\"', ...) "
-            f"or where(None, ..., service=re.compile('^api'))"
-        )
+        raise argument_error(
+            caller, "the condition", expression,
+            "a function of the event, a query string or field=pattern keywords",
+            "where(lambda e: e.metric > 3, ...) or where('service =~ \"api%\"', ...) "
+            "or where(None, ..., service=re.compile('^api'))")
     for field, pattern in fields.items():
-        tests.append(_field_test(field_getter(field), matcher(pattern)))
+        tests.append(matcher(pattern, field_getter(field_keyword(field, caller))))
     if not tests:
-        raise TypeError(f"{caller}: give a condition, e.g. where(lambda e: e.metric > 3, child)")
+        raise StreamArgumentError(
+            f"{caller}: give a condition, e.g. where(lambda e: e.metric > 3, child)")
     if len(tests) == 1:
         return tests[0]
     return lambda event: all(test(event) for test in tests)
-
-
-def _field_test(get: Callable[[Any], Any], test: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda event: test(get(event))
 
 
 class where(Stream):
@@ -64,8 +61,8 @@ class where(Stream):
     def __init__(self, condition: Any, *children: Child, else_: Child | Iterable[Child] = (),
                  **fields: Any) -> None:
         self.predicate = predicate(condition, fields, "where(condition, *children)")
-        self._set_children(children)
         else_children = (else_,) if callable(else_) else tuple(else_)
+        self._set_children(children, required=not else_children)
         self._else_children = else_children
         self._else = fan_out(else_children) if else_children else None
 
@@ -121,13 +118,8 @@ class split(Stream):
 
 
 def _as_tag_set(tags: str | Iterable[str], caller: str) -> frozenset[str]:
-    if isinstance(tags, str):
-        return frozenset((tags,))
-    values = tuple(tags) if isinstance(tags, Iterable) else None
-    if values is None or not all(isinstance(t, str) for t in values):
-        raise TypeError(f"{caller}: tags must be a tag or a list of tags (strings), got "
-                        f"{tags!r}; e.g. {caller.split('(')[0]}(['web', 'prod'], child)")
-    return frozenset(values)
+    return frozenset(tag_list(tags, caller, example=f"{caller.split('(')[0]}(['web', 'prod'], "
+                                                    f"child)"))
 
 
 class tagged_all(Stream):
@@ -223,9 +215,7 @@ class not_expired(Stream):
 
 
 def _threshold(value: Any, caller: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{caller}: the threshold must be a number, got {value!r}")
-    return value
+    return number(value, caller, "threshold")
 
 
 class over(Stream):

@@ -9,9 +9,9 @@ Event(host='web1', service='cpu', metric=0.7, time=1)
 [Event(host='web1', service='cpu', metric=0.7, time=1)]
 
 In a config, ``index`` (lower case) is the stream that feeds the index of the
-running core, as in Riemann: ``streams(where(...), index)``. The server
-installs its core's :class:`Index` with :func:`install_index`; the index
-survives config reloads.
+running config, as in Riemann: ``streams(where(...), index)``. It feeds the
+:class:`Index` of the runtime in effect (``streams.Runtime``), which survives
+config reloads.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._clock import Task, _must_propagate, scheduler
+from ._clock import Task, _runtime, current_runtime, must_propagate, scheduler
 from ._core import Stream, report_failure
-from ._event import DEFAULT_TTL, Event, LazyEvent
+from ._event import Event, LazyEvent, outlived
 from ._query import Query, compile_query, lookup_key
+from ._validate import StreamArgumentError, seconds, stream
 
 __all__ = [
     "Index",
@@ -33,7 +34,6 @@ __all__ = [
     "current_index",
     "delete_from_index",
     "index",
-    "install_index",
 ]
 
 log = logging.getLogger("rillet.index")
@@ -274,10 +274,7 @@ class Index(Stream):
                 if event is None:
                     continue
                 try:
-                    ttl = event.ttl
-                    if ttl is None:
-                        ttl = DEFAULT_TTL
-                    stale = ttl < now - event.time  # type: ignore[operator]
+                    stale = outlived(event.time, event.ttl, now)  # type: ignore[arg-type]
                 except Exception:
                     log.warning("removing an event whose ttl or time is broken: %r", event,
                                 exc_info=True)
@@ -339,17 +336,17 @@ class Reaper:
     A tombstone keeps only ``keep_keys`` of the expired event (those it has;
     ``"all"`` keeps everything) and gets ``state="expired"`` and ``time=now``.
 
-    >>> from streams._clock import VirtualClock, install
-    >>> old_clock = install(VirtualClock())
+    >>> from streams import Runtime
     >>> idx, out = Index(), []
-    >>> idx(Event(host="h", service="s", metric=3, ttl=5, time=0))
-    >>> reaper = idx.start_reaper(10, out.append)
+    >>> with Runtime() as runtime:
+    ...     idx(Event(host="h", service="s", metric=3, ttl=5, time=0))
+    ...     reaper = idx.start_reaper(10, out.append)
+    ...     runtime.clock.advance(10)
     >>> reaper
     Reaper(interval=10, keep_keys=('host', 'service'))
-    >>> scheduler().advance(10)
     >>> out
     [Event(host='h', service='s', state='expired', time=10)]
-    >>> reaper.stop(); _ = install(old_clock)
+    >>> reaper.stop()
     """
 
     __slots__ = ("_continue", "_sweeping", "index", "interval", "keep_keys", "streams", "task")
@@ -362,15 +359,12 @@ class Reaper:
         *,
         keep_keys: Iterable[str] | Literal["all"] = ("host", "service"),
     ) -> None:
-        if not (isinstance(interval, (int, float)) and interval > 0):
-            raise ValueError(
-                f"the reaper interval must be a number of seconds > 0, got {interval!r}; "
-                f"e.g. start_reaper(10)"
-            )
-        if streams is not None and not callable(streams):
-            raise TypeError(f"the reaper's streams must be a stream (callable), got {streams!r}")
+        caller = "start_reaper(interval, streams=None, *, keep_keys=('host', 'service'))"
+        interval = seconds(interval, caller, "interval", "start_reaper(10)")
+        if streams is not None:
+            stream(streams, caller, "streams")
         if isinstance(keep_keys, str) and keep_keys != "all":
-            raise TypeError(
+            raise StreamArgumentError(
                 f"keep_keys must be field names or \"all\", got the string {keep_keys!r}; "
                 f"write keep_keys=({keep_keys!r},)"
             )
@@ -457,7 +451,7 @@ class Reaper:
                 # The event is already out of the index: a failure, even a
                 # non-Exception from a user stream, must not cost the other
                 # expired events their tombstones.
-                if _must_propagate(error):
+                if must_propagate(error):
                     raise
                 report_failure(error, event)
         return sent
@@ -468,34 +462,22 @@ class Reaper:
 
 # The config-level `index` ---------------------------------------------------
 
-_current: list[Index] = [Index()]
-
-
 def current_index() -> Index:
-    """The index that the config-level ``index`` stream feeds right now."""
-    return _current[0]
-
-
-def install_index(new: Index) -> Index:
-    """Make ``new`` the index that ``index`` feeds; returns the previous one."""
-    if not isinstance(new, Index):
-        raise TypeError(f"install_index(new) takes an Index(), got {new!r}")
-    old = _current[0]
-    _current[0] = new
-    return old
+    """The index of the runtime in effect: the one the config-level ``index`` feeds."""
+    return current_runtime().index
 
 
 class _IndexStream(Stream):
-    """``index`` in a config: feeds whichever :class:`Index` the server installed.
+    """``index`` in a config: feeds the :class:`Index` of the runtime in effect.
 
     Other attributes (``search``, ``lookup``, ...) read through to that index.
 
-    >>> previous = install_index(Index())
-    >>> index(Event(host="a", time=1)); index.lookup("a", None)
+    >>> from streams import Runtime
+    >>> with Runtime():
+    ...     index(Event(host="a", time=1)); index.lookup("a", None)
     Event(host='a', time=1)
     >>> index
     index
-    >>> _ = install_index(previous)
     """
 
     __slots__ = ()
@@ -505,11 +487,18 @@ class _IndexStream(Stream):
     def __init__(self) -> None:
         self._set_children(())
 
-    def __call__(self, event: Event) -> None:
-        _current[0](event)
+    def __call__(self, event: Event = None) -> None:  # type: ignore[assignment]
+        if event is None:
+            raise TypeError("index() takes an event: in a config, use `index`, not `index()` "
+                            "(the Clojure habit), e.g. streams(where(...), index)")
+        try:
+            runtime = _runtime.get()
+        except LookupError:
+            runtime = current_runtime()
+        runtime.index(event)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(_current[0], name)
+        return getattr(current_runtime().index, name)
 
     def __repr__(self) -> str:
         return "index"
@@ -526,13 +515,13 @@ class delete_from_index(Stream):
     With ``fields`` (a name or a list) it removes every indexed event whose
     values for those fields equal the event's.
 
-    >>> previous = install_index(Index())
-    >>> index(Event(host="a", service="x", state="ok", time=1))
-    >>> index(Event(host="a", service="y", state="ok", time=1))
-    >>> delete_from_index(["host", "state"])(Event(host="a", state="ok"))
-    >>> len(current_index())
+    >>> from streams import Runtime
+    >>> with Runtime() as runtime:
+    ...     index(Event(host="a", service="x", state="ok", time=1))
+    ...     index(Event(host="a", service="y", state="ok", time=1))
+    ...     delete_from_index(["host", "state"])(Event(host="a", state="ok"))
+    >>> len(runtime.index)
     0
-    >>> _ = install_index(previous)
     """
 
     __slots__ = ("_getters", "fields")
@@ -547,7 +536,7 @@ class delete_from_index(Stream):
         self._set_children(())
 
     def __call__(self, event: Event) -> None:
-        target = _current[0]
+        target = current_runtime().index
         if not self._getters:
             target.delete(event)
             return

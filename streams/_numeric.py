@@ -7,22 +7,15 @@ import math
 from collections import deque
 from typing import Any
 
-from ._aggregate import positive_seconds
 from ._clock import scheduler
 from ._core import Child, Stream, register_stream
 from ._periodic import PeriodicUntilExpired
+from ._validate import count, is_number, number, seconds, unit_interval
 
 __all__ = [
     "counter", "ddt", "ddt_events", "ddt_real", "ewma", "ewma_timeless", "mean_over_time",
     "predict_linear", "sum_over_time",
 ]
-
-
-def _number(value: Any, caller: str, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
-            or math.isinf(value):
-        raise TypeError(f"{caller}: {name} must be a finite number, got {value!r}")
-    return value
 
 
 class _RunningMetric(Stream):
@@ -60,7 +53,7 @@ class counter(_RunningMetric):
     __slots__ = ("_total",)
 
     def __init__(self, *children: Child, initial: float = 0) -> None:
-        self._total: float = _number(initial, "counter(*children, initial=0)", "initial")
+        self._total: float = number(initial, "counter(*children, initial=0)", "initial")
         self._set_children(children)
 
     def _step(self, event: Any, metric: float) -> float:
@@ -135,11 +128,8 @@ class ewma_timeless(_RunningMetric):
     __slots__ = ("_m", "r")
 
     def __init__(self, r: float, *children: Child) -> None:
-        caller = "ewma_timeless(r, *children)"
-        self.r = _number(r, caller, "r")
-        if not 0 <= r <= 1:
-            raise ValueError(f"{caller}: r is the weight of the newest metric, from 0 to 1; "
-                             f"got {r!r}")
+        self.r = unit_interval(r, "ewma_timeless(r, *children)", "r",
+                               "the weight of the newest metric", "ewma_timeless(0.5, child)")
         self._m: float = 0
         self._set_children(children)
 
@@ -170,7 +160,7 @@ class ewma(Stream):
     __slots__ = ("_metric", "_r", "_time", "halflife")
 
     def __init__(self, halflife: float, *children: Child) -> None:
-        self.halflife = positive_seconds(halflife, "ewma(halflife, *children)", "halflife")
+        self.halflife = seconds(halflife, "ewma(halflife, *children)", "halflife")
         self._r = 0.5 ** (1 / self.halflife)
         self._metric: float = 0
         self._time: float | None = None
@@ -207,7 +197,9 @@ class ddt_events(Stream):
     """Forward each metric's rate of change per second since the previous one (event time).
 
     The first metric-bearing event, and any at the same time as its
-    predecessor, produce nothing. Events without a metric are ignored.
+    predecessor, produce nothing. Events without a metric are ignored. A
+    metric-bearing event without a time fails when it is compared: as in
+    Riemann, the first one is accepted and the next one raises.
 
     >>> from streams import Event
     >>> out = []
@@ -227,11 +219,14 @@ class ddt_events(Stream):
         metric = event.metric
         if metric is None:
             return
-        time = _time_of(event, "ddt_events(*children)")
+        # As Riemann: the event becomes the previous one before anything is
+        # checked, so a first event without a time is accepted and the next
+        # one fails (and one after that works again).
         previous, self._previous = self._previous, event
         if previous is None:
             return
-        dt = time - previous.time
+        caller = "ddt_events(*children)"
+        dt = _time_of(event, caller) - _time_of(previous, caller)
         if dt:
             self._out(event.evolve(metric=(metric - previous.metric) / dt))
 
@@ -257,7 +252,7 @@ class ddt_real(Stream):
     __slots__ = ("_fresh", "_newest", "_older", "_seen", "_timer", "interval")
 
     def __init__(self, interval: float, *children: Child) -> None:
-        self.interval = positive_seconds(interval, "ddt_real(interval, *children)")
+        self.interval = seconds(interval, "ddt_real(interval, *children)")
         self._set_children(children)
         self._fresh: Any = None
         self._newest: Any = None
@@ -282,7 +277,7 @@ class ddt_real(Stream):
         caller = "ddt_real(interval, *children)"
         dt = _time_of(newest, caller) - _time_of(older, caller)
         rate = (newest.metric - older.metric) / dt if dt else 0
-        self._out(newest.evolve(metric=rate, time=scheduler().now()))
+        self._emit_from_timer(newest.evolve(metric=rate, time=scheduler().now()))
 
     def close(self) -> None:
         self._timer.stop()
@@ -297,7 +292,7 @@ def ddt(*args: Any) -> Stream:
     >>> ddt(print), ddt(5, print)
     (ddt_events(print), ddt_real(5, print))
     """
-    if args and isinstance(args[0], (int, float)) and not isinstance(args[0], bool):
+    if args and is_number(args[0]):
         return ddt_real(*args)
     return ddt_events(*args)
 
@@ -326,12 +321,10 @@ class predict_linear(Stream):
     def __init__(self, n: int, s: float, *children: Child,
                  rebuild_every: float | None = None) -> None:
         caller = "predict_linear(n, s, *children, rebuild_every=None)"
-        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-            raise ValueError(f"{caller}: n must be a whole number of events >= 2, got {n!r}")
-        self.n = n
-        self.s = _number(s, caller, "s")
+        self.n = count(n, caller, minimum=2, example="predict_linear(10, 60, child)")
+        self.s = number(s, caller, "s", "predict_linear(10, 60, child)")
         if rebuild_every is not None:
-            positive_seconds(rebuild_every, caller, "rebuild_every")
+            rebuild_every = seconds(rebuild_every, caller, "rebuild_every")
         self.rebuild_every = rebuild_every
         self._window: deque[Any] = deque(maxlen=n)
         self._line: tuple[float, float] | None = None

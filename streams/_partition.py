@@ -1,4 +1,4 @@
-"""Partitioning and change detection: by, changed, changed_state (spec §3.4, §3.5)."""
+"""Partitioning: by, by_builder, by_fn (spec §3.4)."""
 
 from __future__ import annotations
 
@@ -9,29 +9,29 @@ from typing import Any
 from ._clock import Task, scheduler
 from ._core import Child, Stream, fan_out
 from ._match import field_getter
+from ._validate import StreamArgumentError, argument_error, count, field_reader, seconds
 
-__all__ = ["by", "changed", "changed_state"]
+__all__ = ["by", "by_builder", "by_fn"]
 
 def key_function(fields: Any, caller: str) -> Callable[[Any], Any]:
     """A field name, a function, or a list of them → one key function."""
     if isinstance(fields, (list, tuple)):
         if not fields:
-            raise ValueError(
+            raise StreamArgumentError(
                 f"{caller}: give at least one field, e.g. by(['host', 'service'], ...)"
             )
         if all(isinstance(f, str) and f in _BASE for f in fields):
             if len(fields) == 1:
                 return operator.attrgetter(fields[0])
             return operator.attrgetter(*fields)
-        getters = [field_getter(f) for f in fields]
+        getters = [field_reader(f, caller, f"every field of {fields!r}") for f in fields]
         return lambda event: tuple(get(event) for get in getters)
     try:
         return field_getter(fields)
     except TypeError:
-        raise TypeError(
-            f"{caller}: fields must be a field name, a function of the event, or a list of "
-            f"them, got {fields!r}; e.g. by('host', ...) or by(['host', 'service'], ...)"
-        ) from None
+        raise argument_error(caller, "fields", fields,
+                             "a field name, a function of the event, or a list of them",
+                             "by('host', ...) or by(['host', 'service'], ...)") from None
 
 
 _BASE = frozenset(("host", "service", "state", "description", "metric", "tags", "time", "ttl"))
@@ -63,12 +63,12 @@ class by(Stream):
         self.fields = fields
         self._key = key_function(fields, "by(fields, *children)")
         if not children:
-            raise TypeError("by(fields, *children): give the streams to fork per key, "
-                            "e.g. by('host', rate(5, sink))")
-        if isinstance(max_keys, bool) or not (isinstance(max_keys, int) and max_keys > 0):
-            raise ValueError(f"by(..., max_keys={max_keys!r}): max_keys must be a positive int")
-        if idle is not None and not idle > 0:
-            raise ValueError(f"by(..., idle={idle!r}): idle must be > 0 seconds or None")
+            raise StreamArgumentError("by(fields, *children): give the streams to fork per key, "
+                                      "e.g. by('host', rate(5, sink))")
+        caller = "by(fields, *children, max_keys=100_000, idle=None)"
+        count(max_keys, caller, "max_keys", minimum=1, what="keys")
+        if idle is not None:
+            seconds(idle, caller, "idle", "by('host', child, idle=3600)")
         self._set_children(children)
         # The templates never see an event; every key gets fresh forks. Streams that
         # start a timer when built (fill_in) must not keep ticking in the template.
@@ -145,63 +145,63 @@ def _close(forks: tuple[Any, ...]) -> None:
             fork.close()
 
 
-class changed(Stream):
-    """Forward events whose ``field`` (a name or function) differs from the previous event's.
+class _Built(Stream):
+    """A by-fork that builds its streams from the key of the first event it sees."""
 
-    With ``pairs=True`` it forwards ``(previous_event, event)`` instead. ``init``
-    is the value assumed before the first event.
+    __slots__ = ("_getters", "_inner", "factory", "unpack")
+    childless = True  # its streams come from the factory, per key
 
-    >>> from streams import Event
-    >>> out = []
-    >>> s = changed("state", out.append)
-    >>> for st in ["ok", "bad", "bad", "ok", "ok", "evil"]: s(Event(state=st))
-    >>> [e.state for e in out]
-    ['ok', 'bad', 'ok', 'evil']
-    """
-
-    __slots__ = ("_get", "_pairs", "_previous_event", "_previous_value", "field")
-
-    def __init__(self, field: str | Callable[[Any], Any], *children: Child,
-                 init: Any = None, pairs: bool = False) -> None:
-        self.field = field
-        try:
-            self._get = field_getter(field)
-        except TypeError:
-            raise TypeError(f"changed(field, *children): field must be a field name or a "
-                            f"function of the event, got {field!r}; e.g. changed('state', "
-                            f"child)") from None
-        self._previous_value = init
-        self._previous_event: Any = None
-        self._pairs = pairs
-        self._set_children(children)
+    def __init__(self, factory: Callable[..., Any], getters: tuple[Callable[[Any], Any], ...],
+                 unpack: bool) -> None:
+        self.factory = factory
+        self._getters = getters
+        self.unpack = unpack
+        self._inner: Child | None = None
+        self._set_children(())
 
     def __call__(self, event: Any) -> None:
-        value = self._get(event)
-        previous_value, previous_event = self._previous_value, self._previous_event
-        self._previous_value, self._previous_event = value, event
-        if value != previous_value:
-            self._out((previous_event, event) if self._pairs else event)
+        inner = self._inner
+        if inner is None:
+            inner = self._inner = self._build(event)
+        inner(event)
+
+    def _build(self, event: Any) -> Child:
+        if self.unpack:
+            built = self.factory(*(get(event) for get in self._getters))
+        else:
+            built = self.factory()
+        streams = tuple(built) if isinstance(built, (list, tuple)) else (built,)
+        if not streams or not all(callable(s) for s in streams):
+            raise TypeError(f"the factory {self.factory!r} must return a stream or a list of "
+                            f"streams, got {built!r}")
+        self._set_children(streams)
+        return self._out
 
 
-class changed_state(Stream):
-    """Forward an event when its state differs from the last one of the same host and service.
+class _ByFactory(Stream):
+    """``by`` whose per-key streams come from a factory rather than forked templates."""
 
-    >>> from streams import Event
-    >>> out = []
-    >>> s = changed_state(out.append)
-    >>> for host, st in [("a", "ok"), ("b", "ok"), ("a", "ok"), ("a", "critical")]:
-    ...     s(Event(host=host, state=st))
-    >>> [(e.host, e.state) for e in out]
-    [('a', 'ok'), ('b', 'ok'), ('a', 'critical')]
-    """
+    __slots__ = ("_by", "factory", "fields")
+    childless = True  # its streams come from the factory, per key
+    _unpack: bool
 
-    __slots__ = ("_by",)
-
-    def __init__(self, *children: Child, init: Any = None, max_keys: int = 100_000,
+    def __init__(self, fields: str | Callable[[Any], Any] | Sequence[Any],
+                 factory: Callable[..., Any], *, max_keys: int = 100_000,
                  idle: float | None = None) -> None:
-        self._set_children(children)
-        self._by = by(["host", "service"], changed("state", *children, init=init),
-                      max_keys=max_keys, idle=idle)
+        name = type(self).__name__
+        if not callable(factory) or isinstance(factory, Stream):
+            example = "lambda host: rate(5, sink)" if self._unpack else "lambda: rate(5, sink)"
+            raise argument_error(f"{name}(fields, factory)", "factory", factory,
+                                 "a function returning the streams for one key",
+                                 f"{name}('host', {example})")
+        listed = list(fields) if isinstance(fields, (list, tuple)) else [fields]
+        getters = tuple(field_getter(f) for f in listed if isinstance(f, str) or callable(f))
+        self.fields = fields
+        self.factory = factory
+        self._set_children(())
+        # by validates fields, max_keys and idle, and owns eviction of idle keys.
+        self._by = by(fields, _Built(factory, getters, self._unpack), max_keys=max_keys,
+                      idle=idle)
 
     def __call__(self, event: Any) -> None:
         self._by(event)
@@ -209,6 +209,46 @@ class changed_state(Stream):
     def __len__(self) -> int:
         return len(self._by)
 
+    def keys(self) -> list[Any]:
+        """The keys that currently have streams."""
+        return self._by.keys()
+
+    def statistics(self) -> dict[str, int]:
+        return self._by.statistics()
+
     def close(self) -> None:
         self._by.close()
 
+
+class by_builder(_ByFactory):
+    """Like ``by``, but each key's streams come from ``factory(*key_values)``.
+
+    The factory gets one argument per field (Riemann's ``by-builder`` binds
+    names to the key), so per-key streams can use the key, e.g. in a service
+    name. Keys are bounded like ``by`` (``max_keys``, ``idle``).
+
+    >>> from streams import Event, with_
+    >>> out = []
+    >>> s = by_builder("host", lambda host: with_(None, out.append, service=f"{host} seen"))
+    >>> s(Event(host="a")); s(Event(host="b")); s(Event(host="a"))
+    >>> [e.service for e in out], len(s)
+    (['a seen', 'b seen', 'a seen'], 2)
+    """
+
+    __slots__ = ()
+    _unpack = True
+
+
+class by_fn(_ByFactory):
+    """Like ``by``, but each key's streams come from calling ``factory()`` afresh.
+
+    >>> from streams import Event, sreduce
+    >>> out = []
+    >>> s = by_fn("host", lambda: sreduce(lambda n, e: n + 1, out.append, init=0))
+    >>> for h in ["a", "b", "a"]: s(Event(host=h))
+    >>> out
+    [1, 1, 2]
+    """
+
+    __slots__ = ()
+    _unpack = False

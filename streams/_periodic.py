@@ -11,7 +11,8 @@ from typing import Any
 
 from ._clock import Task, next_tick, scheduler
 from ._core import rescued
-from ._event import DEFAULT_TTL
+from ._event import outlived
+from ._validate import seconds
 
 __all__ = ["PeriodicUntilExpired", "TimeWindows"]
 
@@ -35,8 +36,7 @@ class PeriodicUntilExpired:
         self._clock = scheduler()
 
     def observe(self, event: Any) -> bool:
-        # On the hot path of rate and friends: is_expired is inlined here. A running
-        # timer's clock is the current one; without a timer, ask for it afresh.
+        # A running timer's clock is the current one; without a timer, ask for it afresh.
         clock = self._clock if self.task is not None else scheduler()
         time, ttl = event.time, event.ttl
         expired: bool
@@ -44,12 +44,8 @@ class PeriodicUntilExpired:
             self.expires_at = math.inf
             expired = event.state == "expired"
         else:
-            if ttl is None:
-                self.expires_at = math.inf
-                ttl = DEFAULT_TTL
-            else:
-                self.expires_at = time + ttl
-            expired = event.state == "expired" or clock.now() - time > ttl
+            self.expires_at = math.inf if ttl is None else time + ttl
+            expired = event.state == "expired" or outlived(time, ttl, clock.now())
         if expired:
             self.stop()
         elif self.task is None:
@@ -80,9 +76,7 @@ class TimeWindows:
     __slots__ = ("anchor", "dt", "finish", "start", "task")
 
     def __init__(self, dt: float, finish: Callable[[float, float], object]) -> None:
-        if not dt > 0:
-            raise ValueError(f"the window length dt must be > 0 seconds, got {dt!r}")
-        self.dt = dt
+        self.dt = seconds(dt, "TimeWindows(dt, finish)", "dt")
         self.anchor = scheduler().now()
         self.finish = finish
         self.start: float | None = None

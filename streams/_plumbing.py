@@ -1,9 +1,9 @@
 """Plumbing and combinators: bit_bucket, smap_all, smapcat, sflatten, sreduce,
-append, register, forward and pipe (spec §3.1).
+append, register and pipe (spec §3.1).
 
 ``sdo`` lives in ``_core`` and ``smap`` in ``_fields``; Riemann's
-``execute-on``/``async-queue!`` belong to ``transport`` because they hand
-events to another task.
+``execute-on``/``async-queue!`` and ``forward`` belong to ``transport``
+because they hand events to another task.
 """
 
 from __future__ import annotations
@@ -14,16 +14,17 @@ from typing import Any
 
 from ._core import Child, Stream
 from ._core import register_stream as register_constructor
+from ._validate import StreamArgumentError, argument_error
 
 __all__ = [
-    "append", "bit_bucket", "forward", "pipe", "register", "sflatten", "smap_all", "smapcat",
+    "append", "bit_bucket", "pipe", "register", "sflatten", "smap", "smap_all", "smapcat",
     "sreduce",
 ]
 
 
 def _function(value: Any, caller: str, hint: str) -> Callable[..., Any]:
     if not callable(value):
-        raise TypeError(f"{caller}: the function must be callable, got {value!r}; {hint}")
+        raise argument_error(caller, "the function", value, "callable", hint)
     return value  # type: ignore[no-any-return]
 
 
@@ -45,6 +46,34 @@ class bit_bucket(Stream):
         return None
 
 
+class smap(Stream):
+    """Forward ``f(event)`` unless it is None.
+
+    >>> from streams import Event
+    >>> out = []
+    >>> s = smap(lambda e: e.evolve(metric=e.metric * 2), out.append)
+    >>> s(Event(metric=21)); out
+    [Event(metric=42)]
+    """
+
+    __slots__ = ("function",)
+    childless = True  # the function may be the point: smap(print)
+
+    def __init__(self, function: Callable[[Any], Any], *children: Child) -> None:
+        if not callable(function):
+            raise StreamArgumentError(
+                f"smap(function, *children): function must be callable, got {function!r}; "
+                f"to set fields use with_(...)"
+            )
+        self.function = function
+        self._set_children(children)
+
+    def __call__(self, event: Any) -> None:
+        value = self.function(event)
+        if value is not None:
+            self._out(value)
+
+
 class smap_all(Stream):
     """Forward ``f(event)`` whatever it is, None included (Riemann's ``smap*``).
 
@@ -56,6 +85,7 @@ class smap_all(Stream):
     """
 
     __slots__ = ("function",)
+    childless = True  # the function may be the point, as with smap
 
     def __init__(self, function: Callable[[Any], Any], *children: Child) -> None:
         self.function = _function(function, "smap_all(function, *children)",
@@ -77,6 +107,7 @@ class smapcat(Stream):
     """
 
     __slots__ = ("function",)
+    childless = True  # the function may be the point, as with smap
 
     def __init__(self, function: Callable[[Any], Iterable[Any] | None], *children: Child) -> None:
         self.function = _function(function, "smapcat(function, *children)",
@@ -170,8 +201,8 @@ class append(Stream):
     def __init__(self, target: Any) -> None:
         method = getattr(target, "append", None)
         if not callable(method):
-            raise TypeError(f"append(target): target must be a list or have an append method, "
-                            f"got {target!r}; e.g. seen = []; append(seen)")
+            raise argument_error("append(target)", "target", target,
+                                 "a list or have an append method", "seen = []; append(seen)")
         self.target = target
         self._append = method
         self._set_children(())
@@ -206,7 +237,7 @@ class register(Stream):
                 # Checks at config load that the holder can take a value.
                 holder.value = getattr(holder, "value", None)
             except AttributeError:
-                raise TypeError(
+                raise StreamArgumentError(
                     f"register(holder): holder must have a writable .value attribute, got "
                     f"{holder!r}; e.g. box = types.SimpleNamespace(value=None); register(box), "
                     f"or latest = register() and read latest.value"
@@ -216,35 +247,6 @@ class register(Stream):
 
     def __call__(self, event: Any) -> None:
         self.holder.value = event
-
-
-class forward(Stream):
-    """Send each event (or list of events) with ``client.send(...)``; errors propagate.
-
-    Any object with a ``send`` method works, e.g. rillet's Riemann client.
-    Shared: all forks send through the one client.
-
-    >>> class Client:
-    ...     def send(self, events): print("sent", events)
-    >>> forward(Client())("an event")
-    sent an event
-    """
-
-    __slots__ = ("_send", "client")
-    shared = True
-
-    def __init__(self, client: Any) -> None:
-        send = getattr(client, "send", None)
-        if not callable(send):
-            raise TypeError(f"forward(client): client must have a send(events) method, got "
-                            f"{client!r}; pass a Riemann client, or any object whose send(events) "
-                            f"delivers them")
-        self.client = client
-        self._send = send
-        self._set_children(())
-
-    def __call__(self, event: Any) -> None:
-        self._send(event)
 
 
 @register_constructor
@@ -265,20 +267,21 @@ def pipe(*stages: Any) -> Any:
     [4, 6, 8]
     """
     if not stages:
-        raise TypeError("pipe(*stages): give at least the last stream, "
+        raise StreamArgumentError("pipe(*stages): give at least the last stream, "
                         "e.g. pipe(lambda next: smap(f, next), sink)")
     stream = stages[-1]
     if not callable(stream):
-        raise TypeError(f"pipe(*stages): the last stage must be a stream, got {stream!r}")
+        raise StreamArgumentError(f"pipe(*stages): the last stage must be a stream, got {stream!r}")
     for position in range(len(stages) - 2, -1, -1):
         stage = stages[position]
         if isinstance(stage, Stream) or not callable(stage):
-            raise TypeError(
+            raise StreamArgumentError(
                 f"pipe(*stages): stage {position} must be a function of the next stream, got "
                 f"{stage!r}; write it as lambda next: smap(f, next) or partial(smap, f)"
             )
         stream = stage(stream)
         if not callable(stream):
-            raise TypeError(f"pipe(*stages): stage {position} ({stage!r}) returned {stream!r}, "
-                            f"not a stream; it must build a stream around the next one")
+            raise StreamArgumentError(
+                f"pipe(*stages): stage {position} ({stage!r}) returned {stream!r}, "
+                f"not a stream; it must build a stream around the next one")
     return stream

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 import operator
 import re
 from collections.abc import Callable
@@ -55,6 +54,7 @@ from typing import Any, NamedTuple, TypeAlias
 import re2  # type: ignore[import-untyped]
 
 from ._event import FIELDS, Event
+from ._match import FAST_NUMBER_TYPES, equal, equal_to, is_number
 
 __all__ = [
     "And",
@@ -488,7 +488,6 @@ right=Tagged(tag='b'))
 
 # Compiler -----------------------------------------------------------------
 
-_FAST_NUMBERS = frozenset({int, float})
 _ORDER_FUNCTIONS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
 }
@@ -502,22 +501,9 @@ def _never(event: Event) -> bool:
     return False
 
 
-def _is_number(value: object) -> bool:
-    """Numbers for ``<`` and friends: ints, floats and other reals, but never bools."""
-    cls = value.__class__
-    if cls in _FAST_NUMBERS:
-        return True
-    return isinstance(value, numbers.Real) and cls is not bool
-
-
 def _truthy(value: object) -> bool:
     # Riemann's (Clojure's) truthiness: 0 and "" are true; only nil and false are not.
     return value is not None and value is not False
-
-
-def _equal(a: object, b: object) -> bool:
-    # Python equality, except that booleans never equal numbers (True == 1 in Python).
-    return bool(a == b) and (a.__class__ is bool) == (b.__class__ is bool)
 
 
 def _tags_or_none(event: Event) -> tuple[str, ...] | None:
@@ -623,9 +609,9 @@ def _compile_compare(node: Compare) -> Predicate:
     if op in _ORDER_FUNCTIONS:
         assert isinstance(left, Field) and isinstance(right, Literal)
         get, bound, compare = _getter(left.name), right.value, _ORDER_FUNCTIONS[op]
-        fast = _FAST_NUMBERS
+        fast = FAST_NUMBER_TYPES
         return lambda event: (
-            ((value := get(event)).__class__ in fast or _is_number(value))
+            ((value := get(event)).__class__ in fast or is_number(value))
             and compare(value, bound))
     assert isinstance(left, Field)
     equal = _compile_equal(_getter(left.name), right)
@@ -636,22 +622,17 @@ def _compile_compare(node: Compare) -> Predicate:
 
 def _literal_compare(op: str, a: Scalar, b: Scalar) -> bool:
     if op == "=":
-        return _equal(a, b)
+        return equal(a, b)
     if op == "!=":
-        return not _equal(a, b)
-    return _is_number(a) and _is_number(b) and _ORDER_FUNCTIONS[op](a, b)
+        return not equal(a, b)
+    return is_number(a) and is_number(b) and _ORDER_FUNCTIONS[op](a, b)
 
 
 def _compile_equal(get: Callable[[Event], object], right: Value) -> Predicate:
     if isinstance(right, Field):
         other = _getter(right.name)
-        return lambda event: _equal(get(event), other(event))
-    literal = right.value
-    if literal is None or literal is True or literal is False:
-        return lambda event: get(event) is literal
-    if isinstance(literal, str):
-        return lambda event: get(event) == literal
-    return lambda event: bool((value := get(event)) == literal) and value.__class__ is not bool
+        return lambda event: equal(get(event), other(event))
+    return equal_to(right.value, get)
 
 
 def _on_string(operand: Value, test: Callable[[str], bool]) -> Predicate:

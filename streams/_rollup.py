@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ._aggregate import positive_seconds
 from ._clock import Task, scheduler
 from ._core import Child, Stream, is_expired, rescued
 from ._filters import predicate
 from ._match import field_getter
 from ._periodic import PeriodicUntilExpired, TimeWindows
+from ._validate import argument_error, count, function, seconds, unit_interval
 from .folds import sorted_sample
 
 __all__ = [
@@ -69,22 +69,18 @@ def _append(bin_: list[Any], event: Any) -> None:
 def _points(points: Any) -> Iterable[float] | Mapping[float, str]:
     caller = "percentiles(interval, points, *children)"
     keys = list(points.keys()) if isinstance(points, Mapping) else points
-    if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
-        raise TypeError(f"{caller}: points must be a list of quantiles or a dict "
-                        f"{{quantile: suffix}}, got {points!r}; e.g. [0.5, 0.95, 0.99]")
-    keys = list(keys)
-    if not keys:
-        raise ValueError(f"{caller}: give at least one point, e.g. [0.5, 0.95, 0.99]")
-    for p in keys:
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-            raise ValueError(f"{caller}: every point must be a number from 0 to 1, got {p!r} "
-                             f"in {points!r}; write 0.99 for the 99th percentile")
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable) or not keys:
+        raise argument_error(caller, "points", points,
+                             "a non-empty list of quantiles or a dict {quantile: suffix}",
+                             "[0.5, 0.95, 0.99]")
+    keys = [unit_interval(p, caller, f"every point of {points!r}", "a quantile",
+                          "0.99 for the 99th percentile") for p in keys]
     if isinstance(points, Mapping):
         for suffix in points.values():
             if not isinstance(suffix, str):
-                raise TypeError(f"{caller}: suffixes must be strings, got {suffix!r} "
-                                f"in {points!r}; e.g. {{0.99: '.p99'}}")
-        return dict(points)
+                raise argument_error(caller, f"every suffix of {points!r}", suffix, "a string",
+                                     "{0.99: '.p99'}")
+        return dict(zip(keys, points.values(), strict=True))
     return keys
 
 
@@ -109,7 +105,7 @@ class percentiles(Stream):
 
     def __init__(self, interval: float, points: Iterable[float] | Mapping[float, str],
                  *children: Child) -> None:
-        self.interval = positive_seconds(interval, "percentiles(interval, points, *children)")
+        self.interval = seconds(interval, "percentiles(interval, points, *children)")
         self._points = _points(points)
         self._set_children(children)
         self._bins = _TimeBins(self.interval, list, _append, self._finish)
@@ -119,7 +115,7 @@ class percentiles(Stream):
 
     def _finish(self, bin_: list[Any], start: float, end: float) -> None:
         for picked in sorted_sample(bin_, self._points):
-            self._out(picked)
+            self._emit_from_timer(picked)
 
     def close(self) -> None:
         self._bins.stop()
@@ -153,13 +149,10 @@ class fold_interval(Stream):
     def __init__(self, interval: float, field: str, folder: Callable[[list[Any]], Any],
                  *children: Child) -> None:
         caller = f"{type(self).__name__}(interval, field, folder, *children)"
-        self.interval = positive_seconds(interval, caller)
+        self.interval = seconds(interval, caller)
         if not isinstance(field, str):
-            raise TypeError(f"{caller}: field must be a field name such as 'metric', "
-                            f"got {field!r}")
-        if not callable(folder):
-            raise TypeError(f"{caller}: folder must be a function of a list of values, "
-                            f"got {folder!r}; e.g. sum, max or statistics.mean")
+            raise argument_error(caller, "field", field, "a field name", "'metric'")
+        function(folder, caller, "folder", "a list of values", "sum, max or statistics.mean")
         self.field = field
         self.folder = folder
         self._get = field_getter(field)
@@ -177,7 +170,7 @@ class fold_interval(Stream):
         if not bin_:
             return
         folded = self.folder([self._get(e) for e in bin_])
-        self._out(bin_[-1].evolve(**{self.field: folded}))
+        self._emit_from_timer(bin_[-1].evolve(**{self.field: folded}))
 
     def close(self) -> None:
         self._bins.stop()
@@ -202,12 +195,6 @@ class fold_interval_metric(fold_interval):
         super().__init__(interval, "metric", folder, *children)
 
 
-def _count(n: Any, caller: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{caller}: n must be a whole number of events >= 1, got {n!r}")
-    return n
-
-
 class rollup(Stream):
     """Forward up to ``n`` events per ``dt``-second window at once, the rest as one list at its end.
 
@@ -227,8 +214,8 @@ class rollup(Stream):
     __slots__ = ("_buffer", "_sent", "_windows", "dt", "n")
 
     def __init__(self, n: int, dt: float, *children: Child) -> None:
-        self.n = _count(n, "rollup(n, dt, *children)")
-        self.dt = positive_seconds(dt, "rollup(n, dt, *children)", "dt")
+        self.n = count(n, "rollup(n, dt, *children)", minimum=1)
+        self.dt = seconds(dt, "rollup(n, dt, *children)", "dt")
         self._set_children(children)
         self._sent = 0
         self._buffer: list[Any] = []
@@ -245,7 +232,7 @@ class rollup(Stream):
     def _flush(self, start: float, end: float) -> None:
         held, self._buffer, self._sent = self._buffer, [], 0
         if held:
-            self._out(held)
+            self._emit_from_timer(held)
 
     def close(self) -> None:
         self._windows.stop()
@@ -269,8 +256,8 @@ class batch(Stream):
     __slots__ = ("_buffer", "_windows", "dt", "n")
 
     def __init__(self, n: int, dt: float, *children: Child) -> None:
-        self.n = _count(n, "batch(n, dt, *children)")
-        self.dt = positive_seconds(dt, "batch(n, dt, *children)", "dt")
+        self.n = count(n, "batch(n, dt, *children)", minimum=1)
+        self.dt = seconds(dt, "batch(n, dt, *children)", "dt")
         self._set_children(children)
         self._buffer: list[Any] = []
         self._windows = TimeWindows(self.dt, self._flush)
@@ -285,7 +272,7 @@ class batch(Stream):
     def _flush(self, start: float, end: float) -> None:
         held, self._buffer = self._buffer, []
         if held:
-            self._out(held)
+            self._emit_from_timer(held)
 
     def close(self) -> None:
         self._windows.stop()
@@ -314,7 +301,7 @@ class apdex(Stream):
 
     def __init__(self, dt: float, satisfied: Any, tolerated: Any, *children: Child) -> None:
         caller = "apdex(dt, satisfied, tolerated, *children)"
-        self.dt = positive_seconds(dt, caller, "dt")
+        self.dt = seconds(dt, caller, "dt")
         self._satisfied = predicate(satisfied, {}, caller)
         self._tolerated = predicate(tolerated, {}, caller)
         self._set_children(children)
@@ -339,7 +326,7 @@ class apdex(Stream):
         self._counts, self._last = [0, 0, 0], None
         total = satisfied + tolerated + frustrated
         if total and last is not None:
-            self._out(last.evolve(metric=(satisfied + tolerated / 2) / total))
+            self._emit_from_timer(last.evolve(metric=(satisfied + tolerated / 2) / total))
 
     def close(self) -> None:
         self._windows.stop()
@@ -369,7 +356,7 @@ class coalesce(Stream):
     def __init__(self, dt: Any = 1, *children: Child) -> None:
         if callable(dt) and not isinstance(dt, (int, float)):
             children, dt = (dt, *children), 1
-        self.dt = positive_seconds(dt, "coalesce(dt=1, *children)", "dt")
+        self.dt = seconds(dt, "coalesce(dt=1, *children)", "dt")
         self._set_children(children)
         self._latest: dict[tuple[Any, Any], Any] = {}
         self._task: Task | None = None
@@ -387,7 +374,7 @@ class coalesce(Stream):
                 del self._latest[key]
         if not self._latest:
             self._stop()
-        self._out(snapshot)
+        self._emit_from_timer(snapshot)
 
     def _stop(self) -> None:
         if self._task is not None:

@@ -12,6 +12,7 @@ from typing import Any
 from ._core import Child, Stream
 from ._fields import _apply_each
 from ._match import field_getter
+from ._validate import StreamArgumentError, argument_error, number, tag_list
 
 __all__ = ["adjust", "scale", "untag"]
 
@@ -39,9 +40,9 @@ class adjust(Stream):
         if isinstance(field, str):
             if not rest or not callable(rest[0]) or isinstance(rest[0], Stream):
                 got = repr(rest[0]) if rest else "nothing"
-                raise TypeError(f"{caller}: after the field name {field!r} give the function "
-                                f"of its value, got {got}; e.g. "
-                                f"adjust({field!r}, lambda v: v * 100, child)")
+                raise StreamArgumentError(
+                    f"{caller}: after the field name {field!r} give the function of its value, "
+                    f"got {got}; e.g. adjust({field!r}, lambda v: v * 100, child)")
             self.field, self.function = field, rest[0]
             children = rest[1:]
             get = field_getter(field)
@@ -53,14 +54,15 @@ class adjust(Stream):
             self.field, self.function, self._change = None, field, None
             children = rest
         elif isinstance(field, (list, tuple)) and field:
-            raise TypeError(
+            raise StreamArgumentError(
                 f"{caller}: Riemann's vector form adjust([field, f, *args], ...) is written "
                 f"adjust(field, lambda v: f(v, *args), ...) here, got {field!r}; e.g. "
                 f"adjust('state', lambda s: str(s or '') + ' 2', child)"
             )
         else:
-            raise TypeError(f"{caller}: field must be a field name (or adjust(function, ...) "
-                            f"to map whole events), got {field!r}")
+            raise argument_error(caller, "field", field,
+                                 "a field name (or adjust(function, ...) to map whole events)",
+                                 "adjust('metric', lambda m: m * 100, child)")
         self._set_children(children)
 
     def __call__(self, event: Any) -> None:
@@ -87,10 +89,8 @@ class scale(Stream):
     __slots__ = ("factor",)
 
     def __init__(self, factor: float, *children: Child) -> None:
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)):
-            raise TypeError(f"scale(factor, *children): factor must be a number, got "
-                            f"{factor!r}; e.g. scale(1000, child) turns seconds into ms")
-        self.factor = factor
+        self.factor = number(factor, "scale(factor, *children)", "factor",
+                             "scale(1000, child) turns seconds into ms")
         self._set_children(children)
 
     def _scale(self, event: Any) -> Any:
@@ -113,13 +113,7 @@ class untag(Stream):
     __slots__ = ("_remove", "tags")
 
     def __init__(self, tags: str | Iterable[str], *children: Child) -> None:
-        if isinstance(tags, str):
-            self.tags: tuple[str, ...] = (tags,)
-        else:
-            self.tags = tuple(tags)
-            if not all(isinstance(t, str) for t in self.tags):
-                raise TypeError(f"untag(tags, *children): tags must be a tag or a list of "
-                                f"tags (strings), got {tags!r}; e.g. untag(['debug'], child)")
+        self.tags = tag_list(tags, "untag(tags, *children)", example="untag(['debug'], child)")
         self._remove = frozenset(self.tags)
         self._set_children(children)
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from collections import deque
 from typing import Any
 
 from ._clock import scheduler
 from ._core import Child, Stream
 from ._ratelimit import LogLimiter
+from ._validate import count, seconds
 
 __all__ = [
     "DEFAULT_MAX_SKEW", "fixed_event_window", "fixed_offset_time_window", "fixed_time_window",
@@ -24,26 +24,8 @@ DEFAULT_MAX_SKEW = 3600.0
 _skew_log = LogLimiter(logging.getLogger("rillet.windows"))
 
 
-def _count(n: Any, caller: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"{caller}: n must be a whole number of events >= 0, got {n!r}")
-    return n
-
-
-def _seconds(n: Any, caller: str) -> float:
-    if isinstance(n, bool) or not isinstance(n, (int, float)) or not n > 0 or math.isinf(n):
-        raise ValueError(f"{caller}: dt must be a positive number of seconds (the window "
-                         f"length), got {n!r}")
-    return n
-
-
 def _max_skew(value: Any, caller: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{caller}: max_skew must be a positive number of seconds, or None to "
-                         f"accept any time, got {value!r}; e.g. max_skew=3600")
-    return value
+    return None if value is None else seconds(value, caller, "max_skew", "max_skew=3600")
 
 
 def _skewed(stream: fixed_time_window | moving_time_window, time: Any) -> bool:
@@ -79,7 +61,7 @@ class moving_event_window(Stream):
     __slots__ = ("_buffer", "n")
 
     def __init__(self, n: int, *children: Child) -> None:
-        self.n = _count(n, "moving_event_window(n, *children)")
+        self.n = count(n, "moving_event_window(n, *children)")
         self._buffer: deque[Any] = deque(maxlen=self.n)
         self._set_children(children)
 
@@ -102,7 +84,7 @@ class fixed_event_window(Stream):
     __slots__ = ("_buffer", "n")
 
     def __init__(self, n: int, *children: Child) -> None:
-        self.n = _count(n, "fixed_event_window(n, *children)")
+        self.n = count(n, "fixed_event_window(n, *children)")
         self._buffer: list[Any] = []
         self._set_children(children)
 
@@ -136,7 +118,7 @@ class moving_time_window(Stream):
 
     def __init__(self, dt: float, *children: Child,
                  max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
-        self.dt = _seconds(dt, "moving_time_window(dt, *children)")
+        self.dt = seconds(dt, "moving_time_window(dt, *children)", "dt")
         self.max_skew = _max_skew(max_skew, "moving_time_window(dt, *children, max_skew=...)")
         self.skewed = 0
         # Times are kept beside the events: reading a decoded event's time
@@ -199,7 +181,7 @@ class fixed_time_window(Stream):
 
     def __init__(self, dt: float, *children: Child,
                  max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
-        self.dt = _seconds(dt, "fixed_time_window(dt, *children)")
+        self.dt = seconds(dt, "fixed_time_window(dt, *children)", "dt")
         self.max_skew = _max_skew(max_skew, f"{type(self).__name__}(dt, *children, max_skew=...)")
         self.skewed = 0
         self._start: float | None = None

@@ -18,12 +18,15 @@ import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import toolz
+
 from ._clock import now
 from ._event import Event
 
 __all__ = [
-    "count", "difference", "difference_strict", "fold", "fold_all", "fold_strict", "maximum",
-    "mean", "median", "minimum", "mode", "modes", "product", "product_strict", "quotient",
+    "count", "difference", "difference_strict", "extremum", "fold", "fold_all", "fold_strict",
+    "maximum", "mean", "median", "minimum", "mode", "modes", "non_nil_metrics", "product",
+    "product_strict", "quotient",
     "quotient_sloppy", "quotient_strict", "sorted_sample", "sorted_sample_extract", "std_dev",
     "sum", "sum_strict",
 ]
@@ -34,6 +37,15 @@ _IDENTITY: dict[Callable[..., Any], Any] = {operator.add: 0, operator.mul: 1}
 
 def _non_nil(events: Events) -> list[Any]:
     return [e for e in events if e is not None]
+
+
+def non_nil_metrics(events: Events) -> list[Any]:
+    """The metrics of the events, leaving out None events and None metrics.
+
+    >>> non_nil_metrics([Event(metric=1), None, Event(), Event(metric=0)])
+    [1, 0]
+    """
+    return [e.metric for e in events if e is not None and e.metric is not None]
 
 
 def sorted_sample_extract(events: Events, points: Iterable[float]) -> list[Any]:
@@ -93,7 +105,7 @@ def fold(f: Callable[[Any, Any], Any], events: Events) -> Any:
     present = _non_nil(events)
     if not present:
         return None
-    metrics = [e.metric for e in present if e.metric is not None]
+    metrics = non_nil_metrics(present)
     if not metrics:
         if f not in _IDENTITY:
             raise TypeError(f"fold({_name(f)}, ...): no metrics to fold and no identity for it")
@@ -211,7 +223,7 @@ def mean(events: Events) -> Any:
     1.5
     """
     present = _non_nil(events)
-    metrics = [e.metric for e in present if e.metric is not None]
+    metrics = non_nil_metrics(present)
     if not metrics:
         return None
     return present[0].evolve(metric=math.fsum(metrics) / len(metrics))
@@ -227,12 +239,20 @@ def median(events: Events) -> Any:
     return picked[0] if picked else None
 
 
-def _extreme(events: Events, better: Callable[[Any, Any], bool]) -> Any:
+def extremum(comparison: Callable[[Any, Any], Any], events: Events) -> Any:
+    """The event whose metric wins ``comparison``: each later event with a metric
+    replaces the best so far when ``comparison(its metric, best metric)`` is true.
+
+    None events and metrics are skipped; nothing usable gives None.
+
+    >>> extremum(lambda a, b: abs(a) > abs(b), [Event(metric=3), Event(metric=-5), None]).metric
+    -5
+    """
     best = None
     for e in events:
         if e is None or e.metric is None:
             continue
-        if best is None or better(e.metric, best.metric):
+        if best is None or comparison(e.metric, best.metric):
             best = e
     return best
 
@@ -243,7 +263,7 @@ def minimum(events: Events) -> Any:
     >>> minimum([Event(metric=1, host="a"), Event(metric=1, host="b"), Event()]).host
     'b'
     """
-    return _extreme(events, operator.le)
+    return extremum(operator.le, events)
 
 
 def maximum(events: Events) -> Any:
@@ -252,7 +272,7 @@ def maximum(events: Events) -> Any:
     >>> maximum([Event(metric=5, host="a"), Event(metric=2, host="b")]).host
     'a'
     """
-    return _extreme(events, operator.ge)
+    return extremum(operator.ge, events)
 
 
 def std_dev(events: Events) -> Any:
@@ -264,7 +284,7 @@ def std_dev(events: Events) -> Any:
     present = _non_nil(events)
     if not present:
         return None
-    metrics = [e.metric for e in present if e.metric is not None]
+    metrics = non_nil_metrics(present)
     if not metrics:
         raise ValueError("std_dev: events without any metric have no standard deviation")
     average = math.fsum(metrics) / len(metrics)
@@ -290,13 +310,12 @@ def modes(events: Events) -> list[Any]:
     >>> [e.metric for e in modes([Event(metric=1), Event(metric=2), Event(metric=1)])]
     [1]
     """
-    counts: dict[Any, int] = {}
-    latest: dict[Any, Any] = {}
-    for e in _non_nil(events):
-        counts[e.metric] = counts.get(e.metric, 0) + 1
-        latest[e.metric] = e
+    present = _non_nil(events)
+    counts = toolz.frequencies(e.metric for e in present)
     if not counts:
         return []
+    # Later events overwrite earlier ones: each group is represented by its latest.
+    latest = {e.metric: e for e in present}
     top = max(counts.values())
     return [latest[m] for m, c in counts.items() if c == top]
 

@@ -12,9 +12,11 @@ The usual shape of a rule test::
                   until=1)
         assert [(e.host, e.metric) for e in out] == [("a", 4.0)]
 
-``run`` installs a fresh virtual clock at 0, builds the stream (a function
-receiving the collecting sink), and for each event first advances the clock to
-the event's time, which fires every timer due by then, then delivers it.
+``run`` puts a fresh runtime in effect (a virtual clock at 0 and an empty
+index), builds the stream (a function receiving the collecting sink), and for
+each event first advances the clock to the event's time, which fires every
+timer due by then, then delivers it. When it returns, the runtime that was in
+effect before is back; pass ``runtime=`` to keep driving the same one.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._clock import VirtualClock, install
-from ._config import Config, install_reinject, load_config
+from ._clock import VirtualClock, _runtime, current_runtime
+from ._config import Config
 from ._core import Child, Stream
 from ._event import Event
-from ._index import Index, install_index
+from ._runtime import Runtime
+from ._validate import argument_error
 
 __all__ = [
     "Sink",
@@ -37,6 +40,7 @@ __all__ = [
     "events",
     "inject",
     "load",
+    "reload",
     "run",
     "run_intervals",
     "tap",
@@ -55,6 +59,8 @@ class Sink(Stream):
 
     __slots__ = ("events",)
     shared = True
+    # Two sinks are two outputs, however alike: a reload keeps each one's events.
+    compared_by_identity = True
 
     def __init__(self) -> None:
         self.events: list[Any] = []
@@ -67,12 +73,10 @@ class Sink(Stream):
         return f"Sink(<{len(self.events)} events>)"
 
 
-_taps: dict[str, list[Any]] | None = None
-
-
 class tap(Stream):
     """A named observation point: forwards everything, and records it while a
-    :func:`taps` block is active (Riemann's ``tap``). Outside tests it costs one call.
+    :func:`taps` block is active (Riemann's ``tap``). Outside tests it costs one call
+    and one look at the runtime in effect.
 
     >>> with taps() as seen:
     ...     s = tap("alerts")
@@ -86,15 +90,21 @@ class tap(Stream):
 
     def __init__(self, name: str, *children: Child) -> None:
         if not isinstance(name, str) or not name:
-            raise TypeError(f"tap(name, *children): name must be a non-empty string, got {name!r}")
+            raise argument_error("tap(name, *children)", "name", name, "a non-empty string",
+                                 "tap('alerts', child)")
         self.name = name
         self._set_children(children)
-        if _taps is not None:
-            _taps.setdefault(name, [])
+        recording = current_runtime().taps
+        if recording is not None:
+            recording.setdefault(name, [])
 
     def __call__(self, event: Any) -> None:
-        if _taps is not None:
-            _taps.setdefault(self.name, []).append(event)
+        try:
+            recording = _runtime.get().taps
+        except LookupError:
+            recording = current_runtime().taps
+        if recording is not None:
+            recording.setdefault(self.name, []).append(event)
         self._out(event)
 
 
@@ -110,31 +120,33 @@ class _Recorded(dict[str, list[Any]]):
 def taps() -> Iterator[dict[str, list[Any]]]:
     """Record what every :class:`tap` sees inside the block, by tap name.
 
-    A tap that saw nothing reads as an empty list.
+    A tap that saw nothing reads as an empty list. The recording belongs to
+    the runtime in effect; :func:`run` and :func:`inject` record into it too.
     """
-    global _taps
-    previous, _taps = _taps, _Recorded()
+    runtime = current_runtime()
+    previous = runtime.taps
+    recorded = runtime.taps = _Recorded()
     try:
-        yield _taps
+        yield recorded
     finally:
-        _taps = previous
-
-
-_clock: list[VirtualClock] = []
+        runtime.taps = previous
 
 
 def clock() -> VirtualClock:
-    """The virtual clock of the current (or last) ``run``; installs one if none."""
-    if not _clock:
-        _reset_clock()
-    return _clock[0]
+    """The virtual clock of the runtime in effect."""
+    found = current_runtime().clock
+    if not isinstance(found, VirtualClock):
+        raise TypeError(f"clock(): the runtime in effect runs on {found!r}, not a virtual "
+                        f"clock; use runtime.clock")
+    return found
 
 
-def _reset_clock(start: float = 0) -> VirtualClock:
-    new = VirtualClock(start)
-    install(new)
-    _clock[:] = [new]
-    return new
+def _fresh_runtime(start: float = 0) -> Runtime:
+    """A runtime on a virtual clock at ``start`` that records into the taps block
+    in effect, if any."""
+    runtime = Runtime(VirtualClock(start))
+    runtime.taps = current_runtime().taps
+    return runtime
 
 
 def _build(stream: Callable[[Sink], Child] | Child, sink: Sink) -> Child:
@@ -147,35 +159,46 @@ def _build(stream: Callable[[Sink], Child] | Child, sink: Sink) -> Child:
     return stream(sink)  # type: ignore[return-value]
 
 
+def _virtual(runtime: Runtime) -> VirtualClock:
+    if not isinstance(runtime.clock, VirtualClock):
+        raise TypeError(f"runtime=: tests run on a virtual clock, got {runtime.clock!r}")
+    return runtime.clock
+
+
 def run(build: Callable[[Sink], Child], inputs: Iterable[Any], *,
-        until: float | None = None, start: float = 0) -> list[Any]:
+        until: float | None = None, start: float = 0, runtime: Runtime | None = None
+        ) -> list[Any]:
     """Run events through a stream in virtual time and return what reached the sink.
 
     ``build`` receives the collecting sink and returns the stream. Before each
     event the clock advances to the event's time (events without a time are
     delivered at the current time); ``until`` advances the clock once more at
-    the end, so timers due by then fire.
+    the end, so timers due by then fire. It all happens in a fresh runtime
+    whose clock starts at ``start``, or in ``runtime`` when given (then
+    ``start`` is ignored, and you can go on with ``runtime.clock``).
 
     >>> from streams import Event, rate
     >>> out = run(lambda sink: rate(1, sink), [Event(metric=2, time=0)], until=2)
     >>> [(e.time, e.metric) for e in out]
     [(1, 2.0), (2, 0.0)]
     """
-    virtual = _reset_clock(start)
+    runtime = runtime if runtime is not None else _fresh_runtime(start)
+    virtual = _virtual(runtime)
     sink = Sink()
-    stream = _build(build, sink)
-    for event in inputs:
-        time = getattr(event, "time", None)
-        if time is not None:
-            virtual.advance(time)
-        stream(event)
-    if until is not None:
-        virtual.advance(until)
+    with runtime:
+        stream = _build(build, sink)
+        for event in inputs:
+            time = getattr(event, "time", None)
+            if time is not None:
+                virtual.advance(time)
+            stream(event)
+        if until is not None:
+            virtual.advance(until)
     return sink.events
 
 
 def run_intervals(build: Callable[[Sink], Child], steps: Iterable[tuple[Any, float | None]],
-                  *, start: float = 0) -> list[Any]:
+                  *, start: float = 0, runtime: Runtime | None = None) -> list[Any]:
     """Deliver each event, then advance the clock by its gap (None: no advance).
 
     >>> from streams import Event, rate
@@ -184,59 +207,80 @@ def run_intervals(build: Callable[[Sink], Child], steps: Iterable[tuple[Any, flo
     >>> [(e.time, e.metric) for e in out]
     [(1, 3.0)]
     """
-    virtual = _reset_clock(start)
+    runtime = runtime if runtime is not None else _fresh_runtime(start)
+    virtual = _virtual(runtime)
     sink = Sink()
-    stream = _build(build, sink)
-    for event, gap in steps:
-        stream(event)
-        if gap:
-            virtual.advance(virtual.now() + gap)
+    with runtime:
+        stream = _build(build, sink)
+        for event, gap in steps:
+            stream(event)
+            if gap:
+                virtual.advance(virtual.now() + gap)
     return sink.events
 
 
 # Whole configs ----------------------------------------------------------------
 
 def load(path: str | Path, *, start: float = 0) -> Config:
-    """Load a config script on a fresh virtual clock, as ``rillet run`` would load it.
+    """Load a config script into a fresh runtime on a virtual clock at ``start``,
+    as ``rillet run`` would load it; ``config.runtime`` is that runtime.
 
     Servers it declares are recorded, never started. Use with :func:`inject`.
     """
-    _reset_clock(start)
-    return load_config(path)
+    return _fresh_runtime(start).load(path)
 
 
-def inject(config: Config, inputs: Iterable[Any], *, index: Index | None = None
+def reload(config: Config, path: str | Path | None = None) -> Config:
+    """Load the script again (or ``path``) and swap it in for ``config`` in its
+    runtime, as ``rillet reload`` does: unchanged streams keep their state.
+    Returns the new config."""
+    runtime = _runtime_of(config)
+    new = runtime.load(path if path is not None else config.source)
+    runtime.swap(new)
+    return new
+
+
+def _runtime_of(config: Config) -> Runtime:
+    if not isinstance(config, Config):
+        raise TypeError(f"expected a Config (from streams.testing.load), got {config!r}")
+    if config.runtime is None:
+        _fresh_runtime().start(config)
+    elif config.runtime.config is not config:
+        config.runtime.start(config)
+    runtime: Runtime = config.runtime
+    return runtime
+
+
+def inject(config: Config, inputs: Iterable[Any], *, until: float | None = None
            ) -> dict[str, list[Any]]:
-    """Run events through a loaded config's top-level streams in virtual time
-    (Riemann's ``inject!``) and return what every :class:`tap` saw, by name.
+    """Run events through a loaded config in virtual time (Riemann's ``inject!``)
+    and return what every :class:`tap` saw, by name.
 
-    The config-level ``index`` feeds ``index`` (a fresh :class:`Index` when
-    not given) and ``reinject`` feeds the config again. Like :func:`run`, the
-    clock advances to each event's time before the event is delivered.
+    The config runs in its runtime (the one :func:`load` made, or a fresh one):
+    the config-level ``index`` feeds ``config.runtime.index``, ``reinject``
+    feeds the config again, and ``periodically_expire`` sweeps the index on the
+    virtual clock. Like :func:`run`, the clock advances to each event's time
+    before the event is delivered, and to ``until`` at the end, so expired
+    events reach the streams as the clock passes their ttl.
 
     >>> from streams import Config, Event, default, index as index_stream
     >>> config = Config(streams=[default({"ttl": 3}, tap("indexed", index_stream))])
     >>> inject(config, [Event(service="test", time=1)])
     {'indexed': [Event(service='test', time=1, ttl=3)]}
     """
-    virtual = clock()
-    index = index if index is not None else Index()
-    dispatch = config.dispatcher(index)
-    previous_index = install_index(index)
-    previous_reinject = install_reinject(dispatch)
-    try:
-        with taps() as seen:
-            for event in inputs:
-                time = getattr(event, "time", None)
-                if time is not None:
-                    virtual.advance(time)
-                dispatch(event)
-            found: dict[str, list[Any]] = {name: [] for name in _tap_names(config.streams)}
-            found.update((name, list(events)) for name, events in seen.items())
-            return found
-    finally:
-        install_index(previous_index)
-        install_reinject(previous_reinject)
+    runtime = _runtime_of(config)
+    virtual = _virtual(runtime)
+    with runtime, taps() as seen:
+        for event in inputs:
+            time = getattr(event, "time", None)
+            if time is not None:
+                virtual.advance(time)
+            runtime.dispatch(event)
+        if until is not None:
+            virtual.advance(until)
+        found: dict[str, list[Any]] = {name: [] for name in _tap_names(config.streams)}
+        found.update((name, list(events)) for name, events in seen.items())
+        return found
 
 
 def _tap_names(streams: Iterable[Any]) -> list[str]:

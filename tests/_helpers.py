@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hypothesis import settings
+
 from streams.testing import Sink
+
+#: Hypothesis settings for property tests whose examples drive whole streams.
+relaxed = settings(deadline=None, max_examples=60)
 
 
 def through(build: Any, inputs: list[Any]) -> list[Any]:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from typing import NoReturn
 
 import pytest
+
+from streams import Runtime, VirtualClock
 
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -36,3 +39,17 @@ def require_binary(name: str, package: str) -> str:
 def riemann_client() -> str:
     """Debian's riemann-c-client command line tool."""
     return require_binary("riemann-client", "riemann-c-client")
+
+
+@pytest.fixture(autouse=True)
+def runtime() -> Iterator[Runtime]:
+    """Every test starts in its own runtime: a virtual clock at 0, an empty index."""
+    with Runtime() as fresh:
+        yield fresh
+
+
+@pytest.fixture
+def clock(runtime: Runtime) -> VirtualClock:
+    """The test's runtime clock: virtual, at 0."""
+    assert isinstance(runtime.clock, VirtualClock)
+    return runtime.clock

@@ -157,7 +157,7 @@ def test_throttle_never_exceeds_n_per_window(n: int, dt: float, inputs: list[Eve
 
 def test_time_windows_part_time_simple_spec_example() -> None:
     # Built at t=1 with dt=5; windows end at 6, 11, 101, 106.
-    run(lambda sink: Sink(), [], start=1)
+    clock().set(1)
     finished: list[tuple[float, list[float], float]] = []
     current: list[float] = []
 

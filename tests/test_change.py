@@ -1,17 +1,20 @@
-"""runs and stable: spec §3.5 examples, the §9.1.2 quirk fixed, and properties."""
+"""Change detection (spec §3.5): changed, changed_state, runs and stable, with the §9.1.2
+quirk of stable fixed, and properties."""
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from typing import Any
 
 import pytest
+from _helpers import relaxed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import Event, by, exception_stream, runs, stable
+from streams import Event, Runtime, by, changed, changed_state, exception_stream, runs, stable
 from streams._clock import scheduler
-from streams.testing import Sink, clock, run, run_intervals
+from streams.testing import Sink, clock, run, run_intervals, timed_events
 
 # runs ------------------------------------------------------------------------
 
@@ -86,8 +89,8 @@ def test_stable_spec_examples(inputs: list[Event], expected_times: list[float]) 
     assert [e.time for e in out] == expected_times
 
 
-def test_stable_timeout_flushes_without_another_event() -> None:
-    out = run(lambda sink: stable(3, "x", sink), xs((1, 0), (1, 1)), until=3)
+def test_stable_timeout_flushes_without_another_event(runtime: Runtime) -> None:
+    out = run(lambda sink: stable(3, "x", sink), xs((1, 0), (1, 1)), until=3, runtime=runtime)
     assert [e.time for e in out] == [0, 1]
     assert clock().now() == 3
 
@@ -123,14 +126,14 @@ def test_stable_timeout_failures_reach_the_exception_stream(
     assert [e.service for e in errors.events] == ["rillet exception"]
 
 
-def test_stable_close_cancels_its_timer() -> None:
+def test_stable_close_cancels_its_timer(runtime: Runtime) -> None:
     built: list[stable] = []
 
     def build(sink: Sink) -> stable:
         built.append(stable(3, "x", sink))
         return built[0]
 
-    out = run(build, xs((1, 0)))
+    out = run(build, xs((1, 0)), runtime=runtime)
     assert len(clock()) == 1
     built[0].close()
     assert len(clock()) == 0
@@ -196,3 +199,98 @@ def test_stable_emits_whole_runs_that_held_dt_never_early_never_twice(
     assert [seq for _, seq in emitted] == expected
     for now, seq in emitted:
         assert now >= run_start[seq] + dt
+
+
+# changed ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("options", "states", "expected"),
+    [
+        ({}, ["ok", "bad", "bad", "ok", "ok", "ok", "evil", "bad"],
+         ["ok", "bad", "ok", "evil", "bad"]),
+        ({"init": "ok"}, ["ok", "bad", "bad", "ok", "ok", "evil", "bad"],
+         ["bad", "ok", "evil", "bad"]),
+        ({}, [None, "ok", None], ["ok", None]),  # a first None is no change from init None
+    ],
+)
+def test_changed_table(options: dict[str, Any], states: list[str | None],
+                       expected: list[str | None]) -> None:
+    out = run(lambda sink: changed("state", sink, **options), [Event(state=s) for s in states])
+    assert [e.state for e in out] == expected
+
+
+def test_changed_pairs_gives_the_immediately_preceding_event() -> None:
+    states = ["ok", "bad", "bad", "ok", "ok", "ok", "evil", "bad"]
+    inputs = [Event(state=s, metric=i) for i, s in enumerate(states)]
+    out = run(lambda sink: changed("state", sink, pairs=True), inputs)
+    assert [(p and p.metric, e.metric) for p, e in out] == [
+        (None, 0), (0, 1), (2, 3), (5, 6), (6, 7)
+    ]
+
+
+def test_changed_on_a_function_and_python_equality() -> None:
+    inputs = [Event(metric=m) for m in [1, 1.0, 2, 2.5]]
+    out = run(lambda sink: changed(lambda e: e.metric, sink), inputs)
+    assert [e.metric for e in out] == [1, 2, 2.5]  # 1 == 1.0 in Python (not in Clojure)
+    out = run(lambda sink: changed(lambda e: e.metric > 1.5, sink), inputs)
+    assert [e.metric for e in out] == [1, 2]
+
+
+@relaxed
+@given(st.lists(st.sampled_from(["ok", "warning", None])), st.sampled_from(["ok", None]))
+def test_changed_equals_the_model(states: list[str | None], init: str | None) -> None:
+    out = run(lambda sink: changed("state", sink, init=init), [Event(state=s) for s in states])
+    expected: list[str | None] = []
+    previous = init
+    for s in states:
+        if s != previous:
+            expected.append(s)
+        previous = s
+    assert [e.state for e in out] == expected
+
+
+# changed_state ---------------------------------------------------------------------
+
+def test_changed_state_per_host_and_service() -> None:
+    inputs = [Event(host=h, service=s, state=st) for h, s, st in [
+        ("a", "x", "ok"), ("b", "x", "ok"), ("a", "y", "ok"), ("a", "x", "ok"),
+        ("a", "x", "critical"), ("b", "x", "ok"), ("a", "x", "ok"),
+    ]]
+    out = run(lambda sink: changed_state(sink), inputs)
+    assert [(e.host, e.service, e.state) for e in out] == [
+        ("a", "x", "ok"), ("b", "x", "ok"), ("a", "y", "ok"), ("a", "x", "critical"),
+        ("a", "x", "ok"),
+    ]
+
+
+def test_changed_state_with_init_and_bounded_keys() -> None:
+    s = changed_state(sink := Sink(), init="ok", max_keys=1)
+    s(Event(host="a", state="ok"))
+    s(Event(host="b", state="critical"))
+    assert [e.host for e in sink.events] == ["b"]
+    assert len(s) == 1
+
+
+@relaxed
+@given(timed_events(states=["ok", "warning", "critical"]))
+def test_changed_state_never_emits_the_same_state_twice_in_a_row_per_key(
+    inputs: list[Event],
+) -> None:
+    out = run(lambda sink: changed_state(sink), inputs)
+    last: dict[Any, Any] = {}
+    for e in out:
+        key = (e.host, e.service)
+        assert last.get(key) != e.state
+        last[key] = e.state
+    # and every change of a key's state is reported
+    expected: dict[Any, list[str | None]] = defaultdict(list)
+    previous: dict[Any, Any] = {}
+    for e in inputs:
+        key = (e.host, e.service)
+        if previous.get(key) != e.state:
+            expected[key].append(e.state)
+        previous[key] = e.state
+    reported: dict[Any, list[str | None]] = defaultdict(list)
+    for e in out:
+        reported[(e.host, e.service)].append(e.state)
+    assert reported == expected

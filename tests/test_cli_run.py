@@ -69,7 +69,7 @@ def server(tmp_path: Path) -> Iterator[dict[str, int]]:
 
 def test_rillet_send_and_query_against_rillet_run(server: dict[str, int]) -> None:
     port = str(server["TCP"])
-    sent = rillet("send", "--port", port, "-H", "web1", "-s", "cpu", "-m", "0.5",
+    sent = rillet("send", "--port", port, "-H", "web1", "-S", "cpu", "-m", "0.5",
                   "--state", "ok", "-t", "prod", "-a", "env=eu", "--ttl", "30")
     assert sent.returncode == 0, sent.stderr
     found = rillet("query", "--port", port, "--json", 'host = "web1"')
@@ -81,10 +81,10 @@ def test_rillet_send_and_query_against_rillet_run(server: dict[str, int]) -> Non
 
 def test_a_failing_rule_is_an_error_reply_not_a_crash(server: dict[str, int]) -> None:
     port = str(server["TCP"])
-    failed = rillet("send", "--port", port, "-s", "boom", "-m", "1")
+    failed = rillet("send", "--port", port, "-S", "boom", "-m", "1")
     assert failed.returncode == 1
     assert "division by zero" in failed.stderr
-    assert rillet("send", "--port", port, "-s", "fine").returncode == 0
+    assert rillet("send", "--port", port, "-S", "fine").returncode == 0
 
 
 @pytest.mark.usefixtures("riemann_client")
@@ -108,7 +108,7 @@ def test_riemann_client_against_rillet_run(server: dict[str, int]) -> None:
 
 def test_expired_events_leave_the_index(server: dict[str, int]) -> None:
     port = str(server["TCP"])
-    sent = rillet("send", "--port", port, "-H", "tmp", "-s", "short", "--ttl", "0.2")
+    sent = rillet("send", "--port", port, "-H", "tmp", "-S", "short", "--ttl", "0.2")
     assert sent.returncode == 0, sent.stderr
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

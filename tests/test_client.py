@@ -26,8 +26,7 @@ import trio
 from streams._config import Config
 from streams._event import Event
 from streams._index import Index
-from transport._cli_client import main as cli
-from transport._client import (
+from transport import (
     Client,
     RiemannConnectionError,
     RiemannError,
@@ -35,6 +34,7 @@ from transport._client import (
     TrioClient,
     UdpClient,
 )
+from transport._cli_client import main as cli
 from transport._run import Running, serve
 from transport._server import TcpServer, UdpServer
 
@@ -520,12 +520,12 @@ def test_udp_refuses_a_message_above_max_size() -> None:
 def test_cli_send_then_query_json_and_table(server: ServerThread,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     port = str(server.tcp_port)
-    assert cli(["send", "--port", port, "-H", "web1", "-s", "cpu", "-m", "5", "--state", "ok",
-                "-t", "prod", "-t", "eu", "-a", "env=prod", "--ttl", "30", "-d", "hot cpu",
+    assert cli(["send", "--port", port, "-h", "web1", "-S", "cpu", "-m", "5", "--state", "ok",
+                "-t", "prod", "-t", "eu", "-a", "env=prod", "--ttl", "30", "-D", "hot cpu",
                 "--time", "2024-05-01T12:00:00.5Z"]) == 0
     assert cli(["send", "--port", port, "--event-host", "web2", "--service", "mem",
                 "--metric", "0.25", "--time", "1714564800"]) == 0
-    assert cli(["send", "--port", str(server.udp_port), "--udp", "-H", "web3", "-s", "udp",
+    assert cli(["send", "--port", str(server.udp_port), "--udp", "-H", "web3", "-S", "udp",
                 "-m", "-1.5e3", "--time", "1"]) == 0
     capsys.readouterr()
     deadline = time.monotonic() + 5
@@ -565,11 +565,11 @@ def test_cli_reports_server_errors_and_refused_connections(
     port = str(server.tcp_port)
     assert cli(["query", "--port", port, "oh no not again"]) == 1
     assert "rillet query: error: mismatched input 'no'" in capsys.readouterr().err
-    assert cli(["send", "--port", port, "-H", "h", "-s", "bad"]) == 1
+    assert cli(["send", "--port", port, "-h", "h", "-S", "bad"]) == 1
     assert ("rillet send: error: the server refused the event: refusing h"
             in capsys.readouterr().err)
     closed = str(free_port())
-    assert cli(["send", "--port", closed, "-s", "x"]) == 3
+    assert cli(["send", "--port", closed, "-S", "x"]) == 3
     assert f"cannot connect to Riemann at 127.0.0.1:{closed}" in capsys.readouterr().err
     assert cli(["query", "--port", closed, "true", "--json"]) == 3
 
@@ -577,7 +577,7 @@ def test_cli_reports_server_errors_and_refused_connections(
 @pytest.mark.parametrize(("argv", "message"), [
     (["send", "-m", "abc"], "'abc' is not a number; write e.g. -m 42"),
     (["send", "-a", "env"], "'env' is not KEY=VALUE; write e.g. -a env=prod"),
-    (["send", "-a", "host=x"], "'host' is an event field, not an attribute; use --event-host"),
+    (["send", "-a", "host=x"], "'host' is an event field, not an attribute; use -h instead"),
     (["send", "--ttl", "soon"], "'soon' is not a number of seconds"),
     (["send", "--time", "yesterday"], "neither Unix seconds nor an ISO-8601 time"),
     (["send", "--port", "70000"], "'70000' is not a port number"),
@@ -594,7 +594,7 @@ def test_cli_argument_errors(argv: list[str], message: str,
 def test_cli_runs_as_a_module(server: ServerThread) -> None:
     command = [sys.executable, "-m", "transport._cli_client"]
     port = str(server.tcp_port)
-    sent = subprocess.run([*command, "send", "--port", port, "-s", "module", "-m", "7"],
+    sent = subprocess.run([*command, "send", "--port", port, "-S", "module", "-m", "7"],
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert (sent.returncode, sent.stderr) == (0, "")
     queried = subprocess.run([*command, "query", 'service = "module"', "--port", port, "--json"],
@@ -660,3 +660,100 @@ def test_riemann_client_sees_our_servers_query_errors(server: ServerThread) -> N
     assert failed.returncode != 0
     assert "mismatched input 'no'" in failed.stdout + failed.stderr
 
+
+
+# rillet send takes riemann-client's command lines -------------------------------------
+
+RIEMANN_CLIENT_LINE = ["-h", "rc1", "-S", "disk", "-s", "critical", "-D", "full", "-i", "5",
+                       "-t", "prod", "-t", "db", "-a", "env=prod", "-L", "42"]
+
+
+@needs_riemann_client
+@pytest.mark.parametrize("options", [
+    RIEMANN_CLIENT_LINE,
+    ["-h", "web1", "-S", "load", "-d", "0.93"],
+    ["--host", "web1", "--service", "load", "--metric-f", "0.1", "--state", "ok",
+     "--description", "fine", "--tag", "a", "--attribute", "k=v", "--ttl", "9"],
+    ["-U", "-h", "web1", "-S", "over udp", "-d", "-1.5e3"],
+])
+def test_a_riemann_client_command_line_sends_the_same_event_with_rillet(
+        server: ServerThread, options: list[str]) -> None:
+    # Each sends to a service of its own; what is indexed must agree field by field.
+    def sent_by(name: str, command: list[str]) -> Event:
+        service = options[options.index("-S") + 1] if "-S" in options else "load"
+        marked = [*options, "-a", f"by={name}"]
+        port = server.udp_port if "-U" in options else server.tcp_port
+        done = subprocess.run([*command, "send", *marked, "127.0.0.1", str(port)],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            found = [e for e in server.index.search("true")
+                     if e.service == service and e.attributes.get("by") == name]
+            if found:
+                return found[0]
+            time.sleep(0.01)
+        raise AssertionError(f"{name} sent nothing with {options}")
+
+    assert RIEMANN_CLIENT is not None
+    theirs = sent_by("riemann-client", [RIEMANN_CLIENT])
+    ours = sent_by("rillet", [sys.executable, "-m", "transport._cli"])
+    for name in ("host", "service", "state", "description", "metric", "tags", "ttl"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+        assert type(getattr(ours, name)) is type(getattr(theirs, name)), name
+    assert {k: v for k, v in ours.attributes.items() if k not in ("by", "x-client")} == \
+        {k: v for k, v in theirs.attributes.items() if k not in ("by", "x-client")}
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["send", "-i", "0.5"], "'0.5' is not an integer; -i sends a 64-bit integer metric "
+                            "(e.g. -i 42); use -d 0.5 for a double"),
+    (["send", "-d", "high"], "'high' is not a number; write e.g. -d 0.93"),
+    (["send", "-f", "1e300"], "does not fit a single-precision float; use -d 1e300"),
+    (["send", "-i", "1", "-d", "2"], "not allowed with argument"),
+    (["send", "-T", "-U"], "not allowed with argument"),
+    (["send", "-G"], "-G: rillet send does not speak TLS"),
+    (["send", "-o", "tls-cert-file=x"], "-o: riemann-client's client options are not "
+                                        "supported"),
+    (["send", "-0"], "-0: reading metrics from standard input is not supported"),
+    (["send", "--stdin"], "--stdin: reading metrics from standard input is not supported"),
+    (["send", "--port", "1", "-S", "x", "127.0.0.1", "2"], "the server is given twice"),
+    (["send", "--serv", "x"], "unrecognized arguments: --serv"),
+    (["query", "true", "--host", "web1"], "--host: in rillet send, --host is the event's "
+                                          "host"),
+])
+def test_cli_refuses_what_it_would_misread(argv: list[str], message: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_help_and_version_and_h_is_the_event_host(
+        server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
+    for flag in ("--help", "-?"):
+        with pytest.raises(SystemExit) as exited:
+            cli(["send", flag])
+        assert exited.value.code == 0
+        assert "-h HOST, --host HOST, -H HOST" in capsys.readouterr().out
+    # -h is the event's host and -d a double metric, as in riemann-client.
+    assert cli(["send", "-h", "web1", "-S", "h-is-host", "-d", "0.93", "-D", "text",
+                "127.0.0.1", str(server.tcp_port)]) == 0
+    assert capsys.readouterr().out == ""
+    event = server.index.lookup("web1", "h-is-host")
+    assert event is not None and (event.metric, event.description) == (0.93, "text")
+    version = subprocess.run([sys.executable, "-m", "transport._cli", "--version"],
+                             capture_output=True, text=True, timeout=30)
+    assert version.returncode == 0 and version.stdout.startswith("rillet 0.")
+
+
+def test_rillet_send_loads_neither_trio_nor_the_servers(server: ServerThread) -> None:
+    script = ("import sys; from transport._cli import main; "
+              f"status = main(['send', '-S', 'light', '127.0.0.1', '{server.tcp_port}']); "
+              "print(status, sorted(m for m in sys.modules "
+              "if m == 'trio' or m in ('transport._server', 'transport._trio_client')))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)
+    assert done.stdout.strip() == "0 []", done.stderr
+    assert server.index.lookup(None, "light") is not None

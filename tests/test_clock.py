@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import Task, VirtualClock, next_tick
-from streams._clock import install, now, scheduler
-
-
-@pytest.fixture
-def clock() -> Iterator[VirtualClock]:
-    """A fresh virtual clock at 0, installed for the test and removed after."""
-    fresh = VirtualClock()
-    previous = install(fresh)
-    yield fresh
-    install(previous)
+from streams import Runtime, Task, VirtualClock, next_tick
+from streams._clock import now, scheduler
 
 
 def test_once_runs_at_an_absolute_time_and_cancel_stops_it(clock: VirtualClock) -> None:
@@ -72,9 +62,7 @@ def test_every_with_delay_then_defer_into_the_past_catches_up(clock: VirtualCloc
 def test_defer_uses_the_tasks_own_clock_even_when_not_installed() -> None:
     # The VirtualClock doctest builds a clock without installing it; defer must
     # still read that clock, not whichever one is installed.
-    installed = VirtualClock(1000)
-    previous = install(installed)
-    try:
+    with Runtime(VirtualClock(1000)):
         private = VirtualClock()
         runs: list[float] = []
         task = private.every(1, lambda: runs.append(private.now()), delay=1)
@@ -82,8 +70,6 @@ def test_defer_uses_the_tasks_own_clock_even_when_not_installed() -> None:
         task.defer(5)
         private.advance(8)
         assert runs == [1, 2, 7, 8]
-    finally:
-        install(previous)
 
 
 def test_every_is_fixed_rate_from_scheduled_times(clock: VirtualClock) -> None:

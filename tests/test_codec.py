@@ -394,6 +394,29 @@ def test_unchanged_wire_event_reuses_its_message() -> None:
     assert (rebuilt.host, rebuilt.state, rebuilt.time) == ("o", "ok", 5)
 
 
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        ({"metric_sint64": 42}, {"metric_sint64": 42, "metric_f": 42.0}),
+        ({"metric_sint64": 0}, {"metric_sint64": 0, "metric_f": 0.0}),
+        ({"metric_d": 2.5}, {"metric_d": 2.5, "metric_f": 2.5}),
+        ({"metric_d": 1e300}, {"metric_d": 1e300}),  # beyond float32, as Riemann
+        ({"metric_sint64": 2**62}, {"metric_sint64": 2**62, "metric_f": float(2**62)}),
+        ({"metric_f": 1.5}, {"metric_f": 1.5}),
+        ({"metric_d": 2.5, "metric_f": 2.5}, {"metric_d": 2.5, "metric_f": 2.5}),
+        ({}, {}),
+    ],
+)
+def test_reused_event_always_carries_metric_f_when_it_has_a_metric(
+        sent: dict[str, Any], expected: dict[str, Any]) -> None:
+    event = decode_one(host="h", time=5, **sent)
+    pb = encode_event(event)
+    assert {k: v for k, v in fields_of(pb).items() if k.startswith("metric")} == expected
+    assert {k: v for k, v in fields_of(event._pb).items() if k.startswith("metric")} == sent
+    # A message that already carries metric_f (or no metric) is reused as is.
+    assert (pb is event._pb) == ("metric_f" in sent or not sent)
+
+
 def test_reused_event_without_time_is_sent_with_its_receive_time() -> None:
     event = decode_one(host="h")
     pb = encode_event(event)

@@ -15,10 +15,12 @@ from streams import (
     REGISTRY,
     Event,
     Stream,
+    VirtualClock,
     by,
     changed,
     changed_state,
     exception_stream,
+    fill_in,
     moving_event_window,
     rate,
     sdo,
@@ -151,6 +153,34 @@ def test_exception_stream_catches_scheduled_callbacks_of_rate() -> None:
     assert error.tags == ("exception", "ZeroDivisionError")
 
 
+@pytest.mark.parametrize("children", [1, 2])
+@pytest.mark.parametrize(("build", "until"), [
+    pytest.param(lambda *c: streams.rate(1, *c), 1, id="rate"),
+    pytest.param(lambda *c: streams.ddt_real(1, *c), 2, id="ddt_real"),
+    pytest.param(lambda *c: streams.fill_in(1, {"service": "gap"}, *c), 2, id="fill_in"),
+    pytest.param(lambda *c: streams.fill_in_last(1, {"state": "gap"}, *c), 2,
+                 id="fill_in_last"),
+    pytest.param(lambda *c: streams.interpolate_constant(1, *c), 2, id="interpolate_constant"),
+    pytest.param(lambda *c: streams.stable(1, "service", *c), 1, id="stable"),
+    pytest.param(lambda *c: streams.percentiles(1, [0.5], *c), 1, id="percentiles"),
+    pytest.param(lambda *c: streams.fold_interval(1, "metric", sum, *c), 1,
+                 id="fold_interval"),
+    pytest.param(lambda *c: streams.rollup(1, 1, *c), 1, id="rollup"),
+    pytest.param(lambda *c: streams.batch(5, 1, *c), 1, id="batch"),
+    pytest.param(lambda *c: streams.apdex(1, "true", "false", *c), 1, id="apdex"),
+    pytest.param(lambda *c: streams.coalesce(1, *c), 1, id="coalesce"),
+])
+def test_a_failure_inside_a_timer_carries_the_event_it_failed_on(
+        build: Any, until: float, children: int) -> None:
+    # Riemann's exception event carries the event; with one child the call is
+    # direct, and the failure reached the timer's wrapper without it.
+    errors = run(lambda sink: exception_stream(sink, build(*[broken] * children)),
+                 [Event(service="s", metric=1, time=0), Event(service="s", metric=2, time=0.1)],
+                 until=until)
+    assert errors, "the timer's child should have failed"
+    assert all(error.get("event") is not None for error in errors), errors
+
+
 def test_scheduled_callbacks_keep_the_exception_stream_of_their_scope() -> None:
     outer, inner = Sink(), Sink()
 
@@ -181,11 +211,44 @@ def test_a_failing_exception_stream_is_logged_not_raised(
 
 # sdo (spec §3.1) -------------------------------------------------------------------
 
-@pytest.mark.parametrize("n", [0, 1, 3])
+@pytest.mark.parametrize("n", [1, 3])
 def test_sdo_forwards_to_all_children(n: int) -> None:
     sinks = [Sink() for _ in range(n)]
     sdo(*sinks)(1)
     assert [s.events for s in sinks] == [[1]] * n
+
+
+@pytest.mark.parametrize(("build", "fix"), [
+    (lambda: streams.throttle(1, 60), "throttle(1, 60, index)"),
+    (lambda: streams.rate(10), "rate(10, index)"),
+    (lambda: streams.where('service = "cpu"'), """where('service = "cpu"', index)"""),
+    (lambda: streams.where(None, service="cpu"), "where(None, service='cpu', index)"),
+    (lambda: streams.sdo(), "sdo(index)"),
+    (lambda: streams.by("host", streams.changed_state()), "changed_state(index)"),
+    (lambda: streams.exception_stream(print), "exception_stream(print, index)"),
+    (lambda: streams.moving_time_window(60), "moving_time_window(60, index)"),
+])
+def test_a_stream_without_children_fails_at_load_with_the_fix(build: Any, fix: str) -> None:
+    # It used to load and silently discard everything.
+    with pytest.raises(streams.StreamArgumentError) as raised:
+        build()
+    message = str(raised.value)
+    assert "has no child stream" in message
+    assert fix in message and "bit_bucket()" in message
+
+
+def test_sinks_and_side_effect_streams_build_without_children() -> None:
+    seen: list[Any] = []
+    for stream in [streams.index, streams.bit_bucket(), streams.append(seen), tap("t"),
+                   streams.register(), streams.reinject(), streams.delete_from_index(),
+                   streams.smap(seen.append), Sink()]:
+        assert callable(stream)
+    streams.smap(seen.append)(1)
+    assert seen == [1]
+    # where with only an else_ branch has an output.
+    misses: list[Any] = []
+    streams.where(lambda e: False, else_=misses.append)(Event())
+    assert len(misses) == 1
 
 
 # Reprs read like config -------------------------------------------------------------
@@ -205,7 +268,7 @@ def test_reprs_read_like_the_config_line() -> None:
     assert repr(sdo(print)) == "sdo(print)"
     assert repr(throttle(1, 60, tap("pager"))) == "throttle(1, 60, tap('pager'))"
     assert repr(changed_state(sink, init="ok")) == "changed_state(Sink(<0 events>), init='ok')"
-    assert repr(exception_stream(sink)) == "exception_stream(Sink(<0 events>))"
+    assert repr(exception_stream(sink, print)) == "exception_stream(Sink(<0 events>), print)"
 
 
 # fork() --------------------------------------------------------------------------------
@@ -225,7 +288,7 @@ def test_fork_gives_fresh_state_and_keeps_shared_sinks() -> None:
 def test_fork_shares_plain_functions_and_taps() -> None:
     seen: list[Any] = []
     t = tap("alerts")
-    template = sdo(seen.append, t, changed("state"))
+    template = sdo(seen.append, t, changed("state", seen.append))
     copy = template.fork()
     assert copy.children[0] is template.children[0]  # the same bound method
     assert copy.children[1] is t
@@ -279,8 +342,8 @@ def test_fork_does_not_touch_the_template_state() -> None:
         (lambda: untyped.by([], Sink()), r"by\(.*at least one field"),
         (lambda: untyped.by(5, Sink()), r"by\(fields.*got 5"),
         (lambda: untyped.by("host"), r"by\(fields.*give the streams"),
-        (lambda: untyped.by("host", Sink(), max_keys=0), r"max_keys=0"),
-        (lambda: untyped.by("host", Sink(), idle=-1), r"idle=-1"),
+        (lambda: untyped.by("host", Sink(), max_keys=0), r"max_keys must be .*got 0"),
+        (lambda: untyped.by("host", Sink(), idle=-1), r"idle must be .*got -1"),
         (lambda: untyped.changed(5, Sink()), r"changed\(field.*got 5"),
         (lambda: untyped.changed_state(5), r"changed_state\(.*got 5"),
         (lambda: untyped.moving_event_window(-1, Sink()), r"moving_event_window\(n.*-1"),
@@ -296,8 +359,11 @@ def test_fork_does_not_touch_the_template_state() -> None:
 )
 def test_constructor_errors_name_the_argument_and_show_the_value(build: Any,
                                                                 expected: str) -> None:
-    with pytest.raises((TypeError, ValueError), match=expected):
+    # One error type for every bad stream argument; it is both a TypeError and a
+    # ValueError, so code catching either keeps working.
+    with pytest.raises(streams.StreamArgumentError, match=expected) as raised:
         build()
+    assert isinstance(raised.value, TypeError) and isinstance(raised.value, ValueError)
 
 
 def test_every_registered_stream_is_a_stream_or_registered_function() -> None:
@@ -311,24 +377,35 @@ def test_a_stream_failing_on_every_event_is_logged_once_per_interval_with_a_coun
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Before: a traceback per event (13 MiB in 10 s, ingest 59x slower).
-    from streams import VirtualClock
-    from streams._clock import install
-
     def always_broken(event: Any) -> None:
         raise ValueError("bad metric")
 
-    previous = install(VirtualClock())
-    try:
-        with caplog.at_level(logging.ERROR, logger="rillet.streams"):
-            stream = sdo(always_broken, Sink())
-            for n in range(1000):
-                stream(Event(metric=n))
-        assert len(caplog.records) == 1
-        assert "bad metric" in caplog.text
-        errors = Sink()
-        stream = exception_stream(errors, always_broken)
+    with caplog.at_level(logging.ERROR, logger="rillet.streams"):
+        stream = sdo(always_broken, Sink())
         for n in range(1000):
             stream(Event(metric=n))
-        assert len(errors.events) == 1000  # the exception stream still sees every failure
-    finally:
-        install(previous)
+    assert len(caplog.records) == 1
+    assert "bad metric" in caplog.text
+    errors = Sink()
+    stream = exception_stream(errors, always_broken)
+    for n in range(1000):
+        stream(Event(metric=n))
+    assert len(errors.events) == 1000  # the exception stream still sees every failure
+
+
+def test_exception_stream_close_stops_the_handler_timers(clock: VirtualClock) -> None:
+    out = Sink()
+    s = exception_stream(fill_in(1, {"service": "gap"}, out), out)
+    s.close()
+    clock.advance(5)
+    assert out.events == []
+
+
+def test_a_generator_argument_survives_forking() -> None:
+    from streams import tag
+
+    out = Sink()
+    keyed = by("host", tag((t for t in ["a", "b"]), out))
+    keyed(Event(host="x"))
+    keyed(Event(host="y"))
+    assert [e.tags for e in out.events] == [("a", "b"), ("a", "b")]

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import Event, clock_skew, coalesce_with_event, project, top
-from streams.testing import clock, run, run_intervals
+from streams import Event, Runtime, clock_skew, coalesce_with_event, project, top
+from streams.testing import Sink, clock, run, run_intervals
 
 # top ----------------------------------------------------------------------------------------
 
@@ -198,11 +198,23 @@ def test_clock_skew_missing_time_raises() -> None:
         run(lambda sink: clock_skew(sink), [Event(host="a")])
 
 
-def test_clock_skew_forgets_hosts_whose_events_expired() -> None:
+def test_clock_skew_forgets_hosts_whose_events_expired(runtime: Runtime) -> None:
     out = run_intervals(lambda sink: clock_skew(sink),
                         [(Event(host="a", time=0, ttl=1), None), (Event(host="c", time=0), 5),
-                         (Event(host="b", time=9), None)])
+                         (Event(host="b", time=9), None)], runtime=runtime)
     assert clock().now() == 5
     # Still counting a (its clock estimated at 5) would put the median at 5 and b 4 ahead.
     assert [(e.host, e.metric) for e in out] == [("a", 0), ("c", 0), ("b", 0)]
 
+
+def test_top_event_without_value_leaves_the_set_and_is_routed_as_not_in_it() -> None:
+    # Spec §3.10: a nil f(e) removes the key, then dual routing with "not in top":
+    # top gets expire(e), bottom gets e (only incoming expired events go to both).
+    tops, bottoms = Sink(), Sink()
+    s = top(2, "metric", tops, bottoms)
+    s(Event(host="a", metric=1, time=0))
+    s(Event(host="a", time=0))
+    assert [(e.host, e.metric, e.state) for e in tops.events] == [
+        ("a", 1, None), ("a", None, "expired")]
+    assert [(e.host, e.state) for e in bottoms.events] == [("a", "expired"), ("a", None)]
+    assert s.members() == []

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streams import Event, Index, VirtualClock, load_config
-from streams._clock import install
-from streams._config import ConfigError
+from streams import ConfigError, Event, Runtime, VirtualClock, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (ROOT / "examples").glob("*.py")
@@ -18,30 +16,30 @@ CONFIGS.append(ROOT / "transport" / "default_config.py")
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_example_config_loads_and_streams_events(path: Path) -> None:
-    config = load_config(path)
+    runtime = Runtime(VirtualClock(100))
+    config = runtime.load(path)
     assert config.streams
-    index = Index()
-    dispatch = config.dispatcher(index)
-    install(VirtualClock(100))
-    dispatch(Event(host="web1", service="cpu", metric=0.5, state="ok", time=100))
-    assert index.lookup("web1", "cpu") is not None
-    config.close()
+    runtime.start(config)
+    with runtime:
+        runtime.stream([Event(host="web1", service="cpu", metric=0.5, state="ok", time=100)])
+    assert runtime.index.lookup("web1", "cpu") is not None
+    runtime.stop()
 
 
 def test_monitoring_example_pages_once_per_minute(tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     clock = VirtualClock()
-    install(clock)
-    config = load_config(ROOT / "examples" / "monitoring.py")
-    dispatch = config.dispatcher(Index())
+    runtime = Runtime(clock)
+    runtime.start(runtime.load(ROOT / "examples" / "monitoring.py"))
     caplog.set_level("INFO")
-    for t in range(0, 120, 10):
-        clock.advance(t)
-        dispatch(Event(host="web1", service="http req", state="critical", time=t,
-                       description="500s"))
+    with runtime:
+        for t in range(0, 120, 10):
+            clock.advance(t)
+            runtime.stream([Event(host="web1", service="http req", state="critical", time=t,
+                                  description="500s")])
     pages = [r for r in caplog.records if "PAGE" in r.getMessage()]
     assert len(pages) == 2
-    config.close()
+    runtime.stop()
 
 
 def test_config_error_names_file_line_and_problem(tmp_path: Path) -> None:

@@ -1,46 +1,16 @@
-"""Field transformers and plumbing (spec §3.1, §3.3): smap, with_, default, tag."""
+"""Field transformers (spec §3.3): with_, default, tag."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from _helpers import through
-from hypothesis import given, settings
+from _helpers import relaxed, through
+from hypothesis import given
 from hypothesis import strategies as st
 
-from streams import Event, default, smap, tag, with_
+from streams import Event, default, tag, with_
 from streams.testing import events
-
-relaxed = settings(deadline=None, max_examples=60)
-
-
-
-
-# smap ----------------------------------------------------------------------------
-
-@pytest.mark.parametrize(
-    ("function", "inputs", "expected"),
-    [
-        (lambda x: x, [1, None, False, 3], [1, False, 3]),  # None is dropped, False is not
-        (lambda x: x + 1, [6, 3, -1], [7, 4, 0]),
-        (lambda e: e.evolve(metric=e.metric * 2), [Event(metric=21)], [Event(metric=42)]),
-    ],
-)
-def test_smap_table(function: Any, inputs: list[Any], expected: list[Any]) -> None:
-    assert through(lambda sink: smap(function, sink), inputs) == expected
-
-
-@relaxed
-@given(st.lists(st.one_of(st.none(), st.integers())))
-def test_smap_equals_map_without_none(inputs: list[int | None]) -> None:
-    def f(x: int | None) -> int | None:
-        return None if x is None or x % 3 == 0 else x * 2
-
-    assert through(lambda sink: smap(f, sink), inputs) == [
-        y for y in map(f, inputs) if y is not None
-    ]
-
 
 # with_ -----------------------------------------------------------------------------
 
@@ -130,3 +100,9 @@ def test_tag_puts_new_tags_first_each_once(inputs: list[Event], tags: list[str])
         assert len(set(after.tags)) == len(after.tags)
         assert set(after.tags) == set(tags) | set(before.tags)
         assert after.tags[: len(set(tags))] == tuple(dict.fromkeys(tags))
+
+
+def test_with_keywords_override_the_mapping() -> None:
+    out = through(lambda sink: with_({"service": "a", "state": "ok"}, sink, service="b"),
+                  [Event(host="h")])
+    assert [(e.host, e.service, e.state) for e in out] == [("h", "b", "ok")]

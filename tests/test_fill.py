@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import Event, exception_stream, fill_in, fill_in_last, interpolate_constant
+from streams import Event, Runtime, exception_stream, fill_in, fill_in_last, interpolate_constant
 from streams.testing import clock, run, run_intervals
 
 # fill_in ------------------------------------------------------------------------------------
@@ -124,16 +124,18 @@ def test_interpolate_constant_repeats_the_latest_event() -> None:
     assert [(e.time, e.metric) for e in out] == [(0, 1), (1, 1), (2, 1), (3, 2), (4, 2)]
 
 
-def test_interpolate_constant_is_not_synchronous() -> None:
-    out = run_intervals(lambda sink: interpolate_constant(1, sink), [(Event(metric=1), None)])
+def test_interpolate_constant_is_not_synchronous(runtime: Runtime) -> None:
+    out = run_intervals(lambda sink: interpolate_constant(1, sink), [(Event(metric=1), None)],
+                        runtime=runtime)
     assert out == []
     clock().advance(0.1)
     assert [(e.time, e.metric) for e in out] == [(0, 1)]
 
 
-def test_interpolate_constant_expired_forwarded_at_once_and_stops() -> None:
+def test_interpolate_constant_expired_forwarded_at_once_and_stops(runtime: Runtime) -> None:
     out = run(lambda sink: interpolate_constant(1, sink),
-              [Event(metric=1, time=0), Event(state="expired", time=1.5)], until=5)
+              [Event(metric=1, time=0), Event(state="expired", time=1.5)], until=5,
+              runtime=runtime)
     assert [(e.time, e.metric, e.state) for e in out] == [
         (0, 1, None), (1, 1, None), (1.5, None, "expired")]
     assert len(clock()) == 0

@@ -6,13 +6,15 @@ import re
 from typing import Any
 
 import pytest
-from _helpers import through
-from hypothesis import given, settings
+from _helpers import relaxed, through
+from hypothesis import given
 from hypothesis import strategies as st
 
 from streams import (
     Event,
+    VirtualClock,
     expired,
+    fill_in,
     matches,
     not_expired,
     over,
@@ -24,11 +26,6 @@ from streams import (
     where,
 )
 from streams.testing import Sink, events, run
-
-relaxed = settings(deadline=None, max_examples=60)
-
-
-
 
 # where ---------------------------------------------------------------------------
 
@@ -106,6 +103,37 @@ def test_the_matching_rule() -> None:
     assert matches(None, None) and not matches(None, 0)
     assert matches({1, 2}, 2) and not matches({1, 2}, [1])  # unhashable: in no set
     assert matches(5, 5.0)
+
+
+_SCALARS = [None, True, False, 0, 1, -1, 0.0, 1.0, 2.5, "1", "ok", ""]
+_QUERY_LITERALS = {None: "nil", True: "true", False: "false", "1": '"1"', "ok": '"ok"', "": '""'}
+
+
+def _query_literal(value: Any) -> str:
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        return _QUERY_LITERALS[value]
+    return repr(value)
+
+
+@given(st.sampled_from(_SCALARS), st.sampled_from(_SCALARS),
+       st.sampled_from(["metric", "state", "env"]))
+def test_field_patterns_and_the_query_language_share_one_equality(
+        pattern: Any, value: Any, field: str) -> None:
+    # where(None, child, metric=1) matched metric=True while the query
+    # "metric = 1" did not: booleans are never numbers, in both.
+    event = Event(**{field: value})
+    by_keyword = through(lambda sink: where(None, sink, **{field: pattern}), [event])
+    by_query = through(lambda sink: where(f"{field} = {_query_literal(pattern)}", sink), [event])
+    assert by_keyword == by_query
+    assert matches({pattern}, value) == bool(by_query)
+
+
+def test_a_number_pattern_never_matches_a_bool() -> None:
+    flags = [Event(metric=True), Event(metric=1), Event(metric=1.0), Event(metric=False)]
+    assert through(lambda sink: where(None, sink, metric=1), flags) == flags[1:3]
+    assert through(lambda sink: where(None, sink, metric={0, 1}), flags) == flags[1:3]
+    assert through(lambda sink: where(None, sink, metric=True), flags) == flags[:1]
+    assert through(lambda sink: where(None, sink, metric={True}), flags) == flags[:1]
 
 
 @relaxed
@@ -265,3 +293,18 @@ def test_over_under_equal_filter(inputs: list[Event], x: int) -> None:
     assert through(lambda s: under(x, s), inputs) == [
         e for e in inputs if e.metric is not None and e.metric < x
     ]
+
+
+def test_where_close_stops_timers_of_else_children(clock: VirtualClock) -> None:
+    out = Sink()
+    s = where(lambda e: True, out, else_=fill_in(1, {"service": "gap"}, out))
+    s.close()
+    clock.advance(5)
+    assert out.events == []
+
+
+def test_a_dict_pattern_against_a_missing_value_reads_every_field_as_none() -> None:
+    from streams import matches
+
+    assert matches({"host": None}, None)
+    assert not matches({"host": "a"}, None)

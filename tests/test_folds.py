@@ -8,13 +8,12 @@ import statistics
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from _helpers import relaxed
+from hypothesis import given
 from hypothesis import strategies as st
 
 from streams import Event, folds
-from streams.testing import Sink, run
-
-relaxed = settings(deadline=None, max_examples=60)
+from streams.testing import clock
 
 
 def m(*metrics: Any) -> list[Any]:
@@ -123,8 +122,36 @@ def test_minimum_and_maximum_ties_go_to_the_later_event() -> None:
     assert folds.maximum(events).host == "b"
 
 
+def test_non_nil_metrics_returns_the_metrics_as_riemann_does() -> None:
+    # Riemann: (keep (fn [e] (when-not (nil? e) (:metric e))) events): metrics, not events.
+    assert folds.non_nil_metrics([Event(metric=1), None, Event(), Event(metric=0),
+                                  Event(metric=2.5)]) == [1, 0, 2.5]
+    assert folds.non_nil_metrics([]) == []
+
+
+@given(st.lists(st.one_of(st.none(), st.builds(Event, metric=st.one_of(
+    st.none(), st.integers(-5, 5))))))
+def test_extremum_with_le_and_ge_is_minimum_and_maximum(events: list[Any]) -> None:
+    assert folds.extremum(operator.le, events) is folds.minimum(events)
+    assert folds.extremum(operator.ge, events) is folds.maximum(events)
+    metrics = folds.non_nil_metrics(events)
+    best = folds.extremum(operator.lt, events)
+    assert (best is None) == (not metrics)
+    if metrics:
+        assert best.metric == min(metrics)
+        # With a strict comparison the first of the tied events wins.
+        assert best is next(e for e in events if e is not None and e.metric == min(metrics))
+
+
+def test_extremum_takes_any_comparison() -> None:
+    closest_to_ten = folds.extremum(lambda a, b: abs(a - 10) < abs(b - 10),
+                                    [Event(metric=m) for m in [3, 12, 9, 30]])
+    assert closest_to_ten.metric == 9
+    assert folds.extremum(operator.lt, [None, Event()]) is None
+
+
 def test_count_of_nothing_is_a_fresh_zero_event_at_now() -> None:
-    run(lambda sink: Sink(), [], start=1.4)
+    clock().set(1.4)
     assert folds.count(None) == Event(metric=0, time=1)
     assert folds.count([]) == Event(metric=0, time=1)
     assert folds.count([Event(metric=5, time=5), Event(metric=3, time=3)]) == (

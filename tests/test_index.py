@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams._clock import VirtualClock, install
+from streams import Runtime, VirtualClock
 from streams._core import exception_stream
 from streams._event import Event
 from streams._index import (
@@ -19,19 +18,8 @@ from streams._index import (
     Reaper,
     current_index,
     index,
-    install_index,
 )
 from streams._query import compile_query
-
-
-@pytest.fixture
-def clock() -> Iterator[VirtualClock]:
-    virtual = VirtualClock()
-    previous = install(virtual)
-    try:
-        yield virtual
-    finally:
-        install(previous)
 
 
 def ev(**fields: Any) -> Event:
@@ -359,7 +347,7 @@ def test_starting_a_reaper_replaces_the_previous_one(clock: VirtualClock) -> Non
 
 def test_reaper_validates_its_configuration() -> None:
     idx = Index()
-    with pytest.raises(ValueError, match=r"interval must be a number of seconds > 0, got 0"):
+    with pytest.raises(ValueError, match=r"interval must be a positive number of seconds, got 0"):
         Reaper(idx, 0)
     with pytest.raises(TypeError, match=r"write keep_keys=\('host',\)"):
         Reaper(idx, 1, keep_keys="host")
@@ -370,10 +358,9 @@ def test_reaper_validates_its_configuration() -> None:
 
 # The config-level `index` -------------------------------------------------------------
 
-def test_config_index_feeds_the_installed_index() -> None:
+def test_config_index_feeds_the_runtimes_index() -> None:
     mine = Index()
-    previous = install_index(mine)
-    try:
+    with Runtime(index=mine):
         assert current_index() is mine
         index(ev(host="a", service="b", time=1))
         assert mine.lookup("a", "b") == ev(host="a", service="b", time=1)
@@ -382,10 +369,11 @@ def test_config_index_feeds_the_installed_index() -> None:
         assert index.statistics().size == 1
         assert repr(index) == "index"
         assert index.fork() is index
-    finally:
-        install_index(previous)
-    with pytest.raises(TypeError, match=r"takes an Index\(\)"):
-        install_index("index")  # type: ignore[arg-type]
+    assert current_index() is not mine
+    with pytest.raises(TypeError, match=r"index must be an Index\(\)"):
+        Runtime(index="index")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"use `index`, not `index\(\)`"):
+        index()  # type: ignore[call-arg]
 
 
 # Properties ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from streams import (
     predict_linear,
     sum_over_time,
 )
-from streams.testing import clock, run, run_intervals
+from streams.testing import Sink, clock, run, run_intervals
 
 metrics = st.one_of(st.none(), st.integers(-1000, 1000),
                     st.floats(-1000, 1000, allow_nan=False, allow_infinity=False))
@@ -151,7 +151,6 @@ def test_ewma_nil_metric_passes_unchanged_and_missing_time_counts_as_zero() -> N
 def test_ddt_dispatches_like_riemann() -> None:
     assert isinstance(ddt(print), ddt_events)
     assert isinstance(ddt(2, print), ddt_real)
-    assert isinstance(ddt(), ddt_events)
     with pytest.raises(TypeError, match="child"):
         ddt("5", print)
 
@@ -162,9 +161,18 @@ def test_ddt_events_table() -> None:
     assert [(e.time, e.metric) for e in out] == [(2, 1.0), (5, -1.0)]
 
 
-def test_ddt_events_missing_time_raises() -> None:
+def test_ddt_events_missing_time_raises_on_the_second_event_as_in_riemann() -> None:
+    # Riemann stores the first event as the previous one before computing
+    # anything, so the first event without a time passes and the second fails.
+    out = Sink()
+    stream = ddt_events(out)
+    stream(Event(metric=1))
     with pytest.raises(ValueError, match="no time"):
-        feed(ddt_events, [Event(metric=1)])
+        stream(Event(metric=3, time=2))
+    stream(Event(metric=7, time=4))  # the previous event now has a time
+    assert [(e.time, e.metric) for e in out.events] == [(4, 2.0)]
+    with pytest.raises(ValueError, match="no time"):
+        stream(Event(metric=9))
 
 
 def test_ddt_real_emits_rate_between_snapshots_then_zero_after_silence() -> None:

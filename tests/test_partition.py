@@ -1,18 +1,30 @@
-"""Partitioning and change detection (spec §3.4, §3.5): by, changed, changed_state."""
+"""Partitioning (spec §3.4): by, by_builder, by_fn."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any, ClassVar
 
 import pytest
-from hypothesis import given, settings
+from _helpers import relaxed
+from hypothesis import given
 from hypothesis import strategies as st
 
-from streams import Event, Stream, by, changed, changed_state, rate
-from streams.testing import Sink, clock, run, timed_events
-
-relaxed = settings(deadline=None, max_examples=60)
+from streams import (
+    Event,
+    Runtime,
+    Stream,
+    VirtualClock,
+    by,
+    by_builder,
+    by_fn,
+    changed,
+    fill_in,
+    rate,
+    sreduce,
+    where,
+    with_,
+)
+from streams.testing import Sink, clock, events, run, timed_events
 
 
 class counted(Stream):
@@ -99,7 +111,6 @@ keyed: Any = None
 
 def test_by_idle_drops_keys_after_one_to_two_idle_periods() -> None:
     sink = Sink()
-    run(lambda _: Sink(), [])  # a fresh virtual clock at 0
     s = by("host", changed("state", sink), idle=10)
     s(Event(host="a", state="ok"))
     clock().advance(5)
@@ -114,13 +125,14 @@ def test_by_idle_drops_keys_after_one_to_two_idle_periods() -> None:
     assert [e.host for e in sink.events] == ["a", "b", "a"]
 
 
-def test_by_close_cancels_forked_timers() -> None:
+def test_by_close_cancels_forked_timers(runtime: Runtime) -> None:
     def build(sink: Sink) -> Any:
         global keyed
         keyed = by("host", rate(1, sink))
         return keyed
 
-    run(build, [Event(host="a", metric=1, time=0)])
+    run(build, [Event(host="a", metric=1, time=0)], runtime=runtime)
+    assert len(clock()) == 1
     keyed.close()
     clock().advance(5)
     assert len(keyed) == 0 and len(clock()) == 0
@@ -147,96 +159,129 @@ def test_by_equals_one_instance_per_key(inputs: list[Event]) -> None:
     assert got == expected
 
 
-# changed ---------------------------------------------------------------------------
+# by_builder / by_fn ----------------------------------------------------------
 
-@pytest.mark.parametrize(
-    ("options", "states", "expected"),
-    [
-        ({}, ["ok", "bad", "bad", "ok", "ok", "ok", "evil", "bad"],
-         ["ok", "bad", "ok", "evil", "bad"]),
-        ({"init": "ok"}, ["ok", "bad", "bad", "ok", "ok", "evil", "bad"],
-         ["bad", "ok", "evil", "bad"]),
-        ({}, [None, "ok", None], ["ok", None]),  # a first None is no change from init None
-    ],
-)
-def test_changed_table(options: dict[str, Any], states: list[str | None],
-                       expected: list[str | None]) -> None:
-    out = run(lambda sink: changed("state", sink, **options), [Event(state=s) for s in states])
-    assert [e.state for e in out] == expected
+def test_by_builder_passes_the_key_to_the_factory() -> None:
+    built: list[Any] = []
 
+    def per_host(host: str) -> Any:
+        built.append(host)
+        return with_(None, sink, service=f"{host} cpu")
 
-def test_changed_pairs_gives_the_immediately_preceding_event() -> None:
-    states = ["ok", "bad", "bad", "ok", "ok", "ok", "evil", "bad"]
-    inputs = [Event(state=s, metric=i) for i, s in enumerate(states)]
-    out = run(lambda sink: changed("state", sink, pairs=True), inputs)
-    assert [(p and p.metric, e.metric) for p, e in out] == [
-        (None, 0), (0, 1), (2, 3), (5, 6), (6, 7)
-    ]
+    sink = Sink()
+    s = by_builder("host", per_host)
+    for h in ["a", "b", "a", None]:
+        s(Event(host=h))
+    assert built == ["a", "b", None]
+    assert [e.service for e in sink.events] == ["a cpu", "b cpu", "a cpu", "None cpu"]
+    assert sorted(map(str, s.keys())) == ["None", "a", "b"]
 
 
-def test_changed_on_a_function_and_python_equality() -> None:
-    inputs = [Event(metric=m) for m in [1, 1.0, 2, 2.5]]
-    out = run(lambda sink: changed(lambda e: e.metric, sink), inputs)
-    assert [e.metric for e in out] == [1, 2, 2.5]  # 1 == 1.0 in Python (not in Clojure)
-    out = run(lambda sink: changed(lambda e: e.metric > 1.5, sink), inputs)
-    assert [e.metric for e in out] == [1, 2]
+def test_by_builder_gives_one_argument_per_field_and_accepts_lists_of_streams() -> None:
+    first, second = Sink(), Sink()
+    s = by_builder(["host", "env"],
+                   lambda host, env: [with_(None, first, description=f"{host}/{env}"), second])
+    s(Event(host="a", env="prod"))
+    s(Event(host="a", env="dev"))
+    assert [e.description for e in first.events] == ["a/prod", "a/dev"]
+    assert len(second.events) == 2
+    assert len(s) == 2
 
 
-@relaxed
-@given(st.lists(st.sampled_from(["ok", "warning", None])), st.sampled_from(["ok", None]))
-def test_changed_equals_the_model(states: list[str | None], init: str | None) -> None:
-    out = run(lambda sink: changed("state", sink, init=init), [Event(state=s) for s in states])
-    expected: list[str | None] = []
-    previous = init
-    for s in states:
-        if s != previous:
-            expected.append(s)
-        previous = s
-    assert [e.state for e in out] == expected
+def test_by_builder_per_key_state_like_by() -> None:
+    # by(host, rate(1)) example of spec §3.4, built through the factory.
+    out = run(lambda sink: by_builder("host", lambda host: rate(1, sink)),
+              [Event(host="a", metric=1, time=0), Event(host="b", metric=2, time=0),
+               Event(host="a", metric=3, time=0), Event(time=1)])
+    assert sorted((e.host, e.metric, e.time) for e in out if e.host) == [
+        ("a", 4.0, 1), ("b", 2.0, 1)]
 
 
-# changed_state ---------------------------------------------------------------------
+def test_by_builder_bounds_keys_and_closes_evicted_streams(runtime: Runtime) -> None:
+    built: list[Any] = []
 
-def test_changed_state_per_host_and_service() -> None:
-    inputs = [Event(host=h, service=s, state=st) for h, s, st in [
-        ("a", "x", "ok"), ("b", "x", "ok"), ("a", "y", "ok"), ("a", "x", "ok"),
-        ("a", "x", "critical"), ("b", "x", "ok"), ("a", "x", "ok"),
-    ]]
-    out = run(lambda sink: changed_state(sink), inputs)
-    assert [(e.host, e.service, e.state) for e in out] == [
-        ("a", "x", "ok"), ("b", "x", "ok"), ("a", "y", "ok"), ("a", "x", "critical"),
-        ("a", "x", "ok"),
-    ]
+    def build(sink: Sink) -> Any:
+        built.append(by_builder("host", lambda host: rate(1, sink), max_keys=2))
+        return built[0]
 
-
-def test_changed_state_with_init_and_bounded_keys() -> None:
-    s = changed_state(sink := Sink(), init="ok", max_keys=1)
-    s(Event(host="a", state="ok"))
-    s(Event(host="b", state="critical"))
-    assert [e.host for e in sink.events] == ["b"]
-    assert len(s) == 1
+    run(build, [Event(host=h, metric=1, time=0) for h in ["a", "b", "c"]], runtime=runtime)
+    s = built[0]
+    assert sorted(s.keys()) == ["b", "c"]
+    assert s.statistics()["evicted"] == 1
+    assert len(runtime.clock) == 2  # the evicted key's rate timer was cancelled
+    s.close()
+    assert len(s) == 0
+    assert len(clock()) == 0
 
 
-@relaxed
-@given(timed_events(states=["ok", "warning", "critical"]))
-def test_changed_state_never_emits_the_same_state_twice_in_a_row_per_key(
-    inputs: list[Event],
-) -> None:
-    out = run(lambda sink: changed_state(sink), inputs)
-    last: dict[Any, Any] = {}
-    for e in out:
-        key = (e.host, e.service)
-        assert last.get(key) != e.state
-        last[key] = e.state
-    # and every change of a key's state is reported
-    expected: dict[Any, list[str | None]] = defaultdict(list)
-    previous: dict[Any, Any] = {}
+def test_by_fn_builds_once_per_distinct_key() -> None:
+    # Riemann's by test: by(:metric, child) builds once per distinct metric.
+    builds = [0]
+    sink = Sink()
+
+    def factory() -> Any:
+        builds[0] += 1
+        return sreduce(lambda n, e: n + 1, sink, init=0)
+
+    s = by_fn("metric", factory)
+    s(Event(metric=1))
+    s(Event(metric=2))
+    assert builds[0] == 2
+    s(Event(metric=1))
+    assert builds[0] == 2
+    assert sink.events == [1, 1, 2]
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    (lambda: by_builder("host", "not a function"),  # type: ignore[arg-type]
+     "factory must be a function"),
+    (lambda: by_fn("host", Sink()), "factory must be a function"),
+    (lambda: by_builder(3, lambda h: print), "fields must be"),  # type: ignore[arg-type]
+    (lambda: by_fn("host", lambda: print, max_keys=0), "max_keys"),
+])
+def test_by_builder_config_errors(build: Any, message: str) -> None:
+    with pytest.raises((TypeError, ValueError), match=message):
+        build()
+
+
+def test_by_builder_factory_must_return_a_stream() -> None:
+    s = by_fn("host", lambda: 42)
+    with pytest.raises(TypeError, match="must return a stream"):
+        s(Event(host="a"))
+
+
+def test_by_builder_forks_are_independent_under_a_parent_fork() -> None:
+    sink = Sink()
+    template = by_fn("host", lambda: sreduce(lambda n, e: n + 1, sink, init=0))
+    one, two = template.fork(), template.fork()
+    one(Event(host="a"))
+    two(Event(host="a"))
+    assert sink.events == [1, 1]
+
+
+@given(st.lists(events(), max_size=30))
+def test_by_fn_equals_one_instance_per_key(inputs: list[Event]) -> None:
+    sink = Sink()
+    s = by_fn(["host", "service"], lambda: sreduce(lambda n, e: n + 1, sink, init=0))
+    for e in inputs:
+        s(e)
+    seen: dict[tuple[Any, Any], int] = {}
+    expected = []
     for e in inputs:
         key = (e.host, e.service)
-        if previous.get(key) != e.state:
-            expected[key].append(e.state)
-        previous[key] = e.state
-    reported: dict[Any, list[str | None]] = defaultdict(list)
-    for e in out:
-        reported[(e.host, e.service)].append(e.state)
-    assert reported == expected
+        seen[key] = seen.get(key, 0) + 1
+        expected.append(seen[key])
+    assert sink.events == expected
+
+
+def test_by_template_else_child_timer_does_not_tick(clock: VirtualClock) -> None:
+    # by closes its templates; a fill_in under where's else_ must stop too.
+    out = Sink()
+    by("host", where(lambda e: True, out, else_=fill_in(1, {"service": "gap"}, out)))
+    clock.advance(3)
+    assert out.events == []
+
+
+def test_by_refuses_a_boolean_max_keys() -> None:
+    with pytest.raises(ValueError, match=r"max_keys must be .*got True"):
+        by("host", Sink(), max_keys=True)

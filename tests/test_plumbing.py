@@ -1,4 +1,4 @@
-"""Plumbing and combinators: spec §3.1 examples, plus properties."""
+"""Plumbing and combinators, smap included: spec §3.1 examples, plus properties."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from _helpers import relaxed, through
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,7 +19,6 @@ from streams import (
     append,
     bit_bucket,
     by,
-    forward,
     pipe,
     register,
     sdo,
@@ -38,6 +38,31 @@ ints = st.lists(st.integers(-100, 100), max_size=30)
 def feed(stream: Any, inputs: list[Any]) -> None:
     for x in inputs:
         stream(x)
+
+
+# smap ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("function", "inputs", "expected"),
+    [
+        (lambda x: x, [1, None, False, 3], [1, False, 3]),  # None is dropped, False is not
+        (lambda x: x + 1, [6, 3, -1], [7, 4, 0]),
+        (lambda e: e.evolve(metric=e.metric * 2), [Event(metric=21)], [Event(metric=42)]),
+    ],
+)
+def test_smap_table(function: Any, inputs: list[Any], expected: list[Any]) -> None:
+    assert through(lambda sink: smap(function, sink), inputs) == expected
+
+
+@relaxed
+@given(st.lists(st.one_of(st.none(), st.integers())))
+def test_smap_equals_map_without_none(inputs: list[int | None]) -> None:
+    def f(x: int | None) -> int | None:
+        return None if x is None or x % 3 == 0 else x * 2
+
+    assert through(lambda sink: smap(f, sink), inputs) == [
+        y for y in map(f, inputs) if y is not None
+    ]
 
 
 # bit_bucket ------------------------------------------------------------------
@@ -209,39 +234,6 @@ def test_register_rejects_a_holder_without_writable_value() -> None:
         register((1, 2))
 
 
-# forward ---------------------------------------------------------------------
-
-class RecordingClient:
-    def __init__(self, fail: bool = False) -> None:
-        self.sent: list[Any] = []
-        self.fail = fail
-
-    def send(self, events: Any) -> None:
-        if self.fail:
-            raise ConnectionError("no route")
-        self.sent.append(events)
-
-
-def test_forward_sends_events_and_lists_as_given() -> None:
-    client = RecordingClient()
-    s = forward(client)
-    batch = [Event(service="a"), Event(service="b")]
-    s(Event(service="x"))
-    s(batch)
-    assert client.sent == [Event(service="x"), batch]
-    assert s.fork() is s
-
-
-def test_forward_errors_propagate() -> None:
-    with pytest.raises(ConnectionError):
-        forward(RecordingClient(fail=True))(Event())
-
-
-def test_forward_needs_a_send_method() -> None:
-    with pytest.raises(TypeError, match="send"):
-        forward(object())
-
-
 # pipe ------------------------------------------------------------------------
 
 def test_pipe_spec_example() -> None:
@@ -300,6 +292,20 @@ def test_pipe_errors_name_the_stage(stages: tuple[Any, ...], message: str) -> No
 
 
 def test_everything_is_registered() -> None:
-    for name in ["append", "bit_bucket", "forward", "pipe", "register", "sflatten",
+    for name in ["append", "bit_bucket", "pipe", "register", "sflatten",
                  "smap_all", "smapcat", "sreduce"]:
         assert name in REGISTRY
+
+
+def test_sreduce_forks_do_not_share_a_mutable_initial_value() -> None:
+    from streams import sreduce
+
+    def collect(acc: list[int], event: Event) -> list[int]:
+        acc.append(event.metric)  # changes the accumulator in place
+        return acc
+
+    out = Sink()
+    keyed = by("host", sreduce(collect, out, init=[]))
+    keyed(Event(host="a", metric=1))
+    keyed(Event(host="b", metric=2))
+    assert out.events == [[1], [2]]

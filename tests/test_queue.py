@@ -10,8 +10,7 @@ import trio
 from streams import Config, Event, Index
 from streams._config import declaring
 from streams.testing import Sink
-from transport import Running, TcpServer, serve
-from transport._client import TrioClient
+from transport import Running, TcpServer, TrioClient, serve
 from transport._queue import async_queue
 
 

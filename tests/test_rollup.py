@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from streams import (
     Event,
+    Runtime,
     apdex,
     batch,
     coalesce,
@@ -188,9 +189,11 @@ def test_rollup_loses_nothing_and_keeps_order(
 # batch --------------------------------------------------------------------------------------
 
 
-def test_batch_forwards_full_batches_at_once_and_partial_ones_at_window_end() -> None:
+def test_batch_forwards_full_batches_at_once_and_partial_ones_at_window_end(
+        runtime: Runtime) -> None:
     out = run_intervals(lambda sink: batch(2, 1, sink),
-                        [(1, None), (2, None), (3, None), (4, None), (5, 1), (6, 0.5)])
+                        [(1, None), (2, None), (3, None), (4, None), (5, 1), (6, 0.5)],
+                        runtime=runtime)
     assert out == [[1, 2], [3, 4], [5]]
     clock().advance(2)
     assert out == [[1, 2], [3, 4], [5], [6]]

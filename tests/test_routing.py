@@ -1,4 +1,4 @@
-"""Routing: match, splitp, dual (spec §3.2), by_builder and by_fn (§3.4)."""
+"""Routing: match, splitp, dual (spec §3.2)."""
 
 from __future__ import annotations
 
@@ -13,19 +13,15 @@ from hypothesis import strategies as st
 
 from streams import (
     Event,
-    by_builder,
-    by_fn,
     dual,
     exception_stream,
     match,
-    rate,
     split,
     splitp,
-    sreduce,
     with_,
 )
 from streams._routing import expire_event
-from streams.testing import Sink, clock, events, run
+from streams.testing import Sink, events, run
 
 
 def passed(stream_factory: Any, inputs: list[Event]) -> list[Event]:
@@ -210,116 +206,18 @@ def test_dual_sends_each_event_live_to_exactly_one_stream(inputs: list[Event]) -
             assert (t, f) == (tombstone, e)
 
 
-# by_builder / by_fn ----------------------------------------------------------
+def test_split_and_splitp_defaults_and_branches_still_route_after_entry_point_binding() -> None:
+    import operator
 
-def test_by_builder_passes_the_key_to_the_factory() -> None:
-    built: list[Any] = []
+    from streams import split, splitp
 
-    def per_host(host: str) -> Any:
-        built.append(host)
-        return with_(None, sink, service=f"{host} cpu")
-
-    sink = Sink()
-    s = by_builder("host", per_host)
-    for h in ["a", "b", "a", None]:
-        s(Event(host=h))
-    assert built == ["a", "b", None]
-    assert [e.service for e in sink.events] == ["a cpu", "b cpu", "a cpu", "None cpu"]
-    assert sorted(map(str, s.keys())) == ["None", "a", "b"]
-
-
-def test_by_builder_gives_one_argument_per_field_and_accepts_lists_of_streams() -> None:
-    first, second = Sink(), Sink()
-    s = by_builder(["host", "env"],
-                   lambda host, env: [with_(None, first, description=f"{host}/{env}"), second])
-    s(Event(host="a", env="prod"))
-    s(Event(host="a", env="dev"))
-    assert [e.description for e in first.events] == ["a/prod", "a/dev"]
-    assert len(second.events) == 2
-    assert len(s) == 2
-
-
-def test_by_builder_per_key_state_like_by() -> None:
-    # by(host, rate(1)) example of spec §3.4, built through the factory.
-    out = run(lambda sink: by_builder("host", lambda host: rate(1, sink)),
-              [Event(host="a", metric=1, time=0), Event(host="b", metric=2, time=0),
-               Event(host="a", metric=3, time=0), Event(time=1)])
-    assert sorted((e.host, e.metric, e.time) for e in out if e.host) == [
-        ("a", 4.0, 1), ("b", 2.0, 1)]
-
-
-def test_by_builder_bounds_keys_and_closes_evicted_streams() -> None:
-    built: list[Any] = []
-
-    def build(sink: Sink) -> Any:
-        built.append(by_builder("host", lambda host: rate(1, sink), max_keys=2))
-        return built[0]
-
-    run(build, [Event(host=h, metric=1, time=0) for h in ["a", "b", "c"]])
-    s = built[0]
-    assert sorted(s.keys()) == ["b", "c"]
-    assert s.statistics()["evicted"] == 1
-    assert len(clock()) == 2  # the evicted key's rate timer was cancelled
-    s.close()
-    assert len(s) == 0
-    assert len(clock()) == 0
-
-
-def test_by_fn_builds_once_per_distinct_key() -> None:
-    # Riemann's by test: by(:metric, child) builds once per distinct metric.
-    builds = [0]
-    sink = Sink()
-
-    def factory() -> Any:
-        builds[0] += 1
-        return sreduce(lambda n, e: n + 1, sink, init=0)
-
-    s = by_fn("metric", factory)
-    s(Event(metric=1))
-    s(Event(metric=2))
-    assert builds[0] == 2
-    s(Event(metric=1))
-    assert builds[0] == 2
-    assert sink.events == [1, 1, 2]
-
-
-@pytest.mark.parametrize(("build", "message"), [
-    (lambda: by_builder("host", "not a function"),  # type: ignore[arg-type]
-     "factory must be a function"),
-    (lambda: by_fn("host", Sink()), "factory must be a function"),
-    (lambda: by_builder(3, lambda h: print), "fields must be"),  # type: ignore[arg-type]
-    (lambda: by_fn("host", lambda: print, max_keys=0), "max_keys"),
-])
-def test_by_builder_config_errors(build: Any, message: str) -> None:
-    with pytest.raises((TypeError, ValueError), match=message):
-        build()
-
-
-def test_by_builder_factory_must_return_a_stream() -> None:
-    s = by_fn("host", lambda: 42)
-    with pytest.raises(TypeError, match="must return a stream"):
-        s(Event(host="a"))
-
-
-def test_by_builder_forks_are_independent_under_a_parent_fork() -> None:
-    sink = Sink()
-    template = by_fn("host", lambda: sreduce(lambda n, e: n + 1, sink, init=0))
-    one, two = template.fork(), template.fork()
-    one(Event(host="a"))
-    two(Event(host="a"))
-    assert sink.events == [1, 1]
-
-
-@given(st.lists(events(), max_size=30))
-def test_by_fn_equals_one_instance_per_key(inputs: list[Event]) -> None:
-    sink = Sink()
-    s = by_fn(["host", "service"], lambda: sreduce(lambda n, e: n + 1, sink, init=0))
-    for e in inputs:
-        s(e)
-    seen: dict[tuple[Any, Any], int] = {}
-    expected = []
-    for e in inputs:
-        key = (e.host, e.service)
-        seen[key] = seen.get(key, 0) + 1
-        expected.append(seen[key])
-    assert sink.events == expected
+    big, small, other = Sink(), Sink(), Sink()
+    s = split(lambda e: e.metric > 10, big, lambda e: e.metric > 1, small, other)
+    for m in [50, 5, 0]:
+        s(Event(metric=m))
+    assert [len(big.events), len(small.events), len(other.events)] == [1, 1, 1]
+    crit, ok = Sink(), Sink()
+    p = splitp(operator.lt, "metric", 0.9, crit, ok)
+    p(Event(metric=0.95))
+    p(Event(metric=0.5))
+    assert [e.metric for e in crit.events] == [0.95] and [e.metric for e in ok.events] == [0.5]

@@ -107,6 +107,10 @@ def test_riemann_c_client_metric_types_round_trip(flag: str, value: str, expecte
         metric_line = {"-i": "metric_sint64 = 42", "-d": "metric_d = 2.5",
                        "-f": "metric_f = 1.23"}[flag]
         assert metric_line in printed
+        # Riemann's replies always carry metric_f, whatever the client sent.
+        float_line = {"-i": "metric_f = 42", "-d": "metric_f = 2.5",
+                      "-f": "metric_f = 1.23"}[flag]
+        assert float_line in printed
 
     with_server(body)
 
@@ -184,6 +188,29 @@ def test_bad_query_error_says_where() -> None:
         reply = await request(running.ports[0], encode_request(query='host = "a" and and'))
         assert not reply.ok
         assert "column" in reply.error and "mismatched input" in reply.error
+
+    with_server(body)
+
+
+@pytest.mark.parametrize("metric", [
+    {"metric_sint64": 42}, {"metric_sint64": 0}, {"metric_d": 2.5}, {"metric_f": 1.5},
+    {"metric_sint64": 7, "metric_d": 7.0, "metric_f": 7.0},
+])
+def test_query_reply_carries_metric_f_whatever_metric_field_was_sent(
+        metric: dict[str, Any]) -> None:
+    from transport._proto import Msg
+
+    async def body(running: Running) -> None:
+        port = running.ports[0]
+        message = Msg()
+        message.events.add(host="h", service="s", time=1, **metric)
+        assert (await request(port, frame(message.SerializeToString()))).ok
+        reply = await request(port, encode_request(query='service = "s"'))
+        (got,) = reply.events
+        sent_value = next(iter(metric.values()))
+        assert got.HasField("metric_f") and got.metric_f == sent_value
+        for name, value in metric.items():
+            assert got.HasField(name) and getattr(got, name) == value
 
     with_server(body)
 

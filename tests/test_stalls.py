@@ -24,7 +24,7 @@ def collector_as_in_rillet_run() -> Any:
     # and again; those pauses are the test's, not the server's.
     import gc
 
-    from transport._cli import tune_garbage_collector
+    from transport._cli_run import tune_garbage_collector
 
     threshold = gc.get_threshold()
     tune_garbage_collector()

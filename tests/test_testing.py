@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import Event, default, rate, sdo, where
+from streams import Event, Runtime, current_runtime, default, rate, sdo, where
 from streams.testing import Sink, clock, events, run, run_intervals, tap, taps, timed_events
 
 relaxed = settings(deadline=None, max_examples=40)
@@ -24,11 +24,26 @@ def test_run_advances_the_clock_to_each_event_before_delivering_it() -> None:
     assert len(out) == 3
 
 
-def test_run_starts_a_fresh_clock_every_time() -> None:
-    run(lambda sink: rate(1, sink), [Event(metric=1, time=50)])
+def test_run_starts_a_fresh_runtime_every_time_and_restores_the_previous_one(
+        runtime: Runtime) -> None:
+    seen: list[tuple[float, Runtime]] = []
+
+    def build(sink: Sink) -> Any:
+        seen.append((clock().now(), current_runtime()))
+        return rate(1, sink)
+
+    run(build, [Event(metric=1, time=50)])
+    run(build, [], start=3)
+    assert [t for t, _ in seen] == [0, 3]
+    assert len({id(r) for _, r in seen} | {id(runtime)}) == 3
+    assert current_runtime() is runtime and clock().now() == 0 and len(clock()) == 0
+
+
+def test_run_in_a_given_runtime_leaves_its_timers_to_drive(runtime: Runtime) -> None:
+    out = run(lambda sink: rate(1, sink), [Event(metric=1, time=50)], runtime=runtime)
     assert clock().now() == 50 and len(clock()) == 1
-    run(lambda sink: sink, [], start=3)
-    assert clock().now() == 3 and len(clock()) == 0
+    runtime.clock.advance(51)  # type: ignore[attr-defined]
+    assert [(e.time, e.metric) for e in out] == [(51, 1.0)]
 
 
 def test_run_until_fires_the_timers_due_by_then() -> None:
@@ -43,10 +58,13 @@ def test_run_refuses_a_built_stream_and_explains() -> None:
 
 def test_run_intervals_delivers_then_advances_by_the_gap() -> None:
     seen: list[float] = []
+    times: list[float] = []
     run_intervals(lambda sink: sdo(sink, lambda e: seen.append(clock().now())),
                   [(Event(), 1), (Event(), None), (Event(), 0.5), (Event(), 2)], start=10)
     assert seen == [10, 11, 11, 11.5]
-    assert clock().now() == 13.5
+    run_intervals(lambda sink: sdo(sink, lambda e: times.append(clock().now())),
+                  [(Event(), 2), (Event(), None)], start=10)
+    assert times == [10, 12]
 
 
 def test_the_spec_config_sample_with_taps() -> None:

@@ -98,7 +98,7 @@ def test_scale_examples(factor: float, inputs: list[Any], expected: list[Any]) -
 
 @pytest.mark.parametrize("factor", ["2", None, True])
 def test_scale_rejects_non_numbers(factor: Any) -> None:
-    with pytest.raises(TypeError, match="factor must be a number"):
+    with pytest.raises(TypeError, match="factor must be a finite number"):
         scale(factor)
 
 

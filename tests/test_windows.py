@@ -1,25 +1,28 @@
-"""Windows by count and by event time (spec §3.6)."""
+"""Windows by count and by event time (spec §3.6), window (the alias of
+moving_event_window) and fixed_offset_time_window."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
-from _helpers import through
-from hypothesis import given, settings
+from _helpers import relaxed, through
+from hypothesis import given
 from hypothesis import strategies as st
 
 from streams import (
+    REGISTRY,
     Event,
+    by,
     fixed_event_window,
+    fixed_offset_time_window,
     fixed_time_window,
     moving_event_window,
     moving_time_window,
+    window,
 )
-
-relaxed = settings(deadline=None, max_examples=60)
-
-
+from streams.testing import Sink, run
 
 
 def times(windows: list[list[Event]]) -> list[list[float | None]]:
@@ -111,8 +114,8 @@ def test_moving_time_window_model(dt: int, inputs: list[int]) -> None:
             expected.append(buffer)
     assert times(out) == expected
     # every window is in arrival order and spans less than dt
-    for window in expected:
-        assert window[-1] - min(window) < dt
+    for each in expected:
+        assert each[-1] - min(each) < dt
 
 
 @relaxed
@@ -125,10 +128,10 @@ def test_fixed_time_window_windows_are_aligned_and_ordered(dt: int, inputs: list
         return
     start = inputs[0]
     kept: list[int] = []
-    for k, window in enumerate(out):
+    for k, each in enumerate(out):
         low, high = start + k * dt, start + (k + 1) * dt
-        assert all(low <= t < high for t in window)
-        kept += window
+        assert all(low <= t < high for t in each)
+        kept += each
     # what was emitted is a subsequence of the input, in arrival order
     it = iter(inputs)
     assert all(any(t == x for x in it) for t in kept)
@@ -140,13 +143,8 @@ YEAR = 365 * 86400.0
 
 
 @pytest.fixture()
-def clock_at_1000() -> Any:
-    from streams import VirtualClock
-    from streams._clock import install
-
-    previous = install(VirtualClock(1000))
-    yield
-    install(previous)
+def clock_at_1000(clock: Any) -> None:
+    clock.set(1000)
 
 
 @pytest.mark.usefixtures("clock_at_1000")
@@ -179,7 +177,8 @@ def test_max_skew_is_configurable_and_none_trusts_every_time() -> None:
         [[1000, 1004]] + [[]] * 8639
     with pytest.raises(ValueError, match=r"max_skew must be a positive number .* got -1"):
         moving_time_window(10, max_skew=-1)
-    assert repr(fixed_time_window(10, max_skew=60)) == "fixed_time_window(10, max_skew=60)"
+    assert repr(fixed_time_window(10, print, max_skew=60)) == \
+        "fixed_time_window(10, print, max_skew=60)"
 
 
 @pytest.mark.usefixtures("clock_at_1000")
@@ -207,3 +206,90 @@ def test_moving_time_window_reads_each_event_time_a_bounded_number_of_times() ->
         window(Event(time=t))
     assert times(out) == [[1000], [1000, 999.5], [1000, 999.5, 1001], [1001, 1002.5],
                           [1002.5, 1003]]
+
+
+# window ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("n", "inputs", "expected"), [
+    (2, [1, 2, 3], [[1], [1, 2], [2, 3]]),
+    (0, [1, 2], [[], []]),
+    (3, [1], [[1]]),
+])
+def test_window_spec_examples(n: int, inputs: list[int], expected: list[list[int]]) -> None:
+    sink = Sink()
+    s = window(n, sink)
+    for x in inputs:
+        s(x)
+    assert sink.events == expected
+
+
+def test_window_is_a_registered_moving_event_window_that_forks() -> None:
+    assert REGISTRY["window"] is window
+    assert issubclass(window, moving_event_window)
+    s = window(2, Sink())
+    assert repr(s).startswith("window(2, ")
+    assert type(s.fork()) is window
+    with pytest.raises(ValueError, match="n must be"):
+        window(-1)
+
+
+@given(st.integers(0, 4), st.lists(st.integers(), max_size=20))
+def test_window_equals_moving_event_window(n: int, xs: list[int]) -> None:
+    a, b = Sink(), Sink()
+    sa, sb = window(n, a), moving_event_window(n, b)
+    for x in xs:
+        sa(x)
+        sb(x)
+    assert a.events == b.events
+
+
+# fixed_offset_time_window ----------------------------------------------------
+
+@pytest.mark.parametrize(("event_times", "expected"), [
+    ([1, 2, 3, 4, 5, 6], [[1], [2, 3], [4, 5]]),
+    ([1, 7], [[1], [], []]),
+    ([5, 1, 2, 6, 3, 8, 4, 8, 5, 9, 11], [[5], [6], [8, 8, 9]]),  # out of order
+    ([0, 1, 2], [[0, 1]]),
+])
+def test_fixed_offset_time_window_spec_examples(event_times: list[float],
+                                                expected: list[list[float]]) -> None:
+    out = run(lambda sink: fixed_offset_time_window(2, sink),
+              [Event(time=t) for t in event_times])
+    assert times(out) == expected
+
+
+def test_fixed_offset_differs_from_fixed_time_window_only_in_the_first_start() -> None:
+    events = [Event(time=t) for t in [1, 2, 3, 4, 5, 6]]
+    plain = run(lambda sink: fixed_time_window(2, sink), events)
+    offset = run(lambda sink: fixed_offset_time_window(2, sink), events)
+    assert times(plain) == [[1, 2], [3, 4]]
+    assert times(offset) == [[1], [2, 3], [4, 5]]
+
+
+def test_fixed_offset_untimed_events_join_the_current_window() -> None:
+    out = run(lambda sink: fixed_offset_time_window(10, sink),
+              [Event(time=12), Event(service="untimed"), Event(time=19), Event(time=20)])
+    assert [[(e.service, e.time) for e in w] for w in out] == [
+        [(None, 12), ("untimed", None), (None, 19)]]
+
+
+def test_fixed_offset_time_window_forks_per_key_and_validates() -> None:
+    out = run(lambda sink: by("host", fixed_offset_time_window(5, sink)),
+              [Event(host=h, time=t) for h, t in [("a", 3), ("b", 7), ("a", 6), ("b", 10)]])
+    assert [[(e.host, e.time) for e in w] for w in out] == [[("a", 3)], [("b", 7)]]
+    assert REGISTRY["fixed_offset_time_window"] is fixed_offset_time_window
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        fixed_offset_time_window(0)
+
+
+@given(st.sampled_from([1, 2, 5]),
+       st.lists(st.integers(0, 200).map(lambda q: q / 4), min_size=1, max_size=30))
+def test_fixed_offset_windows_are_the_aligned_buckets_before_the_last(
+        dt: int, raw_times: list[float]) -> None:
+    ordered = sorted(raw_times)
+    out: Any = run(lambda sink: fixed_offset_time_window(dt, sink),
+                   [Event(time=t) for t in ordered])
+    first, last = math.floor(ordered[0] / dt), math.floor(ordered[-1] / dt)
+    expected = [[t for t in ordered if math.floor(t / dt) == bucket]
+                for bucket in range(first, last)]
+    assert times(out) == expected

@@ -318,7 +318,8 @@ class WireEvent(LazyEvent):
     is ``time_micros / 1e6``, else ``time``, else the receive time given to
     :func:`decode_message`. Streams cannot tell it from an :class:`Event`;
     ``evolve`` returns a plain ``Event``, so a ``WireEvent`` is always exactly
-    what arrived, and :func:`encode_event` forwards its message as is.
+    what arrived, and :func:`encode_event` forwards its message as is (or
+    completed, see there).
 
     The scalar fields are properties that read the message on every access:
     that costs about a third of filling the slot through ``LazyEvent``, whose
@@ -396,9 +397,10 @@ _UNCHANGED = (WireEvent, _FastWireEvent, _ZeroIntegerWireEvent, _OverridingWireE
 def encode_event(event: Event) -> Any:
     """The protobuf ``Event`` for ``event``, written as Riemann writes it (spec §1.3).
 
-    A :class:`WireEvent` is returned as the message it was decoded from (with
-    the receive time filled in if it arrived without one), so forwarding and
-    query replies do not rebuild what arrived.
+    A :class:`WireEvent` is returned as the message it was decoded from, so
+    forwarding and query replies do not rebuild what arrived; a copy is made
+    only to fill in what Riemann always writes and the sender left out: the
+    receive time, and ``metric_f`` beside a ``metric_sint64`` or ``metric_d``.
 
     >>> pb = encode_event(Event(service="cpu", metric=3, time=1.5, tags=("a",), env="prod"))
     >>> print(pb, end="")
@@ -422,14 +424,23 @@ def encode_event(event: Event) -> Any:
 
 def _reuse(event: WireEvent) -> Any:
     pb = event._pb
-    if pb.time_micros or pb.time or pb.HasField("time_micros") or pb.HasField("time"):
+    timed = pb.time_micros or pb.time or pb.HasField("time_micros") or pb.HasField("time")
+    # Riemann always writes metric_f, and clients such as bernhard read no
+    # other metric field; most senders write it too, so this is usually the
+    # one truthy read.
+    has_float = pb.metric_f or pb.HasField("metric_f") or not (
+        pb.HasField("metric_sint64") or pb.HasField("metric_d"))
+    if timed and has_float:
         return pb
-    # It arrived without a time and was streamed with the receive time; send
-    # that, leaving alone the message the event reads from.
-    timed = _proto.Event()
-    timed.CopyFrom(pb)
-    _set_time(timed, event._now)
-    return timed
+    # Complete a copy, leaving alone the message the event reads from.
+    complete = _proto.Event()
+    complete.CopyFrom(pb)
+    if not timed:
+        # It arrived without a time and was streamed with the receive time.
+        _set_time(complete, event._now)
+    if not has_float:
+        _set_metric_f(complete, _load_metric(event))
+    return complete
 
 
 def _encode_into(pb: Any, event: Event) -> None:
@@ -478,16 +489,19 @@ def _set_metric(pb: Any, metric: Any) -> None:
             pb.metric_sint64 = metric if type(metric) is int else int(metric)
         else:
             pb.metric_d = _int_as_double(metric)
-        if -_FLOAT32_MAX <= metric <= _FLOAT32_MAX:
-            pb.metric_f = metric
+        _set_metric_f(pb, metric)
         return
     if type(metric) is not float and not isinstance(metric, numbers.Real):
         raise TypeError(f"metric must be a real number, not {type(metric).__name__}")
     number = float(metric)
     pb.metric_d = number
+    _set_metric_f(pb, number)
+
+
+def _set_metric_f(pb: Any, metric: Any) -> None:
     # NaN fails both comparisons yet passes Riemann's float32 range check.
-    if -_FLOAT32_MAX <= number <= _FLOAT32_MAX or number != number:
-        pb.metric_f = number
+    if -_FLOAT32_MAX <= metric <= _FLOAT32_MAX or metric != metric:
+        pb.metric_f = metric
 
 
 def _int_as_double(metric: int) -> float:
@@ -513,9 +527,6 @@ def _set_time(pb: Any, time: Any) -> None:
     # Beyond ±292,000 years only whole seconds fit on the wire; past int64
     # seconds, assigning raises and the caller reports the bad time.
     pb.time = seconds
-
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _attribute_text(value: Any) -> str:

@@ -72,21 +72,20 @@ class instrumentation:
                 # A sleep that ends late measures how long something held the loop.
                 self._longest_stall = max(self._longest_stall, now - last - _PROBE)
                 last = now
-            core = runtime.core
-            core.stream(self.events(runtime, time.time(), time.monotonic() - reported))
+            runtime.stream(self.events(runtime, time.time(), time.monotonic() - reported))
             self.reports += 1
 
     def events(self, runtime: Any, now: float, elapsed: float) -> list[Event]:
         """The report for ``elapsed`` seconds since the previous one."""
-        core = runtime.core
         out = [
-            self._event("rillet streams rate", self._rate("streams", core.events, elapsed), now),
-            self._event("rillet index size", len(core.index), now, state="ok"),
+            self._event("rillet streams rate", self._rate("streams", runtime.events, elapsed),
+                        now),
+            self._event("rillet index size", len(runtime.index), now, state="ok"),
             self._event("rillet loop longest stall", round(self._longest_stall * 1000, 1), now,
                         state="ok"),
         ]
         self._longest_stall = 0.0
-        for declared in core.config.services:
+        for declared in runtime.services:
             out += self._service_events(declared, now, elapsed)
         return out
 

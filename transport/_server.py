@@ -1,8 +1,9 @@
-"""The Riemann-compatible servers (TCP and UDP) and the core they feed.
+"""The Riemann-compatible servers (TCP and UDP) and the request handling they share.
 
-A :class:`Core` is one loaded config plus the index: it handles decoded
-requests and builds replies. Servers hold a :class:`Runtime`, whose core can
-be swapped whole (reload), and never see a half-built one.
+Servers are services of a config: ``serve(runtime, task_status=...)`` runs
+one with the ``streams.Runtime`` of the running config. Each request reads
+the runtime's config afresh, so a reload swaps it whole between requests and
+no request sees a half-built one.
 """
 
 from __future__ import annotations
@@ -15,20 +16,19 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-from streams import Event
-from streams._config import Config
-from streams._core import report_failure
-from streams._index import Index
+from streams import Event, Runtime
+from streams._clock import must_propagate
 from streams._query import QuerySyntaxError
 from streams._ratelimit import LogLimiter
 
 from ._codec import (
+    DEFAULT_MAX_DATAGRAM,
     DEFAULT_MAX_FRAME,
     OK_REPLY,
     Decoded,
@@ -40,6 +40,7 @@ from ._codec import (
     encode_reply,
     frame,
 )
+from ._defaults import DEFAULT_HOST, DEFAULT_PORT
 from ._limits import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_BUFFERED,
@@ -51,16 +52,10 @@ from ._limits import (
 )
 from ._slices import TooManyEvents, message_pieces
 
-__all__ = ["Core", "Runtime", "TcpServer", "UdpServer", "tcp_server", "udp_server"]
+__all__ = ["TcpServer", "UdpServer", "answer", "handle", "tcp_server", "udp_server"]
 
 log = logging.getLogger("rillet.server")
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 5555
-DEFAULT_MAX_DATAGRAM = 16_384
-
-# What a connection handler must let through: cancellation and shutdown.
-_PROPAGATE = (trio.Cancelled, KeyboardInterrupt, SystemExit, GeneratorExit)
 # Reply bytes a connection buffers before writing (see TcpServer._connection).
 _FLUSH_AT = 256 * 1024
 # The longest a connection works before it lets other clients, timers and
@@ -74,82 +69,56 @@ SLICE = 4096
 _LARGE_PAYLOAD = 64 * 1024
 
 
-class Core:
-    """Streams events from requests through a config and answers queries from the index."""
-
-    def __init__(self, config: Config, index: Index) -> None:
-        self.config = config
-        self.index = index
-        self.dispatch: Callable[[Any], object] = config.dispatcher(index)
-        # Queues that TCP connections wait for when they are crowded (async_queue).
-        self.queues = tuple(s for s in config.services if hasattr(s, "wait_for_room"))
-        self.events = 0
-        self.errors = 0
-
-    def stream(self, events: list[Any]) -> Exception | None:
-        """Run ``events`` through the streams; returns the first failure, if any."""
-        dispatch = self.dispatch
-        failure: Exception | None = None
-        for event in events:
-            try:
-                dispatch(event)
-            except Exception as error:
-                report_failure(error, event)
-                failure = failure or error
-        self.events += len(events)
-        return failure
-
-    def handle(self, request: Decoded) -> bytes:
-        """The framed reply to one request: ok, an error, or query results."""
-        return _finish(self._steps(request))
-
-    async def answer(self, request: Decoded) -> bytes:
-        """:meth:`handle`, letting the loop run between slices of a large request."""
-        steps = self._steps(request)
-        try:
-            while True:
-                next(steps)
-                await trio.lowlevel.checkpoint()
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-
-    def _steps(self, request: Decoded) -> Generator[None, None, bytes]:
-        # One home for a request's handling; it pauses (yields) between
-        # slices of SLICE events, and the caller decides whether to let the
-        # loop run there.
-        events = request.events
-        failure: Exception | None = None
-        for start in range(0, len(events), SLICE):
-            if start:
-                yield
-            failed = self.stream(events if len(events) <= SLICE else events[start:start + SLICE])
-            failure = failure or failed
-        if failure is not None:
-            self.errors += 1
-            return _error_reply(str(failure) or type(failure).__name__)
-        if request.query is None:
-            return OK_REPLY
-        try:
-            parts: list[bytes] = []
-            for found in self.index.search_slices(request.query, SLICE):
-                if found:
-                    # Concatenated Msgs parse as one whose events are all of
-                    # theirs, so each slice is encoded on its own.
-                    parts.append(_encode_found(found, request.query)[4:])
-                yield
-            return frame(b"".join(parts)) if parts else OK_REPLY
-        except QuerySyntaxError as error:
-            self.errors += 1
-            return _error_reply(str(error))
-        except Exception as error:
-            # Anything else (a query nested past the recursion limit, an
-            # unencodable indexed event) is this request's failure alone.
-            self.errors += 1
-            log.warning("query %.200r failed", request.query, exc_info=error)
-            return _error_reply(f"{type(error).__name__}: {error}")
+def handle(runtime: Runtime, request: Decoded) -> bytes:
+    """The framed reply to one request: ok, an error, or query results."""
+    return _finish(_steps(runtime, request))
 
 
-async def _answer_in_pieces(core: Core, payload: bytes, now: float, max_events: int) -> bytes:
+async def answer(runtime: Runtime, request: Decoded) -> bytes:
+    """:func:`handle`, letting the loop run between slices of a large request."""
+    steps = _steps(runtime, request)
+    try:
+        while True:
+            next(steps)
+            await trio.lowlevel.checkpoint()
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def _steps(runtime: Runtime, request: Decoded) -> Generator[None, None, bytes]:
+    # One home for a request's handling; it pauses (yields) between slices
+    # of SLICE events, and the caller decides whether to let the loop run there.
+    events = request.events
+    failure: Exception | None = None
+    for start in range(0, len(events), SLICE):
+        if start:
+            yield
+        failed = runtime.stream(events if len(events) <= SLICE else events[start:start + SLICE])
+        failure = failure or failed
+    if failure is not None:
+        return _error_reply(str(failure) or type(failure).__name__)
+    if request.query is None:
+        return OK_REPLY
+    try:
+        parts: list[bytes] = []
+        for found in runtime.index.search_slices(request.query, SLICE):
+            if found:
+                # Concatenated Msgs parse as one whose events are all of
+                # theirs, so each slice is encoded on its own.
+                parts.append(_encode_found(found, request.query)[4:])
+            yield
+        return frame(b"".join(parts)) if parts else OK_REPLY
+    except QuerySyntaxError as error:
+        return _error_reply(str(error))
+    except Exception as error:
+        # Anything else (a query nested past the recursion limit, an
+        # unencodable indexed event) is this request's failure alone.
+        log.warning("query %.200r failed", request.query, exc_info=error)
+        return _error_reply(f"{type(error).__name__}: {error}")
+
+
+async def _answer_in_pieces(runtime: Runtime, payload: bytes, now: float,
+                            max_events: int) -> bytes:
     """The reply to one large message, decoded and streamed SLICE events at a time."""
     failure: bytes | None = None
     reply = OK_REPLY
@@ -161,7 +130,7 @@ async def _answer_in_pieces(core: Core, payload: bytes, now: float, max_events: 
     for piece in itertools.chain((first,), pieces):
         # Decoding the whole message first would hold the loop for as long
         # as creating every event takes (a second for a few hundred thousand).
-        reply = await core.answer(decode_message(piece, now))
+        reply = await answer(runtime, decode_message(piece, now))
         if failure is None and reply != OK_REPLY:
             failure = reply
         await trio.lowlevel.checkpoint()
@@ -210,14 +179,6 @@ def _error_reply(message: str) -> bytes:
 
 
 @dataclass
-class Runtime:
-    """What the servers share: the current core (swapped whole on reload)."""
-
-    core: Core
-    clock: Callable[[], float] = time.time
-
-
-@dataclass
 class TcpServer:
     """Riemann's TCP protocol: length-prefixed Msgs, one reply per request, in order."""
 
@@ -237,6 +198,8 @@ class TcpServer:
     idle_closed: int = field(default=0, repr=False)
     bound_port: int | None = field(default=None, repr=False)
     _log: LogLimiter = field(default_factory=lambda: LogLimiter(log), repr=False)
+    _queues_of: Any = field(default=None, repr=False)
+    _queue_list: tuple[Any, ...] = field(default=(), repr=False)
 
     async def serve(self, runtime: Runtime, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -286,8 +249,8 @@ class TcpServer:
                 if not data:
                     return
                 decoder.feed(data)
-                now = runtime.clock()
-                core = runtime.core
+                now = runtime.now()
+                queues = self._queues(runtime)
                 # Every complete frame of this read is handled, then one write
                 # acknowledges them all: coalesced acks, order kept. Large
                 # replies (queries) are written as soon as they add up, so a
@@ -300,28 +263,28 @@ class TcpServer:
                 pending = 0
                 turn_ends = time.perf_counter() + TURN_SECONDS
                 for payload in decoder.frames():
-                    if core.queues and any(queue.crowded() for queue in core.queues):
+                    if queues and any(queue.crowded() for queue in queues):
                         # Backpressure: stop reading until the queues drain,
                         # rather than make them drop what clients sent.
                         if replies:
                             self.requests += len(replies)
                             await stream.send_all(b"".join(replies))
                             replies, pending = [], 0
-                        for queue in core.queues:
+                        for queue in queues:
                             await queue.wait_for_room()
-                        now = runtime.clock()
+                        now = runtime.now()
                     if len(payload) > _LARGE_PAYLOAD:
-                        reply = await _answer_in_pieces(core, payload, now, self.max_events)
-                        now = runtime.clock()
+                        reply = await _answer_in_pieces(runtime, payload, now, self.max_events)
+                        now = runtime.now()
                     else:
                         request = decode_message(payload, now)
                         if len(request.events) > self.max_events:
                             reply = _error_reply(str(TooManyEvents(len(request.events),
                                                                    self.max_events)))
                         elif request.query is None and len(request.events) <= SLICE:
-                            reply = core.handle(request)
+                            reply = handle(runtime, request)
                         else:
-                            reply = await core.answer(request)
+                            reply = await answer(runtime, request)
                     replies.append(reply)
                     pending += len(reply)
                     if pending >= _FLUSH_AT or time.perf_counter() >= turn_ends:
@@ -329,8 +292,7 @@ class TcpServer:
                         await stream.send_all(b"".join(replies))
                         replies, pending = [], 0
                         turn_ends = time.perf_counter() + TURN_SECONDS
-                        now = runtime.clock()
-                        core = runtime.core
+                        now = runtime.now()
                 if replies:
                     self.requests += len(replies)
                     await stream.send_all(replies[0] if len(replies) == 1 else b"".join(replies))
@@ -347,9 +309,9 @@ class TcpServer:
             self._log.warning("protocol", "closing TCP connection from %s: %s", peer, error)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass
-        except _PROPAGATE:
-            raise
         except BaseException as error:
+            if must_propagate(error):
+                raise
             # Riemann closes the connection on a fatal error escaping the
             # streams; letting it out here would end every connection.
             log.error("closing TCP connection from %s: handling a request failed", peer,
@@ -357,6 +319,14 @@ class TcpServer:
         finally:
             self.buffered -= held
             await trio.aclose_forcefully(stream)
+
+    def _queues(self, runtime: Runtime) -> tuple[Any, ...]:
+        """The async_queues TCP connections wait for when crowded (backpressure)."""
+        services = runtime.services
+        if services is not self._queues_of:
+            self._queues_of = services
+            self._queue_list = tuple(s for s in services if hasattr(s, "wait_for_room"))
+        return self._queue_list
 
     def statistics(self) -> dict[str, Any]:
         return {"connections": self.connections, "requests": self.requests,
@@ -432,23 +402,22 @@ class UdpServer:
                                       "max_size, or use TCP", peer[0], peer[1], self.max_size)
                     continue
                 try:
-                    request = decode_datagram(data, runtime.clock(), self.max_size)
+                    request = decode_datagram(data, runtime.now(), self.max_size)
                 except ProtocolError as error:
                     self.dropped += 1
                     self._log.warning("garbage", "dropped a UDP datagram from %s:%s: %s",
                                       peer[0], peer[1], error)
                     continue
-                core = runtime.core
                 try:
-                    core.stream(request.events)
+                    runtime.stream(request.events)
                     if request.query is not None:  # evaluated as Riemann does; nobody gets it
-                        for _ in core.index.search_slices(request.query, SLICE):
+                        for _ in runtime.index.search_slices(request.query, SLICE):
                             await trio.lowlevel.checkpoint()
                 except QuerySyntaxError:
                     self.dropped += 1
-                except _PROPAGATE:
-                    raise
                 except BaseException as error:
+                    if must_propagate(error):
+                        raise
                     # One datagram's failure must not stop the UDP server.
                     self.dropped += 1
                     self._log.error(type(error).__name__, "a UDP datagram from %s:%s failed",

@@ -34,7 +34,7 @@ import trio
 
 from streams import Event
 from streams._config import service
-from streams._event import DEFAULT_TTL
+from streams._event import outlived
 
 from ._codec import decode_message, encode_event, encode_request
 from ._limits import check_seconds
@@ -114,12 +114,8 @@ def read_snapshot(path: str | Path, now: float) -> list[Event]:
     body = data[start:start + length]
     if hashlib.sha256(body).digest() != data[start + length:]:
         raise SnapshotError(f"{path} is corrupt: its checksum does not match")
-    kept = []
-    for event in decode_message(body, now).events:
-        ttl = DEFAULT_TTL if event.ttl is None else event.ttl
-        if event.time is None or not ttl < now - event.time:
-            kept.append(Event(**event.as_dict()))
-    return kept
+    return [Event(**event.as_dict()) for event in decode_message(body, now).events
+            if event.time is None or not outlived(event.time, event.ttl, now)]
 
 
 class index_snapshot:
@@ -163,9 +159,9 @@ class index_snapshot:
                 await self.save(runtime)
 
     def _restore(self, runtime: Any) -> None:
-        index = runtime.core.index
+        index = runtime.index
         try:
-            events = read_snapshot(self.path, runtime.clock())
+            events = read_snapshot(self.path, runtime.now())
         except FileNotFoundError:
             log.info("no index snapshot at %s yet; starting with an empty index", self.path)
             return
@@ -182,7 +178,7 @@ class index_snapshot:
 
     async def save(self, runtime: Any) -> None:
         """Write the index now: encoded a slice per turn, written off the loop."""
-        events = list(runtime.core.index)
+        events = list(runtime.index)
         parts = []
         for start in range(0, len(events), _SLICE):
             parts.append(_encode(events[start:start + _SLICE]))

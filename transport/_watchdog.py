@@ -52,8 +52,10 @@ class Watchdog:
     Watchdog(stall=0.5, stop_within=3)
     """
 
-    def __init__(self, stall: float = DEFAULT_STALL,
-                 stop_within: float = DEFAULT_STOP_WITHIN) -> None:
+    def __init__(self, stall: float | None = None, stop_within: float | None = None) -> None:
+        # None: the default (what `rillet run` passes when the flag is not given).
+        stall = DEFAULT_STALL if stall is None else stall
+        stop_within = DEFAULT_STOP_WITHIN if stop_within is None else stop_within
         check_seconds("Watchdog", "stall", stall, DEFAULT_STALL)
         check_seconds("Watchdog", "stop_within", stop_within, DEFAULT_STOP_WITHIN)
         self.stall = stall

@@ -20,8 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from streams import Event, VirtualClock, by, over, rate, where
-from streams._clock import install
+from streams import Event, Runtime, VirtualClock, by, over, rate, where
 from streams._core import entry_point
 
 INTERVAL = 1.0
@@ -120,16 +119,16 @@ def hand_pipeline(count: list[int], clock: VirtualClock) -> Callable[[Any], obje
 def drive(chunks: list[list[Event]], build: Callable[[list[int], VirtualClock], Any]) -> \
         tuple[float, int]:
     clock = VirtualClock()
-    install(clock)
     count = [0]
-    pipeline = entry_point(build(count, clock))
-    started = time.perf_counter()
-    for chunk in chunks:
-        clock.advance(chunk[0].time)
-        for event in chunk:
-            pipeline(event)
-    clock.advance(SECONDS + 2 * INTERVAL)
-    elapsed = time.perf_counter() - started
+    with Runtime(clock):
+        pipeline = entry_point(build(count, clock))
+        started = time.perf_counter()
+        for chunk in chunks:
+            clock.advance(chunk[0].time)
+            for event in chunk:
+                pipeline(event)
+        clock.advance(SECONDS + 2 * INTERVAL)
+        elapsed = time.perf_counter() - started
     return elapsed, count[0]
 
 

@@ -1,0 +1,208 @@
+"""``rillet run``, ``rillet check`` and ``rillet reload``: what runs a config.
+
+Kept apart from the ``rillet`` parser, which imports this module only when
+one of these subcommands runs (``rillet send`` must not pay for trio and the
+stream library).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import gc
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from streams import Config, ConfigError, Runtime, VirtualClock
+
+from ._run import Running, listeners, serve, watch
+from ._scheduler import TrioScheduler
+from ._watchdog import Watchdog
+
+__all__ = ["check", "reload", "run"]
+
+DEFAULT_CONFIG = Path(__file__).with_name("default_config.py")
+
+
+def tune_garbage_collector() -> None:
+    """Collect cycles less often: ingest allocates an object per event, and the
+    default thresholds run a collection every 700 allocations, which scans the
+    young events again and again (it halves decoding speed). Events form no
+    cycles, so little is lost by collecting rarely; what config loading built
+    is frozen out of every later scan.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+
+
+log = logging.getLogger("rillet")
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    """The config to run; the built-in one takes --host/--port through the environment."""
+    if args.config:
+        if args.host is not None or args.port is not None:
+            return None
+        return Path(args.config)
+    if args.host is not None:
+        os.environ["RILLET_HOST"] = args.host
+    if args.port is not None:
+        os.environ["RILLET_PORT"] = str(args.port)
+    return DEFAULT_CONFIG
+
+
+def _load(runtime: Runtime, path: Path, prefix: str) -> Config | None:
+    """The loaded config, or None once the error (file:line and problem) is printed."""
+    try:
+        return runtime.load(path)
+    except ConfigError as error:
+        print(f"{prefix}: {error}", file=sys.stderr)
+        return None
+
+
+def _no_server_warning(config: Config) -> str | None:
+    if listeners(config):
+        return None
+    return (f"{config.source}: the config declares no server, so no event can reach it; "
+            f"add tcp_server() and udp_server() (from transport) to listen on 127.0.0.1:5555")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    path = _config_path(args)
+    if path is None:
+        print("rillet: --host and --port move the built-in config's servers; a config file "
+              "declares its own, e.g. tcp_server(host='0.0.0.0', port=5556)", file=sys.stderr)
+        return 2
+    runtime = Runtime(TrioScheduler())
+    config = _load(runtime, path, "rillet: cannot load the config")
+    if config is None:
+        return 2
+    warning = _no_server_warning(config)
+    if warning:
+        log.warning("%s", warning)
+    log.info("rillet running %s (%d top-level streams, %d services, pid %d); Ctrl-C stops it, "
+             "SIGHUP or 'rillet reload' reloads it", path, len(config.streams),
+             len(config.services), os.getpid())
+    tune_garbage_collector()
+    pid_file = Path(args.pid_file)
+    try:
+        with Watchdog(args.stall, args.stop_within) as watchdog:
+            trio.run(_serve_until_stopped, config, runtime, pid_file, args.watch, watchdog)
+    except BaseException as error:
+        # trio wraps what escapes a nursery in (nested) exception groups.
+        leaves = _leaves(error)
+        if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            return 0
+        if not all(isinstance(leaf, OSError) for leaf in leaves):
+            raise
+        for leaf in leaves:
+            hint = ("; is another server already using the port?"
+                    if getattr(leaf, "errno", None) == errno.EADDRINUSE else "")
+            print(f"rillet: {leaf}{hint}", file=sys.stderr)
+        return 1
+    finally:
+        _remove_pid_file(pid_file)
+    return 0
+
+
+async def _serve_until_stopped(config: Config, runtime: Runtime, pid_file: Path,
+                               watching: bool, watchdog: Watchdog) -> None:
+    """Serve until Ctrl-C or SIGTERM (which the watchdog handles, so that it
+    works even while a stream blocks), reloading on SIGHUP; either way the
+    config's streams are closed at the end."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watchdog.heartbeat, nursery.cancel_scope.cancel)
+            running: Running = await nursery.start(
+                lambda task_status: serve(config, runtime=runtime, task_status=task_status))
+            _write_pid_file(pid_file)
+            if watching:
+                nursery.start_soon(watch, running)
+            async for _ in signals:
+                log.info("received SIGHUP; reloading %s", runtime.config and
+                         runtime.config.source)
+                await running.reload()
+
+
+def _write_pid_file(path: Path) -> None:
+    try:
+        path.write_text(f"{os.getpid()}\n")
+    except OSError as error:
+        log.warning("cannot write the pid file %s (rillet reload will not find this server; "
+                    "SIGHUP still reloads): %s", path, error.strerror or error)
+
+
+def _remove_pid_file(path: Path) -> None:
+    try:
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink()
+    except OSError:
+        pass
+
+
+def reload(args: argparse.Namespace) -> int:
+    path = Path(args.pid_file)
+    try:
+        pid = int(path.read_text().strip())
+    except FileNotFoundError:
+        print(f"rillet reload: no pid file at {path}; is 'rillet run' running? (give the "
+              f"same --pid-file to both)", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as error:
+        print(f"rillet reload: cannot read a pid from {path}: {error}", file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"rillet reload: no process {pid}; {path} is left over from a server that "
+              f"stopped", file=sys.stderr)
+        return 1
+    except PermissionError:
+        print(f"rillet reload: not allowed to signal process {pid} (from {path})",
+              file=sys.stderr)
+        return 1
+    print(f"rillet reload: sent SIGHUP to rillet run (pid {pid}); its log says whether the "
+          f"new config was loaded or why the previous one still runs")
+    return 0
+
+
+def check(args: argparse.Namespace) -> int:
+    path = Path(args.config) if args.config else DEFAULT_CONFIG
+    runtime = Runtime(VirtualClock())
+    config = _load(runtime, path, "rillet check")
+    runtime.stop()
+    if config is None:
+        return 1
+    print(f"{path}: loads")
+    print(f"streams ({len(config.streams)}):")
+    for stream in config.streams:
+        print(f"  {stream!r}")
+    print(f"services ({len(config.services)}):")
+    for service in config.services:
+        print(f"  {service!r}")
+    if config.expire_interval is not None:
+        print(f"index expiry: every {config.expire_interval} s, keeping {config.keep_keys!r}")
+    else:
+        print("index expiry: none (add periodically_expire(10) to expire indexed events)")
+    warning = _no_server_warning(config)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
