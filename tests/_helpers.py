@@ -39,3 +39,23 @@ def start_rillet(config: Path, *options: str, **popen: Any) -> tuple[subprocess.
             return process, int(found.group(1)), log
     process.wait()
     raise AssertionError(f"rillet run did not start a TCP server:\n{log}")
+
+
+def hostile_requests() -> list[bytes]:
+    """Framed requests that once froze the server (issue 10): a LIKE with many wildcards
+    and a nested-quantifier regex against a 200-character service, an event a year ahead
+    into a time window, and 50 events into a stream that raises on each."""
+    import time
+
+    from streams import Event
+    from transport._codec import encode_request
+
+    now = time.time()
+    return [
+        encode_request([Event(host="evil", service="a" * 200, time=now)]),
+        encode_request(query='service =~ "%a%a%a%a%a%a%a%a%b"'),
+        encode_request(query='service ~= "(a+)+b"'),
+        encode_request([Event(service="window", time=now + 365 * 86400),
+                        Event(service="window", time=now)]),
+        encode_request([Event(service="fail", time=now)] * 50),
+    ]

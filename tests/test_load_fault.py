@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _helpers import start_rillet
+from _helpers import hostile_requests, start_rillet
 
 from streams import Event
 from transport._codec import FrameDecoder, encode_request
@@ -66,15 +66,7 @@ def client(port: int, number: int, acked: set[str], stop: threading.Event) -> No
 
 
 def hostile(tcp: int, udp: int, stop: threading.Event) -> None:
-    evil = "a" * 200
-    requests = [
-        encode_request([Event(host="evil", service=evil, time=time.time())]),
-        encode_request(query='service =~ "%a%a%a%a%a%a%a%a%b"'),
-        encode_request(query='service ~= "(a+)+b"'),
-        encode_request([Event(service="window", time=time.time() + 365 * 86400),
-                        Event(service="window", time=time.time())]),
-        encode_request([Event(service="fail", time=time.time())] * 50),
-    ]
+    requests = hostile_requests()
     half_open = []
     try:
         with socket.create_connection(("127.0.0.1", tcp), timeout=10) as sock, \

@@ -29,7 +29,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _helpers import hostile_requests
 from bench_server import (
     KEYS,
     Load,
@@ -71,15 +73,7 @@ streams(index)
 
 
 def hostile(tcp: int, udp: int, stop: threading.Event, counts: dict[str, int]) -> None:
-    evil = "a" * 200
-    requests = [
-        encode_request([Event(host="evil", service=evil, time=time.time())]),
-        encode_request(query='service =~ "%a%a%a%a%a%a%a%a%b"'),
-        encode_request(query='service ~= "(a+)+b"'),
-        encode_request([Event(service="window", time=time.time() + 365 * 86400),
-                        Event(service="window", time=time.time())]),
-        encode_request([Event(service="fail", time=time.time())] * 100),
-    ]
+    requests = hostile_requests()
     huge = encode_request([Event(host=f"h{i}", service="huge", time=time.time())
                            for i in range(100_000)])
     udp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
