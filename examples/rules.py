@@ -1,7 +1,7 @@
 """Example rules: page when a host's HTTP turns critical, and graph request rates.
 
-``monitoring.py`` would call ``http_rules(pager, graphite)`` inside ``streams(...)``;
-tests call it with sinks instead of real outputs.
+``http_alerts.py``, beside this file, calls ``http_rules(pagerduty(...), graphite(...))``
+inside ``streams(...)``; tests call it with sinks instead of real outputs.
 """
 
 from streams import *

@@ -6,6 +6,7 @@ A monitoring config does ``from streams import *``.
 
 from . import (
     _aggregate,
+    _anomaly,
     _change,
     _correlate,
     _fields,
@@ -21,6 +22,7 @@ from . import (
     folds,
 )
 from ._aggregate import *
+from ._anomaly import *
 from ._change import *
 from ._clock import Scheduler, Task, VirtualClock, next_tick
 from ._config import Config, ConfigError, load_config, periodically_expire, reinject, streams
@@ -70,3 +72,4 @@ __all__ += _rollup.__all__
 __all__ += _numeric.__all__
 __all__ += _fill.__all__
 __all__ += _correlate.__all__
+__all__ += _anomaly.__all__

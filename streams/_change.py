@@ -1,16 +1,17 @@
-"""Change detection: changed, changed_state, runs, stable (spec §3.5)."""
+"""Change detection: changed, changed_state, runs, stable, and sustained (rillet's own)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._clock import Task, scheduler
 from ._core import Child, Stream, rescued
+from ._filters import close_else, else_branch, predicate
 from ._partition import by
 from ._validate import count, field_reader, seconds
 
-__all__ = ["changed", "changed_state", "runs", "stable"]
+__all__ = ["changed", "changed_state", "runs", "stable", "sustained"]
 
 
 class changed(Stream):
@@ -185,4 +186,58 @@ class stable(Stream):
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        super().close()
+
+
+class sustained(Stream):
+    """Forward events once ``condition`` has held on every event for ``dt`` seconds.
+
+    "Metric above X continuously for N seconds": an event passes when the
+    condition holds for it and for every event before it since at least
+    ``dt`` seconds of event time earlier. Events for which the condition
+    fails go to ``else_`` and start the count again; events of a run younger
+    than ``dt`` go nowhere. The condition is written as for ``where``: a
+    function or a query string. Decided on events alone (no timer): a host
+    that stops reporting never completes its run. Put it under ``by`` for one
+    count per host. Events must have a time.
+
+    >>> from streams import Event
+    >>> from streams.testing import run
+    >>> out = run(lambda sink: sustained(60, "metric > 90", sink),
+    ...           [Event(metric=m, time=t) for t, m in [(0, 95), (30, 97), (50, 80),
+    ...                                                 (60, 91), (100, 99), (120, 93)]])
+    >>> [e.time for e in out]
+    [120]
+    """
+
+    __slots__ = ("_else", "_else_children", "_since", "condition", "dt", "predicate")
+
+    def __init__(self, dt: float, condition: Any, *children: Child,
+                 else_: Child | Iterable[Child] = ()) -> None:
+        self.dt = seconds(dt, "sustained(dt, condition, *children)", "dt",
+                          "sustained(300, 'metric > 0.9', child)", zero=True)
+        self.condition = condition
+        self.predicate = predicate(condition, {}, "sustained(dt, condition, *children)")
+        self._since: float | None = None
+        self._else_children, self._else = else_branch(else_)
+        self._set_children(children, required=not self._else_children)
+
+    def __call__(self, event: Any) -> None:
+        time = event.time
+        if time is None:
+            raise ValueError(f"sustained(dt={self.dt!r}, ...): sustained works on event time, "
+                             f"and this event has none: {event!r}; give events a time upstream")
+        if not self.predicate(event):
+            self._since = None
+            if self._else is not None:
+                self._else(event)
+            return
+        since = self._since
+        if since is None:
+            since = self._since = time
+        if time - since >= self.dt:
+            self._out(event)
+
+    def close(self) -> None:
+        close_else(self._else_children)
         super().close()

@@ -61,10 +61,8 @@ class where(Stream):
     def __init__(self, condition: Any, *children: Child, else_: Child | Iterable[Child] = (),
                  **fields: Any) -> None:
         self.predicate = predicate(condition, fields, "where(condition, *children)")
-        else_children = (else_,) if callable(else_) else tuple(else_)
-        self._set_children(children, required=not else_children)
-        self._else_children = else_children
-        self._else = fan_out(else_children) if else_children else None
+        self._else_children, self._else = else_branch(else_)
+        self._set_children(children, required=not self._else_children)
 
     def __call__(self, event: Any) -> None:
         if self.predicate(event):
@@ -73,11 +71,21 @@ class where(Stream):
             self._else(event)
 
     def close(self) -> None:
-        # The else branch is not in ``children``; its timers must stop too.
-        for child in self._else_children:
-            if isinstance(child, Stream) and not child.shared:
-                child.close()
+        close_else(self._else_children)
         super().close()
+
+
+def else_branch(else_: Child | Iterable[Child]) -> tuple[tuple[Child, ...], Child | None]:
+    """The ``else_`` streams of a filter, and one callable feeding them (None if none)."""
+    children = (else_,) if callable(else_) else tuple(else_)
+    return children, (fan_out(children) if children else None)
+
+
+def close_else(children: tuple[Child, ...]) -> None:
+    """Stop the timers of an else branch, which is not in ``children``."""
+    for child in children:
+        if isinstance(child, Stream) and not child.shared:
+            child.close()
 
 
 class split(Stream):

@@ -12,7 +12,17 @@ from _helpers import relaxed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import Event, Runtime, by, changed, changed_state, exception_stream, runs, stable
+from streams import (
+    Event,
+    Runtime,
+    by,
+    changed,
+    changed_state,
+    exception_stream,
+    runs,
+    stable,
+    sustained,
+)
 from streams._clock import scheduler
 from streams.testing import Sink, clock, run, run_intervals, timed_events
 
@@ -294,3 +304,88 @@ def test_changed_state_never_emits_the_same_state_twice_in_a_row_per_key(
     for e in out:
         reported[(e.host, e.service)].append(e.state)
     assert reported == expected
+
+
+# sustained -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("dt", "steps", "expected_times"), [
+    # the run from 0 is broken at 50; the run from 60 reaches 60 s at 120
+    (60, [(0, 95), (30, 97), (50, 80), (60, 91), (100, 99), (120, 93), (130, 94)], [120, 130]),
+    (60, [(0, 95), (59.9, 95)], []),                   # never quite 60 s
+    (60, [(0, 95), (60, 95)], [60]),                   # exactly dt counts
+    (0, [(0, 95), (1, 10), (2, 95)], [0, 2]),          # dt = 0 is a plain filter
+    (10, [(0, 95), (100, 95)], [100]),                 # no events between: still held
+    (10, [(0, 10), (5, 20)], []),                      # never true
+])
+def test_sustained_table(dt: float, steps: list[tuple[float, float]],
+                         expected_times: list[float]) -> None:
+    out = run(lambda sink: sustained(dt, "metric > 90", sink),
+              [Event(metric=m, time=t) for t, m in steps])
+    assert [e.time for e in out] == expected_times
+
+
+def test_sustained_sends_the_others_to_else_and_counts_per_host() -> None:
+    fired, quiet = Sink(), Sink()
+    inputs = [Event(host=h, metric=m, time=t) for h, t, m in [
+        ("a", 0, 5), ("b", 0, 5), ("a", 10, 5), ("b", 10, 0), ("a", 20, 5), ("b", 20, 5)]]
+    run(lambda _: by("host", sustained(20, lambda e: e.metric > 1, fired, else_=quiet)),
+        inputs)
+    assert [(e.host, e.time) for e in fired.events] == [("a", 20)]
+    assert [(e.host, e.time) for e in quiet.events] == [("b", 10)]
+
+
+def test_sustained_page_and_resolve_once() -> None:
+    # The guide's recipe: one "critical" when the run completes, one "ok" when it ends.
+    from streams import changed_state, with_
+
+    def rule(pager: Sink) -> Any:
+        alert = changed_state(pager, init="ok")
+        return by("host", sustained(30, "metric > 0.9", with_({"state": "critical"}, alert),
+                                    else_=with_({"state": "ok"}, alert)))
+
+    inputs = [Event(host="a", service="cpu", metric=m, time=t)
+              for t, m in [(0, 0.95), (10, 0.2), (20, 0.95), (40, 0.97), (50, 0.99),
+                           (60, 0.5), (70, 0.4)]]
+    assert [(e.state, e.time) for e in run(rule, inputs)] == [("critical", 50), ("ok", 60)]
+
+
+@pytest.mark.parametrize(("args", "error", "message"), [
+    ((-1, "metric > 1"), ValueError, r"dt must be a number of seconds >= 0, got -1"),
+    ((float("inf"), "metric > 1"), ValueError, r"got inf"),
+    (("60", "metric > 1"), ValueError, r"got '60'"),
+    ((60, 42), TypeError, r"the condition must be a function of the event, a query string"),
+])
+def test_sustained_config_errors(args: tuple[Any, ...], error: type[Exception],
+                                 message: str) -> None:
+    with pytest.raises(error, match=message):
+        sustained(*args)
+
+
+def test_sustained_needs_event_time() -> None:
+    with pytest.raises(ValueError, match="sustained works on event time"):
+        sustained(1, "metric > 1", Sink())(Event(metric=5))
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, 3), st.booleans()), max_size=30),
+       st.sampled_from([0, 0.5, 1, 2.5]))
+def test_sustained_forwards_exactly_the_events_whose_run_has_lasted_dt(
+        steps: list[tuple[int, bool]], dt: float) -> None:
+    time, inputs = 0.0, []
+    for i, (gap, high) in enumerate(steps):
+        time += gap * 0.5
+        inputs.append(Event(metric=10 if high else 0, time=time, seq=i))
+    fired, quiet = Sink(), Sink()
+    run(lambda _: sustained(dt, lambda e: e.metric > 5, fired, else_=quiet), inputs)
+    expected = []
+    for i, event in enumerate(inputs):
+        if event.metric > 5:
+            start = i
+            while start > 0 and inputs[start - 1].metric > 5:
+                start -= 1
+            if _time(event) - _time(inputs[start]) >= dt:
+                expected.append(i)
+    assert [e.get("seq", 0) for e in fired.events] == expected
+    assert [e.get("seq", 0) for e in quiet.events] == \
+        [i for i, e in enumerate(inputs) if e.metric <= 5]

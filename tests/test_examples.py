@@ -10,7 +10,7 @@ from streams import ConfigError, Event, Runtime, VirtualClock, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (ROOT / "examples").glob("*.py")
-                 if not p.name.startswith("test_") and p.name != "rules.py")
+                 if not p.name.startswith("test_") and not p.name.endswith("rules.py"))
 CONFIGS.append(ROOT / "transport" / "default_config.py")
 
 
@@ -89,3 +89,16 @@ def test_a_config_file_tested_the_riemann_test_way(tmp_path: Path) -> None:
     assert seen["index"][0] == Event(service="test", time=1, ttl=3)
     assert [e.service for e in seen["derived"]] == ["derived"]
     assert testing.inject(config, []) == {"derived": [], "index": []}
+
+
+def test_the_example_rule_tests_pass() -> None:
+    """examples/test_*.py are what users copy: they run, in their own pytest."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+         "-W", "error", *sorted(str(p) for p in (ROOT / "examples").glob("test_*.py"))],
+        cwd=ROOT / "examples", capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout

@@ -7,6 +7,7 @@ its network sinks (``graphite``, ``influxdb``, ``forward``, ...) by building the
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._alerting import alertmanager, mailer, pagerduty, slack, webhook
     from ._client import (
         Client,
         ClientError,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from ._forward import forward
     from ._graphing import graphite, graphite_annotations, graphite_path, influxdb
     from ._instrumentation import instrumentation
+    from ._messages import slack_escape, slack_text
     from ._prometheus import prometheus_endpoint
     from ._queue import async_queue
     from ._run import Running, serve
@@ -50,15 +52,17 @@ __all__ = [
     "NetworkSink", "HttpSink", "Rejected",
     "forward", "graphite", "graphite_annotations", "graphite_path", "influxdb",
     "prometheus_endpoint",
+    "mailer", "alertmanager", "pagerduty", "slack", "slack_escape", "slack_text",
+    "webhook",
     # operations: persistence, TLS, self-instrumentation
     "index_snapshot", "instrumentation", "tls",
 ]
 
 # The modules behind __all__, imported on first use of any public name (PEP 562):
 # `rillet send` imports transport._client alone, without trio and the servers.
-_PUBLIC_MODULES = ("_client", "_codec", "_delivery", "_forward", "_graphing",
-                   "_instrumentation", "_prometheus", "_queue", "_run", "_scheduler", "_server",
-                   "_snapshot", "_tls", "_trio_client")
+_PUBLIC_MODULES = ("_alerting", "_client", "_codec", "_delivery", "_forward", "_graphing",
+                   "_instrumentation", "_messages", "_prometheus", "_queue", "_run", "_scheduler",
+                   "_server", "_snapshot", "_tls", "_trio_client")
 
 
 def __getattr__(name: str) -> Any:
