@@ -59,3 +59,25 @@ def hostile_requests() -> list[bytes]:
                         Event(service="window", time=now)]),
         encode_request([Event(service="fail", time=now)] * 50),
     ]
+
+
+def run_serving(config: Any, index: Any, body: Any, *, timeout: float = 30) -> Any:
+    """Run ``serve(config)`` in a fresh trio run around ``await body(running)``; the Running."""
+    import functools
+
+    import trio
+
+    from transport import serve
+
+    result: list[Any] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(functools.partial(serve, config, index=index))
+            result.append(running)
+            with trio.fail_after(timeout):
+                await body(running)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return result[0]
