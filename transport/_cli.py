@@ -72,6 +72,12 @@ def parser() -> argparse.ArgumentParser:
                           "(default: %(default)s)")
     run.add_argument("--watch", action="store_true",
                      help="reload when the config file or a module next to it changes")
+    run.add_argument("--stall", type=float, metavar="SECONDS",
+                     help="log the stack of whatever holds the event loop longer than this "
+                          "(default 1)")
+    run.add_argument("--stop-within", type=float, metavar="SECONDS",
+                     help="after SIGTERM, exit with status 1 if still running after this long "
+                          "(default 10)")
     run.add_argument("--record", metavar="DIR",
                      help="record every request the servers handle into DIR (*.rrec files) "
                           "for 'rillet replay' and 'rillet diff'")
