@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
+from ._slices import _varint as _read_varint
+
 __all__ = ["CONN", "GAP", "MARK", "MSG", "SEED", "TICK", "Frame", "RecordingError",
            "RecordingReader", "RecordingWriter", "WireRecorder", "cut", "import_jsonl", "merge",
            "parse_duration", "read_requests", "recording_files", "rillet_version",
@@ -96,19 +98,6 @@ def _zigzag(value: int, out: bytearray) -> None:
     _varint(value << 1 if value >= 0 else ((-value) << 1) - 1, out)
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _unzigzag(value: int) -> int:
-    return (value >> 1) ^ -(value & 1)
 
 
 def rillet_version() -> str:

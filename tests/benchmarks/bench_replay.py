@@ -128,24 +128,22 @@ def main() -> None:
         cpu = time.process_time() - cpu
         print(f"the same requests decoded and streamed directly (the server's own work): "
               f"{bare_result.events / cpu:,.0f} events/s per core")
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "transport._cli", "diff", str(a), str(b),
-                               "--recording", str(recording), "--no-explain"],
-                              capture_output=True, text=True, env=env, check=False)
-        elapsed = time.perf_counter() - started
-        summary = [line for line in done.stdout.splitlines() if line.startswith("same ")]
-        print(f"rillet diff A B over {result.events} events: {elapsed:.1f} s (two replays and "
-              f"the matching), exit {done.returncode}: {summary[0] if summary else done.stderr}")
-        started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "transport._cli", "diff", str(a), str(a),
-                               "--recording", str(recording), "--check"],
-                              capture_output=True, text=True, env=env, check=False)
-        elapsed = time.perf_counter() - started
-        summary = [line for line in done.stdout.splitlines() if line.startswith("same ")]
-        print(f"rillet diff A A --check: {elapsed:.1f} s (three replays), exit "
-              f"{done.returncode}: {summary[0] if summary else done.stderr}")
+        events = result.events
+        _timed_diff(f"rillet diff A B over {events} events", "two replays", a, b, recording)
+        _timed_diff(f"rillet diff A A --check over {events} events", "three replays", a, a,
+                    recording, "--check")
 
+
+def _timed_diff(what: str, work: str, a: Path, b: Path, recording: Path, *extra: str) -> None:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "transport._cli", "diff", str(a), str(b),
+                           "--recording", str(recording), "--no-explain", *extra],
+                          capture_output=True, text=True, env=env, check=False)
+    elapsed = time.perf_counter() - started
+    summary = [line for line in done.stdout.splitlines() if line.startswith("same ")]
+    print(f"{what}: {elapsed:.1f} s wall ({work} and the matching), exit {done.returncode}: "
+          f"{summary[0] if summary else done.stderr}")
 
 if __name__ == "__main__":
     main()
