@@ -228,15 +228,20 @@ def test_why_not_names_throttle_stable_and_changed_state(tmp_path: Path,
     out = _why_not(tmp_path, imported, rules, "host=x", "service=health")
     assert "stopped at rules.py:10 stable(10, 'state'" in out
     out = _why_not(tmp_path, imported, rules, "host=w", "service=health", at=T0 + 20)
-    assert "1 stopped at rules.py:10 changed_state(" in out  # still critical: no change
+    # still critical, so no change: changed_state is a changed() per key inside
+    assert "1 stopped at rules.py:10 changed('state', slack(" in out
 
 
-def test_explain_an_alert_shows_its_path(tmp_path: Path, imported: Path) -> None:
+def test_explain_an_alert_shows_its_path_and_each_streams_state(tmp_path: Path,
+                                                                 imported: Path) -> None:
     rules = _rules(tmp_path, "rules.py", 95)
     done = rillet("explain", str(rules), "--recording", str(imported), "--alert", "0")
     assert done.returncode == 0, done.stderr
     assert "ALERT #0 forward host=a service=disk" in done.stdout
-    assert "rules.py:8 throttle(1, 60, forward(" in done.stdout
+    steps = done.stdout.splitlines()
+    throttle = steps.index(next(s for s in steps if "rules.py:8 throttle(1, 60, forward(" in s))
+    # the throttle's budget after the alert: 1 used, the window opens again at +60
+    assert "count=1" in steps[throttle + 1] and f"task=Task(due={T0 + 60})" in steps[throttle + 1]
     done = rillet("explain", str(rules), "--recording", str(imported), "--alert", "1")
     assert "a timer emitted it" in done.stdout
 
@@ -309,3 +314,16 @@ def test_cut_and_merge(tmp_path: Path, imported: Path) -> None:
     assert times == [0, 1, 2, 2, 3, 3, 5, 5, 20, 20, 100]
     bad = rillet("recording", "cut", str(imported), "--from", "yesterday", "-o", str(part))
     assert bad.returncode == 2 and "--from 'yesterday': give Unix seconds" in bad.stderr
+
+
+def test_why_not_names_a_by_that_evicted_the_key(tmp_path: Path, imported: Path) -> None:
+    rules = tmp_path / "few_keys.py"
+    rules.write_text(ON_CHANGE.replace('by(["host"], changed_state(chat, init="ok"))',
+                                       'by(["host"], stable(1, "state", chat), max_keys=1)'))
+    out = _why_not(tmp_path, imported, rules, "host=w", "service=health")
+    # w's first critical was held by stable when x's took w's place; w's second
+    # arrived to a fresh stable
+    assert "2 candidate inputs" in out
+    assert "2 stopped at few_keys.py:6 stable(1, 'state'" in out
+    assert "1 arrived at few_keys.py:6 by(['host'], stable(1, 'state', slack(" in out
+    assert "after their key had been evicted" in out

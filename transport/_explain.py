@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streams import Runtime, Stream
+from streams import Runtime, Stream, by
 
 from ._replay import replay
 
@@ -40,15 +40,20 @@ def _classes(root: type) -> Iterator[type]:
 
 class _Tracer:
     def __init__(self, source: Path) -> None:
-        self.source = str(source.resolve())
+        self.sources = {str(source), str(source.resolve())}
         self.name = source.name
         self.lines: dict[str, str] = {}
         self.reached: dict[int, Stream] | None = None
         self.stopped: Counter[str] = Counter()
         self.delivered: Counter[str] = Counter()
         self.metrics: dict[str, list[float]] = {}
-        self.paths: list[list[str]] = []
+        self.paths: list[list[tuple[str, str]]] = []
+        self.entries = 0
+        self.leaves: dict[int, Stream] = {}
         self.candidates = 0
+        #: Keys each ``by`` ever made a fork for, and candidates that met an evicted one.
+        self.keys: dict[int, set[Any]] = {}
+        self.evicted: Counter[str] = Counter()
 
     def label(self, stream: Stream) -> str:
         text = repr(stream)
@@ -60,8 +65,14 @@ class _Tracer:
 
     def seen(self, stream: Stream) -> None:
         assert self.reached is not None
+        self.entries += 1
         if id(stream) not in self.reached:
             self.reached[id(stream)] = stream
+
+    def left(self, stream: Stream, before: int) -> None:
+        """A stream returned: it stopped the input when it called no other stream."""
+        if self.reached is not None and self.entries == before + 1 and not stream.shared:
+            self.leaves[id(stream)] = stream
 
     def sink(self, stream: Stream) -> None:
         if self.reached is not None:
@@ -69,6 +80,7 @@ class _Tracer:
 
     def dispatch(self, inner: Callable[[Any], object], event: Any) -> object:
         self.reached = {}
+        self.leaves = {}
         self.candidates += 1
         try:
             return inner(event)
@@ -77,10 +89,10 @@ class _Tracer:
             path = []
             for stream in reached.values():
                 label = self.label(stream)
-                path.append(label)
+                path.append((label, _state(stream)))
                 if stream.shared:
                     self.delivered[label] += 1
-                elif stream.children and not any(id(c) in reached for c in stream.children):
+                elif id(stream) in self.leaves:
                     self.stopped[label] += 1
                     metric = getattr(event, "metric", None)
                     if isinstance(metric, (int, float)):
@@ -95,11 +107,27 @@ class _Tracer:
 
         def wrap(original: Callable[[Any, Any], object]) -> Callable[[Any, Any], object]:
             def traced(stream: Any, event: Any) -> object:
-                if tracer.reached is not None:
-                    tracer.seen(stream)
-                return original(stream, event)
+                if tracer.reached is None:
+                    return original(stream, event)
+                before = tracer.entries
+                tracer.seen(stream)
+                try:
+                    return original(stream, event)
+                finally:
+                    tracer.left(stream, before)
             return traced
 
+        original_new_key = by.__dict__["_new_key"]
+
+        def new_key(stream: by, key: Any) -> Any:
+            seen = tracer.keys.setdefault(id(stream), set())
+            if tracer.reached is not None and key in seen:
+                tracer.evicted[tracer.label(stream)] += 1
+            seen.add(key)
+            return original_new_key(stream, key)
+
+        by._new_key = new_key  # type: ignore[method-assign,assignment]
+        patched.append((by, None))
         for cls in {*_classes(Stream)}:
             if "__call__" in cls.__dict__:
                 patched.append((cls, cls.__dict__["__call__"]))
@@ -109,7 +137,7 @@ class _Tracer:
         def new(cls: type, *args: Any, **kwargs: Any) -> Any:
             stream = original_new(cls, *args, **kwargs)
             frame: Any = sys._getframe(1)
-            while frame is not None and frame.f_code.co_filename != tracer.source:
+            while frame is not None and frame.f_code.co_filename not in tracer.sources:
                 frame = frame.f_back
             if frame is not None:
                 tracer.pending.append((stream, f"{tracer.name}:{frame.f_lineno}"))
@@ -121,14 +149,47 @@ class _Tracer:
             yield
         finally:
             Stream.__new__ = original_new  # type: ignore[method-assign]
+            by._new_key = original_new_key  # type: ignore[method-assign]
             for cls, call in patched:
-                cls.__call__ = call  # type: ignore[method-assign]
+                if call is not None:
+                    cls.__call__ = call  # type: ignore[method-assign]
 
     def name_lines(self) -> None:
         # Labels are taken once the streams are whole (a repr shows the children).
         for stream, line in self.pending:
             self.lines.setdefault(self.label(stream), line)
         self.pending.clear()
+
+
+# What every stream holds and is not state: its definition and wiring.
+_WIRING = frozenset({"__weakref__", "_args", "_kwargs", "_out", "children"})
+
+
+def _state(stream: Stream, depth: int = 0) -> str:
+    """A stream's state right after an input passed it: its private slots that
+    hold values (window contents, counts, previous state, pending timers)."""
+    if stream.shared:
+        return ""
+    parts = []
+    for cls in type(stream).__mro__:
+        for name in getattr(cls, "__slots__", ()):
+            if name in _WIRING or not name.startswith("_"):
+                continue
+            value = getattr(stream, name, None)
+            if value is None or callable(value) or value == ():
+                continue
+            if isinstance(value, dict):
+                text = f"<{len(value)} keys>"
+            elif isinstance(value, (list, tuple, set)) or type(value).__name__ == "deque":
+                text = repr(value) if len(value) <= 3 else f"<{len(value)} items>"
+            elif hasattr(value, "__slots__") and " object at 0x" in repr(value) and depth < 1:
+                inner = " ".join(f"{k}={getattr(value, k)!r}" for k in value.__slots__
+                                 if not callable(getattr(value, k, None)))
+                text = f"{{{inner}}}"
+            else:
+                text = repr(value)
+            parts.append(f"{name.lstrip('_')}={text[:100]}")
+    return " ".join(parts)
 
 
 @dataclass
@@ -140,6 +201,7 @@ class WhyNot:
     candidates: int = 0
     stopped: list[tuple[str, int, str]] = field(default_factory=list)
     delivered: list[tuple[str, int]] = field(default_factory=list)
+    evicted: list[tuple[str, int]] = field(default_factory=list)
 
     def text(self) -> str:
         wanted = " ".join(f"{k}={v}" for k, v in self.match.items())
@@ -149,6 +211,9 @@ class WhyNot:
                  f"{self.candidates} candidate inputs"]
         for where, count, note in self.stopped:
             lines.append(f"  {count} stopped at {where}{note}")
+        for where, count in self.evicted:
+            lines.append(f"  {count} arrived at {where} after their key had been evicted "
+                         f"(max_keys or idle): the streams below it started fresh")
         for sink, count in self.delivered:
             lines.append(f"  {count} reached sink {sink}")
         if not self.candidates:
@@ -200,6 +265,7 @@ def why_not(config: str | Path, recording: str | Path, match: dict[str, str], *,
             if metrics else ""
         out.stopped.append((tracer.where(label), count, note))
     out.delivered = [(label, count) for label, count in tracer.delivered.most_common()]
+    out.evicted = [(tracer.where(label), count) for label, count in tracer.evicted.most_common()]
     return out
 
 
@@ -215,9 +281,13 @@ def explain_alert(config: str | Path, recording: str | Path, seq: int) -> str:
     head = f"ALERT #{seq} {alert.sink} " + " ".join(f"{k}={v}" for k, v in match.items()) + \
         f" state={event.get('state')} at {alert.t:.6f}"
     for path in tracer.paths:
-        if any(tracer.delivered.get(label) for label in path):
-            steps = [f"  {tracer.where(label)}" for label in path]
-            return "\n".join([head, "  input at the same time took this path:", *steps])
+        if any(tracer.delivered.get(label) for label, _ in path):
+            steps = []
+            for label, state in path:
+                steps.append(f"  {tracer.where(label)}")
+                if state:
+                    steps.append(f"      state after it: {state}")
+            return "\n".join([head, "  the input at that time took this path:", *steps])
     return "\n".join([head, "  no input at that time reached a sink: a timer emitted it "
                             "(stable, rate, expiry); try rillet explain --why-not " +
                       " ".join(f"{k}={v}" for k, v in match.items())])
