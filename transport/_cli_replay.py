@@ -150,7 +150,10 @@ def record_import(args: argparse.Namespace) -> int:
 
 
 def _replay(config: str, args: argparse.Namespace) -> Any:
+    from ._cli_run import tune_garbage_collector
     from ._replay import replay as run_replay
+
+    tune_garbage_collector()  # as rillet run does: decoding allocates an event per event
 
     return run_replay(config, args.recording, fidelity=args.fidelity)
 

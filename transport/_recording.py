@@ -343,6 +343,8 @@ def _frames(data: bytes, t_us: int) -> Iterator[Frame]:
     pos = 0
     end = len(data)
     read = _read_varint
+    # A NamedTuple's own constructor runs Python code; replay builds one per request.
+    new = tuple.__new__
     while pos < end:
         kind = data[pos]
         pos += 1
@@ -356,10 +358,10 @@ def _frames(data: bytes, t_us: int) -> Iterator[Frame]:
         if kind == MSG:
             conn, pos = read(data, pos)
             length, pos = read(data, pos)
-            yield Frame(MSG, t_us, conn, data[pos:pos + length])
+            yield new(Frame, (MSG, t_us, conn, data[pos:pos + length], 0))
             pos += length
         elif kind == TICK:
-            yield Frame(TICK, t_us)
+            yield new(Frame, (TICK, t_us, 0, b"", 0))
         elif kind == CONN:
             conn, pos = read(data, pos)
             opened, pos = read(data, pos)
