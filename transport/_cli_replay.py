@@ -158,6 +158,26 @@ def _replay(config: str, args: argparse.Namespace) -> Any:
     return run_replay(config, args.recording, fidelity=args.fidelity)
 
 
+def _replay_all(configs: list[str], args: argparse.Namespace) -> list[Any]:
+    """Replay each config, in parallel processes when there is more than one core."""
+    import os
+
+    if (os.cpu_count() or 1) < 2:
+        return [_replay(config, args) for config in configs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ._replay import replay_portable
+
+    # spawn: a fresh interpreter per worker (forking a process that holds the
+    # recorder's or trio's threads is unsafe); it inherits PYTHONHASHSEED.
+    with ProcessPoolExecutor(min(len(configs), os.cpu_count() or 1),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(replay_portable, config, args.recording, args.fidelity)
+                   for config in configs]
+        return [future.result() for future in futures]
+
+
 def _errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, RecordingError, OSError, ValueError)
 
@@ -279,10 +299,10 @@ def diff(args: argparse.Namespace) -> int:
         key = tuple(k.strip() for k in args.key.split(",") if k.strip())
         if not key:
             raise ValueError(f"--key {args.key!r}: give event fields, e.g. host,service,state")
-        a = _replay(a_path, args)
-        b = _replay(b_path, args)
+        runs = _replay_all([a_path, b_path] + ([a_path] if args.check else []), args)
+        a, b = runs[0], runs[1]
         if args.check:
-            again = _replay(a_path, args)
+            again = runs[2]
             if again.digest != a.digest:
                 print(f"rillet diff: NOT DETERMINISTIC: A replayed twice gave alert logs "
                       f"{a.digest[:16]} and {again.digest[:16]}", file=sys.stderr)

@@ -27,8 +27,8 @@ from ._replay import replay
 
 __all__ = ["WhyNot", "explain_alert", "explain_changes", "why_not"]
 
-#: Diff items explained per side, each with one traced replay.
-EXPLAIN_LIMIT = 5
+#: Diff items explained per side (all in one traced replay).
+EXPLAIN_LIMIT = 50
 
 
 def _classes(root: type) -> Iterator[type]:
@@ -38,22 +38,38 @@ def _classes(root: type) -> Iterator[type]:
         yield from _classes(sub)
 
 
+@dataclass
+class _Question:
+    """One why-not: the candidate inputs, and what became of them."""
+
+    match: dict[str, str]
+    at: float | None
+    window: float
+    candidates: int = 0
+    stopped: Counter[str] = field(default_factory=Counter)
+    delivered: Counter[str] = field(default_factory=Counter)
+    evicted: Counter[str] = field(default_factory=Counter)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    paths: list[list[tuple[str, str]]] = field(default_factory=list)
+
+    def wants(self, event: Any, now: float) -> bool:
+        if self.at is not None and abs(now - self.at) > self.window:
+            return False
+        get = getattr(event, "get", None)
+        return get is not None and all(str(get(k)) == v for k, v in self.match.items())
+
+
 class _Tracer:
     def __init__(self, source: Path) -> None:
         self.sources = {str(source), str(source.resolve())}
         self.name = source.name
         self.lines: dict[str, str] = {}
         self.reached: dict[int, Stream] | None = None
-        self.stopped: Counter[str] = Counter()
-        self.delivered: Counter[str] = Counter()
-        self.metrics: dict[str, list[float]] = {}
-        self.paths: list[list[tuple[str, str]]] = []
+        self.asking: list[_Question] = []
         self.entries = 0
         self.leaves: dict[int, Stream] = {}
-        self.candidates = 0
-        #: Keys each ``by`` ever made a fork for, and candidates that met an evicted one.
+        #: Keys each ``by`` ever made a fork for.
         self.keys: dict[int, set[Any]] = {}
-        self.evicted: Counter[str] = Counter()
 
     def label(self, stream: Stream) -> str:
         text = repr(stream)
@@ -78,26 +94,28 @@ class _Tracer:
         if self.reached is not None:
             self.seen(stream)
 
-    def dispatch(self, inner: Callable[[Any], object], event: Any) -> object:
+    def dispatch(self, inner: Callable[[Any], object], event: Any,
+                 questions: list[_Question]) -> object:
         self.reached = {}
         self.leaves = {}
-        self.candidates += 1
+        self.asking = questions
+        for question in questions:
+            question.candidates += 1
         try:
             return inner(event)
         finally:
             reached, self.reached = self.reached, None
-            path = []
-            for stream in reached.values():
-                label = self.label(stream)
-                path.append((label, _state(stream)))
-                if stream.shared:
-                    self.delivered[label] += 1
-                elif id(stream) in self.leaves:
-                    self.stopped[label] += 1
-                    metric = getattr(event, "metric", None)
-                    if isinstance(metric, (int, float)):
-                        self.metrics.setdefault(label, []).append(float(metric))
-            self.paths.append(path)
+            path = [(self.label(stream), _state(stream)) for stream in reached.values()]
+            metric = getattr(event, "metric", None)
+            for question in questions:
+                question.paths.append(path)
+                for (label, _), stream in zip(path, reached.values(), strict=True):
+                    if stream.shared:
+                        question.delivered[label] += 1
+                    elif id(stream) in self.leaves:
+                        question.stopped[label] += 1
+                        if isinstance(metric, (int, float)):
+                            question.metrics.setdefault(label, []).append(float(metric))
 
     @contextmanager
     def installed(self) -> Iterator[None]:
@@ -122,7 +140,8 @@ class _Tracer:
         def new_key(stream: by, key: Any) -> Any:
             seen = tracer.keys.setdefault(id(stream), set())
             if tracer.reached is not None and key in seen:
-                tracer.evicted[tracer.label(stream)] += 1
+                for question in tracer.asking:
+                    question.evicted[tracer.label(stream)] += 1
             seen.add(key)
             return original_new_key(stream, key)
 
@@ -221,20 +240,16 @@ class WhyNot:
         return "\n".join(lines)
 
 
-def _matches(match: dict[str, str]) -> Callable[[Any], bool]:
-    items = list(match.items())
-
-    def test(event: Any) -> bool:
-        get = getattr(event, "get", None)
-        return get is not None and all(str(get(k)) == v for k, v in items)
-
-    return test
-
-
-def _traced(config: str | Path, recording: str | Path, match: dict[str, str],
-            at: float | None, window: float) -> tuple[_Tracer, Any]:
+def _traced(config: str | Path, recording: str | Path,
+            questions: list[_Question]) -> _Tracer:
+    """One replay of ``config`` tracing the candidates of every question."""
     tracer = _Tracer(Path(config))
-    test = _matches(match)
+    # Questions indexed by their first field's value: one dict look-up per
+    # input, however many questions a diff asks.
+    index: dict[str, dict[str, list[_Question]]] = {}
+    for question in questions:
+        first, value = next(iter(question.match.items()))
+        index.setdefault(first, {}).setdefault(value, []).append(question)
 
     def instrument(runtime: Runtime, sinks: Any) -> None:
         tracer.name_lines()
@@ -243,30 +258,45 @@ def _traced(config: str | Path, recording: str | Path, match: dict[str, str],
         clock = runtime.clock
 
         def dispatch(event: Any) -> object:
-            if test(event) and (at is None or abs(clock.now() - at) <= window):
-                return tracer.dispatch(inner, event)
+            get = getattr(event, "get", None)
+            if get is not None:
+                for name, values in index.items():
+                    found = values.get(str(get(name)))
+                    if found:
+                        now = clock.now()
+                        asked = [q for q in found if q.wants(event, now)]
+                        if asked:
+                            return tracer.dispatch(inner, event, asked)
             return inner(event)
 
         runtime.dispatch = dispatch
 
     with tracer.installed():
-        result = replay(config, recording, instrument=instrument)
-    return tracer, result
+        replay(config, recording, instrument=instrument)
+    return tracer
+
+
+def _answer(tracer: _Tracer, config: str | Path, question: _Question) -> WhyNot:
+    out = WhyNot(str(config), question.match, question.at, question.window,
+                 candidates=question.candidates)
+    for label, count in question.stopped.most_common():
+        metrics = question.metrics.get(label)
+        note = f"   metric of those: max {max(metrics):g}, min {min(metrics):g}" \
+            if metrics else ""
+        out.stopped.append((tracer.where(label), count, note))
+    out.delivered = list(question.delivered.most_common())
+    out.evicted = [(tracer.where(label), count)
+                   for label, count in question.evicted.most_common()]
+    return out
 
 
 def why_not(config: str | Path, recording: str | Path, match: dict[str, str], *,
             at: float | None = None, window: float = 600.0) -> WhyNot:
     """Where the inputs matching ``match`` (near ``at``) stopped in ``config``."""
-    tracer, _ = _traced(config, recording, match, at, window)
-    out = WhyNot(str(config), match, at, window, candidates=tracer.candidates)
-    for label, count in tracer.stopped.most_common():
-        metrics = tracer.metrics.get(label)
-        note = f"   metric of those: max {max(metrics):g}, min {min(metrics):g}" \
-            if metrics else ""
-        out.stopped.append((tracer.where(label), count, note))
-    out.delivered = [(label, count) for label, count in tracer.delivered.most_common()]
-    out.evicted = [(tracer.where(label), count) for label, count in tracer.evicted.most_common()]
-    return out
+    if not match:
+        raise ValueError("why_not(match=...): give at least one field, e.g. {'host': 'web-42'}")
+    question = _Question(dict(match), at, window)
+    return _answer(_traced(config, recording, [question]), config, question)
 
 
 def explain_alert(config: str | Path, recording: str | Path, seq: int) -> str:
@@ -277,11 +307,12 @@ def explain_alert(config: str | Path, recording: str | Path, seq: int) -> str:
     alert = plain.alerts[seq]
     event = alert.event
     match = {k: str(event.get(k)) for k in ("host", "service") if event.get(k) is not None}
-    tracer, _ = _traced(config, recording, match, alert.t, 0.0)
+    question = _Question(match, alert.t, 0.0)
+    tracer = _traced(config, recording, [question])
     head = f"ALERT #{seq} {alert.sink} " + " ".join(f"{k}={v}" for k, v in match.items()) + \
         f" state={event.get('state')} at {alert.t:.6f}"
-    for path in tracer.paths:
-        if any(tracer.delivered.get(label) for label, _ in path):
+    for path in question.paths:
+        if any(question.delivered.get(label) for label, _ in path):
             steps = []
             for label, state in path:
                 steps.append(f"  {tracer.where(label)}")
@@ -294,15 +325,22 @@ def explain_alert(config: str | Path, recording: str | Path, seq: int) -> str:
 
 
 def explain_changes(report: Any, b_path: str, a_path: str, recording: str | Path) -> None:
-    """Attach a why-not to the first gone (traced in B) and new (traced in A) items."""
+    """Attach a why-not to each gone item (traced in B) and new item (traced in A),
+    the first EXPLAIN_LIMIT of each: one traced replay per side."""
     fields = [f for f in report.key_fields if f != "state"]
     window = min(report.tolerance, 60.0)
-    for kind, config in (("gone", b_path), ("new", a_path)):
+    for kind, config, side in (("gone", b_path, "B"), ("new", a_path, "A")):
         items = [c for c in report.changes if c.kind == kind][:EXPLAIN_LIMIT]
+        asked = []
         for change in items:
             alert = change.a or change.b
-            event = alert.event
-            match = {f: str(event.get(f)) for f in fields if event.get(f) is not None}
-            found = why_not(config, recording, match, at=alert.t, window=window)
-            side = "B" if kind == "gone" else "A"
-            change.explain = f"{side}: " + found.text().replace("\n", "\n   ")
+            match = {f: str(alert.event.get(f)) for f in fields
+                     if alert.event.get(f) is not None}
+            if match:
+                asked.append((change, _Question(match, alert.t, window)))
+        if not asked:
+            continue
+        tracer = _traced(config, recording, [q for _, q in asked])
+        for change, question in asked:
+            found = _answer(tracer, config, question).text()
+            change.explain = f"{side}: " + found.replace("\n", "\n   ")

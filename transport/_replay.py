@@ -44,7 +44,7 @@ from ._recording import (
     rillet_version,
 )
 
-__all__ = ["Alert", "ReplayClock", "ReplayResult", "hash_seed", "replay"]
+__all__ = ["Alert", "ReplayClock", "ReplayResult", "hash_seed", "replay", "replay_portable"]
 
 
 class ReplayClock(VirtualClock):
@@ -290,3 +290,24 @@ def replay(config: Config | str | Path, recording: str | Path, *,
 def _has_ticks(readers: list[RecordingReader]) -> bool:
     """Whether the server's timer runs were recorded (live recordings; not imports)."""
     return bool(readers[0].header.get("ticks", False))
+
+
+def replay_portable(config: str | Path, recording: str | Path,
+                    fidelity: str | None = None) -> ReplayResult:
+    """:func:`replay` for another process: the alerts' events become plain
+    :class:`streams.Event` objects, which pickle (decoded wire events do not)."""
+    import gc
+
+    gc.freeze()  # like rillet run: events form no cycles, collect rarely
+    gc.set_threshold(100_000, 50, 100)
+    result = replay(config, recording, fidelity=fidelity)
+    result.alerts = [Alert(a.seq, a.t, a.sink, _plain(a.event)) for a in result.alerts]
+    return result
+
+
+def _plain(event: Any) -> Any:
+    from streams import Event
+
+    if isinstance(event, Event):
+        return Event(**event.as_dict())
+    return repr(event)
