@@ -114,6 +114,8 @@ class Running:
                           service, error)
                 self.runtime.services.remove(service)
         self.reloads += 1
+        if self.runtime.recorder is not None:  # a replay over it runs one config throughout
+            self.runtime.recorder.mark(self.runtime.now(), f"reload {path}")
         log.info("reloaded %s: %d streams kept their state, %d start fresh; services: "
                  "%d kept, %d started, %d stopped", path, len(carried.kept), len(carried.fresh),
                  len(carried.kept_services), len(carried.started_services),
