@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ from transport._recording import (
     MSG,
     SEED,
     TICK,
+    RecordingError,
     RecordingReader,
     RecordingWriter,
     WireRecorder,
@@ -327,3 +329,19 @@ def test_why_not_names_a_by_that_evicted_the_key(tmp_path: Path, imported: Path)
     assert "2 stopped at few_keys.py:6 stable(1, 'state'" in out
     assert "1 arrived at few_keys.py:6 by(['host'], stable(1, 'state', slack(" in out
     assert "after their key had been evicted" in out
+
+
+def test_a_quiet_recorder_still_writes_blocks(tmp_path: Path) -> None:
+    recorder = WireRecorder(tmp_path, block_seconds=0)
+    recorder.message(_payload(Event(host="quiet")), T0, 1)
+    recorder.flush()
+    deadline = time.monotonic() + 10
+    found: list[Any] = []
+    while not found and time.monotonic() < deadline:
+        with contextlib.suppress(RecordingError):  # the writer thread opens the file
+            (path,) = recording_files(tmp_path)
+            found = [f for f in RecordingReader(path).frames() if f.kind == MSG]
+        time.sleep(0.01)
+    assert decode_message(found[0].data, 0).events[0].host == "quiet"  # no footer yet
+    recorder.close()
+    assert RecordingReader(path).verify() is True

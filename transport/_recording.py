@@ -128,6 +128,7 @@ class RecordingWriter:
         self._block_bytes = block_bytes
         self._buffer = bytearray()
         self._frames = 0
+        self._since = 0.0
         self._first_us = self._last_us = start_us
         self._first_seq = self.messages = self.gaps = 0
         self._index: list[list[int]] = []
@@ -136,6 +137,7 @@ class RecordingWriter:
                              "start_us": start_us, "hostname": socket.gethostname(),
                              "note": note, "ticks": ticks}, sort_keys=True).encode()
         self._write(MAGIC + struct.pack("<I", len(header)) + header)
+        self._file.flush()  # a file being written reads as one without a footer
 
     def _write(self, data: bytes) -> None:
         self._file.write(data)
@@ -149,8 +151,16 @@ class RecordingWriter:
         self._last_us = t_us
 
     def _framed(self) -> None:
+        if not self._frames:
+            self._since = time.monotonic()
         self._frames += 1
         if len(self._buffer) >= self._block_bytes:
+            self.flush()
+
+    def flush_if_older(self, seconds: float) -> None:
+        """Write the block being filled once its first frame is ``seconds`` old: a
+        quiet server's frames reach the disk (and survive a crash) anyway."""
+        if self._frames and time.monotonic() - self._since >= seconds:
             self.flush()
 
     def message(self, t_us: int, conn: int, payload: bytes) -> None:
@@ -411,16 +421,18 @@ class WireRecorder:
 
     Files are ``DIR/rillet-YYYYmmddTHHMMSS.ffffffZ.rrec``; a new one starts every
     ``rotate`` seconds (with a SEED of the index), and files older than
-    ``keep`` seconds are deleted.
+    ``keep`` seconds are deleted. A block is written when it holds about 1 MiB
+    or its first frame is ``block_seconds`` old, whichever comes first.
     """
 
     def __init__(self, directory: str | Path, *, rotate: float = 3600.0,
                  keep: float = 7 * 86400.0, chunk: int = 2048, queue_chunks: int = 64,
-                 snapshot: Any = None) -> None:
+                 block_seconds: float = 10.0, snapshot: Any = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.rotate = rotate
         self.keep = keep
+        self.block_seconds = block_seconds
         self._chunk = chunk
         self._items: list[tuple[Any, ...]] = []
         self._queue: deque[Any] = deque()
@@ -567,6 +579,7 @@ class WireRecorder:
                 writer.mark(_us(item[1]), item[2])
             else:
                 writer.connection(_us(item[1]), item[2], item[3], item[4])
+        writer.flush_if_older(self.block_seconds)
         return True
 
     def _expire(self, now: float) -> None:
