@@ -219,7 +219,7 @@ def test_why_not_names_the_where_and_the_closest_miss(tmp_path: Path, imported: 
     out = _why_not(tmp_path, imported, stricter, "host=a", "service=disk")
     assert "3 candidate inputs" in out
     assert "3 stopped at stricter.py:8 where(<lambda>, throttle(1, 60, forward(" in out
-    assert "metric of those: max 97, min 96" in out
+    assert "metric of those: max 97, min 96; closest: 97 against 98 (short by 1)" in out
 
 
 def test_why_not_names_throttle_stable_and_changed_state(tmp_path: Path,
@@ -227,6 +227,8 @@ def test_why_not_names_throttle_stable_and_changed_state(tmp_path: Path,
     rules = _rules(tmp_path, "rules.py", 95)
     out = _why_not(tmp_path, imported, rules, "host=a", "service=disk", at=T0 + 1)
     assert "1 stopped at rules.py:8 throttle(1, 60, forward(" in out  # a's second alert
+    assert f"its state then: count=2 windows={{anchor={T0} dt=60 start={T0} " \
+        f"task=Task(due={T0 + 60})}}" in out  # 2 seen in this window; it opens at +60
     out = _why_not(tmp_path, imported, rules, "host=x", "service=health")
     assert "stopped at rules.py:10 stable(10, 'state'" in out
     out = _why_not(tmp_path, imported, rules, "host=w", "service=health", at=T0 + 20)

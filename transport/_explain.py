@@ -51,6 +51,9 @@ class _Question:
     evicted: Counter[str] = field(default_factory=Counter)
     metrics: dict[str, list[float]] = field(default_factory=dict)
     paths: list[list[tuple[str, str]]] = field(default_factory=list)
+    #: The last stopped candidate's view of each stopping stream: its state, and
+    #: the numbers its condition compares with (a where's thresholds).
+    states: dict[str, tuple[str, list[float]]] = field(default_factory=dict)
 
     def wants(self, event: Any, now: float) -> bool:
         if self.at is not None and abs(now - self.at) > self.window:
@@ -114,6 +117,7 @@ class _Tracer:
                         question.delivered[label] += 1
                     elif id(stream) in self.leaves:
                         question.stopped[label] += 1
+                        question.states[label] = (_state(stream), _numbers(stream))
                         if isinstance(metric, (int, float)):
                             question.metrics.setdefault(label, []).append(float(metric))
 
@@ -211,6 +215,36 @@ def _state(stream: Stream, depth: int = 0) -> str:
     return " ".join(parts)
 
 
+def _numbers(stream: Stream) -> list[float]:
+    """The numbers a where's condition compares with: its code's constants and the
+    values it closes over (``lambda e: e.metric > limit``)."""
+    predicate = getattr(stream, "predicate", None)
+    code = getattr(predicate, "__code__", None)
+    if code is None:
+        return []
+    values = list(code.co_consts)
+    values += [cell.cell_contents for cell in getattr(predicate, "__closure__", None) or ()]
+    return sorted({float(v) for v in values
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+
+def _miss(question: _Question, label: str) -> str:
+    """The closest miss: the stopped metrics against the condition's numbers, or
+    the stream's state (a throttle's next opening, stable's pending candidate)."""
+    metrics = question.metrics.get(label)
+    state, numbers = question.states.get(label, ("", []))
+    note = ""
+    if metrics:
+        note = f"   metric of those: max {max(metrics):g}, min {min(metrics):g}"
+        if numbers:
+            margin = min((abs(n - m), n, m) for n in numbers for m in metrics)
+            note += f"; closest: {margin[2]:g} against {margin[1]:g} " \
+                    f"(short by {margin[0]:.6g})"
+    if state and not numbers:
+        note += f"\n      its state then: {state}"
+    return note
+
+
 @dataclass
 class WhyNot:
     config: str
@@ -280,10 +314,7 @@ def _answer(tracer: _Tracer, config: str | Path, question: _Question) -> WhyNot:
     out = WhyNot(str(config), question.match, question.at, question.window,
                  candidates=question.candidates)
     for label, count in question.stopped.most_common():
-        metrics = question.metrics.get(label)
-        note = f"   metric of those: max {max(metrics):g}, min {min(metrics):g}" \
-            if metrics else ""
-        out.stopped.append((tracer.where(label), count, note))
+        out.stopped.append((tracer.where(label), count, _miss(question, label)))
     out.delivered = list(question.delivered.most_common())
     out.evicted = [(tracer.where(label), count)
                    for label, count in question.evicted.most_common()]
