@@ -29,7 +29,8 @@ from ._recording import (
     recording_files,
 )
 
-__all__ = ["diff", "explain", "record_import", "recording_info", "replay"]
+__all__ = ["diff", "explain", "record_import", "recording_cut", "recording_info",
+           "recording_merge", "replay", "resend"]
 
 OK, VIOLATED, ERROR, NONDETERMINISTIC = 0, 1, 2, 3
 
@@ -65,7 +66,8 @@ def recording_info(args: argparse.Namespace) -> int:
                 counts[name] = counts.get(name, 0) + 1
                 if frame.kind == MSG:
                     messages += 1
-                    conns.add(frame.conn)
+                    if frame.conn:  # 0: UDP, no connection
+                        conns.add(frame.conn)
                     with contextlib.suppress(ProtocolError):
                         events += len(decode_message(frame.data, 0).events)
                     t = frame.t_us / 1e6
@@ -85,8 +87,8 @@ def recording_info(args: argparse.Namespace) -> int:
           f"({span:.1f} s), connections {len(conns)}, gaps {gaps} requests dropped")
     print("frames: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if events:
-        print(f"size: {total_bytes} bytes, {total_bytes / events:.1f} bytes per event, "
-              f"{total_bytes / events:.1f} MB per million events")
+        print(f"size: {total_bytes} bytes, {total_bytes / events:.1f} bytes per event "
+              f"(= MB per million events)")
     return OK
 
 
