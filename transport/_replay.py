@@ -281,7 +281,9 @@ def replay(config: Config | str | Path, recording: str | Path, *,
                 result.end = t
         if not started:
             start()
-        if until is not None:
+        if until is not None and has_ticks:
+            clock.tick(until)
+        elif until is not None:
             clock.advance(until)
         runtime.stop()
     return result
