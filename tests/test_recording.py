@@ -27,6 +27,7 @@ from transport._recording import (
     RecordingError,
     RecordingReader,
     RecordingWriter,
+    Sampler,
     WireRecorder,
     import_jsonl,
     parse_duration,
@@ -347,3 +348,32 @@ def test_a_quiet_recorder_still_writes_blocks(tmp_path: Path) -> None:
     assert decode_message(found[0].data, 0).events[0].host == "quiet"  # no footer yet
     recorder.close()
     assert RecordingReader(path).verify() is True
+
+
+def test_sampling_keeps_whole_keys(tmp_path: Path) -> None:
+    sampler = Sampler.parse("host:30%")
+    recorder = WireRecorder(tmp_path / "rec", sample=sampler)
+    hosts = [f"web-{i}" for i in range(100)]
+    for round_ in range(3):
+        for host in hosts:
+            recorder.message(_payload(Event(host=host, metric=round_)), T0 + round_, 1)
+        recorder.message(_payload(*(Event(host=h, metric=9) for h in hosts)), T0 + round_, 1)
+    recorder.close()
+    (path,) = recording_files(tmp_path / "rec")
+    reader = RecordingReader(path)
+    assert reader.header["sample"] == "host:30%"
+    seen: dict[str, int] = {}
+    for frame in reader.frames():
+        if frame.kind == MSG:
+            for event in decode_message(frame.data, 0).events:
+                seen[event.host] = seen.get(event.host, 0) + 1
+    kept = {h for h in hosts if sampler.kept(Event(host=h))}
+    assert set(seen) == kept and 15 < len(kept) < 45
+    assert set(seen.values()) == {6}  # every event of a kept host, none of the others
+    rules = tmp_path / "rules.py"
+    rules.write_text("from streams import *\nstreams(index)\n")
+    assert "sampled host:30%" in replay(rules, tmp_path / "rec").summary()
+    with pytest.raises(ValueError, match="--record-sample 'host': give key fields and a share"):
+        Sampler.parse("host")
+    bad = rillet("run", str(rules), "--record", str(tmp_path / "x"), "--record-sample", "50")
+    assert bad.returncode == 2 and "--record-sample '50'" in bad.stderr

@@ -85,6 +85,8 @@ def parser() -> argparse.ArgumentParser:
                      help="start a new recording file this often (default: %(default)s)")
     run.add_argument("--record-keep", default="7d", metavar="DURATION",
                      help="delete recording files older than this (default: %(default)s)")
+    run.add_argument("--record-sample", metavar="FIELDS:SHARE",
+                     help="record only the events of a share of the keys, whole, e.g. host:10%%")
     run.set_defaults(func=_run)
     check = commands.add_parser(
         "check", help="load a config without running it: print what it declares, "

@@ -124,12 +124,13 @@ def _recorder(args: argparse.Namespace, runtime: Runtime) -> object:
     """Start recording into --record DIR (None: not asked; False: a bad option, printed)."""
     if not getattr(args, "record", None):
         return None
-    from ._recording import WireRecorder, parse_duration
+    from ._recording import Sampler, WireRecorder, parse_duration
 
     try:
         rotate = parse_duration(args.record_rotate, "--record-rotate")
         keep = parse_duration(args.record_keep, "--record-keep")
-        recorder = WireRecorder(args.record, rotate=rotate, keep=keep,
+        sample = Sampler.parse(args.record_sample) if args.record_sample else None
+        recorder = WireRecorder(args.record, rotate=rotate, keep=keep, sample=sample,
                                 snapshot=lambda: list(runtime.index))
     except (ValueError, OSError) as error:
         print(f"rillet: {error}", file=sys.stderr)

@@ -6,7 +6,8 @@ too), with the server's clock at that moment, so one recording serves every
 config. Layout, all integers little-endian::
 
     file    = header block* footer?
-    header  = "RRLTREC1" u32:len JSON{format, rillet_version, start_us, hostname, note}
+    header  = "RRLTREC1" u32:len JSON{format, rillet_version, start_us, hostname, note,
+              ticks (timer runs recorded), sample (e.g. "host:10%", or null)}
     block   = "BLK1" u32:clen u32:ulen u32:nframes u64:first_us u64:last_us u64:first_seq
               u32:crc32(compressed bytes) zstd(frames)
     footer  = "END1" u32:len JSON{blocks: [[offset, first_us, last_us, first_seq]...],
@@ -50,7 +51,8 @@ from typing import Any, BinaryIO, NamedTuple
 from ._slices import _varint as _read_varint
 
 __all__ = ["CONN", "GAP", "MARK", "MSG", "SEED", "TICK", "Frame", "RecordingError",
-           "RecordingReader", "RecordingWriter", "WireRecorder", "cut", "import_jsonl", "merge",
+           "RecordingReader", "RecordingWriter", "Sampler", "WireRecorder", "cut",
+           "import_jsonl", "merge",
            "parse_duration", "read_requests", "recording_files", "rillet_version",
            "write_requests"]
 
@@ -118,7 +120,7 @@ class RecordingWriter:
     """
 
     def __init__(self, path: str | Path, *, start_us: int, note: str = "", ticks: bool = True,
-                 block_bytes: int = BLOCK_BYTES) -> None:
+                 sample: str | None = None, block_bytes: int = BLOCK_BYTES) -> None:
         import zstandard
 
         self.path = Path(path)
@@ -135,7 +137,8 @@ class RecordingWriter:
         self._offset = 0
         header = json.dumps({"format": FORMAT, "rillet_version": rillet_version(),
                              "start_us": start_us, "hostname": socket.gethostname(),
-                             "note": note, "ticks": ticks}, sort_keys=True).encode()
+                             "note": note, "ticks": ticks, "sample": sample},
+                            sort_keys=True).encode()
         self._write(MAGIC + struct.pack("<I", len(header)) + header)
         self._file.flush()  # a file being written reads as one without a footer
 
@@ -403,6 +406,62 @@ def recording_files(path: str | Path) -> list[Path]:
     return [path]
 
 
+# Sampling ----------------------------------------------------------------------
+
+class Sampler:
+    """Keeps the events of a fraction of the keys, whole: every event of a kept
+    key (all of a host's, say) and none of the others, so stateful rules over
+    the kept keys replay intact. Which keys are kept depends on a CRC-32 of the
+    key, the same in every process and every run.
+
+    >>> sampler = Sampler.parse("host:50%")
+    >>> sampler.fields, sampler.percent
+    (('host',), 50.0)
+    """
+
+    def __init__(self, fields: tuple[str, ...], percent: float) -> None:
+        self.fields = fields
+        self.percent = percent
+        self._below = int(percent / 100 * 2**32)
+
+    @classmethod
+    def parse(cls, text: str) -> Sampler:
+        names, sep, share = text.rpartition(":")
+        fields = tuple(f.strip() for f in names.split(",") if f.strip())
+        try:
+            percent = float(share.rstrip("%"))
+        except ValueError:
+            percent = -1
+        if not sep or not fields or not 0 < percent <= 100:
+            raise ValueError(f"--record-sample {text!r}: give key fields and a share, e.g. "
+                             f"host:10% or host,service:25%")
+        return cls(fields, percent)
+
+    def kept(self, event: Any) -> bool:
+        key = "\x00".join(str(getattr(event, name, "")) for name in self.fields)
+        return zlib.crc32(key.encode("utf-8", "replace")) < self._below
+
+    def __call__(self, payload: bytes) -> bytes | None:
+        """The request with the sampled-out events removed (None: none is left);
+        a request without events (a query) is kept as it is."""
+        from ._proto import Msg
+
+        message = Msg.FromString(payload)
+        if not message.events:
+            return payload
+        kept = [event for event in message.events if self.kept(event)]
+        if len(kept) == len(message.events):
+            return payload
+        if not kept:
+            return None
+        del message.events[:]
+        message.events.extend(kept)
+        return bytes(message.SerializeToString())
+
+    def __str__(self) -> str:
+        return f"{','.join(self.fields)}:{self.percent:g}%"
+
+
 # The live recorder ---------------------------------------------------------------
 
 def _us(t: float) -> int:
@@ -421,18 +480,22 @@ class WireRecorder:
 
     Files are ``DIR/rillet-YYYYmmddTHHMMSS.ffffffZ.rrec``; a new one starts every
     ``rotate`` seconds (with a SEED of the index), and files older than
-    ``keep`` seconds are deleted. A block is written when it holds about 1 MiB
-    or its first frame is ``block_seconds`` old, whichever comes first.
+    ``keep`` seconds are deleted. With ``sample`` (a :class:`Sampler`), the
+    writer thread keeps the events of a share of the keys only. A block is
+    written when it holds about 1 MiB or its first frame is ``block_seconds``
+    old, whichever comes first.
     """
 
     def __init__(self, directory: str | Path, *, rotate: float = 3600.0,
                  keep: float = 7 * 86400.0, chunk: int = 2048, queue_chunks: int = 64,
-                 block_seconds: float = 10.0, snapshot: Any = None) -> None:
+                 block_seconds: float = 10.0, snapshot: Any = None,
+                 sample: Sampler | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.rotate = rotate
         self.keep = keep
         self.block_seconds = block_seconds
+        self.sample = sample
         self._chunk = chunk
         self._items: list[tuple[Any, ...]] = []
         self._queue: deque[Any] = deque()
@@ -558,7 +621,8 @@ class WireRecorder:
             while path.exists():
                 serial += 1
                 path = self.directory / f"{name}-{serial}.rrec"
-            self._writer = writer = RecordingWriter(path, start_us=_us(now))
+            self._writer = writer = RecordingWriter(
+                path, start_us=_us(now), sample=None if self.sample is None else str(self.sample))
             self.files.append(path)
             if command[2]:
                 writer.seed(command[2])
@@ -572,7 +636,9 @@ class WireRecorder:
         for item in items:
             kind = item[0]
             if kind == MSG:
-                writer.message(_us(item[1]), item[2], item[3])
+                payload = item[3] if self.sample is None else self.sample(item[3])
+                if payload is not None:
+                    writer.message(_us(item[1]), item[2], payload)
             elif kind == TICK:
                 writer.tick(_us(item[1]))
             elif kind == MARK:

@@ -104,6 +104,7 @@ class ReplayResult:
     start: float | None = None
     end: float | None = None
     fidelity: str = "exact"
+    sample: str | None = None
     sinks: list[str] = field(default_factory=list)
     version: str = field(default_factory=rillet_version)
 
@@ -128,7 +129,8 @@ class ReplayResult:
             f" over {self.end - self.start:.1f} s"
         return (f"replayed {self.messages} requests ({self.events} events){span} through "
                 f"{self.config}, {self.fidelity} timers: {len(self.alerts)} sink events; "
-                f"gaps {self.gaps}, undecodable {self.undecodable}\n"
+                f"gaps {self.gaps}, undecodable {self.undecodable}"
+                f"{f', sampled {self.sample}' if self.sample else ''}\n"
                 f"digests: recording sha256:{self.recording_sha256[:16]} config sha256:"
                 f"{self.config_sha256[:16]} rillet {self.version} hash seed {self.hash_seed} "
                 f"alert log sha256:{self.digest[:16]}")
@@ -234,7 +236,7 @@ def replay(config: Config | str | Path, recording: str | Path, *,
     result = ReplayResult(alerts=alerts, recording=str(recording), config=name,
                           recording_sha256=_file_digest(files), config_sha256=config_digest,
                           hash_seed=hash_seed(), fidelity="exact" if has_ticks else "ideal",
-                          start=start)
+                          start=start, sample=readers[0].header.get("sample"))
     result.sinks = list(capture.names.values())
     with runtime:
         started = False
