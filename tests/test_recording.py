@@ -377,3 +377,16 @@ def test_sampling_keeps_whole_keys(tmp_path: Path) -> None:
         Sampler.parse("host")
     bad = rillet("run", str(rules), "--record", str(tmp_path / "x"), "--record-sample", "50")
     assert bad.returncode == 2 and "--record-sample '50'" in bad.stderr
+
+
+def test_check_warns_about_the_wall_clock_and_randomness(tmp_path: Path) -> None:
+    rules = tmp_path / "monitoring.py"
+    rules.write_text("import random, time\nfrom streams import *\n"
+                     "streams(where(lambda e: random.random() < 0.5, index))  # sampled\n"
+                     "# time.time() in a comment is fine\n"
+                     "streams(where(lambda e: e.time > time.time() - 60, index))\n")
+    done = rillet("check", str(rules))
+    assert done.returncode == 0, done.stderr
+    assert f"warning: {rules}:3: random.random() reads the wall clock or randomness" \
+        in done.stderr
+    assert f"{rules}:5: time.time()" in done.stderr and f"{rules}:4:" not in done.stderr

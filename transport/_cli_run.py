@@ -223,6 +223,13 @@ def check(args: argparse.Namespace) -> int:
     warning = _no_server_warning(config)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    from ._replay import determinism_hazards
+
+    for hazard in determinism_hazards(config):
+        print(f"warning: {hazard} reads the wall clock or randomness: replays of this config "
+              f"('rillet replay', 'rillet diff') will differ; read current_runtime().now() "
+              f"(from streams), the clock every stream reads",
+              file=sys.stderr)
     return 0
 
 

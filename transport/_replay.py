@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,8 @@ from ._recording import (
     rillet_version,
 )
 
-__all__ = ["Alert", "ReplayClock", "ReplayResult", "hash_seed", "replay", "replay_portable"]
+__all__ = ["Alert", "ReplayClock", "ReplayResult", "determinism_hazards", "hash_seed", "replay",
+           "replay_portable"]
 
 
 class ReplayClock(VirtualClock):
@@ -289,6 +291,29 @@ def replay(config: Config | str | Path, recording: str | Path, *,
             clock.advance(until)
         runtime.stop()
     return result
+
+
+# What makes two replays of one config differ: the wall clock and randomness.
+_HAZARDS = re.compile(r"\b(time\.time|time\.monotonic|datetime\.now|datetime\.utcnow|"
+                      r"random\.\w+|uuid\.uuid[14]|os\.urandom)\(")
+
+
+def determinism_hazards(config: Config) -> list[str]:
+    """``file:line: call`` for each call in the config's files that reads the wall
+    clock or randomness: a replay of such a config is not reproducible (streams
+    read ``streams.current_runtime().now()``, the runtime's clock, instead)."""
+    from streams._config import source_files
+
+    found = []
+    for path in source_files(config):
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for number, line in enumerate(lines, 1):
+            code = line.split("#", 1)[0]
+            found += [f"{path}:{number}: {match.group(1)}()" for match in _HAZARDS.finditer(code)]
+    return found
 
 
 def _has_ticks(readers: list[RecordingReader]) -> bool:
