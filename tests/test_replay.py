@@ -220,6 +220,9 @@ def test_a_raised_threshold_makes_alerts_gone_and_why_not_names_the_where(
     assert [c["key"]["host"] for c in data["changes"] if c["kind"] == "new"] == ["e", "f"]
     assert "where(" in gone[0]["explain"] and "stricter.py:" in gone[0]["explain"]
     assert "GONE    forward a disk" in done.stdout
+    assert re.search(r"noisiness \(alerts per key per day\): forward [\d.e+]+ -> [\d.e+]+",
+                     done.stdout), done.stdout
+    assert set(data["noisiness"]["forward"]) == {"a", "b"}
     assert "policy (default: no difference allowed): gone.forward <= 0 violated (2)" \
         in done.stdout
     policy = recorded["tmp"] / "gate.toml"

@@ -168,11 +168,34 @@ class DiffReport:
                  f"same {s['same']}  moved {s['moved']}  changed {s['changed']}  "
                  f"gone {s['gone']}  new {s['new']}"]
         lines += [change.line() for change in self.changes if change.kind != "same"]
+        noise = self.noisiness()
+        if noise:
+            lines.append("noisiness (alerts per key per day): " + ", ".join(
+                f"{sink} {a:.3g} -> {b:.3g}" for sink, (a, b) in sorted(noise.items())))
         if self.violations:
             lines += [f"policy {self.policy}: {v}" for v in self.violations]
         else:
             lines.append(f"policy {self.policy}: ok")
         return "\n".join(lines)
+
+    def noisiness(self) -> dict[str, tuple[float, float]]:
+        """Per sink, A's and B's alerts per key per day of recording (after warm-up)."""
+        rec = self.a
+        if rec.start is None or rec.end is None or rec.end - rec.start <= self.warmup:
+            return {}
+        days = (rec.end - rec.start - self.warmup) / 86400
+        since = rec.start + self.warmup
+        rates: dict[str, list[float]] = {}
+        for side, result in enumerate((self.a, self.b)):
+            alerts: dict[str, int] = {}
+            keys: dict[str, set[tuple[Any, ...]]] = {}
+            for alert in result.alerts:
+                if alert.t >= since:
+                    alerts[alert.sink] = alerts.get(alert.sink, 0) + 1
+                    keys.setdefault(alert.sink, set()).add(_identity(alert, self.key_fields))
+            for sink, count in alerts.items():
+                rates.setdefault(sink, [0.0, 0.0])[side] = count / len(keys[sink]) / days
+        return {sink: (a, b) for sink, (a, b) in rates.items()}
 
     def as_json(self) -> dict[str, Any]:
         def side(result: ReplayResult) -> dict[str, Any]:
@@ -188,6 +211,8 @@ class DiffReport:
                               "warmup": self.warmup},
                 "tolerance": self.tolerance, "key": list(self.key_fields),
                 "a": side(self.a), "b": side(self.b), "summary": self.summary(),
+                "noisiness": {sink: {"a": a, "b": b}
+                              for sink, (a, b) in sorted(self.noisiness().items())},
                 "changes": [c.as_dict(self.key_fields) for c in self.changes
                             if c.kind != "same"],
                 "policy": {"source": self.policy, "violations": self.violations}}
