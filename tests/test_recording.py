@@ -233,8 +233,10 @@ def test_why_not_names_throttle_stable_and_changed_state(tmp_path: Path,
     out = _why_not(tmp_path, imported, rules, "host=x", "service=health")
     assert "stopped at rules.py:10 stable(10, 'state'" in out
     out = _why_not(tmp_path, imported, rules, "host=w", "service=health", at=T0 + 20)
-    # still critical, so no change: changed_state is a changed() per key inside
-    assert "1 stopped at rules.py:10 changed('state', slack(" in out
+    # still critical, so no change (changed_state keeps a changed() per key inside)
+    assert "1 stopped at rules.py:10 changed_state(slack(" in out
+    assert "(inside it: changed('state', slack(" in out
+    assert "previous_value='critical'" in out
 
 
 def test_explain_an_alert_shows_its_path_and_each_streams_state(tmp_path: Path,

@@ -71,6 +71,7 @@ class _Tracer:
         self.asking: list[_Question] = []
         self.entries = 0
         self.leaves: dict[int, Stream] = {}
+        self.owners: dict[str, str] = {}
         #: Keys each ``by`` ever made a fork for.
         self.keys: dict[int, set[Any]] = {}
 
@@ -80,6 +81,9 @@ class _Tracer:
 
     def where(self, label: str) -> str:
         line = self.lines.get(label)
+        owner = self.owners.get(label)
+        if owner is not None:
+            label = f"{owner} (inside it: {label})"
         return f"{line} {label}" if line else label
 
     def seen(self, stream: Stream) -> None:
@@ -160,13 +164,18 @@ class _Tracer:
         def new(cls: type, *args: Any, **kwargs: Any) -> Any:
             stream = original_new(cls, *args, **kwargs)
             frame: Any = sys._getframe(1)
+            owner = None  # the stream whose construction built this one, if any
             while frame is not None and frame.f_code.co_filename not in tracer.sources:
+                if owner is None and frame.f_code.co_name == "__init__" and \
+                        isinstance(frame.f_locals.get("self"), Stream) and \
+                        frame.f_locals["self"] is not stream:
+                    owner = frame.f_locals["self"]
                 frame = frame.f_back
             if frame is not None:
-                tracer.pending.append((stream, f"{tracer.name}:{frame.f_lineno}"))
+                tracer.pending.append((stream, f"{tracer.name}:{frame.f_lineno}", owner))
             return stream
 
-        self.pending: list[tuple[Stream, str]] = []
+        self.pending: list[tuple[Stream, str, Stream | None]] = []
         Stream.__new__ = new  # type: ignore[method-assign]
         try:
             yield
@@ -179,8 +188,13 @@ class _Tracer:
 
     def name_lines(self) -> None:
         # Labels are taken once the streams are whole (a repr shows the children).
-        for stream, line in self.pending:
-            self.lines.setdefault(self.label(stream), line)
+        for stream, line, owner in self.pending:
+            label = self.label(stream)
+            self.lines.setdefault(label, line)
+            if owner is not None:
+                # Streams built inside another (changed_state's changed per key)
+                # are reported as part of the one the config wrote.
+                self.owners.setdefault(label, self.label(owner))
         self.pending.clear()
 
 
