@@ -254,3 +254,48 @@ def test_replay_to_a_server_resends_the_recorded_requests(recorded: dict[str, An
         receiver.close()
     refused = rillet("replay", "--recording", str(recorded["record"]), "--to", "nowhere")
     assert refused.returncode == 2 and "give HOST:PORT" in refused.stderr
+
+
+def test_record_a_running_server_on_request(tmp_path: Path) -> None:
+    config = tmp_path / "monitoring.py"
+    config.write_text("from streams import *\nfrom transport import tcp_server, forward\n"
+                      "tcp_server(port=0)\nout = forward('127.0.0.1', 9)\n"
+                      "streams(where(lambda e: e.metric > 90, out), index)\n")
+    pid_file = tmp_path / "rillet.pid"
+    process = subprocess.Popen([sys.executable, "-m", "transport._cli", "run", str(config),
+                                "--pid-file", str(pid_file)], stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    port = None
+    deadline = time.monotonic() + 20
+    while port is None and time.monotonic() < deadline:
+        found = re.search(r"TCP server listening on 127\.0\.0\.1:(\d+)", process.stderr.readline())
+        port = int(found.group(1)) if found else None
+    drain = threading.Thread(target=lambda: [None for _ in process.stderr or ()], daemon=True)
+    drain.start()
+    record = tmp_path / "rec"
+    try:
+        while not pid_file.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert port is not None
+        with Client("127.0.0.1", port) as client:
+            client.send(Event(host="before", metric=99.0))  # not recorded
+            asked = rillet("record", "running", "--pid-file", str(pid_file), "--duration", "1s",
+                           "-o", str(record))
+            assert asked.returncode == 0, asked.stderr
+            assert "records into" in asked.stdout
+            client.send(Event(host="during", metric=99.0))
+        # the recording closes itself after its duration: then its footer is written
+        deadline = time.monotonic() + 15
+        while not any(RecordingReader(p).footer for p in record.glob("*.rrec")):
+            assert time.monotonic() < deadline, "the recording never ended"
+            time.sleep(0.05)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        drain.join(timeout=10)
+        process.stderr.close()
+    done = rillet("replay", str(config), "--recording", str(record))
+    assert done.returncode == 0, done.stderr
+    hosts = [json.loads(line)["event"]["host"] for line in done.stdout.splitlines()]
+    assert hosts == ["during"]

@@ -29,7 +29,7 @@ from ._recording import (
     recording_files,
 )
 
-__all__ = ["diff", "explain", "record_import", "recording_cut", "recording_info",
+__all__ = ["diff", "explain", "record_import", "record_running", "recording_cut", "recording_info",
            "recording_merge", "replay", "resend"]
 
 OK, VIOLATED, ERROR, NONDETERMINISTIC = 0, 1, 2, 3
@@ -134,6 +134,40 @@ def _time_arg(text: str, option: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def record_running(args: argparse.Namespace) -> int:
+    """Ask a running 'rillet run' (found through its pid file) to record for a while."""
+    import os
+    import signal
+
+    from ._cli import default_pid_file
+    from ._recording import Sampler, request_path
+
+    pid_file = args.pid_file or str(default_pid_file())
+    try:
+        duration = parse_duration(args.duration, "--duration")
+        if args.sample:
+            Sampler.parse(args.sample)
+        pid = int(Path(pid_file).read_text().strip())
+        directory = Path(args.output).resolve()
+        request_path(pid_file).write_text(json.dumps(
+            {"directory": str(directory), "duration": duration, "sample": args.sample}))
+        os.kill(pid, signal.SIGUSR1)
+    except (OSError, ValueError) as error:
+        print(f"rillet record running: {error} (is 'rillet run' running with the pid file "
+              f"{pid_file}?)", file=sys.stderr)
+        return ERROR
+    deadline = time.monotonic() + 10
+    while not (directory.is_dir() and any(directory.glob("*.rrec"))):
+        if time.monotonic() > deadline:
+            print(f"rillet record running: process {pid} did not start recording into "
+                  f"{directory}; its log says why", file=sys.stderr)
+            return ERROR
+        time.sleep(0.05)
+    print(f"rillet record running: process {pid} records into {directory} for "
+          f"{duration:g} s")
+    return OK
 
 
 def record_import(args: argparse.Namespace) -> int:

@@ -94,6 +94,16 @@ def add_commands(commands: Any) -> None:
     imported.add_argument("events", help="the .jsonl file, or - for stdin")
     imported.add_argument("-o", "--output", required=True, help="the .rrec file to write")
     imported.set_defaults(func=lazy("_cli_replay", "record_import"))
+    running = inner.add_parser("running", help="make a running 'rillet run' record for a "
+                                               "while (it needs no --record)")
+    running.add_argument("--pid-file", default=None,
+                         help="the pid file 'rillet run' wrote (default: its default)")
+    running.add_argument("--duration", default="1h", help="how long (default: %(default)s)")
+    running.add_argument("--sample", metavar="FIELDS:SHARE",
+                         help="record only the events of a share of the keys, e.g. host:10%%")
+    running.add_argument("-o", "--output", required=True, metavar="DIR",
+                         help="the directory to record into")
+    running.set_defaults(func=lazy("_cli_replay", "record_running"))
 
 
 def lazy(module: str, function: str) -> Any:

@@ -142,9 +142,10 @@ def _recorder(args: argparse.Namespace, runtime: Runtime) -> object:
 async def _serve_until_stopped(config: Config, runtime: Runtime, pid_file: Path,
                                watching: bool, watchdog: Watchdog) -> None:
     """Serve until Ctrl-C or SIGTERM (which the watchdog handles, so that it
-    works even while a stream blocks), reloading on SIGHUP; either way the
-    config's streams are closed at the end."""
-    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+    works even while a stream blocks), reloading on SIGHUP and recording on
+    SIGUSR1 ('rillet record running'); either way the config's streams are
+    closed at the end."""
+    with trio.open_signal_receiver(signal.SIGHUP, signal.SIGUSR1) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(watchdog.heartbeat, nursery.cancel_scope.cancel)
             running: Running = await nursery.start(
@@ -154,7 +155,12 @@ async def _serve_until_stopped(config: Config, runtime: Runtime, pid_file: Path,
                 nursery.start_soon(runtime.recorder.run)
             if watching:
                 nursery.start_soon(watch, running)
-            async for _ in signals:
+            async for signum in signals:
+                if signum == signal.SIGUSR1:  # 'rillet record running'
+                    from ._recording import record_on_request
+
+                    record_on_request(runtime, nursery, pid_file)
+                    continue
                 log.info("received SIGHUP; reloading %s", runtime.config and
                          runtime.config.source)
                 await running.reload()

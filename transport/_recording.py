@@ -53,7 +53,8 @@ from ._slices import _varint as _read_varint
 __all__ = ["CONN", "GAP", "MARK", "MSG", "SEED", "TICK", "Frame", "RecordingError",
            "RecordingReader", "RecordingWriter", "Sampler", "WireRecorder", "cut",
            "import_jsonl", "merge",
-           "parse_duration", "read_requests", "recording_files", "rillet_version",
+           "parse_duration", "read_requests", "record_on_request", "recording_files",
+           "request_path", "rillet_version",
            "write_requests"]
 
 log = logging.getLogger("rillet.recording")
@@ -740,6 +741,54 @@ def merge(recordings: list[str | Path], output: str | Path) -> int:
             writer.frame(frame._replace(conn=conn))
     writer.close()
     return writer.messages
+
+
+# Recording a running server on request --------------------------------------
+
+def request_path(pid_file: str | Path) -> Path:
+    """Where 'rillet record running' leaves its request for the server it signals."""
+    return Path(f"{pid_file}.record")
+
+
+def record_on_request(runtime: Any, nursery: Any, pid_file: str | Path) -> None:
+    """Start recording as the request next to the pid file asks (SIGUSR1 from
+    'rillet record running'): into its directory, for its duration."""
+    path = request_path(pid_file)
+    try:
+        request = json.loads(path.read_text())
+        path.unlink()
+        sample = Sampler.parse(request["sample"]) if request.get("sample") else None
+        directory, duration = request["directory"], float(request["duration"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log.error("SIGUSR1: no valid recording request at %s (send it with 'rillet record "
+                  "running'): %s", path, error)
+        return
+    if runtime.recorder is not None:
+        log.error("SIGUSR1: already recording; the request to record into %s is ignored",
+                  directory)
+        return
+    try:
+        recorder = WireRecorder(directory, sample=sample, snapshot=lambda: list(runtime.index))
+    except OSError as error:
+        log.error("SIGUSR1: cannot record into %s: %s", directory, error)
+        return
+    runtime.recorder = recorder
+    log.info("recording into %s for %g s, as 'rillet record running' asked", directory,
+             duration)
+    nursery.start_soon(_record_for, runtime, recorder, duration)
+
+
+async def _record_for(runtime: Any, recorder: WireRecorder, duration: float) -> None:
+    import trio
+
+    try:
+        with trio.move_on_after(duration):
+            await recorder.run()
+    finally:
+        runtime.recorder = None
+        recorder.close()
+        log.info("recording into %s ended (%d requests, %d dropped)", recorder.directory,
+                 recorder.messages, recorder.dropped)
 
 
 # Importing ---------------------------------------------------------------------
