@@ -392,3 +392,14 @@ def test_check_warns_about_the_wall_clock_and_randomness(tmp_path: Path) -> None
     assert f"warning: {rules}:3: random.random() reads the wall clock or randomness" \
         in done.stderr
     assert f"{rules}:5: time.time()" in done.stderr and f"{rules}:4:" not in done.stderr
+
+
+def test_replay_a_time_range(tmp_path: Path, imported: Path) -> None:
+    rules = _rules(tmp_path, "rules.py", 95)
+    done = rillet("replay", str(rules), "--recording", str(imported), "--from", str(T0 + 2),
+                  "--to", "2027-01-15T08:00:50Z")
+    assert done.returncode == 0, done.stderr
+    seen = [(a["sink"], a["event"]["host"], a["t"] - T0)
+            for a in map(json.loads, done.stdout.splitlines())]
+    # a's pages at +0 and +100 are outside; b's +2 now opens the throttle
+    assert seen == [("forward", "b", 2), ("slack", "w", 13)]

@@ -242,7 +242,7 @@ def test_diff_reports_a_missing_recording_with_exit_code_2(recorded: dict[str, A
 def test_replay_to_a_server_resends_the_recorded_requests(recorded: dict[str, Any]) -> None:
     receiver = Receiver()
     try:
-        done = rillet("replay", "--recording", str(recorded["record"]), "--to",
+        done = rillet("replay", "--recording", str(recorded["record"]), "--send-to",
                       f"127.0.0.1:{receiver.port}", "--speed", "0")
         assert done.returncode == 0, done.stderr
         assert re.search(r"sent \d+ requests to 127.0.0.1:\d+; 0 answered with an error",
@@ -252,7 +252,8 @@ def test_replay_to_a_server_resends_the_recorded_requests(recorded: dict[str, An
             ["a", "b", "c", "d", "e", "f", "tmp", "w"]
     finally:
         receiver.close()
-    refused = rillet("replay", "--recording", str(recorded["record"]), "--to", "nowhere")
+    refused = rillet("replay", "--recording", str(recorded["record"]), "--send-to",
+                     "nowhere")
     assert refused.returncode == 2 and "give HOST:PORT" in refused.stderr
 
 

@@ -190,8 +190,15 @@ def _replay(config: str, args: argparse.Namespace) -> Any:
     from ._replay import replay as run_replay
 
     tune_garbage_collector()  # as rillet run does: decoding allocates an event per event
+    span = _span(args)
+    return run_replay(config, args.recording, fidelity=args.fidelity, start=span["start"],
+                      end=span["end"])
 
-    return run_replay(config, args.recording, fidelity=args.fidelity)
+
+def _span(args: argparse.Namespace) -> dict[str, float | None]:
+    """--from and --to as replay's start and end."""
+    return {"start": None if args.start is None else _time_arg(args.start, "--from"),
+            "end": None if args.end is None else _time_arg(args.end, "--to")}
 
 
 def _replay_all(configs: list[str], args: argparse.Namespace) -> list[Any]:
@@ -209,7 +216,8 @@ def _replay_all(configs: list[str], args: argparse.Namespace) -> list[Any]:
     # recorder's or trio's threads is unsafe); it inherits PYTHONHASHSEED.
     with ProcessPoolExecutor(min(len(configs), os.cpu_count() or 1),
                              mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(replay_portable, config, args.recording, args.fidelity)
+        span = _span(args)
+        futures = [pool.submit(replay_portable, config, args.recording, args.fidelity, **span)
                    for config in configs]
         return [future.result() for future in futures]
 
@@ -219,16 +227,17 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 
 def resend(args: argparse.Namespace) -> int:
-    """``rillet replay --to HOST:PORT``: send the recorded requests to a server, over
+    """``rillet replay --send-to HOST:PORT``: send the recorded requests to a server, over
     one TCP connection, at ``--speed`` times the recorded pace (0: at once)."""
     import socket
 
     from . import _proto
     from ._codec import FrameDecoder, frame
 
-    host, _, port = args.to.rpartition(":")
+    host, _, port = args.send_to.rpartition(":")
     if not host or not port.isdigit():
-        print(f"rillet replay: --to {args.to!r}: give HOST:PORT, e.g. 127.0.0.1:5555",
+        print(f"rillet replay: --send-to {args.send_to!r}: give HOST:PORT, e.g. "
+              f"127.0.0.1:5555",
               file=sys.stderr)
         return ERROR
     sent = failed = 0
@@ -262,17 +271,17 @@ def resend(args: argparse.Namespace) -> int:
     except (RecordingError, OSError) as error:
         print(f"rillet replay: {error} (after {sent} requests)", file=sys.stderr)
         return ERROR
-    print(f"rillet replay: sent {sent} requests to {args.to}; {failed} answered with an "
+    print(f"rillet replay: sent {sent} requests to {args.send_to}; {failed} answered with an "
           f"error", file=sys.stderr)
     return OK if not failed else VIOLATED
 
 
 def replay(args: argparse.Namespace) -> int:
-    if args.to:
+    if args.send_to:
         return resend(args)
     if not args.config:
-        print("rillet replay: give a config to replay through (or --to HOST:PORT to send "
-              "the recording to a server)", file=sys.stderr)
+        print("rillet replay: give a config to replay through (or --send-to HOST:PORT to "
+              "send the recording to a server)", file=sys.stderr)
         return ERROR
     try:
         result = _replay(args.config, args)

@@ -16,6 +16,9 @@ def add_commands(commands: Any) -> None:
     def recording_arg(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--recording", required=True, metavar="R",
                             help="a .rrec file or a directory of them ('rillet run --record')")
+        parser.add_argument("--from", dest="start", metavar="T",
+                            help="replay from this time: Unix seconds or an ISO time")
+        parser.add_argument("--to", dest="end", metavar="T", help="replay up to this time")
         parser.add_argument("--fidelity", choices=["exact", "ideal"],
                             help="exact: timers run when the server ran them (default for "
                                  "live recordings); ideal: on time (default for imports)")
@@ -24,10 +27,10 @@ def add_commands(commands: Any) -> None:
                                              "sinks record instead of sending")
     run.add_argument("config", nargs="?")
     recording_arg(run)
-    run.add_argument("--to", metavar="HOST:PORT",
+    run.add_argument("--send-to", dest="send_to", metavar="HOST:PORT",
                      help="instead: send the recorded requests to this server")
     run.add_argument("--speed", type=float, default=1.0,
-                     help="with --to: times the recorded pace (0: as fast as it acks; "
+                     help="with --send-to: times the recorded pace (0: as fast as it acks; "
                           "default: %(default)s)")
     run.add_argument("--alerts", metavar="FILE", help="write the alert log (JSON lines) here "
                                                       "instead of stdout")

@@ -40,6 +40,7 @@ from ._recording import (
     MSG,
     SEED,
     TICK,
+    Frame,
     RecordingReader,
     recording_files,
     rillet_version,
@@ -204,14 +205,17 @@ def _load(config: Config | str | Path, runtime: Runtime) -> tuple[Config, str, s
 
 def replay(config: Config | str | Path, recording: str | Path, *,
            fidelity: str | None = None, until: float | None = None,
+           start: float | None = None, end: float | None = None,
            instrument: Callable[[Runtime, _SinkCapture], None] | None = None
            ) -> ReplayResult:
     """Replay ``recording`` (a ``.rrec`` file or a directory of them) through
     ``config`` (a path, or a loaded Config) and return the sinks' alert log.
 
     ``fidelity`` is "exact" or "ideal" (default: exact when the recording has
-    timer ticks, else ideal). ``until`` runs the timers due by that time at the
-    end. ``instrument(runtime, sinks)`` runs once the config has started,
+    timer ticks, else ideal). ``start`` and ``end`` (Unix seconds) replay that
+    part of the recording only (the blocks before ``start`` are skipped
+    through the file's index). ``until`` runs the timers due by that time at
+    the end. ``instrument(runtime, sinks)`` runs once the config has started,
     before the first request (explain wraps ``runtime.dispatch`` there and
     sets ``sinks.observer``).
     """
@@ -220,9 +224,13 @@ def replay(config: Config | str | Path, recording: str | Path, *,
     files = recording_files(recording)
     readers = [RecordingReader(path) for path in files]
     has_ticks = fidelity == "exact" or (fidelity is None and _has_ticks(readers))
-    start = readers[0].header.get("start_us", 0) / 1_000_000
+    begin = readers[0].header.get("start_us", 0) / 1_000_000
+    if start is not None:
+        begin = max(begin, start)
+    start_us = None if start is None else round(start * 1_000_000)
+    end_us = None if end is None else round(end * 1_000_000)
     # Loading may start timers: they must start at the recording's time, not 0.
-    clock = ReplayClock(start, exact=has_ticks)
+    clock = ReplayClock(begin, exact=has_ticks)
     runtime = Runtime(clock)
     alerts: list[Alert] = []
 
@@ -238,53 +246,52 @@ def replay(config: Config | str | Path, recording: str | Path, *,
     result = ReplayResult(alerts=alerts, recording=str(recording), config=name,
                           recording_sha256=_file_digest(files), config_sha256=config_digest,
                           hash_seed=hash_seed(), fidelity="exact" if has_ticks else "ideal",
-                          start=start, sample=readers[0].header.get("sample"))
+                          start=begin, sample=readers[0].header.get("sample"))
     result.sinks = list(capture.names.values())
     with runtime:
         started = False
 
-        def start() -> None:
+        def start_config() -> None:
             runtime.start(loaded)
             if instrument is not None:
                 instrument(runtime, capture)
 
-        for reader in readers:
-            for frame in reader.frames():
-                kind = frame.kind
-                t = frame.t_us / 1_000_000
-                if not started and kind in (MSG, TICK, MARK):
-                    # The config's own timers (index expiry) start when it started
-                    # live, so they fall due at the same ticks.
-                    if kind == MARK and frame.data == b"start" and t > clock.now():
-                        clock.set(t)
-                    start()
-                    started = True
-                if kind == MSG:
-                    if has_ticks:
-                        clock._now = t
-                    else:
-                        clock.advance(t)
-                    try:
-                        events = decode_message(frame.data, t).events
-                    except ProtocolError:
-                        result.undecodable += 1
-                        continue
-                    result.messages += 1
-                    if events:
-                        result.events += len(events)
-                        runtime.stream(events)
-                elif kind == TICK:
-                    result.ticks += 1
-                    if has_ticks:
-                        clock.tick(t)
-                elif kind == GAP:
-                    result.gaps += frame.n
-                elif kind == SEED and frame.data:
-                    for event in decode_message(frame.data, t).events:
-                        runtime.index(event)
-                result.end = t
+        for frame in _frames_between(readers, start_us, end_us):
+            kind = frame.kind
+            t = frame.t_us / 1_000_000
+            if not started and kind in (MSG, TICK, MARK):
+                # The config's own timers (index expiry) start when it started
+                # live, so they fall due at the same ticks.
+                if kind == MARK and frame.data == b"start" and t > clock.now():
+                    clock.set(t)
+                start_config()
+                started = True
+            if kind == MSG:
+                if has_ticks:
+                    clock._now = t
+                else:
+                    clock.advance(t)
+                try:
+                    events = decode_message(frame.data, t).events
+                except ProtocolError:
+                    result.undecodable += 1
+                    continue
+                result.messages += 1
+                if events:
+                    result.events += len(events)
+                    runtime.stream(events)
+            elif kind == TICK:
+                result.ticks += 1
+                if has_ticks:
+                    clock.tick(t)
+            elif kind == GAP:
+                result.gaps += frame.n
+            elif kind == SEED and frame.data:
+                for event in decode_message(frame.data, t).events:
+                    runtime.index(event)
+            result.end = t
         if not started:
-            start()
+            start_config()
         if until is not None and has_ticks:
             clock.tick(until)
         elif until is not None:
@@ -316,20 +323,30 @@ def determinism_hazards(config: Config) -> list[str]:
     return found
 
 
+def _frames_between(readers: list[RecordingReader], start_us: int | None,
+                    end_us: int | None) -> Iterator[Frame]:
+    for reader in readers:
+        for frame in reader.frames(start_us):
+            if end_us is not None and frame.kind != SEED and frame.t_us > end_us:
+                return
+            if start_us is None or frame.kind == SEED or frame.t_us >= start_us:
+                yield frame
+
+
 def _has_ticks(readers: list[RecordingReader]) -> bool:
     """Whether the server's timer runs were recorded (live recordings; not imports)."""
     return bool(readers[0].header.get("ticks", False))
 
 
-def replay_portable(config: str | Path, recording: str | Path,
-                    fidelity: str | None = None) -> ReplayResult:
+def replay_portable(config: str | Path, recording: str | Path, fidelity: str | None = None,
+                    **span: float | None) -> ReplayResult:
     """:func:`replay` for another process: the alerts' events become plain
     :class:`streams.Event` objects, which pickle (decoded wire events do not)."""
     import gc
 
     gc.freeze()  # like rillet run: events form no cycles, collect rarely
     gc.set_threshold(100_000, 50, 100)
-    result = replay(config, recording, fidelity=fidelity)
+    result = replay(config, recording, fidelity=fidelity, **span)  # type: ignore[arg-type]
     result.alerts = [Alert(a.seq, a.t, a.sink, _plain(a.event)) for a in result.alerts]
     return result
 
