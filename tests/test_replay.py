@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import start_rillet
 
 from streams import Event
 from transport import Client
@@ -263,22 +264,15 @@ def test_record_a_running_server_on_request(tmp_path: Path) -> None:
                       "tcp_server(port=0)\nout = forward('127.0.0.1', 9)\n"
                       "streams(where(lambda e: e.metric > 90, out), index)\n")
     pid_file = tmp_path / "rillet.pid"
-    process = subprocess.Popen([sys.executable, "-m", "transport._cli", "run", str(config),
-                                "--pid-file", str(pid_file)], stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    port = None
-    deadline = time.monotonic() + 20
-    while port is None and time.monotonic() < deadline:
-        found = re.search(r"TCP server listening on 127\.0\.0\.1:(\d+)", process.stderr.readline())
-        port = int(found.group(1)) if found else None
+    process, port, _ = start_rillet(config, "--pid-file", str(pid_file))
     drain = threading.Thread(target=lambda: [None for _ in process.stderr or ()], daemon=True)
     drain.start()
     record = tmp_path / "rec"
+    deadline = time.monotonic() + 20
     try:
         while not pid_file.exists():
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        assert port is not None
         with Client("127.0.0.1", port) as client:
             client.send(Event(host="before", metric=99.0))  # not recorded
             asked = rillet("record", "running", "--pid-file", str(pid_file), "--duration", "1s",
@@ -295,7 +289,8 @@ def test_record_a_running_server_on_request(tmp_path: Path) -> None:
         process.terminate()
         process.wait(timeout=20)
         drain.join(timeout=10)
-        process.stderr.close()
+        if process.stderr is not None:
+            process.stderr.close()
     done = rillet("replay", str(config), "--recording", str(record))
     assert done.returncode == 0, done.stderr
     hosts = [json.loads(line)["event"]["host"] for line in done.stdout.splitlines()]
