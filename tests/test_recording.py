@@ -403,3 +403,25 @@ def test_replay_a_time_range(tmp_path: Path, imported: Path) -> None:
             for a in map(json.loads, done.stdout.splitlines())]
     # a's pages at +0 and +100 are outside; b's +2 now opens the throttle
     assert seen == [("forward", "b", 2), ("slack", "w", 13)]
+
+
+def test_every_network_sink_records_in_a_replay(tmp_path: Path, imported: Path) -> None:
+    import transport
+    from transport import NetworkSink
+
+    config = tmp_path / "all_sinks.py"
+    config.write_text(
+        "from streams import *\nfrom transport import *\n"
+        "streams(forward('127.0.0.1', 9), graphite('127.0.0.1', 2003),\n"
+        "        graphite_annotations('http://127.0.0.1:1'),\n"
+        "        influxdb('http://127.0.0.1:1', database='x'),\n"
+        "        mailer(to=['a@example.com'], from_='b@example.com'),\n"
+        "        alertmanager('http://127.0.0.1:1'),\n"
+        "        pagerduty(routing_key='0123456789abcdef0123456789abcdef'),\n"
+        "        slack('https://hooks.slack.invalid/x'), webhook('http://127.0.0.1:1/x'))\n")
+    sinks = {name for name in transport.__all__ if isinstance(getattr(transport, name), type)
+             and issubclass(getattr(transport, name), NetworkSink)} - {"NetworkSink", "HttpSink"}
+    result = replay(config, imported)
+    assert set(result.sinks) == sinks  # a new sink type must join this config
+    assert {a.sink for a in result.alerts} == sinks
+    assert len(result.alerts) == len(sinks) * result.events
