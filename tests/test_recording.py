@@ -265,6 +265,7 @@ def test_diff_against_a_git_revision(tmp_path: Path, imported: Path) -> None:
     assert "GONE    forward a disk" in done.stdout
     assert "B: WHY-NOT host=a service=disk" in done.stdout and "rules.py:8 where(" \
         in done.stdout
+    assert sorted(p.name for p in tmp_path.glob("*.py")) == ["rules.py"]  # no leftover
 
 
 ON_CHANGE = """

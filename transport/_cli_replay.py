@@ -328,11 +328,13 @@ def _git_config(spec: str, config: str) -> str:
 def diff(args: argparse.Namespace) -> int:
     from ._diff import Policy, diff_alerts
 
+    made: Path | None = None  # the config as it is at --against's revision
     try:
         if args.against:
             if args.b is not None:
                 raise ValueError("rillet diff CONFIG --against git:REV takes one config")
             a_path, b_path = _git_config(args.against, args.a), args.a
+            made = Path(a_path)
         else:
             if args.b is None:
                 raise ValueError("rillet diff A.py B.py --recording R (or A.py --against "
@@ -360,6 +362,9 @@ def diff(args: argparse.Namespace) -> int:
     except _errors() as error:
         print(f"rillet diff: {error}", file=sys.stderr)
         return ERROR
+    finally:
+        if made is not None:
+            made.unlink(missing_ok=True)
     report.policy = policy.source
     report.violations = policy.violations(report.changes)
     print(report.text())
