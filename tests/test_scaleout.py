@@ -245,3 +245,76 @@ def test_killing_a_worker_mid_load_loses_nothing_acknowledged(
     finally:
         for process in (edge, *workers):
             process.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Process]]:
+    """Three clustered nats-servers with JetStream on loopback ports."""
+    binary = require_binary("nats-server", "nats-server")
+    root = tmp_path_factory.mktemp("nats-cluster")
+    ports = [free_port() for _ in range(3)]
+    routes = [free_port() for _ in range(3)]
+    nodes = [Process(f"nats-server node {n}", [
+        binary, "-js", "-a", "127.0.0.1", "-p", str(ports[n]), "-n", f"node-{n}",
+        "-sd", str(root / f"store-{n}"), "--cluster_name", "rillet-test",
+        "--cluster", f"nats://127.0.0.1:{routes[n]}",
+        "--routes", ",".join(f"nats://127.0.0.1:{routes[m]}" for m in range(3) if m != n)],
+        root / f"node-{n}.log", [ports[n]]) for n in range(3)]
+    for node in nodes:
+        node.start()
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_a_cluster_node_killed_and_restarted_mid_load_loses_nothing_acknowledged(
+        nats_cluster: list[Process], tmp_path: Path) -> None:
+    urls = ",".join(f"nats://127.0.0.1:{node.ports[0]}" for node in nats_cluster)
+    edge_port = free_port()
+    out = tmp_path / "out"
+    common = ("--nats", urls, "--replicas", "3", "--stream", "CLUSTER", "--partitions", "4",
+              "--lease", "2", "--snapshot-interval", "1")
+    edge = Rillet(tmp_path / "edge", edge_port, out, *common)
+    worker = Rillet(tmp_path / "worker", edge_port, out, "--worker", *common)
+    rounds = workload(hosts=20, rounds=40)
+    acked: list[Event] = []
+    node = nats_cluster[0]
+    try:
+        poll(lambda: ready(edge_port), 90, "the edge and its worker on the cluster")
+        killed = threading.Event()
+
+        def load() -> None:
+            for number, events in enumerate(rounds):
+                # An unacknowledged request is sent again (at least once), as a client does.
+                for _ in range(60):
+                    try:
+                        with Client(port=edge_port, timeout=15) as client:
+                            client.send(events)
+                        break
+                    except Exception:
+                        continue
+                acked.extend(events)
+                if number == 15:
+                    killed.wait(60)
+
+        sender = threading.Thread(target=load)
+        sender.start()
+        poll(lambda: len(acked) >= 16 * 20, 30, "part of the load acknowledged")
+        assert node.process is not None
+        node.process.kill()
+        node.process.wait()
+        killed.set()
+        # The load goes on while the node is down (two of three keep the quorum), and
+        # after it is back.
+        poll(lambda: len(acked) >= 28 * 20, 60, "load acknowledged while a node is down")
+        node.start()
+        sender.join(120)
+        assert not sender.is_alive() and len(acked) == 40 * 20
+        want = {(e.host, e.metric) for e in acked}
+        poll(lambda: want <= {(r[1], r[4]) for r in records(out) if r[0] == "seen"}, 60,
+             "every acknowledged event to reach the streams")
+    finally:
+        for process in (edge, worker):
+            process.stop()

@@ -103,6 +103,9 @@ def parser() -> argparse.ArgumentParser:
     scale.add_argument("--snapshot-interval", type=float, default=5.0, metavar="SECONDS",
                        help="seconds between a worker's index snapshots: what a new owner "
                             "replays at most (default %(default)s)")
+    scale.add_argument("--replicas", type=int, default=1,
+                       help="JetStream copies of the events, leases and snapshots on a NATS "
+                            "cluster (default %(default)s)")
     run.set_defaults(func=_run)
     check = commands.add_parser(
         "check", help="load a config without running it: print what it declares, "

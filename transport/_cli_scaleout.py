@@ -62,7 +62,8 @@ def run_scaled(args: argparse.Namespace) -> int:
                             partitions=args.partitions,
                             key=tuple(k.strip() for k in args.partition_key.split(",")),
                             stream=args.stream, lease=args.lease,
-                            snapshot_interval=args.snapshot_interval)
+                            snapshot_interval=args.snapshot_interval,
+                            replicas=args.replicas)
     except ValueError as error:
         print(f"rillet run: {error}", file=sys.stderr)
         return 2
@@ -102,8 +103,14 @@ def run_scaled(args: argparse.Namespace) -> int:
 async def _until_stopped(main: object, *args: object) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(main, *args)  # type: ignore[arg-type]
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for received in signals:
+                if received == signal.SIGHUP:
+                    # SIGHUP's default would end the process: a 'rillet reload' must not.
+                    log.warning("received SIGHUP: a scaled-out rillet does not reload; restart "
+                                "the workers one at a time to change the config "
+                                "(docs/scale-out.md)")
+                    continue
                 log.info("received %s; stopping", signal.Signals(received).name)
                 nursery.cancel_scope.cancel()
                 return
@@ -181,6 +188,7 @@ def _workers(args: argparse.Namespace, path: Path, url: str) -> Iterator[object]
             "--nats", url, "--partitions", str(args.partitions),
             "--partition-key", args.partition_key, "--stream", args.stream,
             "--lease", str(args.lease), "--snapshot-interval", str(args.snapshot_interval),
+            "--replicas", str(args.replicas),
             "--log-level", args.log_level]
     processes = [subprocess.Popen(argv, stdin=subprocess.DEVNULL)
                  for _ in range(args.workers)]

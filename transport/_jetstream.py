@@ -18,6 +18,7 @@ trio-asyncio (``trio_asyncio.aio_as_trio``) inside one ``open_loop()``.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import trio_asyncio
 __all__ = ["ScaleOut", "aio"]
 
 T = TypeVar("T")
+log = logging.getLogger("rillet.jetstream")
 DEFAULT_URL = "nats://127.0.0.1:4222"
 PARTITION_KEY_FIELDS = ("host", "service", "state", "description")
 
@@ -52,6 +54,8 @@ class ScaleOut:
             which bounds how long a dead worker's partitions stay unserved.
         snapshot_interval: seconds between a worker's index snapshots, which
             bounds what a new owner replays after a failover.
+        replicas: how many JetStream servers of a cluster hold each stream,
+            bucket and store (1 for a single server; 3 survives one failure).
     """
 
     url: str = DEFAULT_URL
@@ -60,6 +64,7 @@ class ScaleOut:
     stream: str = "RILLET"
     lease: float = 6.0
     snapshot_interval: float = 5.0
+    replicas: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.partitions, bool) or not isinstance(self.partitions, int) \
@@ -73,6 +78,9 @@ class ScaleOut:
         if not self.stream.isidentifier():
             raise ValueError(f"stream={self.stream!r}: use letters, digits and _ only, "
                              f"e.g. stream='RILLET'")
+        if self.replicas not in (1, 2, 3, 4, 5):
+            raise ValueError(f"replicas={self.replicas!r}: JetStream keeps 1 to 5 copies, "
+                             f"e.g. replicas=3 on a 3-node cluster")
         for name in ("lease", "snapshot_interval"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0.5:
@@ -117,10 +125,28 @@ class ScaleOut:
             max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=5,
             allow_reconnect=True)
 
-    async def ensure(self, js: Any, replicas: int = 1) -> None:
-        """Create the stream, the lease bucket and the snapshot store if missing (asyncio)."""
-        from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+    async def ensure(self, js: Any, within: float = 60) -> None:
+        """Create the stream, the lease bucket and the snapshot store if missing (asyncio);
+        retried for ``within`` seconds, since a starting cluster elects its JetStream
+        leader a while after it accepts connections."""
+        import asyncio
 
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            try:
+                return await self._ensure(js)
+            except Exception as error:
+                if loop.time() > deadline:
+                    raise ConnectionError(f"JetStream at {self.url} is not usable: "
+                                          f"{error!r}") from error
+                log.info("JetStream not ready yet (%r); retrying", error)
+                await asyncio.sleep(0.5)
+
+    async def _ensure(self, js: Any) -> None:
+        from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
+
+        replicas = self.replicas
         try:
             await js.stream_info(self.stream)
         except Exception:
@@ -129,4 +155,5 @@ class ScaleOut:
                 num_replicas=replicas, duplicate_window=120))
         await js.create_key_value(KeyValueConfig(
             bucket=self.leases, ttl=self.lease, history=1, replicas=replicas))
-        await js.create_object_store(self.snapshots)
+        await js.create_object_store(self.snapshots,
+                                     config=ObjectStoreConfig(replicas=replicas))

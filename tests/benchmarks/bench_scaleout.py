@@ -122,6 +122,8 @@ def measure(name: str, argv: list[str], messages: int, extra_pids: list[int]) ->
                 time.sleep(0.01)
         processed = time.perf_counter() - began
         cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
+        if os.environ.get("BENCH_BREAKDOWN"):
+            print(name, {p: round(cpu_seconds(p), 2) for p in pids})
     finally:
         process.terminate()
         process.wait(30)
