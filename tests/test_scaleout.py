@@ -141,6 +141,29 @@ def workload(hosts: int, rounds: int) -> list[list[Event]]:
              for h in range(hosts)] for r in range(rounds)]
 
 
+def send_in_background(port: int, rounds: list[list[Event]], acked: list[Event], *,
+                       pause_after: int, resume: threading.Event) -> threading.Thread:
+    """Send each round until acknowledged (again on a failure, as a client does),
+    adding it to ``acked``; after round ``pause_after``, wait for ``resume``."""
+    def load() -> None:
+        for number, events in enumerate(rounds):
+            for attempt in range(60):
+                try:
+                    with Client(port=port, timeout=15) as client:
+                        client.send(events)
+                    break
+                except Exception:
+                    if attempt == 59:
+                        raise
+            acked.extend(events)
+            if number == pause_after:
+                resume.wait(60)
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    return sender
+
+
 def index_of(port: int) -> set[tuple[Any, ...]]:
     with Client(port=port, timeout=10) as client:
         return {(e.host, e.service, e.state, e.metric, e.time) for e in client.query("true")}
@@ -205,17 +228,7 @@ def test_killing_a_worker_mid_load_loses_nothing_acknowledged(
         victim = workers[0]
         victim_partitions = held(victim)
         killed = threading.Event()
-
-        def load() -> None:
-            with Client(port=edge_port, timeout=30) as client:
-                for number, events in enumerate(rounds):
-                    client.send(events)
-                    acked.extend(events)
-                    if number == 20:
-                        killed.wait(30)
-
-        sender = threading.Thread(target=load)
-        sender.start()
+        sender = send_in_background(edge_port, rounds, acked, pause_after=20, resume=killed)
         poll(lambda: len(acked) >= 21 * 50, 30, "a third of the load acknowledged")
         os.kill(victim.process.pid, signal.SIGKILL)
         victim.process.wait()
@@ -284,23 +297,7 @@ def test_a_cluster_node_killed_and_restarted_mid_load_loses_nothing_acknowledged
     try:
         poll(lambda: ready(edge_port), 90, "the edge and its worker on the cluster")
         killed = threading.Event()
-
-        def load() -> None:
-            for number, events in enumerate(rounds):
-                # An unacknowledged request is sent again (at least once), as a client does.
-                for _ in range(60):
-                    try:
-                        with Client(port=edge_port, timeout=15) as client:
-                            client.send(events)
-                        break
-                    except Exception:
-                        continue
-                acked.extend(events)
-                if number == 15:
-                    killed.wait(60)
-
-        sender = threading.Thread(target=load)
-        sender.start()
+        sender = send_in_background(edge_port, rounds, acked, pause_after=15, resume=killed)
         poll(lambda: len(acked) >= 16 * 20, 30, "part of the load acknowledged")
         assert node.process is not None
         node.process.kill()

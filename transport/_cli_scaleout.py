@@ -27,11 +27,10 @@ import trio
 
 from streams import Config, Runtime
 
-from ._cli_run import _config_path, _leaves, _load, tune_garbage_collector
+from ._cli_run import exit_status, load_for_run, tune_garbage_collector
 from ._edge import Edge
 from ._jetstream import ScaleOut
 from ._run import listeners, serve
-from ._scheduler import TrioScheduler
 from ._worker import Worker
 
 __all__ = ["edge_config", "run_scaled"]
@@ -47,9 +46,6 @@ def edge_config(config: Config, edge: Edge) -> Config:
 
 
 def run_scaled(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     if args.worker and args.nats is None:
         print("rillet run --worker: give the NATS server with --nats URL", file=sys.stderr)
         return 2
@@ -67,15 +63,10 @@ def run_scaled(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"rillet run: {error}", file=sys.stderr)
         return 2
-    path = _config_path(args)
-    if path is None:
-        print("rillet: --host and --port move the built-in config's servers; a config file "
-              "declares its own", file=sys.stderr)
+    loaded = load_for_run(args)
+    if loaded is None:
         return 2
-    runtime = Runtime(TrioScheduler())
-    config = _load(runtime, path, "rillet: cannot load the config")
-    if config is None:
-        return 2
+    path, runtime, config = loaded
     tune_garbage_collector()
     try:
         if args.worker:
@@ -89,14 +80,7 @@ def run_scaled(args: argparse.Namespace) -> int:
         else:
             trio.run(_until_stopped, _edge, config, runtime, settings)
     except BaseException as error:
-        leaves = _leaves(error)
-        if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
-            return 0
-        if not all(isinstance(leaf, OSError) for leaf in leaves):
-            raise
-        for leaf in leaves:
-            print(f"rillet: {leaf}", file=sys.stderr)
-        return 1
+        return exit_status(error)
     return 0
 
 

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-import trio_asyncio
 
 from streams import Event
 
 from ._codec import Decoded, decode_message, encode_reply, encode_request
-from ._jetstream import ScaleOut, aio
+from ._jetstream import ScaleOut, aio, asyncio_loop
 
 __all__ = ["Edge"]
 
@@ -45,27 +45,42 @@ QUERY_TIMEOUT = 5.0
 class _Flush:
     batch: dict[int, list[Any]]
     events: int
+    generation: int
     done: trio.Event = field(default_factory=trio.Event)
-    error: BaseException | None = None
 
 
 class Edge:
-    """A stream and a service: events in, JetStream messages out (see the module doc)."""
+    """A stream and a service: events in, JetStream messages out (see the module doc).
+
+    Durability is tracked by generation: events are buffered in generation
+    ``g`` until a flush publishes them and the next generation begins. Each
+    task (a TCP connection) remembers the generation of its first event since
+    it last called :meth:`durable`, which waits for every generation from
+    there to the current one and fails if any of them failed, whoever
+    flushed it (another connection, the timer). At most ``concurrent_flushes``
+    publish at once; meanwhile the buffer collects every connection's events
+    for the next one (group commit: fewer, larger messages under load).
+    """
 
     def __init__(self, settings: ScaleOut, *, max_inflight: int = 50_000,
-                 flush_interval: float = 0.05) -> None:
+                 flush_interval: float = 0.05, concurrent_flushes: int = 2) -> None:
         self.settings = settings
         self.max_inflight = max_inflight
         self.flush_interval = flush_interval
+        self.concurrent_flushes = concurrent_flushes
         self._buffers: dict[int, list[Any]] = {}
         self._buffered = 0
+        self._generation = 0
         self._inflight: set[_Flush] = set()
         self._inflight_events = 0
-        self._room = trio.Event()
+        self._failed: dict[int, BaseException] = {}
+        self._since: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._settled = trio.Event()
         self._send: trio.MemorySendChannel[Any] | None = None
         self.stored = 0
         self.failures = 0
         self.queries = 0
+        self.flushes = 0
 
     def __repr__(self) -> str:
         return (f"Edge(url={self.settings.url!r}, partitions={self.settings.partitions}, "
@@ -75,6 +90,7 @@ class Edge:
 
     def __call__(self, event: Any) -> None:
         self._buffers.setdefault(self.settings.partition(event), []).append(event)
+        self._since.setdefault(trio.lowlevel.current_task(), self._generation)
         self._buffered += 1
 
     # Backpressure (the servers' protocol for async queues) -----------------
@@ -84,38 +100,49 @@ class Edge:
 
     async def wait_for_room(self) -> None:
         while self.crowded():
-            if self._buffered:
-                await self.durable()
+            if self._inflight:
+                await self._settled.wait()
             else:
-                await self._room.wait()
+                self._flush()
 
     # Durability ------------------------------------------------------------
 
     async def durable(self) -> None:
-        """Return once every event buffered so far is stored in JetStream; raise if
-        any could not be (the caller must not acknowledge them)."""
-        waits = list(self._inflight)
-        if self._buffered:
-            waits.append(self._flush())
-        for flush in waits:
-            await flush.done.wait()
-            if flush.error is not None:
-                raise ConnectionError(f"JetStream did not store the events: {flush.error}")
+        """Return once every event this task streamed since its last call is stored in
+        JetStream; raise if any could not be (the caller must not acknowledge them)."""
+        since = self._since.pop(trio.lowlevel.current_task(), None)
+        if since is None:
+            return
+        target = self._generation
+        while self._generation == target:
+            if not self._buffered:
+                break  # what was ours went out in earlier generations
+            if len(self._inflight) < self.concurrent_flushes:
+                self._flush()
+            else:
+                await self._settled.wait()
+        while any(flush.generation <= target for flush in self._inflight):
+            await self._settled.wait()
+        for generation in range(since, target + 1):
+            error = self._failed.get(generation)
+            if error is not None:
+                raise ConnectionError(f"JetStream did not store the events: {error}")
 
-    def _flush(self) -> _Flush:
+    def _flush(self) -> None:
         if self._send is None:
             raise ConnectionError("the edge is not connected to NATS yet")
-        flush = _Flush(self._buffers, self._buffered)
+        flush = _Flush(self._buffers, self._buffered, self._generation)
         self._buffers, self._buffered = {}, 0
+        self._generation += 1
         self._inflight.add(flush)
         self._inflight_events += flush.events
+        self.flushes += 1
         self._send.send_nowait(flush)
-        return flush
 
     async def serve(self, runtime: Any, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         send, receive = trio.open_memory_channel[Any](math.inf)
-        async with trio_asyncio.open_loop():
+        async with asyncio_loop():
             connection = await aio(self.settings.connect)("rillet-edge")
             try:
                 await aio(self.settings.ensure)(connection.jetstream())
@@ -147,15 +174,16 @@ class Edge:
             self.stored += flush.events
         except Exception as error:
             self.failures += 1
-            flush.error = error
+            self._failed[flush.generation] = error
+            while len(self._failed) > 10_000:  # a connection waits far less than that many
+                del self._failed[min(self._failed)]
             log.warning("publishing %d events to JetStream failed: %s", flush.events, error)
         finally:
             self._inflight.discard(flush)
             self._inflight_events -= flush.events
             flush.done.set()
-            if not self.crowded():
-                self._room.set()
-                self._room = trio.Event()
+            self._settled.set()
+            self._settled = trio.Event()
 
     async def _publish_aio(self, batch: dict[int, list[Any]]) -> None:
         import asyncio
@@ -250,5 +278,6 @@ class Edge:
         return found
 
     def statistics(self) -> dict[str, Any]:
-        return {"stored": self.stored, "failures": self.failures, "buffered": self._buffered,
+        return {"stored": self.stored, "failures": self.failures, "flushes": self.flushes,
+                "buffered": self._buffered,
                 "inflight": self._inflight_events, "queries": self.queries}

@@ -11,7 +11,7 @@ trio-asyncio (``trio_asyncio.aio_as_trio``) inside one ``open_loop()``.
 >>> from streams import Event
 >>> settings = ScaleOut(partitions=4)
 >>> settings.partition(Event(host="web-1", service="cpu"))
-3
+0
 >>> settings.subject(3)
 'RILLET.p.3'
 """
@@ -24,8 +24,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import trio_asyncio
-
 __all__ = ["ScaleOut", "aio"]
 
 T = TypeVar("T")
@@ -36,7 +34,21 @@ PARTITION_KEY_FIELDS = ("host", "service", "state", "description")
 
 def aio(function: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """An asyncio coroutine function (nats-py's) callable from trio."""
+    import trio_asyncio
+
     return trio_asyncio.aio_as_trio(function)  # type: ignore[no-any-return]
+
+
+def asyncio_loop() -> Any:
+    """The asyncio loop (trio-asyncio's) that ``aio`` calls run in, for ``async with``.
+
+    trio-asyncio is imported only here and in ``aio``: importing it installs
+    its asyncio event loop policy process-wide, which would change asyncio
+    for everything else in a process that never scales out.
+    """
+    import trio_asyncio
+
+    return trio_asyncio.open_loop()
 
 
 @dataclass(frozen=True)

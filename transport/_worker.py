@@ -30,13 +30,12 @@ import socket
 from typing import Any
 
 import trio
-import trio_asyncio
 
 from streams import Config, Event, Runtime
 from streams._event import outlived
 
 from ._codec import decode_message, encode_request
-from ._jetstream import ScaleOut, aio
+from ._jetstream import ScaleOut, aio, asyncio_loop
 from ._run import Running, serve
 
 __all__ = ["Worker"]
@@ -76,7 +75,7 @@ class Worker:
         # The edge owns the listeners; a worker runs the sinks, the index and its expiry.
         config.services = [s for s in config.services if not hasattr(s, "bound_port")]
         self.runtime = runtime
-        async with trio_asyncio.open_loop():
+        async with asyncio_loop():
             self.connection = await aio(self.settings.connect)(f"rillet-worker-{self.name}")
             try:
                 js = self.connection.jetstream()
