@@ -24,6 +24,10 @@ def default_pid_file() -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.workers is not None or args.nats is not None or args.worker:
+        from ._cli_scaleout import run_scaled
+
+        return run_scaled(args)
     from ._cli_run import run
 
     return run(args)
@@ -87,6 +91,31 @@ def parser() -> argparse.ArgumentParser:
                      help="delete recording files older than this (default: %(default)s)")
     run.add_argument("--record-sample", metavar="FIELDS:SHARE",
                      help="record only the events of a share of the keys, whole, e.g. host:10%%")
+    scale = run.add_argument_group("scale-out on NATS JetStream (docs/scale-out.md)")
+    scale.add_argument("--workers", type=int, metavar="N",
+                       help="run this process as an edge and start N worker processes (and a "
+                            "local nats-server unless --nats is given)")
+    scale.add_argument("--nats", metavar="URL",
+                       help="the NATS server(s) to use, e.g. nats://127.0.0.1:4222; without "
+                            "--worker or --workers this process is an edge")
+    scale.add_argument("--worker", action="store_true",
+                       help="run as a worker: consume partitions from --nats")
+    scale.add_argument("--partitions", type=int, default=16,
+                       help="the fixed partition count (default %(default)s)")
+    scale.add_argument("--partition-key", default="host",
+                       help="comma-separated event fields choosing the partition "
+                            "(default %(default)s)")
+    scale.add_argument("--stream", default="RILLET", help="the JetStream stream's name "
+                                                          "(default %(default)s)")
+    scale.add_argument("--lease", type=float, default=6.0, metavar="SECONDS",
+                       help="how long a dead worker's partitions wait for a new owner "
+                            "(default %(default)s)")
+    scale.add_argument("--snapshot-interval", type=float, default=5.0, metavar="SECONDS",
+                       help="seconds between a worker's index snapshots: what a new owner "
+                            "replays at most (default %(default)s)")
+    scale.add_argument("--replicas", type=int, default=1,
+                       help="JetStream copies of the events, leases and snapshots on a NATS "
+                            "cluster (default %(default)s)")
     run.set_defaults(func=_run)
     check = commands.add_parser(
         "check", help="load a config without running it: print what it declares, "

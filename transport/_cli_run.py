@@ -73,7 +73,9 @@ def _no_server_warning(config: Config) -> str | None:
             f"add tcp_server() and udp_server() (from transport) to listen on 127.0.0.1:5555")
 
 
-def run(args: argparse.Namespace) -> int:
+def load_for_run(args: argparse.Namespace) -> tuple[Path, Runtime, Config] | None:
+    """Logging set up and the config loaded for ``rillet run``; None once the problem
+    is printed."""
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -82,11 +84,32 @@ def run(args: argparse.Namespace) -> int:
     if path is None:
         print("rillet: --host and --port move the built-in config's servers; a config file "
               "declares its own, e.g. tcp_server(host='0.0.0.0', port=5556)", file=sys.stderr)
-        return 2
+        return None
     runtime = Runtime(TrioScheduler())
     config = _load(runtime, path, "rillet: cannot load the config")
-    if config is None:
+    return None if config is None else (path, runtime, config)
+
+
+def exit_status(error: BaseException) -> int:
+    """0 for Ctrl-C, 1 (with the errors printed) for OSErrors; anything else is raised."""
+    # trio wraps what escapes a nursery in (nested) exception groups.
+    leaves = _leaves(error)
+    if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        return 0
+    if not all(isinstance(leaf, OSError) for leaf in leaves):
+        raise error
+    for leaf in leaves:
+        hint = ("; is another server already using the port?"
+                if getattr(leaf, "errno", None) == errno.EADDRINUSE else "")
+        print(f"rillet: {leaf}{hint}", file=sys.stderr)
+    return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_for_run(args)
+    if loaded is None:
         return 2
+    path, runtime, config = loaded
     warning = _no_server_warning(config)
     if warning:
         log.warning("%s", warning)
@@ -102,17 +125,7 @@ def run(args: argparse.Namespace) -> int:
         with Watchdog(args.stall, args.stop_within) as watchdog:
             trio.run(_serve_until_stopped, config, runtime, pid_file, args.watch, watchdog)
     except BaseException as error:
-        # trio wraps what escapes a nursery in (nested) exception groups.
-        leaves = _leaves(error)
-        if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
-            return 0
-        if not all(isinstance(leaf, OSError) for leaf in leaves):
-            raise
-        for leaf in leaves:
-            hint = ("; is another server already using the port?"
-                    if getattr(leaf, "errno", None) == errno.EADDRINUSE else "")
-            print(f"rillet: {leaf}{hint}", file=sys.stderr)
-        return 1
+        return exit_status(error)
     finally:
         _remove_pid_file(pid_file)
         if runtime.recorder is not None:

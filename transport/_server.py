@@ -210,6 +210,7 @@ class TcpServer:
     _log: LogLimiter = field(default_factory=lambda: LogLimiter(log), repr=False)
     _queues_of: Any = field(default=None, repr=False)
     _queue_list: tuple[Any, ...] = field(default=(), repr=False)
+    _edge: Any = field(default=None, repr=False)
 
     async def serve(self, runtime: Runtime, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -277,7 +278,7 @@ class TcpServer:
                         # rather than make them drop what clients sent.
                         if replies:
                             self.requests += len(replies)
-                            await stream.send_all(b"".join(replies))
+                            await self._send(stream, b"".join(replies))
                             replies, pending = [], 0
                         for queue in queues:
                             await queue.wait_for_room()
@@ -293,7 +294,9 @@ class TcpServer:
                                                                    self.max_events)))
                         else:
                             _recorded(runtime, payload, now, conn)
-                            if request.query is None and len(request.events) <= SLICE:
+                            if request.query is not None and self._edge is not None:
+                                reply = await self._edge.answer(runtime, request)
+                            elif request.query is None and len(request.events) <= SLICE:
                                 reply = handle(runtime, request)
                             else:
                                 reply = await answer(runtime, request)
@@ -301,13 +304,14 @@ class TcpServer:
                     pending += len(reply)
                     if pending >= _FLUSH_AT or time.perf_counter() >= turn_ends:
                         self.requests += len(replies)
-                        await stream.send_all(b"".join(replies))
+                        await self._send(stream, b"".join(replies))
                         replies, pending = [], 0
                         turn_ends = time.perf_counter() + TURN_SECONDS
                         now = runtime.now()
                 if replies:
                     self.requests += len(replies)
-                    await stream.send_all(replies[0] if len(replies) == 1 else b"".join(replies))
+                    await self._send(stream, replies[0] if len(replies) == 1
+                                     else b"".join(replies))
                 self.buffered += decoder.buffered - held
                 held = decoder.buffered
                 if held and self.buffered > self.max_buffered:
@@ -340,7 +344,14 @@ class TcpServer:
         if services is not self._queues_of:
             self._queues_of = services
             self._queue_list = tuple(s for s in services if hasattr(s, "wait_for_room"))
+            # A scaled-out edge (transport/_edge.py) stores events before they are acknowledged.
+            self._edge = next((s for s in services if hasattr(s, "durable")), None)
         return self._queue_list
+
+    async def _send(self, stream: Any, replies: bytes) -> None:
+        if self._edge is not None:
+            await self._edge.durable()
+        await stream.send_all(replies)
 
     def statistics(self) -> dict[str, Any]:
         return {"connections": self.connections, "requests": self.requests,

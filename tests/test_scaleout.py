@@ -1,0 +1,321 @@
+"""Scale-out on NATS JetStream as a user runs it: real nats-server, `rillet run` processes.
+
+One nats-server (JetStream, loopback, free port) serves the session; each
+test uses its own stream name, so its partitions, leases and snapshots are
+its own. Workers record every event they see and every alert to files, so
+the tests compare what reached the streams with what clients had acked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _peers import Process, free_port, listening, poll
+from conftest import require_binary
+
+from streams import Event
+from transport import Client
+from transport._jetstream import ScaleOut
+
+pytestmark = pytest.mark.network
+
+CONFIG = """
+import json, os
+from streams import *
+from transport import tcp_server
+
+tcp_server(port=int(os.environ["RILLET_TEST_PORT"]))
+_out = open(os.path.join(os.environ["RILLET_TEST_OUT"], f"{os.getpid()}.jsonl"), "a",
+            buffering=1)
+
+def record(kind):
+    def write(event):
+        _out.write(json.dumps([kind, event.host, event.service, event.state, event.metric,
+                               event.time]) + "\\n")
+    return write
+
+streams(
+    index,
+    by("host", changed_state(record("changed"))),
+    where('state = "critical"', by("host", throttle(2, 10, record("throttled")))),
+    record("seen"),
+)
+"""
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One nats-server with JetStream for the session, on a free loopback port."""
+    binary = require_binary("nats-server", "nats-server")
+    root = tmp_path_factory.mktemp("nats")
+    port = free_port()
+    server = Process("nats-server", [binary, "-js", "-a", "127.0.0.1", "-p", str(port),
+                                     "-sd", str(root / "store")], root / "nats.log", [port])
+    server.start()
+    try:
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+class Rillet:
+    """A `rillet run` process with the test config, its output in a log file."""
+
+    def __init__(self, directory: Path, port: int, out: Path, *args: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        config = directory / "monitoring.py"
+        config.write_text(CONFIG)
+        self.log = directory / f"rillet-{len(list(directory.glob('rillet-*.log')))}.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "transport._cli", "run", str(config), *args],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "RILLET_TEST_PORT": str(port), "RILLET_TEST_OUT": str(out)})
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def records(out: Path) -> list[list[Any]]:
+    found = []
+    for path in out.glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            if line.endswith("]"):
+                found.append(json.loads(line))
+    return found
+
+
+def ready(port: int) -> bool:
+    """The edge listens and every partition's owner answers queries."""
+    if not listening(port):
+        return False
+    try:
+        with Client(port=port, timeout=10) as client:
+            client.query("true")
+    except Exception:
+        return False
+    return True
+
+
+def owners(log: str) -> dict[str, set[int]]:
+    """Worker name → the partitions it holds, read from the workers' log lines."""
+    held: dict[str, set[int]] = {}
+    for name, verb, partition in re.findall(r"rillet\.worker: (\S+) (took|released) "
+                                            r"partition (\d+)", log):
+        mine = held.setdefault(name, set())
+        (mine.add if verb == "took" else mine.discard)(int(partition))
+    return held
+
+
+def held(rillet: Rillet) -> set[int]:
+    """The partitions a worker process holds now."""
+    return set().union(*owners(rillet.text()).values())
+
+
+def workload(hosts: int, rounds: int) -> list[list[Event]]:
+    """Rounds of one event per host: states flip at host-specific rates, times advance."""
+    return [[Event(host=f"host-{h}", service="http",
+                   state="critical" if (r // (1 + h % 4)) % 3 == 0 else "ok",
+                   metric=r, time=1000 + r, ttl=3600)
+             for h in range(hosts)] for r in range(rounds)]
+
+
+def send_in_background(port: int, rounds: list[list[Event]], acked: list[Event], *,
+                       pause_after: int, resume: threading.Event) -> threading.Thread:
+    """Send each round until acknowledged (again on a failure, as a client does),
+    adding it to ``acked``; after round ``pause_after``, wait for ``resume``."""
+    def load() -> None:
+        for number, events in enumerate(rounds):
+            for attempt in range(60):
+                try:
+                    with Client(port=port, timeout=15) as client:
+                        client.send(events)
+                    break
+                except Exception:
+                    if attempt == 59:
+                        raise
+            acked.extend(events)
+            if number == pause_after:
+                resume.wait(60)
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    return sender
+
+
+def index_of(port: int) -> set[tuple[Any, ...]]:
+    with Client(port=port, timeout=10) as client:
+        return {(e.host, e.service, e.state, e.metric, e.time) for e in client.query("true")}
+
+
+def test_an_edge_with_three_workers_gives_the_alerts_and_index_of_one_plain_rillet(
+        nats_url: str, tmp_path: Path) -> None:
+    rounds = workload(hosts=40, rounds=24)
+    plain_port, edge_port = free_port(), free_port()
+    plain = Rillet(tmp_path / "plain", plain_port, tmp_path / "plain-out")
+    scaled = Rillet(tmp_path / "scaled", edge_port, tmp_path / "scaled-out",
+                    "--workers", "3", "--nats", nats_url, "--stream", "EQUIVALENCE",
+                    "--partitions", "6")
+    try:
+        poll(lambda: listening(plain_port), 30, "the plain rillet")
+        poll(lambda: ready(edge_port), 60, "the edge and its workers")
+        # Partitions moving mid-workload would restart throttle/changed_state state
+        # (docs/scale-out.md), so the workload starts once each worker holds its share.
+        poll(lambda: sorted(len(p) for p in owners(scaled.text()).values()) == [2, 2, 2],
+             60, "the 6 partitions balanced over 3 workers")
+        for port in (plain_port, edge_port):
+            with Client(port=port, timeout=10) as client:
+                for events in rounds:
+                    client.send(events)
+        expected = index_of(plain_port)
+        assert len(expected) == 40
+        poll(lambda: index_of(edge_port) == expected, 30, "the workers' index to match")
+
+        def alerts(out: Path) -> list[tuple[Any, ...]]:
+            return sorted(tuple(r) for r in records(out))
+
+        poll(lambda: len(alerts(tmp_path / "scaled-out")) >= len(alerts(tmp_path / "plain-out")),
+             30, "the workers' alerts")
+        plain_alerts = alerts(tmp_path / "plain-out")
+        assert alerts(tmp_path / "scaled-out") == plain_alerts
+        kinds = Counter(r[0] for r in plain_alerts)
+        assert kinds["seen"] == 40 * 24 and kinds["changed"] > 40 and kinds["throttled"] > 40
+        assert len({json.dumps(r) for r in records(tmp_path / "scaled-out")}) == len(plain_alerts)
+    finally:
+        scaled.stop()
+        plain.stop()
+    assert scaled.process.returncode == 0, scaled.text()[-3000:]
+    # Stopping released every lease: no worker left behind.
+    assert "Traceback" not in scaled.text(), scaled.text()[-3000:]
+
+
+def test_killing_a_worker_mid_load_loses_nothing_acknowledged(
+        nats_url: str, tmp_path: Path) -> None:
+    settings = ScaleOut(partitions=8)
+    edge_port = free_port()
+    out = tmp_path / "out"
+    common = ("--nats", nats_url, "--stream", "FAILOVER", "--partitions", "8",
+              "--lease", "2", "--snapshot-interval", "1")
+    edge = Rillet(tmp_path / "edge", edge_port, out, *common)
+    workers = [Rillet(tmp_path / f"worker-{n}", edge_port, out, "--worker", *common)
+               for n in range(2)]
+    rounds = workload(hosts=50, rounds=60)
+    acked: list[Event] = []
+    try:
+        poll(lambda: ready(edge_port), 60, "the edge and its workers")
+        poll(lambda: [len(held(w)) for w in workers] == [4, 4], 60, "the partitions balanced")
+        victim = workers[0]
+        victim_partitions = held(victim)
+        killed = threading.Event()
+        sender = send_in_background(edge_port, rounds, acked, pause_after=20, resume=killed)
+        poll(lambda: len(acked) >= 21 * 50, 30, "a third of the load acknowledged")
+        os.kill(victim.process.pid, signal.SIGKILL)
+        victim.process.wait()
+        killed.set()
+        sender.join(60)
+        assert not sender.is_alive() and len(acked) == 60 * 50
+
+        survivor = workers[1]
+        poll(lambda: len(held(survivor)) == 8, 30,
+             "the survivor to take every partition")
+
+        def seen() -> Counter[tuple[Any, ...]]:
+            return Counter((r[1], r[4]) for r in records(out) if r[0] == "seen")
+
+        want = {(e.host, e.metric) for e in acked}
+        poll(lambda: want <= set(seen()), 30, "every acknowledged event to reach the streams")
+        duplicates = {key: n - 1 for key, n in seen().items() if n > 1}
+        # At least once: only the dead worker's partitions replay, and at most what
+        # they received since that worker's last snapshot (one interval, here ~1 s).
+        assert {settings.partition(Event(host=host)) for host, _ in duplicates} \
+            <= victim_partitions
+        assert sum(duplicates.values()) < sum(
+            1 for e in acked if settings.partition(e) in victim_partitions)
+        latest = {(f"host-{h}", 59) for h in range(50)}
+        with Client(port=edge_port, timeout=10) as client:
+            assert {(e.host, e.metric) for e in client.query('service = "http"')} == latest
+    finally:
+        for process in (edge, *workers):
+            process.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Process]]:
+    """Three clustered nats-servers with JetStream on loopback ports."""
+    binary = require_binary("nats-server", "nats-server")
+    root = tmp_path_factory.mktemp("nats-cluster")
+    ports = [free_port() for _ in range(3)]
+    routes = [free_port() for _ in range(3)]
+    nodes = [Process(f"nats-server node {n}", [
+        binary, "-js", "-a", "127.0.0.1", "-p", str(ports[n]), "-n", f"node-{n}",
+        "-sd", str(root / f"store-{n}"), "--cluster_name", "rillet-test",
+        "--cluster", f"nats://127.0.0.1:{routes[n]}",
+        "--routes", ",".join(f"nats://127.0.0.1:{routes[m]}" for m in range(3) if m != n)],
+        root / f"node-{n}.log", [ports[n]]) for n in range(3)]
+    for node in nodes:
+        node.start()
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+# Fails about one run in three on this 2-core machine: after the node dies the edge
+# sometimes acknowledges nothing for over 60 s (docs/scale-out.md, "Known problems").
+# Run it with: .venv/bin/pytest -m known_failing tests/test_scaleout.py
+@pytest.mark.known_failing
+def test_a_cluster_node_killed_and_restarted_mid_load_loses_nothing_acknowledged(
+        nats_cluster: list[Process], tmp_path: Path) -> None:
+    urls = ",".join(f"nats://127.0.0.1:{node.ports[0]}" for node in nats_cluster)
+    edge_port = free_port()
+    out = tmp_path / "out"
+    common = ("--nats", urls, "--replicas", "3", "--stream", "CLUSTER", "--partitions", "4",
+              "--lease", "2", "--snapshot-interval", "1")
+    edge = Rillet(tmp_path / "edge", edge_port, out, *common)
+    worker = Rillet(tmp_path / "worker", edge_port, out, "--worker", *common)
+    rounds = workload(hosts=20, rounds=40)
+    acked: list[Event] = []
+    node = nats_cluster[0]
+    try:
+        poll(lambda: ready(edge_port), 90, "the edge and its worker on the cluster")
+        killed = threading.Event()
+        sender = send_in_background(edge_port, rounds, acked, pause_after=15, resume=killed)
+        poll(lambda: len(acked) >= 16 * 20, 30, "part of the load acknowledged")
+        assert node.process is not None
+        node.process.kill()
+        node.process.wait()
+        killed.set()
+        # The load goes on while the node is down (two of three keep the quorum), and
+        # after it is back.
+        poll(lambda: len(acked) >= 28 * 20, 60, "load acknowledged while a node is down")
+        node.start()
+        sender.join(120)
+        assert not sender.is_alive() and len(acked) == 40 * 20
+        want = {(e.host, e.metric) for e in acked}
+        poll(lambda: want <= {(r[1], r[4]) for r in records(out) if r[0] == "seen"}, 60,
+             "every acknowledged event to reach the streams")
+    finally:
+        for process in (edge, worker):
+            process.stop()

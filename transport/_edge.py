@@ -1,0 +1,283 @@
+"""The edge of a scaled-out rillet: accept events, store them in JetStream, then acknowledge.
+
+An edge runs a config's listeners (TCP, UDP, WebSocket, ...) but not its
+streams: its only stream is an :class:`Edge`, which buffers each event under
+its partition. A TCP connection calls :meth:`Edge.durable` before it writes
+its replies, which publishes what is buffered (one message per partition)
+and waits for JetStream's publish acknowledgements, so a client's ``ok``
+means the events are stored. Inputs without replies (UDP, Graphite, HTTP)
+are flushed every ``flush_interval``. While more than ``max_inflight``
+events await acknowledgement the edge is ``crowded()`` and TCP connections
+stop reading (the servers' backpressure), so a slow JetStream slows clients
+down instead of growing memory.
+
+Queries are fanned out to every worker (NATS request with many replies) and
+merged: each worker answers for the partitions it owns, and the edge waits
+until every partition has answered once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from streams import Event
+
+from ._codec import Decoded, decode_message, encode_reply, encode_request
+from ._jetstream import ScaleOut, aio, asyncio_loop
+
+__all__ = ["Edge"]
+
+log = logging.getLogger("rillet.edge")
+
+# Events per published message: far below NATS's 1 MB max_payload for events
+# of ordinary size.
+_CHUNK = 2000
+QUERY_TIMEOUT = 5.0
+
+
+@dataclass(eq=False)
+class _Flush:
+    batch: dict[int, list[Any]]
+    events: int
+    generation: int
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class Edge:
+    """A stream and a service: events in, JetStream messages out (see the module doc).
+
+    Durability is tracked by generation: events are buffered in generation
+    ``g`` until a flush publishes them and the next generation begins. Each
+    task (a TCP connection) remembers the generation of its first event since
+    it last called :meth:`durable`, which waits for every generation from
+    there to the current one and fails if any of them failed, whoever
+    flushed it (another connection, the timer). At most ``concurrent_flushes``
+    publish at once; meanwhile the buffer collects every connection's events
+    for the next one (group commit: fewer, larger messages under load).
+    """
+
+    def __init__(self, settings: ScaleOut, *, max_inflight: int = 50_000,
+                 flush_interval: float = 0.05, concurrent_flushes: int = 2) -> None:
+        self.settings = settings
+        self.max_inflight = max_inflight
+        self.flush_interval = flush_interval
+        self.concurrent_flushes = concurrent_flushes
+        self._buffers: dict[int, list[Any]] = {}
+        self._buffered = 0
+        self._generation = 0
+        self._inflight: set[_Flush] = set()
+        self._inflight_events = 0
+        self._failed: dict[int, BaseException] = {}
+        self._since: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._settled = trio.Event()
+        self._send: trio.MemorySendChannel[Any] | None = None
+        self.stored = 0
+        self.failures = 0
+        self.queries = 0
+        self.flushes = 0
+
+    def __repr__(self) -> str:
+        return (f"Edge(url={self.settings.url!r}, partitions={self.settings.partitions}, "
+                f"key={self.settings.key!r})")
+
+    # The stream ------------------------------------------------------------
+
+    def __call__(self, event: Any) -> None:
+        self._buffers.setdefault(self.settings.partition(event), []).append(event)
+        self._since.setdefault(trio.lowlevel.current_task(), self._generation)
+        self._buffered += 1
+
+    # Backpressure (the servers' protocol for async queues) -----------------
+
+    def crowded(self) -> bool:
+        return self._inflight_events + self._buffered > self.max_inflight
+
+    async def wait_for_room(self) -> None:
+        while self.crowded():
+            if self._inflight:
+                await self._settled.wait()
+            else:
+                self._flush()
+
+    # Durability ------------------------------------------------------------
+
+    async def durable(self) -> None:
+        """Return once every event this task streamed since its last call is stored in
+        JetStream; raise if any could not be (the caller must not acknowledge them)."""
+        since = self._since.pop(trio.lowlevel.current_task(), None)
+        if since is None:
+            return
+        target = self._generation
+        while self._generation == target:
+            if not self._buffered:
+                break  # what was ours went out in earlier generations
+            if len(self._inflight) < self.concurrent_flushes:
+                self._flush()
+            else:
+                await self._settled.wait()
+        while any(flush.generation <= target for flush in self._inflight):
+            await self._settled.wait()
+        for generation in range(since, target + 1):
+            error = self._failed.get(generation)
+            if error is not None:
+                raise ConnectionError(f"JetStream did not store the events: {error}")
+
+    def _flush(self) -> None:
+        if self._send is None:
+            raise ConnectionError("the edge is not connected to NATS yet")
+        flush = _Flush(self._buffers, self._buffered, self._generation)
+        self._buffers, self._buffered = {}, 0
+        self._generation += 1
+        self._inflight.add(flush)
+        self._inflight_events += flush.events
+        self.flushes += 1
+        self._send.send_nowait(flush)
+
+    async def serve(self, runtime: Any, *,
+                    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        send, receive = trio.open_memory_channel[Any](math.inf)
+        async with asyncio_loop():
+            connection = await aio(self.settings.connect)("rillet-edge")
+            try:
+                await aio(self.settings.ensure)(connection.jetstream())
+                self._connection = connection
+                self._js = connection.jetstream()
+                self._send = send
+                task_status.started(0)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._tick)
+                    async for job in receive:
+                        if isinstance(job, _Flush):
+                            nursery.start_soon(self._publish, job)
+                        else:
+                            nursery.start_soon(job)
+            finally:
+                self._send = None
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await aio(connection.close)()
+
+    async def _tick(self) -> None:
+        while True:
+            await trio.sleep(self.flush_interval)
+            if self._buffered:
+                self._flush()
+
+    async def _publish(self, flush: _Flush) -> None:
+        try:
+            await aio(self._publish_aio)(flush.batch)
+            self.stored += flush.events
+        except Exception as error:
+            self.failures += 1
+            self._failed[flush.generation] = error
+            while len(self._failed) > 10_000:  # a connection waits far less than that many
+                del self._failed[min(self._failed)]
+            log.warning("publishing %d events to JetStream failed: %s", flush.events, error)
+        finally:
+            self._inflight.discard(flush)
+            self._inflight_events -= flush.events
+            flush.done.set()
+            self._settled.set()
+            self._settled = trio.Event()
+
+    async def _publish_aio(self, batch: dict[int, list[Any]]) -> None:
+        import asyncio
+
+        publishes = []
+        for partition, events in batch.items():
+            subject = self.settings.subject(partition)
+            for start in range(0, len(events), _CHUNK):
+                payload = encode_request(events[start:start + _CHUNK], framed=False)
+                publishes.append(self._js.publish(subject, payload, timeout=10))
+        await asyncio.gather(*publishes)
+
+    # Queries ---------------------------------------------------------------
+
+    async def answer(self, runtime: Any, request: Decoded) -> bytes:
+        """The reply to a request carrying a query: its events stored, then the query
+        answered by the workers."""
+        if request.events:
+            runtime.stream(request.events)
+            await self.durable()
+        assert request.query is not None
+        try:
+            found = await self.query(request.query)
+        except (LookupError, ValueError) as error:
+            return encode_reply(ok=False, error=str(error))
+        return encode_reply(ok=True, events=found)
+
+    async def query(self, text: str, timeout: float = QUERY_TIMEOUT) -> list[Event]:
+        """The events matching ``text`` in the workers' indexes, merged; raise
+        LookupError when some partition did not answer within ``timeout``."""
+        if self._send is None:
+            raise LookupError("the edge is not connected to NATS yet")
+        self.queries += 1
+        result: list[Any] = []
+
+        async def ask() -> None:
+            result.append(await aio(self._query_aio)(text, timeout))
+
+        done = trio.Event()
+
+        async def job() -> None:
+            try:
+                await ask()
+            except BaseException as error:
+                result.append(error)
+                if not isinstance(error, Exception):
+                    raise
+            finally:
+                done.set()
+
+        self._send.send_nowait(job)
+        await done.wait()
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        return result[0]  # type: ignore[no-any-return]
+
+    async def _query_aio(self, text: str, timeout: float) -> list[Event]:
+        import asyncio
+
+        connection = self._connection
+        inbox = connection.new_inbox()
+        subscription = await connection.subscribe(inbox)
+        answered: set[int] = set()
+        found: list[Event] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            await connection.publish(self.settings.query_subject, text.encode(), reply=inbox)
+            while len(answered) < self.settings.partitions:
+                left = deadline - loop.time()
+                if left <= 0:
+                    missing = sorted(set(range(self.settings.partitions)) - answered)
+                    raise LookupError(f"query {text!r}: partitions {missing} did not answer "
+                                      f"within {timeout} s (is a worker running for them?)")
+                try:
+                    message = await subscription.next_msg(timeout=left)
+                except TimeoutError:
+                    continue
+                headers = message.headers or {}
+                if "Error" in headers:
+                    raise ValueError(headers["Error"])
+                owned = {int(p) for p in headers.get("Partitions", "").split(",") if p}
+                fresh = owned - answered
+                if not fresh:
+                    continue
+                for event in decode_message(message.data, 0.0).events:
+                    if self.settings.partition(event) in fresh:
+                        found.append(Event(**event.as_dict()))
+                answered |= fresh
+        finally:
+            await subscription.unsubscribe()
+        return found
+
+    def statistics(self) -> dict[str, Any]:
+        return {"stored": self.stored, "failures": self.failures, "flushes": self.flushes,
+                "buffered": self._buffered,
+                "inflight": self._inflight_events, "queries": self.queries}

@@ -1,0 +1,318 @@
+"""A scaled-out rillet worker: owns partitions, runs the config over them, answers queries.
+
+Ownership is a lease per partition in the JetStream key-value bucket
+(``p.<n>`` → worker id), created with ``create`` (fails if someone holds it)
+and renewed every third of the lease with ``update`` at the revision the
+worker last wrote (fails if someone else took it, and then the worker stops
+consuming that partition at once). The bucket's TTL is the lease, so a dead
+worker's leases vanish after at most ``lease`` seconds and the survivors,
+which aim at ``ceil(partitions / live workers)`` each (workers heartbeat
+``w.<id>`` in the same bucket), take them over.
+
+Taking a partition: restore the index entries of its last snapshot (object
+``p.<n>`` in the object store: the stream sequence it covers, then the
+events as a Riemann ``Msg``), recreate its durable consumer to start right
+after that sequence, and consume in order, acknowledging each batch to
+JetStream (ack-all) once the streams have processed it. Every
+``snapshot_interval`` the worker writes each owned partition's snapshot, so
+a new owner replays at most that many seconds of events through the
+streams; that replay is the at-least-once duplication docs/scale-out.md
+describes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import socket
+from typing import Any
+
+import trio
+
+from streams import Config, Event, Runtime
+from streams._event import outlived
+
+from ._codec import decode_message, encode_request
+from ._jetstream import ScaleOut, aio, asyncio_loop
+from ._run import Running, serve
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("rillet.worker")
+
+_FETCH = 512
+
+
+class _Owned:
+    def __init__(self, revision: int, scope: trio.CancelScope) -> None:
+        self.revision = revision
+        self.scope = scope
+        self.stopped = trio.Event()
+        self.sequence = 0  # the last stream sequence the streams processed
+
+
+class Worker:
+    """One worker process's share of the partitions (see the module doc)."""
+
+    def __init__(self, settings: ScaleOut, name: str | None = None) -> None:
+        self.settings = settings
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.owned: dict[int, _Owned] = {}
+        self.processed = 0
+        self.acquired = 0
+        self.released = 0
+        self.snapshots = 0
+        self.replayed = 0
+
+    def __repr__(self) -> str:
+        return f"Worker({self.name!r}, owned={sorted(self.owned)})"
+
+    async def run(self, config: Config, runtime: Runtime, *,
+                  task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve ``config``'s streams and non-listening services over the owned partitions."""
+        # The edge owns the listeners; a worker runs the sinks, the index and its expiry.
+        config.services = [s for s in config.services if not hasattr(s, "bound_port")]
+        self.runtime = runtime
+        async with asyncio_loop():
+            self.connection = await aio(self.settings.connect)(f"rillet-worker-{self.name}")
+            try:
+                js = self.connection.jetstream()
+                await aio(self.settings.ensure)(js)
+                self.js = js
+                self.kv = await aio(js.key_value)(self.settings.leases)
+                self.store = await aio(js.object_store)(self.settings.snapshots)
+                async with trio.open_nursery() as nursery:
+                    running: Running = await nursery.start(
+                        lambda task_status: serve(config, runtime=runtime,
+                                                  task_status=task_status))
+                    self.nursery = nursery
+                    subscription = await aio(self.connection.subscribe)(
+                        self.settings.query_subject, cb=self._answer_aio)
+                    nursery.start_soon(self._leases)
+                    nursery.start_soon(self._snapshots)
+                    task_status.started(running)
+                    try:
+                        await trio.sleep_forever()
+                    finally:
+                        with trio.CancelScope(shield=True), trio.move_on_after(5):
+                            await aio(subscription.unsubscribe)()
+                            await self._release_all()
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await aio(self.connection.close)()
+
+    # Leases ----------------------------------------------------------------
+
+    async def _leases(self) -> None:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        period = self.settings.lease / 3
+        me = self.name.encode()
+        while True:
+            try:
+                await aio(self.kv.put)(f"w.{self.name}", me)
+                for partition, owned in list(self.owned.items()):
+                    try:
+                        owned.revision = await aio(self.kv.update)(
+                            f"p.{partition}", me, last=owned.revision)
+                    except KeyWrongLastSequenceError:
+                        log.warning("%s lost the lease on partition %d; stopping it", self.name,
+                                    partition)
+                        self.owned.pop(partition, None)
+                        owned.scope.cancel()
+                await self._balance(me)
+            except Exception as error:
+                log.warning("%s: renewing leases failed (%s); retrying", self.name, error)
+            await trio.sleep(period)
+
+    async def _balance(self, me: bytes) -> None:
+        from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
+
+        try:
+            keys = await aio(self.kv.keys)()
+        except NoKeysError:
+            keys = []
+        alive = max(1, sum(1 for key in keys if key.startswith("w.")))
+        target = math.ceil(self.settings.partitions / alive)
+        while len(self.owned) > target:
+            await self._release(max(self.owned))
+        if len(self.owned) >= target:
+            return
+        # Workers start looking at different places, so they rarely race for one lease.
+        start = sum(me) % self.settings.partitions
+        taken = {int(key[2:]) for key in keys if key.startswith("p.")}
+        for step in range(self.settings.partitions):
+            partition = (start + step) % self.settings.partitions
+            if partition in self.owned or partition in taken:
+                continue
+            try:
+                revision = await aio(self.kv.create)(f"p.{partition}", me)
+            except KeyWrongLastSequenceError:
+                continue
+            await self._acquire(partition, revision)
+            if len(self.owned) >= target:
+                return
+
+    async def _acquire(self, partition: int, revision: int) -> None:
+        sequence = await self._restore(partition)
+        scope = trio.CancelScope()
+        owned = _Owned(revision, scope)
+        owned.sequence = sequence
+        self.owned[partition] = owned
+        self.acquired += 1
+        await self._recreate_consumer(partition, sequence)
+        self.nursery.start_soon(self._consume, partition, owned)
+        log.info("%s took partition %d from sequence %d", self.name, partition, sequence + 1)
+
+    async def _release(self, partition: int) -> None:
+        owned = self.owned.pop(partition)
+        owned.scope.cancel()
+        await owned.stopped.wait()
+        await self._snapshot({partition: owned})
+        try:
+            await aio(self.kv.delete)(f"p.{partition}", last=owned.revision)
+        except Exception as error:
+            log.warning("%s: releasing partition %d: %s", self.name, partition, error)
+        self._forget(partition)
+        self.released += 1
+        log.info("%s released partition %d", self.name, partition)
+
+    async def _release_all(self) -> None:
+        for partition in list(self.owned):
+            await self._release(partition)
+        try:
+            await aio(self.kv.delete)(f"w.{self.name}")
+        except Exception as error:
+            log.warning("%s: removing its heartbeat: %s", self.name, error)
+
+    def _forget(self, partition: int) -> None:
+        """Drop a partition's index entries: its new owner answers for them now."""
+        index = self.runtime.index
+        for event in [e for e in index if self.settings.partition(e) == partition]:
+            index.delete_exactly(event)
+
+    # Consuming -------------------------------------------------------------
+
+    async def _recreate_consumer(self, partition: int, sequence: int) -> None:
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.errors import NotFoundError
+
+        name = self.settings.consumer(partition)
+        with contextlib.suppress(NotFoundError):
+            await aio(self.js.delete_consumer)(self.settings.stream, name)
+        config = ConsumerConfig(
+            durable_name=name, filter_subject=self.settings.subject(partition),
+            ack_policy=AckPolicy.ALL, ack_wait=max(60.0, 4 * self.settings.snapshot_interval),
+            max_ack_pending=-1)
+        if sequence:
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = sequence + 1
+        else:
+            config.deliver_policy = DeliverPolicy.ALL
+        await aio(self.js.add_consumer)(self.settings.stream, config)
+
+    async def _consume(self, partition: int, owned: _Owned) -> None:
+        import nats.errors
+
+        try:
+            with owned.scope:
+                subscription = await aio(self.js.pull_subscribe_bind)(
+                    self.settings.consumer(partition), stream=self.settings.stream)
+                while True:
+                    try:
+                        messages = await aio(subscription.fetch)(_FETCH, timeout=1)
+                    except (nats.errors.TimeoutError, TimeoutError):
+                        continue
+                    except Exception as error:
+                        log.warning("%s: fetching partition %d: %r", self.name, partition,
+                                    error)
+                        await trio.sleep(0.5)
+                        continue
+                    if not messages:
+                        continue
+                    self._process(owned, messages)
+                    # Ack-all: one acknowledgement covers the batch, sent after processing.
+                    await aio(messages[-1].ack)()
+                    await trio.lowlevel.checkpoint()
+        finally:
+            owned.stopped.set()
+
+    def _process(self, owned: _Owned, messages: list[Any]) -> None:
+        runtime = self.runtime
+        for message in messages:
+            sequence = message.metadata.sequence.stream
+            if sequence <= owned.sequence:
+                continue  # redelivered after a reconnect: processed already
+            events = decode_message(message.data, runtime.now()).events
+            runtime.stream(events)
+            self.processed += len(events)
+            owned.sequence = sequence
+
+    # Snapshots -------------------------------------------------------------
+
+    async def _snapshots(self) -> None:
+        while True:
+            await trio.sleep(self.settings.snapshot_interval)
+            try:
+                await self._snapshot(dict(self.owned))
+            except Exception as error:
+                log.warning("%s: writing snapshots failed: %s", self.name, error)
+
+    async def _snapshot(self, owned: dict[int, _Owned]) -> None:
+        # Read in one turn of the loop: each partition's events and the sequence they cover.
+        by_partition: dict[int, list[Any]] = {partition: [] for partition in owned}
+        for event in self.runtime.index:
+            found = by_partition.get(self.settings.partition(event))
+            if found is not None:
+                found.append(event)
+        covered = {partition: o.sequence for partition, o in owned.items()}
+        for partition, events in by_partition.items():
+            data = covered[partition].to_bytes(8, "big") + encode_request(events, framed=False)
+            await aio(self.store.put)(f"p.{partition}", data)
+            self.snapshots += 1
+
+    async def _restore(self, partition: int) -> int:
+        from nats.js.errors import NotFoundError, ObjectNotFoundError
+
+        try:
+            found = await aio(self.store.get)(f"p.{partition}")
+        except (NotFoundError, ObjectNotFoundError):
+            return 0
+        data = found.data or b""
+        sequence = int.from_bytes(data[:8], "big")
+        index = self.runtime.index
+        now = self.runtime.now()
+        restored = 0
+        for event in decode_message(data[8:], now).events:
+            if event.time is not None and outlived(event.time, event.ttl, now):
+                continue
+            if index.lookup(event.host, event.service) is None:
+                index(Event(**event.as_dict()))
+                restored += 1
+        log.info("%s restored %d index entries of partition %d (sequence %d)", self.name,
+                 restored, partition, sequence)
+        return sequence
+
+    # Queries ---------------------------------------------------------------
+
+    async def _answer_aio(self, message: Any) -> None:
+        """Answer a fanned-out query for the partitions owned right now (asyncio callback)."""
+        from streams._query import QuerySyntaxError
+
+        owned = set(self.owned)
+        headers = {"Partitions": ",".join(str(p) for p in sorted(owned))}
+        try:
+            found = [e for e in self.runtime.index.search(message.data.decode())
+                     if self.settings.partition(e) in owned]
+            body = encode_request(found, framed=False)
+        except (QuerySyntaxError, UnicodeDecodeError, ValueError) as error:
+            headers["Error"] = str(error)
+            body = b""
+        await self.connection.publish(message.reply, body, headers=headers)
+
+    def statistics(self) -> dict[str, Any]:
+        return {"owned": sorted(self.owned), "processed": self.processed,
+                "acquired": self.acquired, "released": self.released,
+                "snapshots": self.snapshots}
