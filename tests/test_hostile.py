@@ -416,6 +416,7 @@ def test_a_query_matching_100000_events_is_answered_without_stalling_others() ->
     with_server(body)
 
 
+@pytest.mark.usefixtures("pure_codec")
 def test_events_that_outlive_an_expiry_sweep_stop_pinning_their_wire_message() -> None:
     from streams import Event as PlainEvent
     from streams._index import Index

@@ -48,7 +48,7 @@ from typing import Any, NamedTuple, cast
 from google.protobuf.message import DecodeError, EncodeError
 
 from streams._event import Event, LazyEvent
-from transport import _proto
+from transport import _fastpath, _proto
 
 __all__ = [
     "DEFAULT_MAX_DATAGRAM",
@@ -84,6 +84,8 @@ _unpack_prefix = _PREFIX.unpack_from
 _pack_prefix = _PREFIX.pack
 _set = object.__setattr__
 _NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
+# The C parser when built (see _fastpath), else None: the code below decodes.
+_fast_decode = _fastpath.load(_NO_ATTRIBUTES)
 
 # Attribute keys that overwrite a base field, and those Riemann drops (§1.2).
 _OVERRIDING_KEYS = ("host", "service", "state", "description")
@@ -109,7 +111,7 @@ class ProtocolError(ValueError):
 class Decoded(NamedTuple):
     """One decoded ``Msg``: the events to stream, and the query if it asked one."""
 
-    events: list[WireEvent]
+    events: list[Event]
     query: str | None
 
 
@@ -125,6 +127,10 @@ def decode_message(data: bytes | bytearray | memoryview, now: float) -> Decoded:
     Traceback (most recent call last):
     ProtocolError: cannot parse a Riemann Msg from 2 bytes b'\\xff\\xff' (...); ...
     """
+    if _fast_decode is not None:
+        fast = _fast_decode(data, now)
+        if fast is not None:  # else the bytes are left to protobuf, the reference
+            return Decoded(*fast)
     if not isinstance(data, bytes | bytearray):
         data = bytes(data)
     try:
@@ -167,7 +173,7 @@ def decode_message(data: bytes | bytearray | memoryview, now: float) -> Decoded:
         set_now(event, now)
         append(event)
     query = message.query.string if message.HasField("query") else None
-    return Decoded(events, query)
+    return Decoded(cast(list[Event], events), query)
 
 
 def decode_datagram(
