@@ -14,6 +14,7 @@ them or raises its error.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,7 +34,7 @@ def load(empty_attributes: Mapping[str, str]) -> FastDecode | None:
     if os.environ.get(PURE_PYTHON_VARIABLE, "") not in ("", "0"):
         return None
     try:
-        from transport import _fastwire  # type: ignore[attr-defined]
+        _fastwire = importlib.import_module("transport._fastwire")
     except ImportError:
         return None
     _fastwire.setup(Event, empty_attributes)
