@@ -219,6 +219,13 @@ typedef struct {
     text_cache tag;
     text_cache key;
     text_cache value;
+    /* The previous event's ttl and tags, handed out again when equal: a
+     * message's events usually share them (see text_cache). */
+    uint32_t ttl_bits;
+    PyObject *ttl;
+    PyObject *tags;
+    span tag_spans[INLINE];
+    Py_ssize_t tag_count;
 } caches;
 
 static int parse_attribute(span s, attribute *out) {
@@ -244,6 +251,13 @@ static int parse_attribute(span s, attribute *out) {
     }
     /* A keyless attribute makes the reference raise its own error. */
     return out->has_key ? 0 : -1;
+}
+
+static int same_spans(const span *a, const span *b, Py_ssize_t count) {
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (a[i].n != b[i].n || memcmp(a[i].p, b[i].p, (size_t)a[i].n) != 0)
+            return 0;
+    return 1;
 }
 
 static const char *const overriding[S_COUNT] = {"host", "service", "state", "description"};
@@ -406,14 +420,30 @@ static PyObject *parse_event(span s, PyObject *now, caches *cache) {
         goto error;
     SLOT(event, F_TIME) = when;
 
-    PyObject *ttl_value = has_ttl ? PyFloat_FromDouble((double)ttl) : Py_NewRef(Py_None);
-    if (ttl_value == NULL)
-        goto error;
+    PyObject *ttl_value;
+    if (!has_ttl) {
+        ttl_value = Py_NewRef(Py_None);
+    } else {
+        uint32_t bits;
+        memcpy(&bits, &ttl, 4);
+        if (cache->ttl != NULL && cache->ttl_bits == bits) {
+            ttl_value = Py_NewRef(cache->ttl);
+        } else {
+            ttl_value = PyFloat_FromDouble((double)ttl);
+            if (ttl_value == NULL)
+                goto error;
+            Py_XSETREF(cache->ttl, Py_NewRef(ttl_value));
+            cache->ttl_bits = bits;
+        }
+    }
     SLOT(event, F_TTL) = ttl_value;
 
     PyObject *tag_tuple;
     if (tags.count == 0) {
         tag_tuple = Py_NewRef(empty_tuple);
+    } else if (cache->tags != NULL && cache->tag_count == tags.count && same_spans(
+                   cache->tag_spans, tags.items, tags.count)) {
+        tag_tuple = Py_NewRef(cache->tags);
     } else {
         tag_tuple = PyTuple_New(tags.count);
         if (tag_tuple == NULL)
@@ -425,6 +455,14 @@ static PyObject *parse_event(span s, PyObject *now, caches *cache) {
                 goto error;
             }
             PyTuple_SET_ITEM(tag_tuple, i, tag);
+        }
+        /* Only strings inside: no cycle is possible, so the tuple is kept
+         * out of the garbage collector's lists (see the event below). */
+        PyObject_GC_UnTrack(tag_tuple);
+        if (tags.count <= INLINE) {
+            Py_XSETREF(cache->tags, Py_NewRef(tag_tuple));
+            memcpy(cache->tag_spans, tags.items, (size_t)tags.count * sizeof(span));
+            cache->tag_count = tags.count;
         }
     }
     SLOT(event, F_TAGS) = tag_tuple;
@@ -457,6 +495,12 @@ static PyObject *parse_event(span s, PyObject *now, caches *cache) {
         }
     }
     SLOT(event, F_ATTRIBUTES) = mapping != NULL ? mapping : Py_NewRef(empty_attributes);
+    /* A decoded event holds only strings, numbers, a tuple of strings and a
+     * dict of strings, so it can never be part of a reference cycle. Left
+     * tracked, the index's hundred thousand events would be walked by every
+     * full collection and each new event would count toward the next one:
+     * measured, that was half the cost of decoding and indexing an event. */
+    PyObject_GC_UnTrack(event);
     LIST_FREE(tags);
     LIST_FREE(attributes);
     return event;
@@ -500,6 +544,8 @@ static void clear_caches(caches *cache) {
     Py_CLEAR(cache->tag.text);
     Py_CLEAR(cache->key.text);
     Py_CLEAR(cache->value.text);
+    Py_CLEAR(cache->ttl);
+    Py_CLEAR(cache->tags);
 }
 
 static PyObject *decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
