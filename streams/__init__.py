@@ -15,6 +15,7 @@ from . import (
     _numeric,
     _partition,
     _plumbing,
+    _pubsub,
     _rollup,
     _routing,
     _transform,
@@ -37,6 +38,7 @@ from ._match import matches
 from ._numeric import *
 from ._partition import *
 from ._plumbing import *
+from ._pubsub import *
 from ._query import Query, QuerySyntaxError, compile_query
 from ._rollup import *
 from ._routing import *
@@ -72,4 +74,5 @@ __all__ += _rollup.__all__
 __all__ += _numeric.__all__
 __all__ += _fill.__all__
 __all__ += _correlate.__all__
+__all__ += _pubsub.__all__
 __all__ += _anomaly.__all__

@@ -30,6 +30,7 @@ from ._clock import Scheduler, VirtualClock, _runtime, current_runtime
 from ._config import Config, declaring, load_config
 from ._core import Child, report_failure
 from ._index import Index
+from ._pubsub import PubSub, publish_index
 from ._reload import Carried, carry_over
 
 __all__ = ["Runtime", "current_runtime"]
@@ -61,8 +62,8 @@ class Runtime:
         events: events streamed through :meth:`stream` so far.
     """
 
-    __slots__ = ("_tokens", "clock", "config", "declaring", "dispatch", "events",
-                 "exception_stream", "index", "services", "taps")
+    __slots__ = ("_load_mark", "_tokens", "clock", "config", "declaring", "dispatch", "events",
+                 "exception_stream", "index", "pubsub", "services", "taps")
 
     def __init__(self, clock: Scheduler | None = None, *, index: Index | None = None,
                  exception_stream: Child | None = None) -> None:
@@ -81,6 +82,10 @@ class Runtime:
         clock.runtime = self
         self.clock = clock
         self.index = index if index is not None else Index()
+        #: Pub/sub channels; the index publishes to "index" while it has subscribers.
+        self.pubsub = PubSub()
+        publish_index(self.pubsub, self.index)
+        self._load_mark: int | None = None
         self.exception_stream = exception_stream
         self.config: Config | None = None
         self.dispatch: Callable[[Any], object] = _nothing_running
@@ -114,6 +119,8 @@ class Runtime:
         nothing of itself running.
         """
         before = self.clock.pending()
+        # Config-level subscriptions made before this load are swept when it is swapped in.
+        self._load_mark = self.pubsub.next_id
         try:
             with self:
                 config = load_config(path)
@@ -147,8 +154,11 @@ class Runtime:
 
         Every subtree of ``config`` whose definition equals one of the running
         config is replaced by the running object (see ``streams._reload``), so
-        its state survives; the rest starts fresh. The index stays. Returns what
-        was kept, and which services to start and stop (the caller runs them).
+        its state survives; the rest starts fresh. The index stays, and so do
+        persistent pub/sub subscriptions (WebSocket and SSE clients); config
+        ``subscribe(...)`` calls of earlier loads are swept, as Riemann means to.
+        Returns what was kept, and which services to start and stop (the
+        caller runs them).
         """
         old = self.config
         if old is None:
@@ -165,6 +175,8 @@ class Runtime:
             config.runtime = self
             carried.retire()
             self._start_expiry(config)
+        if self._load_mark is not None:
+            self.pubsub.sweep(before=self._load_mark)
         return carried
 
     def stream(self, events: Iterable[Any]) -> Exception | None:

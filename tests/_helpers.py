@@ -19,3 +19,25 @@ def through(build: Any, inputs: list[Any]) -> list[Any]:
     for item in inputs:
         stream(item)
     return sink.events
+
+
+def run_serving(config: Any, index: Any, body: Any, *, timeout: float = 30) -> Any:
+    """Run ``serve(config)`` in a fresh trio run around ``await body(running)``; the Running."""
+    import functools
+
+    import trio
+
+    from transport import serve
+
+    result: list[Any] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(functools.partial(serve, config, index=index))
+            result.append(running)
+            with trio.fail_after(timeout):
+                await body(running)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return result[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -53,6 +53,35 @@ def clock(runtime: Runtime) -> VirtualClock:
     """The test's runtime clock: virtual, at 0."""
     assert isinstance(runtime.clock, VirtualClock)
     return runtime.clock
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless Debian Chromium for the whole session, driven by selenium."""
+    browser = require_binary("chromium", "chromium")
+    driver_path = require_binary("chromedriver", "chromium-driver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        peer_unavailable("selenium is not installed: pip install -e '.[test]'")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync",
+                 "--window-size=1100,760",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(flag)
+    try:
+        # An explicit driver path: selenium never looks for (or downloads) one.
+        driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    except Exception as error:
+        peer_unavailable(f"headless chromium did not start: {error}")
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
 @pytest.fixture(params=["c", "python"])

@@ -1,7 +1,9 @@
 """rillet's I/O: the Riemann wire codec, TCP and UDP servers, the client, the CLI, sinks.
 
-A config declares its servers with ``tcp_server()`` and ``udp_server()``, and
-its network sinks (``graphite``, ``influxdb``, ``forward``, ...) by building them.
+A config declares its servers with ``tcp_server()`` and ``udp_server()``, the
+live view and other inputs with ``ws_server()``, ``sse_server()`` and
+``graphite_server()``, and its network sinks (``graphite``, ``influxdb``,
+``forward``, ...) by building them.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from ._delivery import HttpSink, NetworkSink, Rejected
     from ._forward import forward
     from ._graphing import graphite, graphite_annotations, graphite_path, influxdb
+    from ._graphite_input import GraphiteServer, graphite_server
+    from ._http import SseServer, WsServer, sse_server, ws_server
     from ._messages import slack_escape, slack_text
     from ._prometheus import prometheus_endpoint
     from ._queue import async_queue
@@ -51,13 +55,15 @@ __all__ = [
     "prometheus_endpoint",
     "mailer", "alertmanager", "pagerduty", "slack", "slack_escape", "slack_text",
     "webhook",
+    # the live view and the other inputs
+    "GraphiteServer", "SseServer", "WsServer", "graphite_server", "sse_server", "ws_server",
 ]
 
 # The modules behind __all__, imported on first use of any public name (PEP 562):
 # `rillet send` imports transport._client alone, without trio and the servers.
 _PUBLIC_MODULES = ("_alerting", "_client", "_codec", "_delivery", "_forward", "_graphing",
                    "_messages", "_prometheus", "_queue", "_run", "_scheduler", "_server",
-                   "_trio_client")
+                   "_trio_client", "_graphite_input", "_http")
 
 
 def __getattr__(name: str) -> Any:

@@ -103,14 +103,10 @@ class TcpServer:
 
     async def serve(self, runtime: Runtime, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-        except OSError as error:
-            raise _bind_error(error, "TCP", self.host, self.port) from error
+        listeners = await listen_tcp(self.host, self.port, "TCP")
         for listener in listeners:
             listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.bound_port = listeners[0].socket.getsockname()[1]
-        log.info("TCP server listening on %s:%s", self.host, self.bound_port)
         task_status.started(self.bound_port)
         await trio.serve_listeners(lambda s: self._connection(s, runtime), listeners)
 
@@ -165,6 +161,30 @@ class TcpServer:
                 "protocol_errors": self.protocol_errors}
 
 
+async def listen_tcp(host: str, port: int, kind: str) -> list[trio.SocketListener]:
+    """Listeners on ``host:port``, logged; a failure names the server and the address."""
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as error:
+        raise _bind_error(error, kind, host, port) from error
+    log.info("%s server listening on %s:%s", kind, host,
+             listeners[0].socket.getsockname()[1])
+    return listeners
+
+
+async def bind_udp(host: str, port: int, kind: str) -> trio.socket.SocketType:
+    """A UDP socket bound to ``host:port``, logged; a failure names the server and the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        await sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise _bind_error(error, kind, host, port) from error
+    log.info("%s server listening on %s:%s", kind, host, sock.getsockname()[1])
+    return sock
+
+
 def _bind_error(error: OSError, kind: str, host: str, port: int) -> OSError:
     """The same error, saying which server could not listen where."""
     return OSError(error.errno, f"cannot listen for {kind} on {host}:{port}: "
@@ -192,15 +212,8 @@ class UdpServer:
 
     async def serve(self, runtime: Runtime, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = trio.socket.socket(family, socket.SOCK_DGRAM)
-        with sock:
-            try:
-                await sock.bind((self.host, self.port))
-            except OSError as error:
-                raise _bind_error(error, "UDP", self.host, self.port) from error
+        with await bind_udp(self.host, self.port, "UDP") as sock:
             self.bound_port = sock.getsockname()[1]
-            log.info("UDP server listening on %s:%s", self.host, self.bound_port)
             task_status.started(self.bound_port)
             while True:
                 # One byte more than allowed tells a longer datagram, which the

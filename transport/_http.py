@@ -1,0 +1,645 @@
+"""HTTP listeners: WebSocket and SSE subscriptions, the HTTP JSON input, the dashboard.
+
+Riemann's paths (spec §1.8, §1.9): on the WebSocket server (default
+127.0.0.1:5556) ``/index?query=...&subscribe=true``, ``/pubsub/<channel>?query=...``
+and ``/events``; on the SSE server (default 127.0.0.1:5558) ``/index?query=...``.
+rillet adds the dashboard at ``/`` of the WebSocket server and accepts
+``POST /events`` with one event, a list, or one event per line.
+
+HTTP is parsed by h11 and WebSocket by wsproto; no parsing is done here.
+When ``tokens`` are configured (required to listen beyond loopback) every
+request must carry one, as ``?token=...`` (browsers cannot set headers on a
+WebSocket or an EventSource) or ``Authorization: Bearer ...``, and what a
+subscriber sees is limited by that token's query.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import ipaddress
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import h11
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Request,
+    TextMessage,
+)
+
+from streams import Event, QuerySyntaxError, Runtime, compile_query
+from streams._clock import must_propagate
+
+from ._defaults import DEFAULT_HOST
+from ._json import JsonEventError, event_from_json, events_from_json_body
+from ._live import DEFAULT_MAX_BEHIND, Entry, LiveHub, TooFarBehind
+from ._server import _check_port, _peer, listen_tcp
+
+__all__ = ["DEFAULT_SSE_PORT", "DEFAULT_WS_PORT", "SseServer", "Tokens", "WsServer",
+           "sse_server", "ws_server"]
+
+log = logging.getLogger("rillet.http")
+
+DEFAULT_WS_PORT = 5556
+DEFAULT_SSE_PORT = 5558
+#: Largest HTTP body or WebSocket message accepted, in bytes.
+DEFAULT_MAX_BODY = 1 << 20
+# Events encoded per write when sending the index's current matches, so a
+# large snapshot never holds the event loop.
+_SNAPSHOT_SLICE = 500
+
+Send = Callable[[bytes], Awaitable[None]]
+
+
+class _Closed(Exception):
+    """The peer went away in the middle of a request."""
+
+
+# How a connection may end without anything worth logging.
+_QUIET = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, _Closed,
+          h11.LocalProtocolError)
+
+
+def _collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception that decides how a connection ended: shutdown first, then failures."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    for decides in (must_propagate, lambda e: isinstance(e, h11.RemoteProtocolError)):
+        for leaf in leaves:
+            if decides(leaf):
+                return leaf
+    failing = [leaf for leaf in leaves if not isinstance(leaf, _QUIET)]
+    return failing[0] if failing else leaves[0]
+
+
+@dataclass
+class _Request:
+    method: str
+    path: str
+    params: dict[str, str]
+    headers: dict[bytes, bytes]
+    raw: h11.Request
+
+    @classmethod
+    def parse(cls, raw: h11.Request) -> _Request:
+        target = urlsplit(raw.target.decode("latin-1"))
+        params = {k: v[0] for k, v in parse_qs(target.query, keep_blank_values=True).items()}
+        return cls(raw.method.decode("latin-1"), target.path, params,
+                   {name.lower(): value for name, value in raw.headers}, raw)
+
+    @property
+    def websocket(self) -> bool:
+        return self.headers.get(b"upgrade", b"").lower() == b"websocket"
+
+    @property
+    def token(self) -> str | None:
+        bearer = self.headers.get(b"authorization", b"")
+        if bearer[:7].lower() == b"bearer ":
+            return bearer[7:].decode("latin-1").strip()
+        return self.params.get("token")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_tokens(tokens: Any, host: str, caller: str) -> Tokens | None:
+    """Validate ``tokens`` (token -> query) at config load; required beyond loopback."""
+    if tokens is None:
+        if not _is_loopback(host):
+            raise ValueError(
+                f"{caller}(host={host!r}): listening beyond loopback needs tokens, e.g. "
+                f"{caller}(host={host!r}, tokens={{\"<a long secret>\": \"true\"}}); each "
+                f"token maps to the query limiting what its holder may see"
+            )
+        return None
+    if not isinstance(tokens, Mapping) or not tokens:
+        raise ValueError(f"{caller}(tokens={tokens!r}): tokens is a non-empty dict of token -> "
+                         f"query, e.g. {{\"<a long secret>\": 'host = \"web1\"'}}")
+    checked: dict[str, str] = {}
+    for token, query in tokens.items():
+        if not isinstance(token, str) or not token:
+            raise ValueError(f"{caller}(tokens=...): token {token!r} must be a non-empty string")
+        if not isinstance(query, str):
+            raise ValueError(f"{caller}(tokens=...): the query of a token must be a string such "
+                             f"as \"true\", got {query!r}")
+        try:
+            compile_query(query)
+        except QuerySyntaxError as error:
+            raise ValueError(f"{caller}(tokens=...): bad query for a token: {error}") from None
+        checked[token] = query
+    return Tokens(tuple(checked.items()))
+
+
+@dataclass(frozen=True, repr=False)
+class Tokens:
+    """Accepted tokens and the query each may see; the repr keeps them secret.
+
+    A frozen dataclass, so a reload that changes a token or its query is a
+    changed server (restarted), and one that does not keeps it running.
+
+    >>> tokens = Tokens((("s3cret", 'host = "web1"'),))
+    >>> tokens, tokens.filter("s3cret"), tokens.filter("guess")
+    (Tokens(<1 token>), 'host = "web1"', None)
+    """
+
+    pairs: tuple[tuple[str, str], ...]
+
+    def filter(self, token: str | None) -> str | None:
+        """The query of ``token``, or None; compared in constant time, so timing tells nothing."""
+        found = None
+        given = (token or "").encode()
+        for known, query in self.pairs:
+            if hmac.compare_digest(known.encode(), given) and token is not None:
+                found = query
+        return found
+
+    def __repr__(self) -> str:
+        count = len(self.pairs)
+        return f"Tokens(<{count} token{'s' if count != 1 else ''}>)"
+
+
+def _limit(query: str, token_filter: str | None) -> str:
+    """``query`` restricted to what the token may see."""
+    if token_filter is None or token_filter.strip() == "true":
+        return query
+    return f"({token_filter}) and ({query})"
+
+
+async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> Any:
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(bytes(await stream.receive_some(65_536)))
+            continue
+        return event
+
+
+def _response(conn: h11.Connection, status: int, body: bytes,
+              content_type: str = "application/json",
+              headers: tuple[tuple[str, str], ...] = ()) -> bytes:
+    head = [("content-type", content_type), ("content-length", str(len(body))), *headers]
+    return b"".join(conn.send(event) or b"" for event in (
+        h11.Response(status_code=status, headers=head), h11.Data(data=body), h11.EndOfMessage()))
+
+
+def _error(conn: h11.Connection, status: int, message: str,
+           headers: tuple[tuple[str, str], ...] = ()) -> bytes:
+    body = json.dumps({"ok": False, "error": message}).encode() + b"\n"
+    return _response(conn, status, body, headers=headers)
+
+
+@dataclass
+class _HttpListener:
+    """What the WebSocket and SSE servers share: listening, h11, auth, live feeds."""
+
+    host: str = DEFAULT_HOST
+    port: int = 0
+    tokens: Tokens | None = None
+    max_behind: int = DEFAULT_MAX_BEHIND
+    max_body: int = DEFAULT_MAX_BODY
+    connections: int = field(default=0, repr=False)
+    requests: int = field(default=0, repr=False)
+    unauthorized: int = field(default=0, repr=False)
+    bound_port: int | None = field(default=None, repr=False)
+    hub: LiveHub | None = field(default=None, repr=False)
+
+    kind = "HTTP"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tokens, Mapping):  # built directly, not through ws_server()
+            self.tokens = _check_tokens(self.tokens, self.host, type(self).__name__)
+
+    async def serve(self, runtime: Runtime, *,
+                    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await listen_tcp(self.host, self.port, self.kind)
+        self.hub = LiveHub(runtime.pubsub, self.max_behind)
+        self.bound_port = listeners[0].socket.getsockname()[1]
+        task_status.started(self.bound_port)
+        await trio.serve_listeners(lambda s: self._connection(s, runtime), listeners)
+
+    async def _connection(self, stream: Any, runtime: Runtime) -> None:
+        self.connections += 1
+        stream.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = h11.Connection(h11.SERVER)
+        peer = _peer(stream)
+        try:
+            try:
+                await self._requests(stream, conn, runtime, peer)
+            except BaseExceptionGroup as group:
+                # The nurseries of a subscription wrap what ended it.
+                raise _collapse(group) from None
+        except h11.RemoteProtocolError as error:
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                # The failing request gets its answer before the connection closes.
+                with trio.move_on_after(1):
+                    await stream.send_all(_error(conn, error.error_status_hint,
+                                                 f"bad HTTP request: {error}"))
+        except _QUIET:
+            pass
+        except BaseException as error:
+            if must_propagate(error):
+                raise
+            log.error("closing %s connection from %s: handling a request failed", self.kind,
+                      peer, exc_info=error)
+        finally:
+            self.connections -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _requests(self, stream: trio.SocketStream, conn: h11.Connection,
+                        runtime: Runtime, peer: str) -> None:
+        while True:
+            raw = await _next_event(conn, stream)
+            if not isinstance(raw, h11.Request):
+                return
+            self.requests += 1
+            request = _Request.parse(raw)
+            token_filter: str | None = None
+            if self.tokens is not None:
+                token = request.token
+                token_filter = self.tokens.filter(token)
+                if token_filter is None:
+                    self.unauthorized += 1
+                    log.warning("refused %s %s from %s: %s token", request.method,
+                                request.path, peer, "no" if token is None else "unknown")
+                    await stream.send_all(_error(
+                        conn, 401, "a token is required: add ?token=<token> or the header "
+                        "Authorization: Bearer <token>", (("connection", "close"),)))
+                    return
+            keep = await self._route(stream, conn, request, token_filter, runtime, peer)
+            if not keep or conn.our_state is h11.MUST_CLOSE:
+                return
+            conn.start_next_cycle()
+
+    async def _route(self, stream: trio.SocketStream, conn: h11.Connection, request: _Request,
+                     token_filter: str | None, runtime: Runtime, peer: str) -> bool:
+        raise NotImplementedError
+
+    async def _read_body(self, stream: trio.SocketStream, conn: h11.Connection) -> bytes | None:
+        """The request body, or None (and a 413 sent) when larger than ``max_body``."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = await _next_event(conn, stream)
+            if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > self.max_body:
+                    await stream.send_all(_error(
+                        conn, 413, f"the body is larger than max_body={self.max_body} bytes; "
+                        f"send fewer events per request", (("connection", "close"),)))
+                    return None
+                chunks.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return b"".join(chunks)
+            else:
+                raise _Closed
+
+    # Subscriptions --------------------------------------------------------
+
+    async def _follow(self, channel: str, query: str, snapshot: list[Event] | None, send: Send,
+                      frame: Callable[[Entry], bytes], describe: str,
+                      wrap: Callable[[bytes], bytes] = bytes) -> bool:
+        """Send ``snapshot`` then every matching event of ``channel``, until the peer leaves.
+
+        ``frame`` picks an entry's bytes for this protocol and ``wrap`` frames
+        a batch (chunked encoding for SSE). The caller takes the snapshot with
+        no checkpoint before this call, and the follower is registered before
+        the first one, so no update falls between the two.
+        Returns True when the follower was dropped for lagging.
+        """
+        assert self.hub is not None
+        hub = self.hub
+        with trio.CancelScope() as scope:
+            follower = hub.follow(channel, query, scope, describe) if channel else None
+            try:
+                if snapshot:
+                    for start in range(0, len(snapshot), _SNAPSHOT_SLICE):
+                        entries = [Entry(e) for e in snapshot[start:start + _SNAPSHOT_SLICE]]
+                        await send(wrap(b"".join(frame(e) for e in entries)))
+                if follower is None:
+                    return False
+                while True:
+                    await send(wrap(await follower.next_chunk(frame)))
+            except TooFarBehind:
+                pass
+            finally:
+                if follower is not None:
+                    hub.leave(follower)
+        return follower is not None and follower.behind > 0
+
+    def statistics(self) -> dict[str, Any]:
+        stats: dict[str, Any] = {"connections": self.connections, "requests": self.requests,
+                                 "unauthorized": self.unauthorized}
+        if self.hub is not None:
+            stats.update(self.hub.statistics())
+        return stats
+
+
+@functools.cache
+def _dashboard_page() -> bytes:
+    """The dashboard as one page: its style and script inlined, so one URL (and token) loads it."""
+    folder = resources.files("transport") / "dashboard"
+    page = (folder / "index.html").read_text()
+    style = (folder / "dashboard.css").read_text()
+    script = (folder / "dashboard.js").read_text()
+    return (page.replace("<!-- style -->", f"<style>\n{style}</style>")
+                .replace("<!-- script -->", f"<script>\n{script}</script>")).encode()
+
+
+@dataclass
+class WsServer(_HttpListener):
+    """Riemann's ws-server: WebSocket subscriptions, ``/events`` input, and the dashboard."""
+
+    port: int = DEFAULT_WS_PORT
+    dashboard: bool = True
+    events_received: int = field(default=0, repr=False)
+
+    kind = "WebSocket"
+
+    async def _route(self, stream: trio.SocketStream, conn: h11.Connection, request: _Request,
+                     token_filter: str | None, runtime: Runtime, peer: str) -> bool:
+        path = request.path
+        if request.websocket:
+            if await self._read_body(stream, conn) is None:
+                return False
+            ws = WSConnection(ConnectionType.SERVER)
+            ws.initiate_upgrade_connection(list(request.raw.headers), request.raw.target)
+            for event in ws.events():
+                assert isinstance(event, Request)
+            lock = trio.StrictFIFOLock()
+
+            async def send(data: bytes) -> None:
+                async with lock:
+                    await stream.send_all(data)
+
+            await send(ws.send(AcceptConnection()))
+            ws.receive_data(conn.trailing_data[0])
+            await self._websocket(stream, ws, send, request, token_filter, runtime, peer)
+            return False
+        if path in ("/events", "/events/") and request.method in ("POST", "PUT"):
+            return await self._http_input(stream, conn, runtime)
+        if await self._read_body(stream, conn) is None:
+            return False
+        if self.dashboard and request.method == "GET" and path in ("/", "/dashboard",
+                                                                              "/dashboard/"):
+            page = _dashboard_page()
+            await stream.send_all(_response(conn, 200, page, "text/html; charset=utf-8",
+                                            (("cache-control", "no-store"),)))
+            return True
+        if path.startswith(("/index", "/pubsub/")):
+            await stream.send_all(_error(conn, 426, f"{path} is a WebSocket endpoint: connect "
+                                         f"with a WebSocket client (ws://...)",
+                                         (("upgrade", "websocket"),)))
+            return True
+        await stream.send_all(_error(conn, 404, f"no such path: {path}; the WebSocket server "
+                                     f"serves /index, /pubsub/<channel>, /events and /"))
+        return True
+
+    async def _http_input(self, stream: trio.SocketStream, conn: h11.Connection,
+                          runtime: Runtime) -> bool:
+        body = await self._read_body(stream, conn)
+        if body is None:
+            return False
+        try:
+            events = events_from_json_body(body, now=runtime.now())
+        except JsonEventError as error:
+            await stream.send_all(_error(conn, 400, str(error)))
+            return True
+        failure = runtime.stream(events)
+        self.events_received += len(events)
+        if failure is not None:
+            await stream.send_all(_error(conn, 500, f"{type(failure).__name__}: {failure}"))
+        else:
+            reply = json.dumps({"ok": True, "count": len(events)}).encode() + b"\n"
+            await stream.send_all(_response(conn, 200, reply))
+        return True
+
+    async def _websocket(self, stream: trio.SocketStream, ws: WSConnection, send: Send,
+                         request: _Request, token_filter: str | None, runtime: Runtime,
+                         peer: str) -> None:
+        path = request.path
+        events_input = path in ("/events", "/events/")
+
+        async def close(code: int, reason: str = "") -> None:
+            if ws.state is ConnectionState.OPEN:
+                # A close reason is at most 123 bytes.
+                reason_bytes = reason.encode()[:120].decode("utf-8", "ignore")
+                await send(ws.send(CloseConnection(code=code, reason=reason_bytes)))
+            # The peer answers a close before the socket goes (RFC 6455 §7.1.1).
+            with trio.move_on_after(1):
+                await self._ws_reader(stream, ws, send, None)
+
+        if path in ("/index", "/index/"):
+            channel = "index"
+        elif path.startswith("/pubsub/"):
+            # Riemann keeps a trailing slash in the name, reaching a channel
+            # nobody publishes to (spec §9.1.12); rillet drops it.
+            channel = unquote(path[len("/pubsub/"):].removesuffix("/"))
+            if not channel:
+                await close(1008, "name the channel: /pubsub/<channel>?query=...")
+                return
+        elif events_input:
+            channel = ""
+        else:
+            await close(1008, f"no such path: {path}")
+            return
+        query = request.params.get("query")
+        if not events_input:
+            if not query:
+                await close(1008, "the query parameter is required, e.g. ?query=true")
+                return
+            query = _limit(query, token_filter)
+            try:
+                compile_query(query)
+            except QuerySyntaxError as error:
+                await close(1008, str(error))
+                return
+
+        async def on_message(text: str) -> None:
+            self.events_received += 1
+            try:
+                event = event_from_json(json.loads(text), 0, now=runtime.now())
+            except (ValueError, JsonEventError) as error:
+                await send(ws.send(TextMessage(data=json.dumps({"error": str(error)}))))
+                return
+            failure = runtime.stream([event])
+            reply = "{}" if failure is None else json.dumps({"error": str(failure)})
+            await send(ws.send(TextMessage(data=reply)))
+
+        dropped = False
+        async with trio.open_nursery() as nursery:
+
+            async def read_then_stop() -> None:
+                await self._ws_reader(stream, ws, send, on_message if events_input else None)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(read_then_stop)
+            if events_input:
+                return
+            assert query is not None
+            subscribe = path.startswith("/pubsub/") or request.params.get("subscribe") == "true"
+            snapshot = (runtime.index.search(query) if channel == "index"
+                        and not path.startswith("/pubsub/") else None)
+            dropped = await self._follow(channel if subscribe else "", query, snapshot,
+                                         send, Entry.ws_frame,
+                                         f"WebSocket subscriber {peer} {path}")
+            # Riemann closes an /index socket without subscribe=true once sent.
+            nursery.cancel_scope.cancel()
+        if not dropped:  # a dropped subscriber's socket is full: it is just cut
+            with trio.move_on_after(2):
+                await close(1000)
+
+    async def _ws_reader(self, stream: trio.SocketStream, ws: WSConnection, send: Send,
+                         on_message: Callable[[str], Awaitable[None]] | None) -> None:
+        parts: list[str] = []
+        size = 0
+        while True:
+            for event in ws.events():
+                if isinstance(event, CloseConnection):
+                    if ws.state is ConnectionState.REMOTE_CLOSING:
+                        await send(ws.send(event.response()))
+                    return
+                if isinstance(event, Ping):
+                    await send(ws.send(event.response()))
+                elif isinstance(event, (TextMessage, BytesMessage)) and on_message is not None:
+                    text = event.data if isinstance(event.data, str) else \
+                        event.data.decode("utf-8", "replace")
+                    size += len(text)
+                    if size > self.max_body:
+                        await send(ws.send(CloseConnection(code=1009, reason="message too big")))
+                        return
+                    parts.append(text)
+                    if event.message_finished:
+                        whole, parts, size = "".join(parts), [], 0
+                        await on_message(whole)
+            data = await stream.receive_some(65_536)
+            if not data:
+                return
+            ws.receive_data(data)
+
+
+@dataclass
+class SseServer(_HttpListener):
+    """Riemann's sse-server: ``GET /index?query=...`` as a Server-Sent Events stream."""
+
+    port: int = DEFAULT_SSE_PORT
+    headers: dict[str, str] = field(default_factory=dict)
+
+    kind = "SSE"
+
+    async def _route(self, stream: trio.SocketStream, conn: h11.Connection, request: _Request,
+                     token_filter: str | None, runtime: Runtime, peer: str) -> bool:
+        if await self._read_body(stream, conn) is None:
+            return False
+        if request.path not in ("/index", "/index/"):
+            await stream.send_all(_error(conn, 404, f"no such path: {request.path}; the SSE "
+                                         f"server serves /index?query=...",
+                                         (("connection", "close"),)))
+            return False
+        query = request.params.get("query")
+        if not query:
+            await stream.send_all(_error(conn, 400, "the query parameter is required, e.g. "
+                                         "/index?query=true"))
+            return True
+        query = _limit(query, token_filter)
+        try:
+            compile_query(query)
+        except QuerySyntaxError as error:
+            await stream.send_all(_error(conn, 400, str(error)))
+            return True
+        merged = {"content-type": "text/event-stream", "connection": "keepalive",
+                  "cache-control": "no-cache"}
+        merged.update({k.lower(): v for k, v in self.headers.items()})
+        await stream.send_all(conn.send(h11.Response(
+            status_code=200, headers=list(merged.items()))) or b"")
+
+        def chunk(data: bytes) -> bytes:
+            return conn.send(h11.Data(data=data)) or b""
+
+        async with trio.open_nursery() as nursery:
+
+            async def until_closed() -> None:
+                while await stream.receive_some(4096):
+                    pass
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(until_closed)
+            # Searched only now: between the search and the follow nothing yields,
+            # so no update falls between the snapshot and the live stream.
+            snapshot = runtime.index.search(query)
+            await self._follow("index", query, snapshot, stream.send_all,
+                               Entry.sse_frame, f"SSE subscriber {peer}", wrap=chunk)
+        return False
+
+
+def _check_common(host: Any, port: Any, tokens: Any, max_behind: Any, max_body: Any,
+                  caller: str) -> Tokens | None:
+    _check_port(port, caller)
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"{caller}(host={host!r}): host is an address string such as "
+                         f"\"127.0.0.1\"")
+    for name, value in (("max_behind", max_behind), ("max_body", max_body)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{caller}({name}={value!r}): {name} must be a positive int")
+    return _check_tokens(tokens, host, caller)
+
+
+def ws_server(host: str = DEFAULT_HOST, port: int = DEFAULT_WS_PORT, *,
+              tokens: Mapping[str, str] | None = None, max_behind: int = DEFAULT_MAX_BEHIND,
+              max_body: int = DEFAULT_MAX_BODY, dashboard: bool = True) -> WsServer:
+    """Declare the WebSocket server in a config (Riemann's ``ws-server``), with the dashboard.
+
+    ``tokens`` maps each accepted token to the query limiting what its holder
+    sees; it is required when ``host`` is not a loopback address.
+    """
+    from streams._config import service
+
+    checked = _check_common(host, port, tokens, max_behind, max_body, "ws_server")
+    return service(WsServer(host=host, port=port, tokens=checked,  # type: ignore[no-any-return]
+                            max_behind=max_behind, max_body=max_body,
+                            dashboard=bool(dashboard)))
+
+
+def sse_server(host: str = DEFAULT_HOST, port: int = DEFAULT_SSE_PORT, *,
+               tokens: Mapping[str, str] | None = None, max_behind: int = DEFAULT_MAX_BEHIND,
+               headers: Mapping[str, str] | None = None) -> SseServer:
+    """Declare the Server-Sent Events server in a config (Riemann's ``sse-server``).
+
+    ``headers`` are added to (or override) the response headers, e.g.
+    ``{"Access-Control-Allow-Origin": "*"}`` for a dashboard on another origin.
+    """
+    from streams._config import service
+
+    checked = _check_common(host, port, tokens, max_behind, 1, "sse_server")
+    if headers is not None and not (isinstance(headers, Mapping) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items())):
+        raise ValueError(f"sse_server(headers={headers!r}): headers is a dict of strings, "
+                         f"e.g. {{\"Access-Control-Allow-Origin\": \"*\"}}")
+    return service(SseServer(host=host, port=port, tokens=checked,  # type: ignore[no-any-return]
+                             max_behind=max_behind, headers=dict(headers or {})))
