@@ -196,11 +196,37 @@ def measure(port: int, frames: list[bytes], events_per_message: int, warmup: flo
     return rates
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def index_once(port: int, frames: list[bytes]) -> None:
+    """Send every frame once on one connection and wait for all the acks."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"".join(frames))
+        expected, received = len(frames) * len(OK_REPLY), 0
+        while received < expected:
+            data = sock.recv(1 << 16)
+            if not data:
+                raise SystemExit("the server closed the connection while indexing")
+            received += len(data)
+
+
+def memory(tmp: Path, before: Path | None) -> dict[str, tuple[float, float]]:
+    """Each rillet's (peak, current) RSS in MiB after indexing KEYS distinct keys once."""
+    servers = rillets(tmp, "index", before, tag="memory")
+    try:
+        frames = messages(100, KEYS // 100)
+        found = {}
+        for name, (server, port) in servers.items():
+            index_once(port, frames)
+            found[name] = (rss_mib(server.pid, "VmHWM"), rss_mib(server.pid))
+        return found
+    finally:
+        stop(servers)
 
 
 def start(command: list[str], port: int, env: dict[str, str] | None = None,
@@ -227,14 +253,15 @@ def snapshot(revision: str, into: Path) -> Path | None:
     return into
 
 
-def rillets(tmp: Path, config: str, before: Path | None) -> dict[str, tuple[Any, int]]:
+def rillets(tmp: Path, config: str, before: Path | None,
+            tag: str = "") -> dict[str, tuple[Any, int]]:
     """Start the rillet servers for ``config``: name -> (process, port)."""
     started = {}
     for name in RILLETS:
         if name == "before" and before is None:
             continue
         port = free_port()
-        path = Path(tmp, f"{config}_{name}.py")
+        path = Path(tmp, f"{config}_{name}{tag}.py")
         path.write_text(textwrap.dedent(RILLET_CONFIG.format(port=port,
                                                              streams=CONFIGS[config])))
         env = dict(os.environ)
@@ -280,6 +307,7 @@ def main() -> None:
     rss: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         before = None if args.before == "none" else snapshot(args.before, Path(tmp, "before"))
+        peaks = memory(Path(tmp), before)
         bare_path = Path(tmp, "bare.py")
         bare_path.write_text(BARE_SERVER)
         bare_port = free_port()
@@ -307,10 +335,11 @@ def main() -> None:
                     stop({k: v for k, v in servers.items() if k != "bare"})
         finally:
             stop({"bare": (bare, bare_port)})
-    report(rates, rss)
+    report(rates, rss, peaks)
 
 
-def report(rates: dict[str, dict[int, dict[str, list[float]]]], rss: dict[str, float]) -> None:
+def report(rates: dict[str, dict[int, dict[str, list[float]]]], rss: dict[str, float],
+           peaks: dict[str, tuple[float, float]]) -> None:
     names = [n for n in RILLETS if any(n in cell for by_size in rates.values()
                                        for cell in by_size.values())]
     header = ("| config | events/msg | Riemann (issue 12) | bare | "
@@ -337,9 +366,12 @@ def report(rates: dict[str, dict[int, dict[str, list[float]]]], rss: dict[str, f
                   + " | " + (f"{median['c'] / riemann:.2f}" if riemann and "c" in median
                              else "-")
                   + f" | {ratio('c', 'bare')} | {ratio('python', 'before')} |")
+    print()
+    print(f"After indexing {KEYS:,} distinct keys once (100-event messages), peak / current "
+          "RSS: " + ", ".join(f"{name} {peak:.0f} / {now:.0f} MiB"
+                               for name, (peak, now) in peaks.items()))
     if rss:
-        print()
-        print(f"RSS with {KEYS:,} keys indexed (index config): " + ", ".join(
+        print("RSS at the end of the index-only runs: " + ", ".join(
             f"{name} {mib:.0f} MiB" for name, mib in rss.items()))
 
 
