@@ -222,7 +222,7 @@ def check(data: bytes) -> bool:
     return got is not None
 
 
-slow = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+slow = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @needs_c
