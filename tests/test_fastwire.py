@@ -274,6 +274,11 @@ def test_edge_values_are_decoded_exactly() -> None:
     assert check(overriding)
     (event,), _ = fast(overriding, NOW)  # type: ignore[misc]
     assert event.host == "" and event.attributes == {}  # the last attribute wins
+    # Padded varints (as a tag, as a length) that the reference's byte scans miss.
+    for padded in (b"\x8a\x00\x04host", b"\x0a\x84\x00host"):
+        check(length_delimited(6, length_delimited(4, b"a") + length_delimited(
+            9, padded + length_delimited(2, b"b"))))
+    check(length_delimited(6, b"\xca\x00\x02\x12\x00"))  # a keyless attribute, padded tag
     assert check(length_delimited(6, length_delimited(3, b"\xffcpu")))
     assert fast(length_delimited(6, length_delimited(3, b"\xffcpu")), NOW)[0][0].service == (
         "\ufffdcpu")  # type: ignore[index]
@@ -288,10 +293,13 @@ def test_events_built_by_the_c_parser_are_plain_and_hold_only_their_values() -> 
     # Encoded as Riemann encodes: the metric beside metric_f, the time in both fields.
     pb = encode_event(event)
     assert (pb.metric_d, pb.metric_f, pb.time, pb.time_micros) == (1.5, 1.5, 2, 2_000_000)
-    # Events of one message share repeated strings instead of copying them.
+    # Events share repeated short strings instead of copying them, across messages too.
     many = decode_message(encode_request([Event(host="web1", service=f"s{i}", time=1)
                                           for i in range(3)], framed=False), NOW).events
-    assert many[0].host is many[1].host is many[2].host
+    again = decode_message(encode_request([Event(host="web1", service="s1")], framed=False),
+                           NOW).events
+    assert many[0].host is many[1].host is many[2].host is again[0].host
+    assert many[1].service is again[0].service
 
 
 def test_the_environment_variable_selects_the_pure_python_codec_and_its_suite_passes() -> None:

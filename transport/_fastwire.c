@@ -74,15 +74,20 @@ static int read_varint(reader *r, uint64_t *out) {
     return -1;
 }
 
-static int read_length(reader *r, span *out) {
+/* A padded varint ("\x84\x00" for 4) as a tag or a length hides an
+ * attribute from the reference codec's byte scans (for an attribute's tag,
+ * for a key that overrides a base field), which then decodes differently; no
+ * real client writes one, so such a message goes to the reference. */
+static int read_minimal_varint(reader *r, uint64_t *out) {
     const char *start = r->p;
-    uint64_t n;
-    if (read_varint(r, &n) < 0)
+    if (read_varint(r, out) < 0)
         return -1;
-    /* A padded length ("\x84\x00" for 4) hides an attribute key from the
-     * reference codec's byte scan for overriding keys; no real client writes
-     * one, so such a message goes to the reference. */
-    if (r->p - start > 1 && r->p[-1] == 0)
+    return r->p - start > 1 && r->p[-1] == 0 ? -1 : 0;
+}
+
+static int read_length(reader *r, span *out) {
+    uint64_t n;
+    if (read_minimal_varint(r, &n) < 0)
         return -1;
     if (n > (uint64_t)(r->end - r->p))
         return -1;
@@ -94,7 +99,7 @@ static int read_length(reader *r, span *out) {
 
 static int read_tag(reader *r, uint32_t *field, int *wire) {
     uint64_t tag;
-    if (read_varint(r, &tag) < 0 || tag > 0xFFFFFFFFu)
+    if (read_minimal_varint(r, &tag) < 0 || tag > 0xFFFFFFFFu)
         return -1;
     *field = (uint32_t)(tag >> 3);
     *wire = (int)(tag & 7);
@@ -151,26 +156,40 @@ static int read_fixed64(reader *r, uint64_t *out) {
     return 0;
 }
 
-/* One remembered string per field. Events of one message usually repeat
- * their host, state and tags; handing out the same str object spares an
- * allocation per field and shares the memory of indexed events. */
-typedef struct {
-    const char *p;
-    Py_ssize_t n;
-    PyObject *text;
-} text_cache;
+/* Recently decoded short strings, shared by every event that carries the
+ * same bytes: a direct-mapped cache keyed by the raw bytes (a colliding
+ * string simply takes the slot over). Hosts, services, states, tags and
+ * attribute values repeat across messages, so most events allocate no string
+ * at all; indexed events share their strings (less memory), and the index's
+ * key comparisons mostly find the very same objects, whose hashes Python has
+ * already computed. It holds at most SHARED_SLOTS strings of up to
+ * SHARED_MAX bytes, whatever the traffic. */
+#define SHARED_SLOTS 8192
+#define SHARED_MAX 48
 
-static PyObject *text(span s, text_cache *cache) {
-    if (cache->text != NULL && cache->n == s.n && memcmp(cache->p, s.p, (size_t)s.n) == 0) {
-        Py_INCREF(cache->text);
-        return cache->text;
-    }
+typedef struct {
+    PyObject *text;
+    Py_ssize_t n;
+    char raw[SHARED_MAX];
+} shared_text;
+
+static shared_text shared[SHARED_SLOTS];
+
+static PyObject *text(span s) {
+    if (s.n > SHARED_MAX)
+        return PyUnicode_DecodeUTF8(s.p, s.n, "replace");
+    uint32_t hash = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < s.n; i++)
+        hash = (hash ^ (uint8_t)s.p[i]) * 16777619u;
+    shared_text *slot = &shared[hash & (SHARED_SLOTS - 1)];
+    if (slot->text != NULL && slot->n == s.n && memcmp(slot->raw, s.p, (size_t)s.n) == 0)
+        return Py_NewRef(slot->text);
     PyObject *value = PyUnicode_DecodeUTF8(s.p, s.n, "replace");
     if (value == NULL)
         return NULL;
-    Py_XSETREF(cache->text, Py_NewRef(value));
-    cache->p = s.p;
-    cache->n = s.n;
+    Py_XSETREF(slot->text, Py_NewRef(value));
+    slot->n = s.n;
+    memcpy(slot->raw, s.p, (size_t)s.n);
     return value;
 }
 
@@ -215,12 +234,8 @@ static int grow(void **items, void *inline_items, Py_ssize_t *capacity, size_t s
 enum { S_HOST, S_SERVICE, S_STATE, S_DESCRIPTION, S_COUNT };
 
 typedef struct {
-    text_cache strings[S_COUNT];
-    text_cache tag;
-    text_cache key;
-    text_cache value;
     /* The previous event's ttl and tags, handed out again when equal: a
-     * message's events usually share them (see text_cache). */
+     * message's events usually share them (see shared_text). */
     uint32_t ttl_bits;
     PyObject *ttl;
     PyObject *tags;
@@ -380,7 +395,7 @@ static PyObject *parse_event(span s, PyObject *now, caches *cache) {
         goto error;
     static const int slot_of[S_COUNT] = {F_HOST, F_SERVICE, F_STATE, F_DESCRIPTION};
     for (int f = 0; f < S_COUNT; f++) {
-        PyObject *value = has_string[f] ? text(strings[f], &cache->strings[f]) : Py_NewRef(Py_None);
+        PyObject *value = has_string[f] ? text(strings[f]) : Py_NewRef(Py_None);
         if (value == NULL)
             goto error;
         SLOT(event, slot_of[f]) = value;
@@ -449,7 +464,7 @@ static PyObject *parse_event(span s, PyObject *now, caches *cache) {
         if (tag_tuple == NULL)
             goto error;
         for (Py_ssize_t i = 0; i < tags.count; i++) {
-            PyObject *tag = text(tags.items[i], &cache->tag);
+            PyObject *tag = text(tags.items[i]);
             if (tag == NULL) {
                 Py_DECREF(tag_tuple);
                 goto error;
@@ -485,7 +500,7 @@ static PyObject *parse_event(span s, PyObject *now, caches *cache) {
             }
             goto error;
         }
-        PyObject *value = text(a->value, &cache->value);
+        PyObject *value = text(a->value);
         int failed = value == NULL || PyDict_SetItem(mapping, key, value) < 0;
         Py_DECREF(key);
         Py_XDECREF(value);
@@ -539,15 +554,9 @@ static int parse_query(span s, span *string, int *has_string) {
 }
 
 static void clear_caches(caches *cache) {
-    for (int f = 0; f < S_COUNT; f++)
-        Py_CLEAR(cache->strings[f].text);
-    Py_CLEAR(cache->tag.text);
-    Py_CLEAR(cache->key.text);
-    Py_CLEAR(cache->value.text);
     Py_CLEAR(cache->ttl);
     Py_CLEAR(cache->tags);
 }
-
 static PyObject *decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "decode(data, now) takes exactly 2 arguments");
