@@ -140,19 +140,12 @@ static int skip_all(span s) {
     return 0;
 }
 
-static int read_fixed32(reader *r, uint32_t *out) {
-    if (r->end - r->p < 4)
+/* fixed32 and fixed64 values, little-endian on the wire as in memory. */
+static int read_fixed(reader *r, void *out, size_t size) {
+    if ((size_t)(r->end - r->p) < size)
         return -1;
-    memcpy(out, r->p, 4);
-    r->p += 4;
-    return 0;
-}
-
-static int read_fixed64(reader *r, uint64_t *out) {
-    if (r->end - r->p < 8)
-        return -1;
-    memcpy(out, r->p, 8);
-    r->p += 8;
+    memcpy(out, r->p, size);
+    r->p += size;
     return 0;
 }
 
@@ -343,7 +336,7 @@ static PyObject *parse_event(span s, PyObject *now, caches *cache) {
             tags.count++;
             break;
         case 8: case 15:
-            if (wire != 5 || read_fixed32(&r, &u32) < 0)
+            if (wire != 5 || read_fixed(&r, &u32, 4) < 0)
                 goto decline;
             if (field == 8) {
                 memcpy(&ttl, &u32, 4);
@@ -367,7 +360,7 @@ static PyObject *parse_event(span s, PyObject *now, caches *cache) {
             break;
         }
         case 14:
-            if (wire != 1 || read_fixed64(&r, &u64) < 0)
+            if (wire != 1 || read_fixed(&r, &u64, 8) < 0)
                 goto decline;
             memcpy(&metric_d, &u64, 8);
             has_d = 1;
