@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import sys
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -247,4 +248,10 @@ def next_tick(anchor: float, dt: float, t: float) -> float:
     >>> next_tick(0, 2, 2), next_tick(1, 2, 1), next_tick(4, 2, 2)
     (4, 3, 4)
     """
-    return t + dt - ((t - anchor) % dt)
+    # Counting whole windows from the anchor keeps every boundary at anchor + k*dt
+    # exactly; stepping from t (t + dt - (t - anchor) % dt) drifts by a rounding
+    # error, which put the boundary after 22.078 at 30.000000000000004, so an
+    # event at 30.0 was still counted in the previous window.
+    windows = math.floor((t - anchor) / dt) + 1
+    tick = anchor + windows * dt
+    return tick if tick > t else anchor + (windows + 1) * dt

@@ -23,11 +23,13 @@ from __future__ import annotations
 import contextvars
 import logging
 import traceback
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from ._clock import current_runtime, scheduler
 from ._event import Event, outlived
+from ._ratelimit import LogLimiter
 from ._validate import StreamArgumentError
 
 __all__ = [
@@ -236,17 +238,45 @@ def fan_out(children: tuple[Child, ...]) -> Child:
 
 def report_failure(error: BaseException, event: Any) -> None:
     """Send a child's failure to the exception stream in effect (the innermost
-    ``exception_stream``, else the runtime's), or log it."""
+    ``exception_stream``, else the runtime's), or log it.
+
+    The log gets one line per kind of failure (exception class and the line
+    that raised it) per 10 seconds, with the number held back since: a
+    stream that raises on every event would otherwise write a traceback per
+    event. The exception stream gets every failure.
+    """
     target = _error_stream.get()
     if target is None:
         target = current_runtime().exception_stream
     if target is None:
-        log.error("stream failed on %r", event, exc_info=error)
+        _failure_log().error(_failure_kind(error), "stream failed on %r", event, exc_info=error)
         return
     try:
         target(exception_event(error, event))
     except Exception:
         log.exception("the exception stream itself failed on %r", event)
+
+
+# The log's memory of recent failures belongs to the running clock (one per
+# server run or test), so one run's failures never silence another's.
+_failure_logs: weakref.WeakKeyDictionary[object, LogLimiter] = weakref.WeakKeyDictionary()
+
+
+def _failure_log() -> LogLimiter:
+    current = scheduler()
+    limiter = _failure_logs.get(current)
+    if limiter is None:
+        limiter = _failure_logs[current] = LogLimiter(log)
+    return limiter
+
+
+def _failure_kind(error: BaseException) -> tuple[type, str, int]:
+    traceback = error.__traceback__
+    if traceback is None:
+        return type(error), "", 0
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return type(error), traceback.tb_frame.f_code.co_filename, traceback.tb_lineno
 
 
 def rescued(function: Callable[[], object]) -> Callable[[], None]:

@@ -41,6 +41,9 @@ log = logging.getLogger("rillet.index")
 Subscriber = Callable[[Event], object]
 Key = tuple[Any, Any]
 
+#: Keys an expiry sweep looks at per scheduler turn (see Index.expire_slices).
+SWEEP_SLICE = 2048
+
 
 @dataclass(frozen=True, slots=True)
 class IndexStatistics:
@@ -192,6 +195,21 @@ class Index(Stream):
         >>> len(idx.search("metric = 1"))
         2
         """
+        return [event for part in self.search_slices(query) for event in part]
+
+    def search_slices(self, query: str | Query, n: int = 4096) -> Iterator[list[Event]]:
+        """:meth:`search` in parts: the matches among each ``n`` stored events.
+
+        The server yields to other clients between parts, so a query over a
+        large index never holds the loop. The events searched are those
+        stored when the first part is asked for.
+
+        >>> idx = Index()
+        >>> for host in "abc":
+        ...     idx(Event(host=host, metric=1, time=0))
+        >>> [len(part) for part in idx.search_slices("metric = 1", n=2)]
+        [2, 1]
+        """
         if isinstance(query, str):
             query = compile_query(query)
         elif not isinstance(query, Query):
@@ -202,9 +220,12 @@ class Index(Stream):
         key = lookup_key(query)
         if key is not None:
             found = self._events.get(key)
-            return [] if found is None else [found]
+            yield [] if found is None else [found]
+            return
         predicate = query.predicate
-        return [event for event in list(self._events.values()) if predicate(event)]
+        events = list(self._events.values())
+        for start in range(0, len(events), n):
+            yield [event for event in events[start:start + n] if predicate(event)]
 
     # Expiry --------------------------------------------------------------
 
@@ -222,40 +243,54 @@ class Index(Stream):
         """
         if now is None:
             now = scheduler().now()
-        expired: list[Event] = []
+        return [event for part in self.expire_slices(now) for event in part]
+
+    def expire_slices(self, now: float, n: int = SWEEP_SLICE) -> Iterator[list[Event]]:
+        """:meth:`expire` in parts: the events removed among each ``n`` keys.
+
+        The reaper runs one part per scheduler turn, so a sweep of a large
+        index never holds the loop. The keys swept are those stored when the
+        first part is asked for; each is judged by the event it holds then.
+
+        >>> idx = Index()
+        >>> for t in (0, 0, 8):
+        ...     idx(Event(host=str(t) + str(len(idx)), time=t, ttl=5))
+        >>> [len(part) for part in idx.expire_slices(now=10, n=2)]
+        [2, 0]
+        """
         events = self._events
-        for key, event in list(events.items()):
-            try:
-                if not outlived(event.time, event.ttl, now):  # type: ignore[arg-type]
+        keys = list(events)
+        # A decoded event keeps its whole wire message alive (100 events'
+        # worth for one that is rarely updated). One still stored since the
+        # previous sweep is swapped for a plain copy, so memory follows the
+        # number of keys; busy keys, replaced between sweeps, are never
+        # copied. Ids, not references, so the record pins nothing (a reused id
+        # costs one copy).
+        previous, seen = self._lazy_ids, {}
+        for start in range(0, len(keys), n):
+            expired: list[Event] = []
+            for key in keys[start:start + n]:
+                event = events.get(key)
+                if event is None:
                     continue
-            except Exception:
-                log.warning("removing an event whose ttl or time is broken: %r", event,
-                            exc_info=True)
-                if events.get(key) is event:
+                try:
+                    stale = outlived(event.time, event.ttl, now)  # type: ignore[arg-type]
+                except Exception:
+                    log.warning("removing an event whose ttl or time is broken: %r", event,
+                                exc_info=True)
                     del events[key]
                     self._expired += 1
-                continue
-            if events.get(key) is event:
-                del events[key]
-                self._expired += 1
-                expired.append(event)
-        self._materialize_survivors()
-        return expired
-
-    def _materialize_survivors(self) -> None:
-        # A decoded event keeps its whole wire message alive (100 events' worth
-        # for one that is rarely updated). One still stored since the previous
-        # sweep is swapped for a plain copy, so memory follows the number of
-        # keys; busy keys, replaced between sweeps, are never copied. Ids, not
-        # references, so the record pins nothing (a reused id costs one copy).
-        events = self._events
-        previous, seen = self._lazy_ids, {}
-        for key, event in list(events.items()):
-            if isinstance(event, LazyEvent):
-                if previous.get(key) == id(event):
-                    events[key] = event.materialize()
-                else:
-                    seen[key] = id(event)
+                    continue
+                if stale:
+                    del events[key]
+                    self._expired += 1
+                    expired.append(event)
+                elif isinstance(event, LazyEvent):
+                    if previous.get(key) == id(event):
+                        events[key] = event.materialize()
+                    else:
+                        seen[key] = id(event)
+            yield expired
         self._lazy_ids = seen
 
     def start_reaper(
@@ -314,7 +349,7 @@ class Reaper:
     >>> reaper.stop()
     """
 
-    __slots__ = ("index", "interval", "keep_keys", "streams", "task")
+    __slots__ = ("_continue", "_sweeping", "index", "interval", "keep_keys", "streams", "task")
 
     def __init__(
         self,
@@ -339,18 +374,46 @@ class Reaper:
         self.keep_keys: tuple[str, ...] | Literal["all"] = (
             "all" if keep_keys == "all" else tuple(keep_keys))
         self.task: Task | None = None
+        # The sweep in progress, one slice of keys per scheduler turn.
+        self._sweeping: tuple[float, Iterator[list[Event]]] | None = None
+        self._continue: Task | None = None
 
     def start(self) -> Reaper:
         """Schedule the sweeps on the current scheduler; returns self."""
         if self.task is None:
-            self.task = scheduler().every(self.interval, self.sweep, delay=self.interval)
+            self.task = scheduler().every(self.interval, self._begin, delay=self.interval)
         return self
 
     def stop(self) -> None:
-        """Cancel future sweeps."""
+        """Cancel future sweeps, and the rest of one in progress."""
         if self.task is not None:
             self.task.cancel()
             self.task = None
+        if self._continue is not None:
+            self._continue.cancel()
+            self._continue = None
+        self._sweeping = None
+
+    def _begin(self) -> None:
+        if self._sweeping is not None:
+            return  # the previous sweep is still going: it carries on instead
+        now = scheduler().now()
+        self._sweeping = (now, self.index.expire_slices(now))
+        self._step()
+
+    def _step(self) -> None:
+        self._continue = None
+        if self._sweeping is None:
+            return
+        now, parts = self._sweeping
+        expired = next(parts, None)
+        if expired is None:
+            self._sweeping = None
+            return
+        # Scheduled, not looped: the server's scheduler lets the loop run
+        # between two turns, so clients are served in the middle of a sweep.
+        self._continue = scheduler().after(0, self._step)
+        self._send(expired, now)
 
     def tombstone(self, event: Event, now: float) -> Event:
         """The event the streams see for an expired ``event``."""
@@ -366,11 +429,14 @@ class Reaper:
         return Event(**kept)
 
     def sweep(self) -> list[Event]:
-        """Expire the index once now; returns the tombstones sent."""
-        index = self.index
+        """Expire the whole index at once now; returns the tombstones sent."""
         now = scheduler().now()
+        return self._send(self.index.expire(now), now)
+
+    def _send(self, expired: list[Event], now: float) -> list[Event]:
+        index = self.index
         sent: list[Event] = []
-        for event in index.expire(now):
+        for event in expired:
             try:
                 tombstone = self.tombstone(event, now)
                 index._publish(tombstone)

@@ -2,16 +2,50 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections import deque
 from typing import Any
 
+from ._clock import scheduler
 from ._core import Child, Stream
+from ._ratelimit import LogLimiter
 from ._validate import count, seconds
 
 __all__ = [
-    "fixed_event_window", "fixed_offset_time_window", "fixed_time_window", "moving_event_window",
-    "moving_time_window", "window",
+    "DEFAULT_MAX_SKEW", "fixed_event_window", "fixed_offset_time_window", "fixed_time_window",
+    "moving_event_window", "moving_time_window", "window",
 ]
+
+#: Seconds an event's time may lie from the clock before time windows drop it
+#: (``max_skew=``): one hour, far beyond any NTP-synced host's drift.
+DEFAULT_MAX_SKEW = 3600.0
+
+_skew_log = LogLimiter(logging.getLogger("rillet.windows"))
+
+
+def _max_skew(value: Any, caller: str) -> float | None:
+    return None if value is None else seconds(value, caller, "max_skew", "max_skew=3600")
+
+
+def _skewed(stream: fixed_time_window | moving_time_window, time: Any) -> bool:
+    """Whether ``time`` lies more than the stream's ``max_skew`` from the clock (counted)."""
+    max_skew = stream.max_skew
+    if max_skew is None:
+        return False
+    now = scheduler().now()
+    try:
+        if abs(time - now) <= max_skew:
+            return False
+    except TypeError:
+        return False  # not a number: the window reports it as it always did
+    stream.skewed += 1
+    _skew_log.warning(
+        (type(stream).__name__, stream.dt),
+        "%r dropped an event whose time %r is %s s from the clock (%r), more than "
+        "max_skew=%r; is that host's clock right? (%d dropped so far)",
+        stream, time, f"{time - now:+.0f}", now, max_skew, stream.skewed)
+    return True
 
 
 class moving_event_window(Stream):
@@ -67,7 +101,10 @@ class moving_time_window(Stream):
     """On every event, forward the events of the last ``dt`` seconds of event time.
 
     Events at or before the cutoff (latest time seen minus ``dt``) are dropped;
-    events without a time are kept.
+    events without a time are kept. An event whose time lies more than
+    ``max_skew`` seconds from the clock (default :data:`DEFAULT_MAX_SKEW`, one
+    hour; ``None`` accepts any) is dropped and counted in ``skewed``, so one
+    host with a wrong clock cannot push the cutoff past every later event.
 
     >>> from streams import Event
     >>> out = []
@@ -77,22 +114,46 @@ class moving_time_window(Stream):
     [[1], [1, 2], [2, 3], [3, 4]]
     """
 
-    __slots__ = ("_buffer", "_cutoff", "dt")
+    __slots__ = ("_buffer", "_cutoff", "_in_order", "_times", "dt", "max_skew", "skewed")
 
-    def __init__(self, dt: float, *children: Child) -> None:
+    def __init__(self, dt: float, *children: Child,
+                 max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.dt = seconds(dt, "moving_time_window(dt, *children)", "dt")
-        self._buffer: list[Any] = []
+        self.max_skew = _max_skew(max_skew, "moving_time_window(dt, *children, max_skew=...)")
+        self.skewed = 0
+        # Times are kept beside the events: reading a decoded event's time
+        # again on every event made each call cost O(window) field decodes.
+        self._buffer: deque[Any] = deque()
+        self._times: deque[float | None] = deque()
+        self._in_order = True  # timed events arrived in time order: expire from the left
         self._cutoff = 0.0
         self._set_children(children)
 
     def __call__(self, event: Any) -> None:
         time = event.time
+        if time is not None and _skewed(self, time):
+            return
         cutoff = self._cutoff = max(self._cutoff, (time or 0) - self.dt)
         if time is not None and time <= cutoff:
             return
-        buffer = [e for e in self._buffer if e.time is None or e.time > cutoff]
+        buffer, times = self._buffer, self._times
+        if self._in_order:
+            while times and times[0] is not None and times[0] <= cutoff:
+                times.popleft()
+                buffer.popleft()
+            if time is None or (times and (times[-1] is None or time < times[-1])):
+                self._in_order = False
+        else:
+            kept = [(t, e) for t, e in zip(times, buffer, strict=True)
+                    if t is None or t > cutoff]
+            self._times = times = deque(t for t, _ in kept)
+            self._buffer = buffer = deque(e for _, e in kept)
+            # Back to the cheap path once the stragglers have left the window.
+            order = [*times, time]
+            self._in_order = None not in order and all(
+                a <= b for a, b in itertools.pairwise(order))
         buffer.append(event)
-        self._buffer = buffer
+        times.append(time)
         self._out(list(buffer))
 
 
@@ -102,7 +163,11 @@ class fixed_time_window(Stream):
     The first window starts at the first event's time; a window is emitted when
     an event past its end arrives, followed by an empty list for each window
     that saw nothing. Late events (before the current window) are dropped;
-    events without a time join the current window.
+    events without a time join the current window. An event whose time lies
+    more than ``max_skew`` seconds from the clock (default
+    :data:`DEFAULT_MAX_SKEW`, one hour; ``None`` accepts any) is dropped and
+    counted in ``skewed``: trusted, a year-ahead time would emit millions of
+    empty windows and make every later event late.
 
     >>> from streams import Event
     >>> out = []
@@ -112,10 +177,13 @@ class fixed_time_window(Stream):
     [[1, 2], [3], []]
     """
 
-    __slots__ = ("_buffer", "_start", "dt")
+    __slots__ = ("_buffer", "_start", "dt", "max_skew", "skewed")
 
-    def __init__(self, dt: float, *children: Child) -> None:
+    def __init__(self, dt: float, *children: Child,
+                 max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.dt = seconds(dt, "fixed_time_window(dt, *children)", "dt")
+        self.max_skew = _max_skew(max_skew, f"{type(self).__name__}(dt, *children, max_skew=...)")
+        self.skewed = 0
         self._start: float | None = None
         self._buffer: list[Any] = []
         self._set_children(children)
@@ -127,6 +195,8 @@ class fixed_time_window(Stream):
         time = event.time
         if time is None:
             self._buffer.append(event)
+            return
+        if _skewed(self, time):
             return
         start = self._start
         if start is None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from hypothesis import settings
@@ -19,6 +23,42 @@ def through(build: Any, inputs: list[Any]) -> list[Any]:
     for item in inputs:
         stream(item)
     return sink.events
+
+
+def start_rillet(config: Path, *options: str, **popen: Any) -> tuple[subprocess.Popen[str], int,
+                                                                      str]:
+    """``rillet run config options`` in a subprocess: it, its TCP port and its log until then."""
+    process = subprocess.Popen([sys.executable, "-m", "transport._cli", "run", str(config),
+                                *options], stderr=subprocess.PIPE, text=True, **popen)
+    assert process.stderr is not None
+    log = ""
+    for line in process.stderr:
+        log += line
+        found = re.search(r"TCP server listening on 127\.0\.0\.1:(\d+)", line)
+        if found:
+            return process, int(found.group(1)), log
+    process.wait()
+    raise AssertionError(f"rillet run did not start a TCP server:\n{log}")
+
+
+def hostile_requests() -> list[bytes]:
+    """Framed requests that once froze the server (issue 10): a LIKE with many wildcards
+    and a nested-quantifier regex against a 200-character service, an event a year ahead
+    into a time window, and 50 events into a stream that raises on each."""
+    import time
+
+    from streams import Event
+    from transport._codec import encode_request
+
+    now = time.time()
+    return [
+        encode_request([Event(host="evil", service="a" * 200, time=now)]),
+        encode_request(query='service =~ "%a%a%a%a%a%a%a%a%b"'),
+        encode_request(query='service ~= "(a+)+b"'),
+        encode_request([Event(service="window", time=now + 365 * 86400),
+                        Event(service="window", time=now)]),
+        encode_request([Event(service="fail", time=now)] * 50),
+    ]
 
 
 def run_serving(config: Any, index: Any, body: Any, *, timeout: float = 30) -> Any:

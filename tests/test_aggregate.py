@@ -173,3 +173,11 @@ def test_time_windows_part_time_simple_spec_example() -> None:
     clock().advance(106)
     assert finished == [(1, [1, 2, 4, 5], 6), (6, [6, 8, 9], 11), (96, [99, 100], 101),
                         (101, [101, 102], 106)]
+
+
+def test_throttle_window_boundaries_do_not_drift_with_rounding() -> None:
+    # Found by the property above: the boundary after 22.078 was computed as
+    # 30.000000000000004, so the event at 30.0 fell in the window before.
+    inputs = [Event(time=0)] * 11 + [Event(time=22.078), Event(time=30.0)]
+    out = run(lambda sink: throttle(1, 10, sink), inputs)
+    assert [e.time for e in out] == [0, 22.078, 30.0]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import trio
+from _helpers import start_rillet
 from test_server import is_closed, read_reply, request, still_serves, with_server
 
 from streams import Event
@@ -352,7 +353,7 @@ def test_udp_datagrams_of_max_size_are_taken_and_longer_ones_dropped_and_counted
             with trio.fail_after(5):
                 while running.index.lookup(None, "exact") is None:
                     await trio.sleep(0.01)
-        assert udp.statistics() == {"datagrams": 3, "dropped": 2}
+        assert udp.statistics() == {"datagrams": 3, "dropped": 2, "kernel_dropped": 0}
         assert [event.service for event in running.index] == ["exact"]
         await still_serves(running.ports[0])
 
@@ -437,3 +438,105 @@ def test_events_that_outlive_an_expiry_sweep_stop_pinning_their_wire_message() -
     stored = index.lookup("h42", "s")
     assert type(stored) is PlainEvent and stored == sent[42]
     assert index.search('env = "prod" and metric >= 99') == [sent[99]]
+
+
+def test_garbage_udp_is_counted_every_time_and_logged_once_per_interval(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Before: one warning per datagram (~10k lines/s from a spoofable source).
+    import logging
+
+    async def body(running: Running) -> None:
+        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        with sock:
+            await sock.connect(("127.0.0.1", _udp_port(running)))
+            for _ in range(300):
+                await sock.send(b"\xff\xff garbage")
+            await sock.send(encode_request([Event(host="after", service="g", time=1)],
+                                           framed=False))
+            with trio.fail_after(5):
+                while running.index.lookup("after", "g") is None:
+                    await trio.sleep(0.01)
+        udp = running.services[1]
+        assert udp.statistics()["dropped"] == 300
+
+    with caplog.at_level(logging.WARNING, logger="rillet.server"):
+        with_server(body)
+    assert len([r for r in caplog.records if "UDP datagram" in r.getMessage()]) == 1
+
+
+BLOCKING_CONFIG = """
+import time
+from streams import *
+from transport import tcp_server
+
+tcp_server(port=0)
+
+def block_forever(event):
+    if event.service == "block":
+        time.sleep(3600)
+
+streams(block_forever, index)
+"""
+
+
+def test_a_blocking_stream_is_reported_and_sigterm_still_ends_the_process(
+        tmp_path: Path) -> None:
+    # Before: nothing said what held the loop, and SIGTERM was ignored while it blocked.
+    config = tmp_path / "monitoring.py"
+    config.write_text(BLOCKING_CONFIG)
+    process, port, _ = start_rillet(config, "--stall", "0.2", "--stop-within", "1")
+    assert process.stderr is not None
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.sendall(encode_request([Event(service="block", time=1)]))
+            report = ""
+            for line in process.stderr:
+                report += line
+                if "block_forever" in line:
+                    break
+            assert "the event loop has been held for" in report
+            assert "time.sleep(3600)" in report or "block_forever" in report
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            _, rest = process.communicate(timeout=10)
+        assert time.monotonic() - started < 5
+        assert process.returncode == 1
+        assert "still running 1.0 s after SIGTERM" in rest and "block_forever" in rest
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_fields_riemann_proto_does_not_know_never_reach_other_clients() -> None:
+    # Before: an event carrying a 1 MB unknown field was echoed byte for byte in
+    # other clients' query replies until the index materialised it.
+    foreign = b"FOREIGN!" * 2000
+    event = Msg().events.add(host="h", service="unknown-field", time=1)
+    wire = event.SerializeToString() + b"\xfa\x06" + _varint(len(foreign)) + foreign  # field 111
+    message = b"2" + _varint(len(wire)) + wire
+
+    async def body(running: Running) -> None:
+        port = running.ports[0]
+        assert (await request(port, frame(message))).ok
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            await stream.send_all(encode_request(query='service = "unknown-field"'))
+            raw = b""
+            while len(raw) < 4 or len(raw) < 4 + int.from_bytes(raw[:4], "big"):
+                raw += await stream.receive_some(65536)
+        assert b"FOREIGN!" not in raw
+        reply = Msg.FromString(raw[4:])
+        assert [e.host for e in reply.events] == ["h"]
+
+    with_server(body)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)

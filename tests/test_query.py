@@ -453,3 +453,63 @@ def test_any_text_parses_or_raises_query_syntax_error(text: str) -> None:
         assert "column" in str(error)
     else:
         assert query(Event()) in (True, False)
+
+
+# Linear time (issue 10): a query from any client must not stall the server ----
+
+def _seconds(query: Query, event: Event) -> tuple[bool, float]:
+    import time
+
+    start = time.perf_counter()
+    result = query(event)
+    return result, time.perf_counter() - start
+
+
+def test_like_with_many_wildcards_takes_linear_time() -> None:
+    # As a backtracking regex (.*a.*a.*…b) this took seconds at 60
+    # characters and never came back at 200.
+    query = compile_query('service =~ "%a%a%a%a%a%a%a%b"')
+    result, seconds = _seconds(query, ev(service="a" * 100_000))
+    assert result is False
+    assert seconds < 0.05
+    assert query(ev(service="xaxaxaxaxaxaxaxb")) is True
+    assert query(ev(service="aaaaaaab")) is True
+    assert query(ev(service="aaaaaab")) is False
+
+
+def test_like_underscore_is_literal_as_in_riemann() -> None:
+    query = compile_query('host =~ "web_%"')
+    assert query(ev(host="web_1")) is True
+    assert query(ev(host="webx1")) is False
+
+
+def test_regex_with_nested_quantifiers_takes_linear_time() -> None:
+    # Python's re needs ~2^n steps for (a+)+b against n a's: 25 took seconds.
+    query = compile_query('service ~= "(a+)+b"')
+    result, seconds = _seconds(query, ev(service="a" * 100_000))
+    assert result is False
+    assert seconds < 0.05
+    assert query(ev(service="aaab")) is True
+
+
+@pytest.mark.parametrize(("pattern", "reason"), [
+    ("(a)\\\\1", "invalid escape sequence: \\1"),
+    ("(?=a)", "invalid perl operator: (?="),
+    ("a++", "bad repetition operator: ++"),
+    ("a{1001}", "invalid repetition size: {1001}"),
+    ("[", "missing ]: ["),
+])
+def test_regex_that_cannot_run_in_linear_time_is_refused_at_parse(
+        pattern: str, reason: str) -> None:
+    with pytest.raises(QuerySyntaxError) as caught:
+        compile_query(f'host ~= "{pattern}"')
+    message = str(caught.value)
+    assert reason in message
+    assert "RE2 syntax" in message
+    assert caught.value.column == 9
+
+
+def test_regex_matches_utf8_and_lone_surrogates() -> None:
+    assert compile_query('host ~= "^caf.$"')(ev(host="café")) is True
+    assert compile_query('host ~= "x"')(ev(host="\ud800x")) is True
+    assert compile_query('host ~= "(?i)^WEB\\\\d+"')(ev(host="web12")) is True

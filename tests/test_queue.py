@@ -78,3 +78,88 @@ def test_config_errors_name_the_argument() -> None:
 
     with pytest.raises(ValueError, match=r"size=0"):
         async_queue("q", print, size=0)
+
+
+def _pipelined(child: Any, size: int, messages: int, per_message: int) -> async_queue:
+    """Send ``messages`` requests of ``per_message`` events at once; every one is acked."""
+    from test_server import read_reply
+
+    from transport._codec import FrameDecoder, encode_request
+
+    with declaring(Config()) as declared:
+        queue = async_queue("q", child, size=size)
+    config = Config(streams=[queue], services=[TcpServer(port=0), *declared.services])
+    payload = b"".join(
+        encode_request([Event(service="q", metric=m * per_message + i, time=1)
+                        for i in range(per_message)]) for m in range(messages))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            running: Running = await nursery.start(functools.partial(serve, config,
+                                                                     index=Index()))
+            with trio.fail_after(30):
+                async with await trio.open_tcp_stream("127.0.0.1", running.ports[0]) as stream:
+                    nursery.start_soon(stream.send_all, payload)
+                    decoder = FrameDecoder()
+                    for _ in range(messages):
+                        assert (await read_reply(stream, decoder)).ok
+                while queue.statistics()["queued"]:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return queue
+
+
+def test_a_queue_whose_consumer_keeps_up_never_drops() -> None:
+    # Before: the drain task took one event per turn while a connection put a
+    # whole read on the queue, so a no-op child saw 0.1 % of a full-speed load.
+    seen = [0]
+
+    def count(event: Any) -> None:
+        seen[0] += 1
+
+    queue = _pipelined(count, size=1000, messages=300, per_message=100)
+    stats = queue.statistics()
+    assert (stats["dropped"], stats["completed"], seen[0]) == (0, 30_000, 30_000)
+
+
+def test_a_slow_consumer_pauses_tcp_clients_instead_of_dropping() -> None:
+    import time
+
+    order: list[int] = []
+
+    def slow(event: Any) -> None:
+        deadline = time.perf_counter() + 0.00005
+        while time.perf_counter() < deadline:
+            pass
+        order.append(event.metric)
+
+    queue = _pipelined(slow, size=1000, messages=100, per_message=100)
+    stats = queue.statistics()
+    assert stats["dropped"] == 0 and stats["paused"] > 0
+    assert order == list(range(10_000))
+
+
+def test_events_still_queued_at_shutdown_reach_the_children() -> None:
+    import time
+
+    seen: list[int] = []
+
+    def slow(event: int) -> None:
+        time.sleep(0.001)  # a turn of the drain task ends long before the queue is empty
+        seen.append(event)
+
+    with declaring(Config()):
+        queue = async_queue("q", slow, size=100)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(queue.serve, None)
+            for i in range(50):
+                queue(i)
+            nursery.cancel_scope.cancel()  # before the drain task ran once
+
+    trio.run(main)
+    assert seen == list(range(50))
+    assert queue.statistics()["dropped"] == 0

@@ -301,7 +301,8 @@ def test_an_unchanged_queue_keeps_its_queued_events_across_a_reload(tmp_path: Pa
     carried = runtime.swap(runtime.load(path))
     assert carried.stopped_services == [server, queue]
     assert [repr(s) for s in carried.started_services] == [
-        "TcpServer(host='127.0.0.1', port=6000, max_frame=67108864)",
+        "TcpServer(host='127.0.0.1', port=6000, max_frame=67108864, max_connections=4096, "
+        "idle_timeout=3600.0, max_buffered=268435456, max_events=100000)",
         "async_queue('mail', print, size=20)"]
     with runtime:
         runtime.stream([Event(state="critical", time=3)])

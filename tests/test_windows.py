@@ -137,6 +137,77 @@ def test_fixed_time_window_windows_are_aligned_and_ordered(dt: int, inputs: list
     assert all(any(t == x for x in it) for t in kept)
 
 
+# Time sanity (issue 10): a host with a wrong clock cannot break a time window -------------
+
+YEAR = 365 * 86400.0
+
+
+@pytest.fixture()
+def clock_at_1000(clock: Any) -> None:
+    clock.set(1000)
+
+
+@pytest.mark.usefixtures("clock_at_1000")
+@pytest.mark.parametrize("build", [fixed_time_window, moving_time_window])
+@pytest.mark.parametrize("bad_time", [1000 + YEAR, 1000 - YEAR, float("nan")])
+def test_an_event_far_from_the_clock_is_dropped_and_counted_and_later_events_still_flow(
+        build: Any, bad_time: float) -> None:
+    # Before: a year ahead made fixed_time_window(10) emit 3,153,599 empty
+    # windows in one call, then treat every correctly timed event as late.
+    from streams.testing import Sink
+
+    sink = Sink()
+    window = build(10, sink)
+    for t in [1000, 1001, bad_time, 1002, 1011, 1025]:
+        window(Event(time=t))
+    assert window.skewed == 1
+    assert len(sink.events) <= 6
+    seen = {e.time for w in sink.events for e in w}
+    assert {1000, 1001, 1002, 1011} <= seen
+    assert bad_time not in seen
+
+
+@pytest.mark.usefixtures("clock_at_1000")
+def test_max_skew_is_configurable_and_none_trusts_every_time() -> None:
+    out = through(lambda sink: fixed_time_window(10, sink, max_skew=5), [
+        Event(time=t) for t in [1000, 1004, 1006, 1009]])
+    assert out == []
+    assert times(through(lambda sink: fixed_time_window(10, sink, max_skew=None), [
+        Event(time=t) for t in [1000, 1004, 1006 + 3600 * 24, 1009]])) == \
+        [[1000, 1004]] + [[]] * 8639
+    with pytest.raises(ValueError, match=r"max_skew must be a positive number .* got -1"):
+        moving_time_window(10, max_skew=-1)
+    assert repr(fixed_time_window(10, print, max_skew=60)) == \
+        "fixed_time_window(10, print, max_skew=60)"
+
+
+@pytest.mark.usefixtures("clock_at_1000")
+def test_moving_time_window_reads_each_event_time_a_bounded_number_of_times() -> None:
+    # Before: every call re-read the time of every buffered event (O(window)
+    # decodes per event for events decoded from the wire).
+    reads = [0]
+
+    class Counted:
+        def __init__(self, time: float) -> None:
+            self._time = time
+
+        @property
+        def time(self) -> float:
+            reads[0] += 1
+            return self._time
+
+    window = moving_time_window(500, lambda events: None)
+    for n in range(3000):
+        window(Counted(time=1000 - 1500 + n * 0.5))
+    assert reads[0] < 3 * 3000
+    out: list[list[Event]] = []
+    window = moving_time_window(2, out.append)
+    for t in [1000, 999.5, 1001, 1002.5, 1003]:  # one straggler, then in order again
+        window(Event(time=t))
+    assert times(out) == [[1000], [1000, 999.5], [1000, 999.5, 1001], [1001, 1002.5],
+                          [1002.5, 1003]]
+
+
 # window ----------------------------------------------------------------------
 
 @pytest.mark.parametrize(("n", "inputs", "expected"), [

@@ -34,12 +34,15 @@ if TYPE_CHECKING:
     from ._graphing import graphite, graphite_annotations, graphite_path, influxdb
     from ._graphite_input import GraphiteServer, graphite_server
     from ._http import SseServer, WsServer, sse_server, ws_server
+    from ._instrumentation import instrumentation
     from ._messages import slack_escape, slack_text
     from ._prometheus import prometheus_endpoint
     from ._queue import async_queue
     from ._run import Running, serve
     from ._scheduler import TrioScheduler
     from ._server import TcpServer, UdpServer, tcp_server, udp_server
+    from ._snapshot import index_snapshot
+    from ._tls import tls
     from ._trio_client import TrioBatcher, TrioClient
 
 __all__ = [
@@ -57,13 +60,15 @@ __all__ = [
     "webhook",
     # the live view and the other inputs
     "GraphiteServer", "SseServer", "WsServer", "graphite_server", "sse_server", "ws_server",
+    # operations: persistence, TLS, self-instrumentation
+    "index_snapshot", "instrumentation", "tls",
 ]
 
 # The modules behind __all__, imported on first use of any public name (PEP 562):
 # `rillet send` imports transport._client alone, without trio and the servers.
 _PUBLIC_MODULES = ("_alerting", "_client", "_codec", "_delivery", "_forward", "_graphing",
-                   "_messages", "_prometheus", "_queue", "_run", "_scheduler", "_server",
-                   "_trio_client", "_graphite_input", "_http")
+                   "_instrumentation", "_messages", "_prometheus", "_queue", "_run", "_scheduler",
+                   "_server", "_snapshot", "_tls", "_trio_client", "_graphite_input", "_http")
 
 
 def __getattr__(name: str) -> Any:

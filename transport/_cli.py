@@ -71,6 +71,12 @@ def parser() -> argparse.ArgumentParser:
                           "(default: %(default)s)")
     run.add_argument("--watch", action="store_true",
                      help="reload when the config file or a module next to it changes")
+    run.add_argument("--stall", type=float, metavar="SECONDS",
+                     help="log the stack of whatever holds the event loop longer than this "
+                          "(default 1)")
+    run.add_argument("--stop-within", type=float, metavar="SECONDS",
+                     help="after SIGTERM, exit with status 1 if still running after this long "
+                          "(default 10)")
     run.set_defaults(func=_run)
     check = commands.add_parser(
         "check", help="load a config without running it: print what it declares, "

@@ -22,6 +22,7 @@ from streams import Config, ConfigError, Runtime, VirtualClock
 
 from ._run import Running, listeners, serve, watch
 from ._scheduler import TrioScheduler
+from ._watchdog import Watchdog
 
 __all__ = ["check", "reload", "run"]
 
@@ -95,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     tune_garbage_collector()
     pid_file = Path(args.pid_file)
     try:
-        trio.run(_serve_until_stopped, config, runtime, pid_file, args.watch)
+        with Watchdog(args.stall, args.stop_within) as watchdog:
+            trio.run(_serve_until_stopped, config, runtime, pid_file, args.watch, watchdog)
     except BaseException as error:
         # trio wraps what escapes a nursery in (nested) exception groups.
         leaves = _leaves(error)
@@ -114,24 +116,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve_until_stopped(config: Config, runtime: Runtime, pid_file: Path,
-                               watching: bool = False) -> None:
-    """Serve until Ctrl-C or SIGTERM, reloading on SIGHUP; either way the
+                               watching: bool, watchdog: Watchdog) -> None:
+    """Serve until Ctrl-C or SIGTERM (which the watchdog handles, so that it
+    works even while a stream blocks), reloading on SIGHUP; either way the
     config's streams are closed at the end."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
+            await nursery.start(watchdog.heartbeat, nursery.cancel_scope.cancel)
             running: Running = await nursery.start(
                 lambda task_status: serve(config, runtime=runtime, task_status=task_status))
             _write_pid_file(pid_file)
             if watching:
                 nursery.start_soon(watch, running)
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    log.info("received SIGHUP; reloading %s", runtime.config and
-                             runtime.config.source)
-                    await running.reload()
-                    continue
-                log.info("received %s; stopping", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
+            async for _ in signals:
+                log.info("received SIGHUP; reloading %s", runtime.config and
+                         runtime.config.source)
+                await running.reload()
 
 
 def _write_pid_file(path: Path) -> None:

@@ -8,8 +8,15 @@ no request sees a half-built one.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import math
 import socket
+import ssl
+import sys
+import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +25,7 @@ import trio
 from streams import Event, Runtime
 from streams._clock import must_propagate
 from streams._query import QuerySyntaxError
+from streams._ratelimit import LogLimiter
 
 from ._codec import (
     DEFAULT_MAX_DATAGRAM,
@@ -30,34 +38,76 @@ from ._codec import (
     decode_message,
     encode_event,
     encode_reply,
+    frame,
 )
 from ._defaults import DEFAULT_HOST, DEFAULT_PORT
+from ._limits import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BUFFERED,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_EVENTS,
+    ConnectionSlots,
+    accept_forever,
+    check_limits,
+)
+from ._slices import TooManyEvents, message_pieces
 
-__all__ = ["TcpServer", "UdpServer", "handle", "tcp_server", "udp_server"]
+__all__ = ["TcpServer", "UdpServer", "answer", "handle", "tcp_server", "udp_server"]
 
 log = logging.getLogger("rillet.server")
 
 # Reply bytes a connection buffers before writing (see TcpServer._connection).
 _FLUSH_AT = 256 * 1024
+# The longest a connection works before it lets other clients, timers and
+# signals run (pipelined requests), and the events streamed or searched
+# between two such turns within one request (a huge message, a query over a
+# large index). See docs/operations.md, "Stalls".
+TURN_SECONDS = 0.005
+SLICE = 4096
+# Messages above this size are decoded a piece at a time (see _slices.py);
+# below it, one holds at most 32k (empty) events.
+_LARGE_PAYLOAD = 64 * 1024
 
 
 def handle(runtime: Runtime, request: Decoded) -> bytes:
     """The framed reply to one request: ok, an error, or query results."""
-    failure = runtime.stream(request.events) if request.events else None
+    return _finish(_steps(runtime, request))
+
+
+async def answer(runtime: Runtime, request: Decoded) -> bytes:
+    """:func:`handle`, letting the loop run between slices of a large request."""
+    steps = _steps(runtime, request)
+    try:
+        while True:
+            next(steps)
+            await trio.lowlevel.checkpoint()
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def _steps(runtime: Runtime, request: Decoded) -> Generator[None, None, bytes]:
+    # One home for a request's handling; it pauses (yields) between slices
+    # of SLICE events, and the caller decides whether to let the loop run there.
+    events = request.events
+    failure: Exception | None = None
+    for start in range(0, len(events), SLICE):
+        if start:
+            yield
+        failed = runtime.stream(events if len(events) <= SLICE else events[start:start + SLICE])
+        failure = failure or failed
     if failure is not None:
         return _error_reply(str(failure) or type(failure).__name__)
     if request.query is None:
         return OK_REPLY
     try:
-        found: list[Event] = runtime.index.search(request.query)
-        try:
-            return encode_reply(ok=True, events=found)
-        except ValueError:
-            # A stream indexed a value protobuf cannot carry. Failing the
-            # reply would fail every query matching that event until it
-            # expires (never, for a time in the far future), so it is left
-            # out and logged instead.
-            return encode_reply(ok=True, events=_encodable(found, request.query))
+        parts: list[bytes] = []
+        for found in runtime.index.search_slices(request.query, SLICE):
+            if found:
+                # Concatenated Msgs parse as one whose events are all of
+                # theirs, so each slice is encoded on its own.
+                parts.append(_encode_found(found, request.query)[4:])
+            yield
+        return frame(b"".join(parts)) if parts else OK_REPLY
     except QuerySyntaxError as error:
         return _error_reply(str(error))
     except Exception as error:
@@ -65,6 +115,45 @@ def handle(runtime: Runtime, request: Decoded) -> bytes:
         # unencodable indexed event) is this request's failure alone.
         log.warning("query %.200r failed", request.query, exc_info=error)
         return _error_reply(f"{type(error).__name__}: {error}")
+
+
+async def _answer_in_pieces(runtime: Runtime, payload: bytes, now: float,
+                            max_events: int) -> bytes:
+    """The reply to one large message, decoded and streamed SLICE events at a time."""
+    failure: bytes | None = None
+    reply = OK_REPLY
+    pieces = message_pieces(payload, SLICE, max_events)
+    try:
+        first = next(pieces)  # counts the events before any is streamed
+    except TooManyEvents as error:
+        return _error_reply(str(error))
+    for piece in itertools.chain((first,), pieces):
+        # Decoding the whole message first would hold the loop for as long
+        # as creating every event takes (a second for a few hundred thousand).
+        reply = await answer(runtime, decode_message(piece, now))
+        if failure is None and reply != OK_REPLY:
+            failure = reply
+        await trio.lowlevel.checkpoint()
+    return reply if failure is None else failure
+
+
+def _finish(steps: Generator[None, None, bytes]) -> bytes:
+    """Run ``steps`` through without pausing; what they return."""
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def _encode_found(found: list[Event], query: str) -> bytes:
+    try:
+        return encode_reply(ok=True, events=found)
+    except ValueError:
+        # A stream indexed a value protobuf cannot carry. Failing the reply
+        # would fail every query matching that event until it expires (never,
+        # for a time in the far future), so it is left out and logged instead.
+        return encode_reply(ok=True, events=_encodable(found, query))
 
 
 def _encodable(events: list[Event], query: str) -> list[Event]:
@@ -96,10 +185,21 @@ class TcpServer:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     max_frame: int = DEFAULT_MAX_FRAME
+    # Limits: see transport/_limits.py and docs/operations.md.
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
+    max_buffered: int = DEFAULT_MAX_BUFFERED
+    max_events: int = DEFAULT_MAX_EVENTS
+    tls: ssl.SSLContext | None = field(default=None, repr=False)  # see transport/_tls.py
     connections: int = field(default=0, repr=False)
     requests: int = field(default=0, repr=False)
     protocol_errors: int = field(default=0, repr=False)
+    buffered: int = field(default=0, repr=False)
+    idle_closed: int = field(default=0, repr=False)
     bound_port: int | None = field(default=None, repr=False)
+    _log: LogLimiter = field(default_factory=lambda: LogLimiter(log), repr=False)
+    _queues_of: Any = field(default=None, repr=False)
+    _queue_list: tuple[Any, ...] = field(default=(), repr=False)
 
     async def serve(self, runtime: Runtime, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -108,41 +208,101 @@ class TcpServer:
             listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.bound_port = listeners[0].socket.getsockname()[1]
         task_status.started(self.bound_port)
-        await trio.serve_listeners(lambda s: self._connection(s, runtime), listeners)
+        slots = ConnectionSlots(self.max_connections)
+
+        async def handle(stream: trio.SocketStream) -> None:
+            self.connections += 1
+            try:
+                if self.tls is not None:
+                    # The handshake happens on the first read, under idle_timeout.
+                    await self._connection(trio.SSLStream(stream, self.tls, server_side=True),
+                                           runtime)
+                else:
+                    await self._connection(stream, runtime)
+            finally:
+                self.connections -= 1
+                slots.release()
+
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(accept_forever, listener, slots, handle, nursery, self._log)
 
     async def _connection(self, stream: Any, runtime: Runtime) -> None:
-        self.connections += 1
         decoder = FrameDecoder(self.max_frame)
         peer = _peer(stream)
+        idle_timeout = math.inf if self.idle_timeout is None else self.idle_timeout
+        held = 0  # bytes of a partial frame this connection holds, part of self.buffered
         try:
             while True:
-                data = await stream.receive_some(262_144)
+                data: bytes | bytearray | None = None
+                with trio.move_on_after(idle_timeout):
+                    data = await stream.receive_some(262_144)
+                if data is None:
+                    self.idle_closed += 1
+                    log.debug("closing TCP connection from %s: silent for idle_timeout=%s s",
+                              peer, self.idle_timeout)
+                    return
                 if not data:
                     return
                 decoder.feed(data)
                 now = runtime.now()
+                queues = self._queues(runtime)
                 # Every complete frame of this read is handled, then one write
                 # acknowledges them all: coalesced acks, order kept. Large
                 # replies (queries) are written as soon as they add up, so a
                 # peer that pipelines queries without reading is held back by
                 # the socket instead of growing this buffer.
+                # A read of many small pipelined requests is also written out
+                # (which lets the loop run) every TURN_SECONDS, so it cannot
+                # hold the other clients for as long as it lasts.
                 replies: list[bytes] = []
                 pending = 0
+                turn_ends = time.perf_counter() + TURN_SECONDS
                 for payload in decoder.frames():
-                    reply = handle(runtime, decode_message(payload, now))
+                    if queues and any(queue.crowded() for queue in queues):
+                        # Backpressure: stop reading until the queues drain,
+                        # rather than make them drop what clients sent.
+                        if replies:
+                            self.requests += len(replies)
+                            await stream.send_all(b"".join(replies))
+                            replies, pending = [], 0
+                        for queue in queues:
+                            await queue.wait_for_room()
+                        now = runtime.now()
+                    if len(payload) > _LARGE_PAYLOAD:
+                        reply = await _answer_in_pieces(runtime, payload, now, self.max_events)
+                        now = runtime.now()
+                    else:
+                        request = decode_message(payload, now)
+                        if len(request.events) > self.max_events:
+                            reply = _error_reply(str(TooManyEvents(len(request.events),
+                                                                   self.max_events)))
+                        elif request.query is None and len(request.events) <= SLICE:
+                            reply = handle(runtime, request)
+                        else:
+                            reply = await answer(runtime, request)
                     replies.append(reply)
                     pending += len(reply)
-                    if pending >= _FLUSH_AT:
+                    if pending >= _FLUSH_AT or time.perf_counter() >= turn_ends:
                         self.requests += len(replies)
                         await stream.send_all(b"".join(replies))
                         replies, pending = [], 0
+                        turn_ends = time.perf_counter() + TURN_SECONDS
                         now = runtime.now()
                 if replies:
                     self.requests += len(replies)
                     await stream.send_all(replies[0] if len(replies) == 1 else b"".join(replies))
+                self.buffered += decoder.buffered - held
+                held = decoder.buffered
+                if held and self.buffered > self.max_buffered:
+                    raise ProtocolError(
+                        f"partial frames held across connections reached {self.buffered} "
+                        f"bytes, more than max_buffered={self.max_buffered}; this connection's "
+                        f"frame of {held} bytes so far is refused (raise max_buffered, or send "
+                        f"smaller messages)")
         except ProtocolError as error:
             self.protocol_errors += 1
-            log.warning("closing TCP connection from %s: %s", peer, error)
+            self._log.warning("protocol", "closing TCP connection from %s: %s", peer, error)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass
         except BaseException as error:
@@ -153,12 +313,21 @@ class TcpServer:
             log.error("closing TCP connection from %s: handling a request failed", peer,
                       exc_info=error)
         finally:
-            self.connections -= 1
+            self.buffered -= held
             await trio.aclose_forcefully(stream)
+
+    def _queues(self, runtime: Runtime) -> tuple[Any, ...]:
+        """The async_queues TCP connections wait for when crowded (backpressure)."""
+        services = runtime.services
+        if services is not self._queues_of:
+            self._queues_of = services
+            self._queue_list = tuple(s for s in services if hasattr(s, "wait_for_room"))
+        return self._queue_list
 
     def statistics(self) -> dict[str, Any]:
         return {"connections": self.connections, "requests": self.requests,
-                "protocol_errors": self.protocol_errors}
+                "protocol_errors": self.protocol_errors, "buffered": self.buffered,
+                "idle_closed": self.idle_closed}
 
 
 async def listen_tcp(host: str, port: int, kind: str) -> list[trio.SocketListener]:
@@ -191,7 +360,9 @@ def _bind_error(error: OSError, kind: str, host: str, port: int) -> OSError:
                                 f"{error.strerror or error}")
 
 
-def _peer(stream: trio.SocketStream) -> str:
+def _peer(stream: Any) -> str:
+    while not hasattr(stream, "socket"):  # under TLS
+        stream = stream.transport_stream
     try:
         host, port = stream.socket.getpeername()[:2]
         return f"{host}:{port}"
@@ -208,35 +379,53 @@ class UdpServer:
     max_size: int = DEFAULT_MAX_DATAGRAM
     datagrams: int = field(default=0, repr=False)
     dropped: int = field(default=0, repr=False)
+    kernel_dropped: int = field(default=0, repr=False)
     bound_port: int | None = field(default=None, repr=False)
+    # Garbage from a (spoofable) peer is logged once per interval with a count.
+    _log: LogLimiter = field(default_factory=lambda: LogLimiter(log), repr=False)
 
     async def serve(self, runtime: Runtime, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         with await bind_udp(self.host, self.port, "UDP") as sock:
             self.bound_port = sock.getsockname()[1]
+            # Linux tells, with each datagram queued after a drop, how many the
+            # kernel dropped on this socket so far because its buffer was full
+            # (a flood, a held loop).
+            overflow = getattr(socket, "SO_RXQ_OVFL", 40 if sys.platform == "linux" else None)
+            ancillary = 0
+            if overflow is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, overflow, 1)
+                    ancillary = socket.CMSG_SPACE(4)
             task_status.started(self.bound_port)
             while True:
                 # One byte more than allowed tells a longer datagram, which the
                 # kernel cuts, from one of exactly max_size: a cut that falls
                 # between two events still parses, and would take half a message.
-                data, peer = await sock.recvfrom(self.max_size + 1)
+                data, extra, _, address = await sock.recvmsg(self.max_size + 1, ancillary)
+                peer: tuple[Any, ...] = address  # type: ignore[assignment]
+                for level, kind, value in extra:
+                    if level == socket.SOL_SOCKET and kind == overflow and len(value) >= 4:
+                        self.kernel_dropped = int.from_bytes(value[:4], sys.byteorder)
                 self.datagrams += 1
                 if len(data) > self.max_size:
                     self.dropped += 1
-                    log.warning("dropped a UDP datagram from %s:%s longer than max_size=%d "
-                                "bytes: send fewer events per datagram, raise max_size, or use "
-                                "TCP", peer[0], peer[1], self.max_size)
+                    self._log.warning("long", "dropped a UDP datagram from %s:%s longer than "
+                                      "max_size=%d bytes: send fewer events per datagram, raise "
+                                      "max_size, or use TCP", peer[0], peer[1], self.max_size)
                     continue
                 try:
                     request = decode_datagram(data, runtime.now(), self.max_size)
                 except ProtocolError as error:
                     self.dropped += 1
-                    log.warning("dropped a UDP datagram from %s:%s: %s", peer[0], peer[1], error)
+                    self._log.warning("garbage", "dropped a UDP datagram from %s:%s: %s",
+                                      peer[0], peer[1], error)
                     continue
                 try:
                     runtime.stream(request.events)
                     if request.query is not None:  # evaluated as Riemann does; nobody gets it
-                        runtime.index.search(request.query)
+                        for _ in runtime.index.search_slices(request.query, SLICE):
+                            await trio.lowlevel.checkpoint()
                 except QuerySyntaxError:
                     self.dropped += 1
                 except BaseException as error:
@@ -244,20 +433,37 @@ class UdpServer:
                         raise
                     # One datagram's failure must not stop the UDP server.
                     self.dropped += 1
-                    log.error("a UDP datagram from %s:%s failed", peer[0], peer[1],
-                              exc_info=error)
+                    self._log.error(type(error).__name__, "a UDP datagram from %s:%s failed",
+                                    peer[0], peer[1], exc_info=error)
 
     def statistics(self) -> dict[str, Any]:
-        return {"datagrams": self.datagrams, "dropped": self.dropped}
+        return {"datagrams": self.datagrams, "dropped": self.dropped,
+                "kernel_dropped": self.kernel_dropped}
 
 
 def tcp_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
-               max_frame: int = DEFAULT_MAX_FRAME) -> TcpServer:
-    """Declare a TCP server in a config (Riemann's ``tcp-server``)."""
+               max_frame: int = DEFAULT_MAX_FRAME,
+               max_connections: int = DEFAULT_MAX_CONNECTIONS,
+               idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+               max_buffered: int = DEFAULT_MAX_BUFFERED,
+               max_events: int = DEFAULT_MAX_EVENTS,
+               tls: ssl.SSLContext | None = None) -> TcpServer:
+    """Declare a TCP server in a config (Riemann's ``tcp-server``).
+
+    The limits are described in docs/operations.md ("Limits"); ``tls`` takes
+    ``transport.tls(certfile=..., keyfile=...)`` ("TLS").
+    """
     from streams._config import service
 
     _check_port(port, "tcp_server")
-    return service(TcpServer(host=host, port=port, max_frame=max_frame))  # type: ignore[no-any-return]
+    check_limits("tcp_server", max_connections=max_connections, idle_timeout=idle_timeout,
+                 max_buffered=max_buffered, max_events=max_events)
+    if tls is not None and not isinstance(tls, ssl.SSLContext):
+        raise TypeError(f"tcp_server(tls={tls!r}): tls must be a context from transport.tls(), "
+                        f"e.g. tls=tls(certfile=\"server.pem\", keyfile=\"server.key\")")
+    return service(TcpServer(  # type: ignore[no-any-return]
+        host=host, port=port, max_frame=max_frame, max_connections=max_connections,
+        idle_timeout=idle_timeout, max_buffered=max_buffered, max_events=max_events, tls=tls))
 
 
 def udp_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
