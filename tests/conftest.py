@@ -91,6 +91,7 @@ def codec(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
 
     if request.param == "python":
         monkeypatch.setattr(_codec, "_fast_decode", None)
+        monkeypatch.setattr(_codec, "_fast_encode", None)
     elif _codec._fast_decode is None:
         if os.environ.get(_fastpath.PURE_PYTHON_VARIABLE, "") not in ("", "0"):
             pytest.skip(f"{_fastpath.PURE_PYTHON_VARIABLE} forces the pure-Python codec")

@@ -19,13 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import varint
 from conftest import peer_unavailable
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from streams import Event
 from transport import _codec, _fastpath
-from transport._codec import ProtocolError, decode_message, encode_event, encode_request
+from transport._codec import (
+    ProtocolError,
+    decode_message,
+    encode_event,
+    encode_reply,
+    encode_request,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_700_000_000.25
@@ -47,19 +54,6 @@ needs_c = pytest.mark.usefixtures("c_parser")
 
 # A protobuf writer small enough to emit what protobuf's own API refuses to:
 # non-UTF-8 strings, wrong wire types, unknown fields and groups.
-
-
-def varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def key(field: int, wire: int) -> bytes:
@@ -316,3 +310,78 @@ def test_the_environment_variable_selects_the_pure_python_codec_and_its_suite_pa
          "tests/test_codec.py", "tests/test_server.py", "tests/test_client.py"],
         env=environment, capture_output=True, text=True, cwd=ROOT, timeout=110)
     assert suite.returncode == 0, suite.stdout[-3000:] + suite.stderr[-2000:]
+
+
+# The encoder: the same events give the same bytes as protobuf, or are left to it.
+
+fast_encode = _codec._fast_encode
+
+unusual_events = st.builds(
+    Event,
+    host=st.none() | st.text(max_size=6),  # lone surrogates included
+    service=st.none() | st.text(max_size=6),
+    state=st.none() | st.sampled_from(["ok", "", "critical"]),
+    description=st.none() | st.text(max_size=60),
+    metric=st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats()
+    | st.sampled_from([2**24, 2**24 + 1, -(2**24) - 1, 3.4028234663852886e38, 3.5e38, 1e-46,
+                       float("nan"), float("inf"), -0.0]),
+    tags=st.lists(st.text(max_size=4), max_size=3).map(tuple),
+    time=st.none() | st.integers(-(2**63), 2**63) | st.floats()
+    | st.sampled_from([9e12, 9e12 + 1, -9e12, 0.5, 2.5, 1e-7, 1_700_000_000.1234565]),
+    ttl=st.none() | st.floats() | st.integers(-(2**25), 2**25) | st.just(True),
+    attributes=st.dictionaries(
+        st.text(min_size=1, max_size=4).filter(lambda k: k not in
+                                               ("host", "service", "state", "description",
+                                                "tags", "time", "ttl", "metric")),
+        st.none() | st.text(max_size=4) | st.booleans() | st.integers(0, 9), max_size=3),
+)
+
+
+def protobuf_bytes(events: list[Event]) -> bytes | None:
+    saved, _codec._fast_encode = _codec._fast_encode, None
+    try:
+        return encode_request(events, framed=False)
+    except ValueError:
+        return None
+    finally:
+        _codec._fast_encode = saved
+
+
+@needs_c
+@slow
+@given(st.lists(unusual_events, min_size=1, max_size=4))
+def test_the_c_encoder_writes_what_protobuf_writes_or_leaves_it(events: list[Event]) -> None:
+    assert fast_encode is not None
+    expected = protobuf_bytes(events)
+    got = fast_encode(events)
+    if expected is None:
+        assert got is None, "the C encoder wrote what protobuf refuses"
+    elif got is not None:
+        assert got == expected
+
+
+@needs_c
+@slow
+@given(st.lists(plain_events, min_size=1, max_size=5), st.none() | st.text(max_size=10))
+def test_usual_events_are_written_by_the_c_encoder(events: list[Event],
+                                                   query: str | None) -> None:
+    assert fast_encode is not None
+    usual = [e.evolve(metric=int(e.metric) % 2**24 if isinstance(e.metric, int) else e.metric,
+                      time=None if e.time is None else min(e.time, 9e12))
+             for e in events]
+    assert fast_encode(usual) is not None
+    saved, _codec._fast_encode = _codec._fast_encode, None
+    try:
+        reference = encode_request(usual, query=query)
+    finally:
+        _codec._fast_encode = saved
+    assert encode_request(usual, query=query) == reference
+    assert encode_reply(events=usual) == reference_reply(usual)
+
+
+def reference_reply(events: list[Event]) -> bytes:
+    saved, _codec._fast_encode = _codec._fast_encode, None
+    try:
+        return encode_reply(events=events)
+    finally:
+        _codec._fast_encode = saved

@@ -84,8 +84,8 @@ _unpack_prefix = _PREFIX.unpack_from
 _pack_prefix = _PREFIX.pack
 _set = object.__setattr__
 _NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
-# The C parser when built (see _fastpath), else None: the code below decodes.
-_fast_decode = _fastpath.load(_NO_ATTRIBUTES)
+# The C parser and encoder when built (see _fastpath), else None: the code below does it.
+_fast_decode, _fast_encode = _fastpath.load(_NO_ATTRIBUTES)
 
 # Attribute keys that overwrite a base field, and those Riemann drops (§1.2).
 _OVERRIDING_KEYS = ("host", "service", "state", "description")
@@ -617,11 +617,12 @@ def encode_reply(ok: bool = True, error: str | None = None, events: Iterable[Eve
     """
     if ok and error is None and not events:
         return OK_REPLY
-    message = _messages(events)
+    fast = _encoded_events(events)
+    message = _messages(events) if fast is None else _proto.Msg()
     message.ok = ok
     if error is not None:
         message.error = error
-    return frame(message.SerializeToString())
+    return frame(message.SerializeToString() + (fast or b""))
 
 
 def encode_request(
@@ -634,11 +635,23 @@ def encode_request(
     >>> encode_request(query="true")
     b'\\x00\\x00\\x00\\x08*\\x06\\n\\x04true'
     """
-    message = _messages(events)
+    fast = _encoded_events(events)
+    message = _messages(events) if fast is None else _proto.Msg()
     if query is not None:
         message.query.string = query
-    payload: bytes = message.SerializeToString()
+    payload: bytes = message.SerializeToString() + (fast or b"")
     return frame(payload) if framed else payload
+
+
+def _encoded_events(events: Iterable[Event]) -> bytes | None:
+    """The C encoder's ``events`` fields for a list of plain events, else None.
+
+    protobuf writes a Msg's fields in field-number order and ``events`` is
+    the last, so these bytes go after the rest of the serialized message.
+    """
+    if _fast_encode is None or not events or not isinstance(events, list | tuple):
+        return None
+    return _fast_encode(events)
 
 
 #: The framed ``Msg{ok: true}`` that acknowledges a request; a server that has

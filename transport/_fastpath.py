@@ -27,19 +27,26 @@ __all__ = ["PURE_PYTHON_VARIABLE", "implementation", "load"]
 PURE_PYTHON_VARIABLE = "RILLET_PURE_PYTHON"
 
 FastDecode = Callable[[Any, float], "tuple[list[Event], str | None] | None"]
+FastEncode = Callable[["list[Event] | tuple[Event, ...]"], "bytes | None"]
 
 
-def load(empty_attributes: Mapping[str, str]) -> FastDecode | None:
-    """The C parser's ``decode(data, now)``, or None for the pure-Python codec."""
+def load(empty_attributes: Mapping[str, str]) -> tuple[FastDecode | None, FastEncode | None]:
+    """The C parser's ``decode(data, now)`` and ``encode(events)``, or Nones for pure Python.
+
+    ``encode`` gives the bytes of a ``Msg``'s ``events`` fields for a list of
+    plain events, or None (another class, an unusual value) for protobuf to
+    write them.
+    """
     if os.environ.get(PURE_PYTHON_VARIABLE, "") not in ("", "0"):
-        return None
+        return None, None
     try:
         _fastwire = importlib.import_module("transport._fastwire")
     except ImportError:
-        return None
+        return None, None
     _fastwire.setup(Event, empty_attributes)
     decode: FastDecode = _fastwire.decode
-    return decode
+    encode: FastEncode = _fastwire.encode
+    return decode, encode
 
 
 def implementation(decode: FastDecode | None) -> str:

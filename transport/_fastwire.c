@@ -1,4 +1,5 @@
-/* Riemann's Msg wire format parsed straight into rillet Events.
+/* Riemann's Msg wire format parsed straight into rillet Events, and written
+ * from them (encode, at the end of this file).
  *
  * The compiled half of transport/_fastpath.py. decode(data, now) returns
  * (events, query) where every event is a plain streams.Event with all nine
@@ -26,6 +27,7 @@
 #include <structmember.h>
 #include <stdint.h>
 #include <string.h>
+#include <math.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "_fastwire reads fixed32/fixed64 with memcpy and needs a little-endian machine"
@@ -649,6 +651,280 @@ error:
     return NULL;
 }
 
+/* Encoding ---------------------------------------------------------------
+ *
+ * encode(events) serializes plain Events as the `events` fields of a Msg,
+ * byte for byte what transport/_codec.py's protobuf path writes (spec 1.3:
+ * the metric in its own field and in metric_f, the time in time and
+ * time_micros), or returns None for anything it does not write exactly as
+ * that path does (another event class, a field of an unusual type, an int
+ * metric beyond 2**24 or a time beyond 9e12 s, which protobuf converts, a
+ * string that is not valid Unicode); the caller then uses protobuf.
+ * tests/test_fastwire.py holds the two to identical bytes. */
+
+typedef struct {
+    char *data;
+    Py_ssize_t length, capacity;
+} buffer;
+
+static int reserve(buffer *b, Py_ssize_t more) {
+    if (b->length + more <= b->capacity)
+        return 0;
+    Py_ssize_t wanted = (b->length + more) * 2;
+    char *bigger = PyMem_Realloc(b->data, (size_t)wanted);
+    if (bigger == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = bigger;
+    b->capacity = wanted;
+    return 0;
+}
+
+static void put_varint(buffer *b, uint64_t value) { /* room reserved by the caller */
+    while (value >= 0x80) {
+        b->data[b->length++] = (char)(value | 0x80);
+        value >>= 7;
+    }
+    b->data[b->length++] = (char)value;
+}
+
+static int varint_size(uint64_t value) {
+    int size = 1;
+    while (value >= 0x80) {
+        value >>= 7;
+        size++;
+    }
+    return size;
+}
+
+static int put_bytes(buffer *b, int field, const char *data, Py_ssize_t n) {
+    if (reserve(b, 11 + n) < 0)
+        return -1;
+    put_varint(b, (uint64_t)(field << 3 | 2));
+    put_varint(b, (uint64_t)n);
+    memcpy(b->data + b->length, data, (size_t)n);
+    b->length += n;
+    return 0;
+}
+
+/* 1 written, 0 declined (no exception), -1 failed. */
+#define DECLINE 0
+
+static int utf8(PyObject *text, const char **data, Py_ssize_t *n) {
+    if (!PyUnicode_CheckExact(text))
+        return DECLINE;
+    *data = PyUnicode_AsUTF8AndSize(text, n);
+    if (*data == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            return -1;
+        PyErr_Clear(); /* a lone surrogate: protobuf's path reports it */
+        return DECLINE;
+    }
+    return 1;
+}
+
+static int put_text(buffer *b, int field, PyObject *text) {
+    const char *data;
+    Py_ssize_t n;
+    int found = utf8(text, &data, &n);
+    if (found <= 0)
+        return found;
+    return put_bytes(b, field, data, n) < 0 ? -1 : 1;
+}
+
+static int put_fixed(buffer *b, int field, int wire, const void *value, size_t size) {
+    if (reserve(b, 5 + (Py_ssize_t)size) < 0)
+        return -1;
+    put_varint(b, (uint64_t)(field << 3 | wire));
+    memcpy(b->data + b->length, value, size);
+    b->length += (Py_ssize_t)size;
+    return 1;
+}
+
+static int put_int(buffer *b, int field, uint64_t value) {
+    if (reserve(b, 15) < 0)
+        return -1;
+    put_varint(b, (uint64_t)(field << 3));
+    put_varint(b, value);
+    return 1;
+}
+
+#define EXACT_FLOAT_INT (INT64_C(1) << 24)
+#define MAX_SECONDS 9e12
+#define FLOAT32_MAX 3.4028234663852886e38
+
+/* The pieces of one event, in field-number order as protobuf writes them. */
+static int encode_event(buffer *b, PyObject *event) {
+    PyObject *host = SLOT(event, F_HOST), *service = SLOT(event, F_SERVICE);
+    PyObject *state = SLOT(event, F_STATE), *description = SLOT(event, F_DESCRIPTION);
+    PyObject *metric = SLOT(event, F_METRIC), *tags = SLOT(event, F_TAGS);
+    PyObject *time = SLOT(event, F_TIME), *ttl = SLOT(event, F_TTL);
+    PyObject *attributes = SLOT(event, F_ATTRIBUTES);
+    int done;
+    if (host == NULL || service == NULL || state == NULL || description == NULL ||
+        metric == NULL || tags == NULL || time == NULL || ttl == NULL || attributes == NULL)
+        return DECLINE;
+
+    int64_t seconds = 0, micros = 0;
+    int has_time = time != Py_None;
+    if (has_time) {
+        if (PyLong_CheckExact(time)) {
+            int overflow;
+            long long t = PyLong_AsLongLongAndOverflow(time, &overflow);
+            if (overflow || t > MAX_SECONDS || t < -MAX_SECONDS)
+                return DECLINE;
+            seconds = t;
+            micros = t * 1000000;
+        } else if (PyFloat_CheckExact(time)) {
+            double t = PyFloat_AS_DOUBLE(time);
+            if (!(t <= MAX_SECONDS && t >= -MAX_SECONDS))
+                return DECLINE; /* NaN included */
+            /* As _codec._set_time: whole seconds and the fraction scaled
+             * apart, the fraction rounded half to even like Python's round. */
+            double whole = trunc(t);
+            micros = (int64_t)whole * 1000000 + (int64_t)nearbyint((t - whole) * 1e6);
+            seconds = micros / 1000000; /* C division truncates toward zero */
+        } else {
+            return DECLINE;
+        }
+        if (put_int(b, 1, (uint64_t)seconds) < 0)
+            return -1;
+    }
+    if (state != Py_None && (done = put_text(b, 2, state)) <= 0)
+        return done;
+    if (service != Py_None && (done = put_text(b, 3, service)) <= 0)
+        return done;
+    if (host != Py_None && (done = put_text(b, 4, host)) <= 0)
+        return done;
+    if (description != Py_None && (done = put_text(b, 5, description)) <= 0)
+        return done;
+    if (!PyTuple_CheckExact(tags))
+        return DECLINE;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tags); i++)
+        if ((done = put_text(b, 7, PyTuple_GET_ITEM(tags, i))) <= 0)
+            return done;
+    if (ttl != Py_None) {
+        float f;
+        if (PyFloat_CheckExact(ttl)) {
+            double d = PyFloat_AS_DOUBLE(ttl);
+            if (!(d <= FLOAT32_MAX && d >= -FLOAT32_MAX))
+                return DECLINE;
+            f = (float)d;
+        } else if (PyLong_CheckExact(ttl)) {
+            int overflow;
+            long long t = PyLong_AsLongLongAndOverflow(ttl, &overflow);
+            if (overflow || t > EXACT_FLOAT_INT || t < -EXACT_FLOAT_INT)
+                return DECLINE;
+            f = (float)t;
+        } else {
+            return DECLINE;
+        }
+        if (put_fixed(b, 8, 5, &f, 4) < 0)
+            return -1;
+    }
+    if (PyDict_CheckExact(attributes)) {
+        Py_ssize_t position = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(attributes, &position, &key, &value)) {
+            const char *k, *v;
+            Py_ssize_t kn, vn;
+            if (value == Py_None)
+                continue;
+            if ((done = utf8(key, &k, &kn)) <= 0)
+                return done;
+            if (value == Py_True) {
+                v = "true";
+                vn = 4;
+            } else if (value == Py_False) {
+                v = "false";
+                vn = 5;
+            } else if ((done = utf8(value, &v, &vn)) <= 0) {
+                return done;
+            }
+            Py_ssize_t size = 1 + varint_size((uint64_t)kn) + kn + 1 + varint_size((uint64_t)vn) + vn;
+            if (reserve(b, 11) < 0)
+                return -1;
+            put_varint(b, 9 << 3 | 2);
+            put_varint(b, (uint64_t)size);
+            if (put_bytes(b, 1, k, kn) < 0 || put_bytes(b, 2, v, vn) < 0)
+                return -1;
+        }
+    } else if (PyObject_Length(attributes) != 0) {
+        if (PyErr_Occurred())
+            PyErr_Clear();
+        return DECLINE;
+    }
+    if (has_time && put_int(b, 10, (uint64_t)micros) < 0)
+        return -1;
+    if (metric != Py_None) {
+        float f;
+        if (PyLong_CheckExact(metric)) {
+            int overflow;
+            long long m = PyLong_AsLongLongAndOverflow(metric, &overflow);
+            if (overflow || m > EXACT_FLOAT_INT || m < -EXACT_FLOAT_INT)
+                return DECLINE;
+            if (put_int(b, 13, ((uint64_t)m << 1) ^ (uint64_t)(m >> 63)) < 0)
+                return -1;
+            f = (float)m;
+        } else if (PyFloat_CheckExact(metric)) {
+            double d = PyFloat_AS_DOUBLE(metric);
+            if (put_fixed(b, 14, 1, &d, 8) < 0)
+                return -1;
+            /* NaN fails both comparisons yet passes Riemann's float32 check;
+             * infinities and finite doubles beyond float32 get no metric_f. */
+            if (!(d <= FLOAT32_MAX && d >= -FLOAT32_MAX) && d == d)
+                return 1;
+            f = (float)d;
+        } else {
+            return DECLINE;
+        }
+        if (put_fixed(b, 15, 5, &f, 4) < 0)
+            return -1;
+    }
+    return 1;
+}
+
+static PyObject *encode(PyObject *module, PyObject *events) {
+    if (event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_fastwire.setup() was not called");
+        return NULL;
+    }
+    PyObject *sequence = PySequence_Fast(events, "encode(events) takes a list or a tuple");
+    if (sequence == NULL)
+        return NULL;
+    buffer out = {NULL, 0, 0}, body = {NULL, 0, 0};
+    PyObject *result = NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *event = PySequence_Fast_GET_ITEM(sequence, i);
+        if (Py_TYPE(event) != event_type)
+            goto decline;
+        body.length = 0;
+        int done = encode_event(&body, event);
+        if (done < 0)
+            goto done;
+        if (done == DECLINE)
+            goto decline;
+        if (reserve(&out, 11 + body.length) < 0)
+            goto done;
+        put_varint(&out, 6 << 3 | 2);
+        put_varint(&out, (uint64_t)body.length);
+        if (body.length)
+            memcpy(out.data + out.length, body.data, (size_t)body.length);
+        out.length += body.length;
+    }
+    result = PyBytes_FromStringAndSize(out.length ? out.data : "", out.length);
+    goto done;
+decline:
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(out.data);
+    PyMem_Free(body.data);
+    Py_DECREF(sequence);
+    return result;
+}
+
 static PyObject *setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2 || !PyType_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "setup(event_type, empty_attributes)");
@@ -677,6 +953,8 @@ static PyObject *setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs
 static PyMethodDef methods[] = {
     {"decode", (PyCFunction)(void (*)(void))decode, METH_FASTCALL,
      "decode(data, now) -> (events, query), or None to leave the bytes to the reference"},
+    {"encode", (PyCFunction)encode, METH_O,
+     "encode(events) -> the bytes of a Msg's events fields, or None to leave them to protobuf"},
     {"setup", (PyCFunction)(void (*)(void))setup, METH_FASTCALL,
      "setup(event_type, empty_attributes): the slotted class to build"},
     {NULL, NULL, 0, NULL},
