@@ -21,7 +21,7 @@ from typing import Any
 
 from streams._event import Event
 
-__all__ = ["PURE_PYTHON_VARIABLE", "implementation", "load"]
+__all__ = ["PURE_PYTHON_VARIABLE", "load"]
 
 #: Set to 1 to decode with the pure-Python codec even where the C parser is built.
 PURE_PYTHON_VARIABLE = "RILLET_PURE_PYTHON"
@@ -48,7 +48,3 @@ def load(empty_attributes: Mapping[str, str]) -> tuple[FastDecode | None, FastEn
     encode: FastEncode = _fastwire.encode
     return decode, encode
 
-
-def implementation(decode: FastDecode | None) -> str:
-    """"c" or "python", for logs and benchmarks."""
-    return "python" if decode is None else "c"
