@@ -129,7 +129,10 @@ def periodically_expire(interval: float = 10, keep_keys: tuple[str, ...] | str =
 
 def service(declared: Any) -> Any:
     """Add a service (a server, a sink's delivery task) to the config being loaded."""
-    pending().services.append(declared)
+    runtime = current_runtime()
+    if runtime.service_hook is not None:
+        runtime.service_hook(declared)
+    runtime.declaring.services.append(declared)
     return declared
 
 

@@ -60,10 +60,15 @@ class Runtime:
         services: the running config's services (servers, sinks' tasks).
         taps: tap name → events, while a ``streams.testing.taps()`` block records.
         events: events streamed through :meth:`stream` so far.
+        recorder: what the servers and the scheduler report requests and timer
+            runs to while ``rillet run --record`` records (None otherwise).
+        service_hook: called with each service as a config declares it, before
+            any stream holds it (a replay turns sinks into recorders there).
     """
 
     __slots__ = ("_load_mark", "_tokens", "clock", "config", "declaring", "dispatch", "events",
-                 "exception_stream", "index", "pubsub", "services", "taps")
+                 "exception_stream", "index", "pubsub", "recorder", "service_hook", "services",
+                 "taps")
 
     def __init__(self, clock: Scheduler | None = None, *, index: Index | None = None,
                  exception_stream: Child | None = None) -> None:
@@ -94,6 +99,8 @@ class Runtime:
         #: Where ``streams(...)`` and ``service(...)`` declare outside a config load.
         self.declaring = Config()
         self.events = 0
+        self.recorder: Any = None
+        self.service_hook: Callable[[Any], object] | None = None
         self._tokens: list[contextvars.Token[Runtime]] = []
 
     # In effect -------------------------------------------------------------

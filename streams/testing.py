@@ -40,7 +40,9 @@ __all__ = [
     "events",
     "inject",
     "load",
+    "perturbed",
     "reload",
+    "replay",
     "run",
     "run_intervals",
     "tap",
@@ -240,6 +242,18 @@ def reload(config: Config, path: str | Path | None = None) -> Config:
     return new
 
 
+def replay(config: str | Path | Config, recording: str | Path, *,
+           fidelity: str | None = None) -> Any:
+    """Replay a recording (``rillet run --record``, ``rillet record import``) through
+    a config file, hermetically: its sinks record instead of sending. Returns the
+    result; ``.alerts`` is the alert log (sink, clock, event), ``.digest`` its hash.
+
+    Needs the transport package (the recording holds wire bytes)."""
+    from transport._replay import replay as replay_recording
+
+    return replay_recording(config, recording, fidelity=fidelity)
+
+
 def _runtime_of(config: Config) -> Runtime:
     if not isinstance(config, Config):
         raise TypeError(f"expected a Config (from streams.testing.load), got {config!r}")
@@ -356,3 +370,48 @@ def timed_events(**kwargs: Any) -> Any:
         lambda es: sorted(es, key=lambda e: e.time)
     )
 
+
+
+def perturbed(recording: str | Path, directory: str | Path, *, drop: float = 0.1,
+              duplicate: float = 0.1, delay: float = 0.0, jitter: float = 0.0) -> Any:
+    """A strategy for perturbed copies of a recording, written into ``directory``.
+
+    Each draw drops up to a ``drop`` fraction of the requests, sends up to a
+    ``duplicate`` fraction twice, delays some by up to ``delay`` seconds and
+    moves every one by up to ``jitter`` seconds either way (order follows the
+    new times). The copies have no timer ticks, so they replay with ideal
+    timers. Draws the copy's path: replay it with :func:`replay`.
+    """
+    from hypothesis import strategies as st
+
+    from transport._recording import read_requests, write_requests
+
+    requests = read_requests(recording)
+    count = len(requests)
+    folder = Path(directory)
+    made = iter(range(1 << 62))
+
+    def write(draw: tuple[set[int], set[int], dict[int, float], Any]) -> Path:
+        dropped, doubled, delays, rng = draw
+        out = []
+        for i, (t_us, conn, payload) in enumerate(requests):
+            if i in dropped:
+                continue
+            t_us += round(delays.get(i, 0.0) * 1e6)
+            if jitter:
+                t_us += round(rng.uniform(-jitter, jitter) * 1e6)
+            out.append((t_us, conn, payload))
+            if i in doubled:
+                out.append((t_us, conn, payload))
+        path = folder / f"perturbed-{next(made)}.rrec"
+        write_requests(out, path, note=f"perturbed from {recording}")
+        return path
+
+    indices = st.integers(0, max(count - 1, 0))
+    return st.tuples(
+        st.sets(indices, max_size=int(count * drop)) if count else st.just(set()),
+        st.sets(indices, max_size=int(count * duplicate)) if count else st.just(set()),
+        st.dictionaries(indices, st.floats(0, delay), max_size=count) if delay and count
+        else st.just({}),
+        st.randoms(use_true_random=False),
+    ).map(write)

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
         frame,
     )
     from ._delivery import HttpSink, NetworkSink, Rejected
+    from ._diff import diff_alerts
+    from ._explain import why_not
     from ._forward import forward
     from ._graphing import graphite, graphite_annotations, graphite_path, influxdb
     from ._graphite_input import GraphiteServer, graphite_server
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from ._messages import slack_escape, slack_text
     from ._prometheus import prometheus_endpoint
     from ._queue import async_queue
+    from ._recording import RecordingReader, import_jsonl
     from ._run import Running, serve
     from ._scheduler import TrioScheduler
     from ._server import TcpServer, UdpServer, tcp_server, udp_server
@@ -62,13 +65,16 @@ __all__ = [
     "GraphiteServer", "SseServer", "WsServer", "graphite_server", "sse_server", "ws_server",
     # operations: persistence, TLS, self-instrumentation
     "index_snapshot", "instrumentation", "tls",
+    # recordings: replay, diff, why-not
+    "RecordingReader", "import_jsonl", "diff_alerts", "why_not",
 ]
 
 # The modules behind __all__, imported on first use of any public name (PEP 562):
 # `rillet send` imports transport._client alone, without trio and the servers.
 _PUBLIC_MODULES = ("_alerting", "_client", "_codec", "_delivery", "_forward", "_graphing",
                    "_instrumentation", "_messages", "_prometheus", "_queue", "_run", "_scheduler",
-                   "_server", "_snapshot", "_tls", "_trio_client", "_graphite_input", "_http")
+                   "_server", "_snapshot", "_tls", "_trio_client", "_graphite_input", "_http",
+                   "_recording", "_replay", "_diff", "_explain")
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ._cli_client import add_commands
+from ._cli_replay_parser import add_commands as add_recording_commands
 
 __all__ = ["main"]
 
@@ -77,6 +78,15 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--stop-within", type=float, metavar="SECONDS",
                      help="after SIGTERM, exit with status 1 if still running after this long "
                           "(default 10)")
+    run.add_argument("--record", metavar="DIR",
+                     help="record every request the servers handle into DIR (*.rrec files) "
+                          "for 'rillet replay' and 'rillet diff'")
+    run.add_argument("--record-rotate", default="1h", metavar="DURATION",
+                     help="start a new recording file this often (default: %(default)s)")
+    run.add_argument("--record-keep", default="7d", metavar="DURATION",
+                     help="delete recording files older than this (default: %(default)s)")
+    run.add_argument("--record-sample", metavar="FIELDS:SHARE",
+                     help="record only the events of a share of the keys, whole, e.g. host:10%%")
     run.set_defaults(func=_run)
     check = commands.add_parser(
         "check", help="load a config without running it: print what it declares, "
@@ -89,12 +99,21 @@ def parser() -> argparse.ArgumentParser:
                         help="the pid file 'rillet run' wrote (default: %(default)s)")
     reload.set_defaults(func=_reload)
     add_commands(commands)
+    add_recording_commands(commands)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if argv is None and args.command in _PINNED and "PYTHONHASHSEED" not in os.environ:
+        # A replay's alert log must not depend on string hashing (set order):
+        # pin the seed, which only a fresh interpreter can take.
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable, "-m", "transport._cli", *sys.argv[1:]])
     return int(args.func(args))
+
+
+_PINNED = ("replay", "diff", "explain")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
     log.info("rillet running %s (%d top-level streams, %d services, pid %d); Ctrl-C stops it, "
              "SIGHUP or 'rillet reload' reloads it", path, len(config.streams),
              len(config.services), os.getpid())
+    recorder = _recorder(args, runtime)
+    if recorder is False:
+        return 2
     tune_garbage_collector()
     pid_file = Path(args.pid_file)
     try:
@@ -112,23 +115,52 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         _remove_pid_file(pid_file)
+        if runtime.recorder is not None:
+            runtime.recorder.close()
     return 0
+
+
+def _recorder(args: argparse.Namespace, runtime: Runtime) -> object:
+    """Start recording into --record DIR (None: not asked; False: a bad option, printed)."""
+    if not getattr(args, "record", None):
+        return None
+    from ._recording import Sampler, WireRecorder, parse_duration
+
+    try:
+        rotate = parse_duration(args.record_rotate, "--record-rotate")
+        keep = parse_duration(args.record_keep, "--record-keep")
+        sample = Sampler.parse(args.record_sample) if args.record_sample else None
+        recorder = WireRecorder(args.record, rotate=rotate, keep=keep, sample=sample,
+                                snapshot=lambda: list(runtime.index))
+    except (ValueError, OSError) as error:
+        print(f"rillet: {error}", file=sys.stderr)
+        return False
+    runtime.recorder = recorder
+    return recorder
 
 
 async def _serve_until_stopped(config: Config, runtime: Runtime, pid_file: Path,
                                watching: bool, watchdog: Watchdog) -> None:
     """Serve until Ctrl-C or SIGTERM (which the watchdog handles, so that it
-    works even while a stream blocks), reloading on SIGHUP; either way the
-    config's streams are closed at the end."""
-    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+    works even while a stream blocks), reloading on SIGHUP and recording on
+    SIGUSR1 ('rillet record running'); either way the config's streams are
+    closed at the end."""
+    with trio.open_signal_receiver(signal.SIGHUP, signal.SIGUSR1) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(watchdog.heartbeat, nursery.cancel_scope.cancel)
             running: Running = await nursery.start(
                 lambda task_status: serve(config, runtime=runtime, task_status=task_status))
             _write_pid_file(pid_file)
+            if runtime.recorder is not None:
+                nursery.start_soon(runtime.recorder.run)
             if watching:
                 nursery.start_soon(watch, running)
-            async for _ in signals:
+            async for signum in signals:
+                if signum == signal.SIGUSR1:  # 'rillet record running'
+                    from ._recording import record_on_request
+
+                    record_on_request(runtime, nursery, pid_file)
+                    continue
                 log.info("received SIGHUP; reloading %s", runtime.config and
                          runtime.config.source)
                 await running.reload()
@@ -197,6 +229,13 @@ def check(args: argparse.Namespace) -> int:
     warning = _no_server_warning(config)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    from ._replay import determinism_hazards
+
+    for hazard in determinism_hazards(config):
+        print(f"warning: {hazard} reads the wall clock or randomness: replays of this config "
+              f"('rillet replay', 'rillet diff') will differ; read current_runtime().now() "
+              f"(from streams), the clock every stream reads",
+              file=sys.stderr)
     return 0
 
 

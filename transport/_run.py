@@ -114,6 +114,8 @@ class Running:
                           service, error)
                 self.runtime.services.remove(service)
         self.reloads += 1
+        if self.runtime.recorder is not None:  # a replay over it runs one config throughout
+            self.runtime.recorder.mark(self.runtime.now(), f"reload {path}")
         log.info("reloaded %s: %d streams kept their state, %d start fresh; services: "
                  "%d kept, %d started, %d stopped", path, len(carried.kept), len(carried.fresh),
                  len(carried.kept_services), len(carried.started_services),
@@ -177,6 +179,8 @@ async def serve(config: Config, *, index: Index | None = None, runtime: Runtime 
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(runtime.clock.run)
+                if runtime.recorder is not None:  # its timers start now, in a replay too
+                    runtime.recorder.mark(runtime.now(), "start")
                 runtime.start(config)
                 running = Running(runtime, nursery)
                 for service in config.services:

@@ -56,6 +56,9 @@ __all__ = ["TcpServer", "UdpServer", "answer", "handle", "tcp_server", "udp_serv
 
 log = logging.getLogger("rillet.server")
 
+# Connection ids in recordings (UDP requests are connection 0).
+_connection_ids = itertools.count(1)
+
 # Reply bytes a connection buffers before writing (see TcpServer._connection).
 _FLUSH_AT = 256 * 1024
 # The longest a connection works before it lets other clients, timers and
@@ -118,7 +121,7 @@ def _steps(runtime: Runtime, request: Decoded) -> Generator[None, None, bytes]:
 
 
 async def _answer_in_pieces(runtime: Runtime, payload: bytes, now: float,
-                            max_events: int) -> bytes:
+                            max_events: int, conn: int = 0) -> bytes:
     """The reply to one large message, decoded and streamed SLICE events at a time."""
     failure: bytes | None = None
     reply = OK_REPLY
@@ -127,6 +130,7 @@ async def _answer_in_pieces(runtime: Runtime, payload: bytes, now: float,
         first = next(pieces)  # counts the events before any is streamed
     except TooManyEvents as error:
         return _error_reply(str(error))
+    _recorded(runtime, payload, now, conn)
     for piece in itertools.chain((first,), pieces):
         # Decoding the whole message first would hold the loop for as long
         # as creating every event takes (a second for a few hundred thousand).
@@ -135,6 +139,12 @@ async def _answer_in_pieces(runtime: Runtime, payload: bytes, now: float,
             failure = reply
         await trio.lowlevel.checkpoint()
     return reply if failure is None else failure
+
+
+def _recorded(runtime: Runtime, payload: bytes, now: float, conn: int) -> None:
+    """Hand a request the streams are about to get to ``rillet run --record``."""
+    if runtime.recorder is not None:
+        runtime.recorder.message(payload, now, conn)
 
 
 def _finish(steps: Generator[None, None, bytes]) -> bytes:
@@ -230,6 +240,9 @@ class TcpServer:
     async def _connection(self, stream: Any, runtime: Runtime) -> None:
         decoder = FrameDecoder(self.max_frame)
         peer = _peer(stream)
+        conn = next(_connection_ids)
+        if runtime.recorder is not None:
+            runtime.recorder.connection(runtime.now(), conn, True, f"tcp {peer}")
         idle_timeout = math.inf if self.idle_timeout is None else self.idle_timeout
         held = 0  # bytes of a partial frame this connection holds, part of self.buffered
         try:
@@ -270,17 +283,20 @@ class TcpServer:
                             await queue.wait_for_room()
                         now = runtime.now()
                     if len(payload) > _LARGE_PAYLOAD:
-                        reply = await _answer_in_pieces(runtime, payload, now, self.max_events)
+                        reply = await _answer_in_pieces(runtime, payload, now, self.max_events,
+                                                        conn)
                         now = runtime.now()
                     else:
                         request = decode_message(payload, now)
                         if len(request.events) > self.max_events:
                             reply = _error_reply(str(TooManyEvents(len(request.events),
                                                                    self.max_events)))
-                        elif request.query is None and len(request.events) <= SLICE:
-                            reply = handle(runtime, request)
                         else:
-                            reply = await answer(runtime, request)
+                            _recorded(runtime, payload, now, conn)
+                            if request.query is None and len(request.events) <= SLICE:
+                                reply = handle(runtime, request)
+                            else:
+                                reply = await answer(runtime, request)
                     replies.append(reply)
                     pending += len(reply)
                     if pending >= _FLUSH_AT or time.perf_counter() >= turn_ends:
@@ -314,6 +330,8 @@ class TcpServer:
                       exc_info=error)
         finally:
             self.buffered -= held
+            if runtime.recorder is not None:
+                runtime.recorder.connection(runtime.now(), conn, False, f"tcp {peer}")
             await trio.aclose_forcefully(stream)
 
     def _queues(self, runtime: Runtime) -> tuple[Any, ...]:
@@ -414,8 +432,10 @@ class UdpServer:
                                       "max_size=%d bytes: send fewer events per datagram, raise "
                                       "max_size, or use TCP", peer[0], peer[1], self.max_size)
                     continue
+                now = runtime.now()
+                _recorded(runtime, data, now, 0)
                 try:
-                    request = decode_datagram(data, runtime.now(), self.max_size)
+                    request = decode_datagram(data, now, self.max_size)
                 except ProtocolError as error:
                     self.dropped += 1
                     self._log.warning("garbage", "dropped a UDP datagram from %s:%s: %s",

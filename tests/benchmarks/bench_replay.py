@@ -1,0 +1,164 @@
+"""Recording size, replay speed and diff time over a synthetic production day.
+
+    .venv/bin/python tests/benchmarks/bench_replay.py [--events N] [--per-request K]
+
+Traffic like REPLAY.md §5.2 measured: 2,000 hosts with 37-character names ×
+20 services, a one-decimal double metric, a state, a ttl and one tag, K
+events per request (default 10), one request every 10 ms of server time and
+a timer tick every second. The recording is written the way ``rillet run
+--record``'s writer thread writes it. Then a typical config (threshold
+alerts per host and service with ``changed_state`` and ``throttle``, a
+``stable`` health check, the index with expiry) is replayed, and ``rillet
+diff`` compares it with a copy whose threshold is one point higher. Targets:
+<= 18 MB per million events, >= 200k events/s replayed per core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from streams import Event, Runtime, VirtualClock
+from transport._cli_run import tune_garbage_collector
+from transport._codec import decode_message, encode_request
+from transport._recording import MSG, RecordingReader, RecordingWriter
+from transport._replay import _SinkCapture, replay
+
+CONFIG = """
+from streams import *
+from transport import pagerduty, slack
+
+page = pagerduty(routing_key="0123456789abcdef0123456789abcdef")
+chat = slack("https://hooks.slack.invalid/x")
+periodically_expire(60)
+streams(
+    where(lambda e: e.service.startswith("disk"),
+          by(["host", "service"],
+             where(lambda e: e.metric is not None and e.metric > {limit},
+                                      with_({{"state": "critical"}},
+                                            changed_state(throttle(5, 3600, page)))))),
+    where(lambda e: e.service == "health",
+          by(["host"], stable(30, "state", chat))),
+    index,
+)
+"""
+
+
+def write_recording(path: Path, events: int, per_request: int) -> float:
+    rng = random.Random(7)
+    hosts = [f"web-{i:04d}.eu-west-1.prod.example.net"[:37] for i in range(2000)]
+    services = [f"disk /var/{i}" for i in range(10)] + [f"cpu {i}" for i in range(9)] + \
+        ["health"]
+    start = 1_800_000_000.0
+    writer = RecordingWriter(path, start_us=int(start * 1e6))
+    t = start
+    encode = 0.0
+    for sent in range(0, events, per_request):
+        batch = []
+        for _ in range(per_request):
+            service = rng.choice(services)
+            if service == "health":
+                batch.append(Event(host=rng.choice(hosts), service=service, time=t,
+                                   state=rng.choice(("ok", "ok", "ok", "critical")), ttl=60,
+                                   tags=("prod",)))
+            else:
+                batch.append(Event(host=rng.choice(hosts), service=service, time=t,
+                                   metric=round(rng.uniform(50, 99.9), 1), state="ok",
+                                   ttl=60, tags=("prod",)))
+        started = time.perf_counter()
+        payload = encode_request(batch, framed=False)
+        encode += time.perf_counter() - started
+        writer.message(int(t * 1e6), 1 + sent % 8, payload)
+        t += 0.01
+        if sent % (per_request * 100) == 0:
+            writer.tick(int(t * 1e6))
+    writer.close()
+    return encode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--per-request", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        recording = directory / "day.rrec"
+        started = time.perf_counter()
+        encode = write_recording(recording, args.events, args.per_request)
+        wrote = time.perf_counter() - started
+        size = recording.stat().st_size
+        print(f"recording: {args.events} events, {args.per_request} per request: {size} bytes "
+              f"= {size / args.events:.1f} MB per million events (target <= 18); written in "
+              f"{wrote:.1f} s ({encode:.1f} s of it protobuf-encoding the synthetic events)")
+        tune_garbage_collector()  # as rillet run, replay and diff do
+        a = directory / "a.py"
+        b = directory / "b.py"
+        a.write_text(CONFIG.format(limit=95))
+        b.write_text(CONFIG.format(limit=96))
+        cpu = time.process_time()
+        started = time.perf_counter()
+        result = replay(a, recording)
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        print(f"replay: {result.events} events in {elapsed:.2f} s wall, {cpu:.2f} s CPU = "
+              f"{result.events / cpu:,.0f} events/s per core (target >= 200,000); "
+              f"{len(result.alerts)} alerts")
+        print(f"  the server's own work on the same requests (decode, stream; no timers): "
+              f"{_direct(a, recording):,.0f} events/s per core")
+        bare = directory / "bare.py"
+        bare.write_text("from streams import *\nstreams(index)\n")
+        cpu = time.process_time()
+        bare_result = replay(bare, recording)
+        cpu = time.process_time() - cpu
+        print(f"replay through streams(index) alone: {bare_result.events / cpu:,.0f} events/s "
+              f"per core")
+        print(f"  the server's own work on the same requests: "
+              f"{_direct(bare, recording):,.0f} events/s per core")
+        events = result.events
+        _timed_diff(f"rillet diff A B over {events} events", "two replays", a, b, recording)
+        _timed_diff(f"rillet diff A A --check over {events} events", "three replays", a, a,
+                    recording, "--check")
+
+
+def _direct(config: Path, recording: Path) -> float:
+    """Events per CPU second of what the server does per request with ``config``
+    (decode, stream), without the recording and the clock (so without timers):
+    what replay adds is the difference."""
+    requests = [(f.t_us / 1e6, f.data) for f in RecordingReader(recording).frames()
+                if f.kind == MSG]
+    runtime = Runtime(VirtualClock(requests[0][0]))
+    # Sinks as in a replay, appending and never sending, so that only the
+    # replay's own machinery (frames, clock, ticks) differs.
+    runtime.service_hook = _SinkCapture(lambda sink, event: None)
+    runtime.start(runtime.load(config))
+    runtime.service_hook = None
+    count = 0
+    cpu = time.process_time()
+    with runtime:
+        for t, data in requests:
+            events = decode_message(data, t).events
+            count += len(events)
+            runtime.stream(events)
+    return count / (time.process_time() - cpu)
+
+
+def _timed_diff(what: str, work: str, a: Path, b: Path, recording: Path, *extra: str) -> None:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "transport._cli", "diff", str(a), str(b),
+                           "--recording", str(recording), "--no-explain", *extra],
+                          capture_output=True, text=True, env=env, check=False)
+    elapsed = time.perf_counter() - started
+    summary = [line for line in done.stdout.splitlines() if line.startswith("same ")]
+    print(f"{what}: {elapsed:.1f} s wall ({work} and the matching), exit {done.returncode}: "
+          f"{summary[0] if summary else done.stderr}")
+
+if __name__ == "__main__":
+    main()

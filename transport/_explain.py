@@ -1,0 +1,391 @@
+"""Why an alert fired, and why one did not: rebuilt by replaying, nothing kept live.
+
+A traced replay wraps every stream class's ``__call__`` (only while it runs)
+and notes, for each *candidate* input (an event matching the given fields
+within the time window), which streams it reached. Synchronous streams make
+that exact: everything called while a candidate is dispatched descends from
+it. Where a candidate reached a stream but none of that stream's children,
+it *stopped* there: dropped by a ``where``, held by ``throttle``, ``stable``
+or ``changed_state``. Each stream is named by its repr, which reads like the
+config line that built it, and by that line (recorded while the config
+loads). Outputs that a timer emits later are not attributed to the input.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streams import Runtime, Stream, by
+
+from ._replay import replay
+
+__all__ = ["WhyNot", "explain_alert", "explain_changes", "why_not"]
+
+#: Diff items explained per side (all in one traced replay).
+EXPLAIN_LIMIT = 50
+
+
+def _classes(root: type) -> Iterator[type]:
+    sub: type
+    for sub in root.__subclasses__():
+        yield sub
+        yield from _classes(sub)
+
+
+@dataclass
+class _Question:
+    """One why-not: the candidate inputs, and what became of them."""
+
+    match: dict[str, str]
+    at: float | None
+    window: float
+    candidates: int = 0
+    stopped: Counter[str] = field(default_factory=Counter)
+    delivered: Counter[str] = field(default_factory=Counter)
+    evicted: Counter[str] = field(default_factory=Counter)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    paths: list[list[tuple[str, str]]] = field(default_factory=list)
+    #: The last stopped candidate's view of each stopping stream: its state, and
+    #: the numbers its condition compares with (a where's thresholds).
+    states: dict[str, tuple[str, list[float]]] = field(default_factory=dict)
+
+    def wants(self, event: Any, now: float) -> bool:
+        if self.at is not None and abs(now - self.at) > self.window:
+            return False
+        get = getattr(event, "get", None)
+        return get is not None and all(str(get(k)) == v for k, v in self.match.items())
+
+
+class _Tracer:
+    def __init__(self, source: Path) -> None:
+        self.sources = {str(source), str(source.resolve())}
+        self.name = source.name
+        self.lines: dict[str, str] = {}
+        self.reached: dict[int, Stream] | None = None
+        self.asking: list[_Question] = []
+        self.entries = 0
+        self.leaves: dict[int, Stream] = {}
+        self.owners: dict[str, str] = {}
+        #: Keys each ``by`` ever made a fork for.
+        self.keys: dict[int, set[Any]] = {}
+
+    def label(self, stream: Stream) -> str:
+        text = repr(stream)
+        return text if len(text) <= 100 else text[:97] + "..."
+
+    def where(self, label: str) -> str:
+        line = self.lines.get(label)
+        owner = self.owners.get(label)
+        if owner is not None:
+            label = f"{owner} (inside it: {label})"
+        return f"{line} {label}" if line else label
+
+    def seen(self, stream: Stream) -> None:
+        assert self.reached is not None
+        self.entries += 1
+        if id(stream) not in self.reached:
+            self.reached[id(stream)] = stream
+
+    def left(self, stream: Stream, before: int) -> None:
+        """A stream returned: it stopped the input when it called no other stream."""
+        if self.reached is not None and self.entries == before + 1 and not stream.shared:
+            self.leaves[id(stream)] = stream
+
+    def sink(self, stream: Stream) -> None:
+        if self.reached is not None:
+            self.seen(stream)
+
+    def dispatch(self, inner: Callable[[Any], object], event: Any,
+                 questions: list[_Question]) -> object:
+        self.reached = {}
+        self.leaves = {}
+        self.asking = questions
+        for question in questions:
+            question.candidates += 1
+        try:
+            return inner(event)
+        finally:
+            reached, self.reached = self.reached, None
+            path = [(self.label(stream), _state(stream)) for stream in reached.values()]
+            metric = getattr(event, "metric", None)
+            for question in questions:
+                question.paths.append(path)
+                for (label, _), stream in zip(path, reached.values(), strict=True):
+                    if stream.shared:
+                        question.delivered[label] += 1
+                    elif id(stream) in self.leaves:
+                        question.stopped[label] += 1
+                        question.states[label] = (_state(stream), _numbers(stream))
+                        if isinstance(metric, (int, float)):
+                            question.metrics.setdefault(label, []).append(float(metric))
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Trace every stream class and note the config line building each stream."""
+        patched: list[tuple[type, Any]] = []
+        tracer = self
+
+        def wrap(original: Callable[[Any, Any], object]) -> Callable[[Any, Any], object]:
+            def traced(stream: Any, event: Any) -> object:
+                if tracer.reached is None:
+                    return original(stream, event)
+                before = tracer.entries
+                tracer.seen(stream)
+                try:
+                    return original(stream, event)
+                finally:
+                    tracer.left(stream, before)
+            return traced
+
+        original_new_key = by.__dict__["_new_key"]
+
+        def new_key(stream: by, key: Any) -> Any:
+            seen = tracer.keys.setdefault(id(stream), set())
+            if tracer.reached is not None and key in seen:
+                for question in tracer.asking:
+                    question.evicted[tracer.label(stream)] += 1
+            seen.add(key)
+            return original_new_key(stream, key)
+
+        by._new_key = new_key  # type: ignore[method-assign,assignment]
+        patched.append((by, None))
+        for cls in {*_classes(Stream)}:
+            if "__call__" in cls.__dict__:
+                patched.append((cls, cls.__dict__["__call__"]))
+                cls.__call__ = wrap(cls.__dict__["__call__"])  # type: ignore[method-assign]
+        original_new = Stream.__dict__["__new__"]
+
+        def new(cls: type, *args: Any, **kwargs: Any) -> Any:
+            stream = original_new(cls, *args, **kwargs)
+            frame: Any = sys._getframe(1)
+            owner = None  # the stream whose construction built this one, if any
+            while frame is not None and frame.f_code.co_filename not in tracer.sources:
+                if owner is None and frame.f_code.co_name == "__init__" and \
+                        isinstance(frame.f_locals.get("self"), Stream) and \
+                        frame.f_locals["self"] is not stream:
+                    owner = frame.f_locals["self"]
+                frame = frame.f_back
+            if frame is not None:
+                tracer.pending.append((stream, f"{tracer.name}:{frame.f_lineno}", owner))
+            return stream
+
+        self.pending: list[tuple[Stream, str, Stream | None]] = []
+        Stream.__new__ = new  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            Stream.__new__ = original_new  # type: ignore[method-assign]
+            by._new_key = original_new_key  # type: ignore[method-assign]
+            for cls, call in patched:
+                if call is not None:
+                    cls.__call__ = call  # type: ignore[method-assign]
+
+    def name_lines(self) -> None:
+        # Labels are taken once the streams are whole (a repr shows the children).
+        for stream, line, owner in self.pending:
+            label = self.label(stream)
+            self.lines.setdefault(label, line)
+            if owner is not None:
+                # Streams built inside another (changed_state's changed per key)
+                # are reported as part of the one the config wrote.
+                self.owners.setdefault(label, self.label(owner))
+        self.pending.clear()
+
+
+# What every stream holds and is not state: its definition and wiring.
+_WIRING = frozenset({"__weakref__", "_args", "_kwargs", "_out", "children"})
+
+
+def _state(stream: Stream, depth: int = 0) -> str:
+    """A stream's state right after an input passed it: its private slots that
+    hold values (window contents, counts, previous state, pending timers)."""
+    if stream.shared:
+        return ""
+    parts = []
+    for cls in type(stream).__mro__:
+        for name in getattr(cls, "__slots__", ()):
+            if name in _WIRING or not name.startswith("_"):
+                continue
+            value = getattr(stream, name, None)
+            if value is None or callable(value) or value == ():
+                continue
+            if isinstance(value, dict):
+                text = f"<{len(value)} keys>"
+            elif isinstance(value, (list, tuple, set)) or type(value).__name__ == "deque":
+                text = repr(value) if len(value) <= 3 else f"<{len(value)} items>"
+            elif hasattr(value, "__slots__") and " object at 0x" in repr(value) and depth < 1:
+                inner = " ".join(f"{k}={getattr(value, k)!r}" for k in value.__slots__
+                                 if not callable(getattr(value, k, None)))
+                text = f"{{{inner}}}"
+            else:
+                text = repr(value)
+            parts.append(f"{name.lstrip('_')}={text[:100]}")
+    return " ".join(parts)
+
+
+def _numbers(stream: Stream) -> list[float]:
+    """The numbers a where's condition compares with: its code's constants and the
+    values it closes over (``lambda e: e.metric > limit``)."""
+    predicate = getattr(stream, "predicate", None)
+    code = getattr(predicate, "__code__", None)
+    if code is None:
+        return []
+    values = list(code.co_consts)
+    values += [cell.cell_contents for cell in getattr(predicate, "__closure__", None) or ()]
+    return sorted({float(v) for v in values
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+
+def _miss(question: _Question, label: str) -> str:
+    """The closest miss: the stopped metrics against the condition's numbers, or
+    the stream's state (a throttle's next opening, stable's pending candidate)."""
+    metrics = question.metrics.get(label)
+    state, numbers = question.states.get(label, ("", []))
+    note = ""
+    if metrics:
+        note = f"   metric of those: max {max(metrics):g}, min {min(metrics):g}"
+        if numbers:
+            margin = min((abs(n - m), n, m) for n in numbers for m in metrics)
+            note += f"; closest: {margin[2]:g} against {margin[1]:g} " \
+                    f"(short by {margin[0]:.6g})"
+    if state and not numbers:
+        note += f"\n      its state then: {state}"
+    return note
+
+
+@dataclass
+class WhyNot:
+    config: str
+    match: dict[str, str]
+    at: float | None
+    window: float
+    candidates: int = 0
+    stopped: list[tuple[str, int, str]] = field(default_factory=list)
+    delivered: list[tuple[str, int]] = field(default_factory=list)
+    evicted: list[tuple[str, int]] = field(default_factory=list)
+
+    def text(self) -> str:
+        wanted = " ".join(f"{k}={v}" for k, v in self.match.items())
+        span = "the whole recording" if self.at is None else \
+            f"{self.at - self.window:.3f}..{self.at + self.window:.3f}"
+        lines = [f"WHY-NOT {wanted} in {self.config} over {span}: "
+                 f"{self.candidates} candidate inputs"]
+        for where, count, note in self.stopped:
+            lines.append(f"  {count} stopped at {where}{note}")
+        for where, count in self.evicted:
+            lines.append(f"  {count} arrived at {where} after their key had been evicted "
+                         f"(max_keys or idle): the streams below it started fresh")
+        for sink, count in self.delivered:
+            lines.append(f"  {count} reached sink {sink}")
+        if not self.candidates:
+            lines.append("  no input matched: check the fields and --at/--window")
+        return "\n".join(lines)
+
+
+def _traced(config: str | Path, recording: str | Path,
+            questions: list[_Question]) -> _Tracer:
+    """One replay of ``config`` tracing the candidates of every question."""
+    tracer = _Tracer(Path(config))
+    # Questions indexed by their first field's value: one dict look-up per
+    # input, however many questions a diff asks.
+    index: dict[str, dict[str, list[_Question]]] = {}
+    for question in questions:
+        first, value = next(iter(question.match.items()))
+        index.setdefault(first, {}).setdefault(value, []).append(question)
+
+    def instrument(runtime: Runtime, sinks: Any) -> None:
+        tracer.name_lines()
+        sinks.observer = tracer.sink
+        inner = runtime.dispatch
+        clock = runtime.clock
+
+        def dispatch(event: Any) -> object:
+            get = getattr(event, "get", None)
+            if get is not None:
+                for name, values in index.items():
+                    found = values.get(str(get(name)))
+                    if found:
+                        now = clock.now()
+                        asked = [q for q in found if q.wants(event, now)]
+                        if asked:
+                            return tracer.dispatch(inner, event, asked)
+            return inner(event)
+
+        runtime.dispatch = dispatch
+
+    with tracer.installed():
+        replay(config, recording, instrument=instrument)
+    return tracer
+
+
+def _answer(tracer: _Tracer, config: str | Path, question: _Question) -> WhyNot:
+    out = WhyNot(str(config), question.match, question.at, question.window,
+                 candidates=question.candidates)
+    for label, count in question.stopped.most_common():
+        out.stopped.append((tracer.where(label), count, _miss(question, label)))
+    out.delivered = list(question.delivered.most_common())
+    out.evicted = [(tracer.where(label), count)
+                   for label, count in question.evicted.most_common()]
+    return out
+
+
+def why_not(config: str | Path, recording: str | Path, match: dict[str, str], *,
+            at: float | None = None, window: float = 600.0) -> WhyNot:
+    """Where the inputs matching ``match`` (near ``at``) stopped in ``config``."""
+    if not match:
+        raise ValueError("why_not(match=...): give at least one field, e.g. {'host': 'web-42'}")
+    question = _Question(dict(match), at, window)
+    return _answer(_traced(config, recording, [question]), config, question)
+
+
+def explain_alert(config: str | Path, recording: str | Path, seq: int) -> str:
+    """The path of the input that made alert ``seq`` through the config."""
+    plain = replay(config, recording)
+    if not 0 <= seq < len(plain.alerts):
+        raise ValueError(f"--alert {seq}: the replay logged alerts 0..{len(plain.alerts) - 1}")
+    alert = plain.alerts[seq]
+    event = alert.event
+    match = {k: str(event.get(k)) for k in ("host", "service") if event.get(k) is not None}
+    question = _Question(match, alert.t, 0.0)
+    tracer = _traced(config, recording, [question])
+    head = f"ALERT #{seq} {alert.sink} " + " ".join(f"{k}={v}" for k, v in match.items()) + \
+        f" state={event.get('state')} at {alert.t:.6f}"
+    for path in question.paths:
+        if any(question.delivered.get(label) for label, _ in path):
+            steps = []
+            for label, state in path:
+                steps.append(f"  {tracer.where(label)}")
+                if state:
+                    steps.append(f"      state after it: {state}")
+            return "\n".join([head, "  the input at that time took this path:", *steps])
+    return "\n".join([head, "  no input at that time reached a sink: a timer emitted it "
+                            "(stable, rate, expiry); try rillet explain --why-not " +
+                      " ".join(f"{k}={v}" for k, v in match.items())])
+
+
+def explain_changes(report: Any, b_path: str, a_path: str, recording: str | Path) -> None:
+    """Attach a why-not to each gone item (traced in B) and new item (traced in A),
+    the first EXPLAIN_LIMIT of each: one traced replay per side."""
+    fields = [f for f in report.key_fields if f != "state"]
+    window = min(report.tolerance, 60.0)
+    for kind, config, side in (("gone", b_path, "B"), ("new", a_path, "A")):
+        items = [c for c in report.changes if c.kind == kind][:EXPLAIN_LIMIT]
+        asked = []
+        for change in items:
+            alert = change.a or change.b
+            match = {f: str(alert.event.get(f)) for f in fields
+                     if alert.event.get(f) is not None}
+            if match:
+                asked.append((change, _Question(match, alert.t, window)))
+        if not asked:
+            continue
+        tracer = _traced(config, recording, [q for _, q in asked])
+        for change, question in asked:
+            found = _answer(tracer, config, question).text()
+            change.explain = f"{side}: " + found.replace("\n", "\n   ")
