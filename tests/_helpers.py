@@ -81,3 +81,17 @@ def run_serving(config: Any, index: Any, body: Any, *, timeout: float = 30) -> A
 
     trio.run(main)
     return result[0]
+
+
+def varint(n: int) -> bytes:
+    """``n`` as a protobuf varint (negative numbers as their 64-bit two's complement)."""
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)

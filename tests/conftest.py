@@ -82,3 +82,27 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(params=["c", "python"])
+def codec(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test once with the C parser and once with the pure-Python codec."""
+    from transport import _codec, _fastpath
+
+    if request.param == "python":
+        monkeypatch.setattr(_codec, "_fast_decode", None)
+        monkeypatch.setattr(_codec, "_fast_encode", None)
+    elif _codec._fast_decode is None:
+        if os.environ.get(_fastpath.PURE_PYTHON_VARIABLE, "") not in ("", "0"):
+            pytest.skip(f"{_fastpath.PURE_PYTHON_VARIABLE} forces the pure-Python codec")
+        peer_unavailable("transport/_fastwire.c is not built: pip install -e . builds it "
+                         "(it needs gcc and the Python headers, python3-dev)")
+    return str(request.param)
+
+
+@pytest.fixture
+def pure_codec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decode with the pure-Python codec: for tests of WireEvent itself."""
+    from transport import _codec
+
+    monkeypatch.setattr(_codec, "_fast_decode", None)

@@ -265,6 +265,7 @@ def test_truncated_datagram_error_says_it_was_probably_cut() -> None:
 # WireEvent is an Event ------------------------------------------------------
 
 
+@pytest.mark.usefixtures("pure_codec")
 def test_wire_event_behaves_as_an_event() -> None:
     event = decode_one(host="h", service="s", metric_sint64=3, time=10, tags=["t"],
                        attributes=[{"key": "env", "value": "prod"}])
@@ -386,6 +387,7 @@ def test_encode_errors_name_the_field(event: Event, message: str) -> None:
         encode_event(event)
 
 
+@pytest.mark.usefixtures("pure_codec")
 def test_unchanged_wire_event_reuses_its_message() -> None:
     event = decode_one(host="h", time=5, attributes=[{"key": "host", "value": "o"}])
     assert encode_event(event) is event._pb
@@ -394,6 +396,7 @@ def test_unchanged_wire_event_reuses_its_message() -> None:
     assert (rebuilt.host, rebuilt.state, rebuilt.time) == ("o", "ok", 5)
 
 
+@pytest.mark.usefixtures("pure_codec")
 @pytest.mark.parametrize(
     ("sent", "expected"),
     [
@@ -417,6 +420,7 @@ def test_reused_event_always_carries_metric_f_when_it_has_a_metric(
     assert (pb is event._pb) == ("metric_f" in sent or not sent)
 
 
+@pytest.mark.usefixtures("pure_codec")
 def test_reused_event_without_time_is_sent_with_its_receive_time() -> None:
     event = decode_one(host="h")
     pb = encode_event(event)

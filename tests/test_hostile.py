@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import trio
-from _helpers import start_rillet
+from _helpers import start_rillet, varint
 from test_server import is_closed, read_reply, request, still_serves, with_server
 
 from streams import Event
@@ -417,6 +417,7 @@ def test_a_query_matching_100000_events_is_answered_without_stalling_others() ->
     with_server(body)
 
 
+@pytest.mark.usefixtures("pure_codec")
 def test_events_that_outlive_an_expiry_sweep_stop_pinning_their_wire_message() -> None:
     from streams import Event as PlainEvent
     from streams._index import Index
@@ -511,8 +512,8 @@ def test_fields_riemann_proto_does_not_know_never_reach_other_clients() -> None:
     # other clients' query replies until the index materialised it.
     foreign = b"FOREIGN!" * 2000
     event = Msg().events.add(host="h", service="unknown-field", time=1)
-    wire = event.SerializeToString() + b"\xfa\x06" + _varint(len(foreign)) + foreign  # field 111
-    message = b"2" + _varint(len(wire)) + wire
+    wire = event.SerializeToString() + b"\xfa\x06" + varint(len(foreign)) + foreign  # field 111
+    message = b"2" + varint(len(wire)) + wire
 
     async def body(running: Running) -> None:
         port = running.ports[0]
@@ -529,13 +530,3 @@ def test_fields_riemann_proto_does_not_know_never_reach_other_clients() -> None:
     with_server(body)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)

@@ -197,7 +197,7 @@ def test_bad_query_error_says_where() -> None:
     {"metric_sint64": 7, "metric_d": 7.0, "metric_f": 7.0},
 ])
 def test_query_reply_carries_metric_f_whatever_metric_field_was_sent(
-        metric: dict[str, Any]) -> None:
+        metric: dict[str, Any], codec: str) -> None:
     from transport._proto import Msg
 
     async def body(running: Running) -> None:
@@ -209,7 +209,11 @@ def test_query_reply_carries_metric_f_whatever_metric_field_was_sent(
         (got,) = reply.events
         sent_value = next(iter(metric.values()))
         assert got.HasField("metric_f") and got.metric_f == sent_value
-        for name, value in metric.items():
+        # The pure-Python codec replies with the message that arrived; the C
+        # parser's events are encoded as Riemann encodes its own: the metric
+        # in one field beside metric_f.
+        kept = metric if codec == "python" else dict(list(metric.items())[:1])
+        for name, value in kept.items():
             assert got.HasField(name) and getattr(got, name) == value
 
     with_server(body)

@@ -48,7 +48,7 @@ from typing import Any, NamedTuple, cast
 from google.protobuf.message import DecodeError, EncodeError
 
 from streams._event import Event, LazyEvent
-from transport import _proto
+from transport import _fastpath, _proto
 
 __all__ = [
     "DEFAULT_MAX_DATAGRAM",
@@ -84,6 +84,8 @@ _unpack_prefix = _PREFIX.unpack_from
 _pack_prefix = _PREFIX.pack
 _set = object.__setattr__
 _NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
+# The C parser and encoder when built (see _fastpath), else None: the code below does it.
+_fast_decode, _fast_encode = _fastpath.load(_NO_ATTRIBUTES)
 
 # Attribute keys that overwrite a base field, and those Riemann drops (§1.2).
 _OVERRIDING_KEYS = ("host", "service", "state", "description")
@@ -109,7 +111,7 @@ class ProtocolError(ValueError):
 class Decoded(NamedTuple):
     """One decoded ``Msg``: the events to stream, and the query if it asked one."""
 
-    events: list[WireEvent]
+    events: list[Event]
     query: str | None
 
 
@@ -125,6 +127,10 @@ def decode_message(data: bytes | bytearray | memoryview, now: float) -> Decoded:
     Traceback (most recent call last):
     ProtocolError: cannot parse a Riemann Msg from 2 bytes b'\\xff\\xff' (...); ...
     """
+    if _fast_decode is not None:
+        fast = _fast_decode(data, now)
+        if fast is not None:  # else the bytes are left to protobuf, the reference
+            return Decoded(*fast)
     if not isinstance(data, bytes | bytearray):
         data = bytes(data)
     try:
@@ -167,7 +173,7 @@ def decode_message(data: bytes | bytearray | memoryview, now: float) -> Decoded:
         set_now(event, now)
         append(event)
     query = message.query.string if message.HasField("query") else None
-    return Decoded(events, query)
+    return Decoded(cast(list[Event], events), query)
 
 
 def decode_datagram(
@@ -611,11 +617,12 @@ def encode_reply(ok: bool = True, error: str | None = None, events: Iterable[Eve
     """
     if ok and error is None and not events:
         return OK_REPLY
-    message = _messages(events)
+    fast = _encoded_events(events)
+    message = _messages(events) if fast is None else _proto.Msg()
     message.ok = ok
     if error is not None:
         message.error = error
-    return frame(message.SerializeToString())
+    return frame(message.SerializeToString() + (fast or b""))
 
 
 def encode_request(
@@ -628,11 +635,23 @@ def encode_request(
     >>> encode_request(query="true")
     b'\\x00\\x00\\x00\\x08*\\x06\\n\\x04true'
     """
-    message = _messages(events)
+    fast = _encoded_events(events)
+    message = _messages(events) if fast is None else _proto.Msg()
     if query is not None:
         message.query.string = query
-    payload: bytes = message.SerializeToString()
+    payload: bytes = message.SerializeToString() + (fast or b"")
     return frame(payload) if framed else payload
+
+
+def _encoded_events(events: Iterable[Event]) -> bytes | None:
+    """The C encoder's ``events`` fields for a list of plain events, else None.
+
+    protobuf writes a Msg's fields in field-number order and ``events`` is
+    the last, so these bytes go after the rest of the serialized message.
+    """
+    if _fast_encode is None or not events or not isinstance(events, list | tuple):
+        return None
+    return _fast_encode(events)
 
 
 #: The framed ``Msg{ok: true}`` that acknowledges a request; a server that has

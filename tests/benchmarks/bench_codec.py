@@ -1,11 +1,12 @@
-"""Decode speed of lazy WireEvents against eagerly built Events, side by side.
+"""Decode speed of the C parser, lazy WireEvents and eagerly built Events, side by side.
 
 Each round decodes 100-event messages and reads host, service and metric of
-every event (what a where → by → rate pipeline touches), once through the
-lazy :class:`~transport._codec.WireEvent` and once by building a full
-:class:`~streams.Event` from each protobuf Event up front, as a codec without
-laziness would. The two run interleaved in one process so machine noise hits
-both alike; the ratio is what to look at.
+every event (what a where → by → rate pipeline touches), through the C
+parser (transport/_fastwire.c, when built), through the lazy
+:class:`~transport._codec.WireEvent` of the pure-Python codec, and by
+building a full :class:`~streams.Event` from each protobuf Event up front, as
+a codec without laziness would. They run interleaved in one process so
+machine noise hits all alike; the ratios are what to look at.
 
     .venv/bin/python tests/benchmarks/bench_codec.py [--events-per-message 100] [--rounds 7]
 
@@ -20,7 +21,7 @@ import time
 from typing import Any
 
 from streams import Event
-from transport import _proto
+from transport import _codec, _proto
 from transport._codec import (
     FrameDecoder,
     decode_message,
@@ -76,13 +77,24 @@ def eager_event(pb: Any, now: float) -> Event:
     )
 
 
-def run_lazy(payloads: list[bytes]) -> int:
+FAST = _codec._fast_decode
+
+
+def run_decoder(payloads: list[bytes]) -> int:
     seen = 0
     for payload in payloads:
         for event in decode_message(payload, 0.0).events:
             event.host, event.service, event.metric  # noqa: B018
             seen += 1
     return seen
+
+
+def run_lazy(payloads: list[bytes]) -> int:
+    _codec._fast_decode = None  # the pure-Python codec
+    try:
+        return run_decoder(payloads)
+    finally:
+        _codec._fast_decode = FAST
 
 
 def run_eager(payloads: list[bytes]) -> int:
@@ -124,16 +136,29 @@ def main() -> None:
     print(f"protobuf backend: {_proto.backend}; {per_message}-event messages "
           f"of {len(request)} bytes, {options.messages} per round, {options.rounds} rounds")
 
+    fast: list[float] = []
     lazy, eager = [], []
     for _ in range(options.rounds):
+        if FAST is not None:
+            fast.append(rate(run_decoder, payloads, count=count))
         lazy.append(rate(run_lazy, payloads, count=count))
         eager.append(rate(run_eager, payloads, count=count))
     lazy_rate, eager_rate = statistics.median(lazy), statistics.median(eager)
+    if fast:
+        fast_rate = statistics.median(fast)
+        print(f"decode + read host/service/metric, C parser       : {fast_rate:>12,.0f} events/s")
+        print(f"C parser / lazy                                   : "
+              f"{fast_rate / lazy_rate:>12.2f}x")
+    else:
+        print("the C parser is not built or RILLET_PURE_PYTHON is set: not measured")
     print(f"decode + read host/service/metric, lazy WireEvent : {lazy_rate:>12,.0f} events/s")
     print(f"decode + read host/service/metric, eager Event    : {eager_rate:>12,.0f} events/s")
     print(f"lazy / eager                                      : {lazy_rate / eager_rate:>12.2f}x")
 
+    _codec._fast_decode = None
     decoded = decode_message(payloads[0], 0.0).events
+    _codec._fast_decode = FAST
+    parsed = decode_message(payloads[0], 0.0).events
     built = sample_events(per_message)
     stream = request * options.messages
     extras = {
@@ -143,6 +168,8 @@ def main() -> None:
                                          count),
         "forward decoded WireEvents (events/s)": (
             lambda: [encode_request(decoded) for _ in range(options.messages)], (), count),
+        "forward events from the C parser (events/s)": (
+            lambda: [encode_request(parsed) for _ in range(options.messages)], (), count),
         "encode built Events (events/s)": (
             lambda: [encode_request(built) for _ in range(options.messages)], (), count),
     }

@@ -1,14 +1,23 @@
-"""End-to-end ingest: `rillet run` indexing everything, against a bare decode+ack trio loop.
+"""End-to-end ingest: `rillet run` against a bare decode+ack trio loop, side by side in one run.
 
-    .venv/bin/python tests/benchmarks/bench_server.py [--seconds 10] [--rounds 5] [--events 100]
+    .venv/bin/python tests/benchmarks/bench_server.py [--seconds 4] [--rounds 3]
+        [--sizes 1 10 100] [--configs index pipeline] [--before REV]
 
-Each server runs in its own process pinned to CPU 0 (``taskset``); the load
-generator, this process pinned to CPU 1, pipelines pre-serialised 100-event messages over
-4 TCP connections with 256 requests outstanding each, and counts acks. Rounds
-alternate between rillet and the bare loop (the ceiling for a Python server:
-protobuf decode and coalesced acks only); each round warms up, then measures
-events/s over ``--seconds``; medians are reported side by side.
-Then rillet's RSS is read after indexing 100,000 distinct keys.
+Four servers, each in its own process pinned to CPU 0 (``taskset``):
+
+- ``bare``: protobuf decode and coalesced acks only, the ceiling for a Python server;
+- ``c``: ``rillet run`` with the C parser (transport/_fastwire.c);
+- ``python``: ``rillet run`` with ``RILLET_PURE_PYTHON=1``, the fallback;
+- ``before``: ``rillet run`` from ``git archive REV`` (default: where this branch
+  left main), to compare the fallback with the code it replaced.
+
+The load generator, this process pinned to CPU 1, pipelines pre-serialised
+messages over 4 TCP connections with 256 requests outstanding each, and
+counts acks. For every config and message size, rounds alternate between
+the servers (drift on a shared VM hits them all alike); each round warms up,
+then measures events/s. Medians are printed with the Riemann 0.3.13 figures
+measured on this machine class (issue 12; not re-measured here), then each
+rillet's RSS after indexing 100,000 distinct keys.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from streams import Event
 from transport._codec import OK_REPLY, encode_request
@@ -37,9 +47,16 @@ KEYS = 100_000
 CONFIGS = {
     # Riemann's "index only" figure.
     "index": "streams(index)",
-    # Riemann's "where -> by -> rate -> index" figure.
-    "pipeline": "streams(where('service =~ \"svc-%\"', by('host', rate(1, index))))",
+    # Riemann's "where -> by -> rate -> with -> index" figure.
+    "pipeline": ("streams(where('service =~ \"svc-%\"', by('host', rate(1, "
+                 "with_(None, index, service='rate')))))"),
 }
+
+# Riemann 0.3.13 on OpenJDK 17, events/s per core at 1, 10, 100 events per
+# message, measured side by side with rillet on this machine class (issue 12).
+RIEMANN = {"index": {1: 54_600, 10: 306_700, 100: 535_500},
+           "pipeline": {1: 53_700, 10: 278_200, 100: 431_000}}
+RILLETS = ("c", "python", "before")
 
 RILLET_CONFIG = """
 from streams import *
@@ -179,69 +196,183 @@ def measure(port: int, frames: list[bytes], events_per_message: int, warmup: flo
     return rates
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen(pinned(0, command), cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+def index_once(port: int, frames: list[bytes]) -> None:
+    """Send every frame once on one connection and wait for all the acks."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"".join(frames))
+        expected, received = len(frames) * len(OK_REPLY), 0
+        while received < expected:
+            data = sock.recv(1 << 16)
+            if not data:
+                raise SystemExit("the server closed the connection while indexing")
+            received += len(data)
+
+
+def memory(tmp: Path, before: Path | None) -> dict[str, tuple[float, float]]:
+    """Each rillet's (peak, current) RSS in MiB after indexing KEYS distinct keys once."""
+    servers = rillets(tmp, "index", before, tag="memory")
+    try:
+        frames = messages(100, KEYS // 100)
+        found = {}
+        for name, (server, port) in servers.items():
+            index_once(port, frames)
+            found[name] = (rss_mib(server.pid, "VmHWM"), rss_mib(server.pid))
+        return found
+    finally:
+        stop(servers)
+
+
+def start(command: list[str], port: int, env: dict[str, str] | None = None,
+          cwd: Path = ROOT) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen(pinned(0, command), cwd=cwd, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env)
     wait_for_port(port)
     return server
 
 
+def snapshot(revision: str, into: Path) -> Path | None:
+    """The tree of ``revision`` (``git archive``), or None when git cannot give it."""
+    if revision == "main":
+        found = subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=ROOT,
+                               capture_output=True, text=True)
+        if found.returncode != 0:
+            return None
+        revision = found.stdout.strip()
+    archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True)
+    if archive.returncode != 0:
+        return None
+    into.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def rillets(tmp: Path, config: str, before: Path | None,
+            tag: str = "") -> dict[str, tuple[Any, int]]:
+    """Start the rillet servers for ``config``: name -> (process, port)."""
+    started = {}
+    for name in RILLETS:
+        if name == "before" and before is None:
+            continue
+        port = free_port()
+        path = Path(tmp, f"{config}_{name}{tag}.py")
+        path.write_text(textwrap.dedent(RILLET_CONFIG.format(port=port,
+                                                             streams=CONFIGS[config])))
+        env = dict(os.environ)
+        env.pop("RILLET_PURE_PYTHON", None)
+        cwd = ROOT
+        if name == "python":
+            env["RILLET_PURE_PYTHON"] = "1"
+        if name == "before":
+            assert before is not None
+            env["PYTHONPATH"] = str(before)
+            cwd = before
+        started[name] = (start([sys.executable, "-m", "transport._cli", "run", str(path),
+                                "--log-level", "warning"], port, env, cwd), port)
+    return started
+
+
+def stop(servers: dict[str, tuple[Any, int]]) -> None:
+    for server, _port in servers.values():
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--warmup", type=float, default=3)
-    parser.add_argument("--events", type=int, default=100, help="events per message")
-    parser.add_argument("--config", choices=sorted(CONFIGS), default="index",
-                        help="index: index everything; pipeline: where -> by -> rate -> index")
+    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=float, default=1.5)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100],
+                        help="events per message")
+    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS),
+                        default=["index", "pipeline"])
+    parser.add_argument("--before", default="main",
+                        help="git revision of the 'before' server; 'none' to leave it out")
     args = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
         print("warning: fewer than 2 CPUs; server and load share a core", file=sys.stderr)
     else:
         os.sched_setaffinity(0, {1})
-    frames = messages(args.events, KEYS // args.events)
+    print(f"{CONNECTIONS} connections x {OUTSTANDING} outstanding, servers pinned to CPU 0, "
+          f"{args.rounds} alternating rounds of {args.seconds:.0f} s per cell", flush=True)
+    # rates[config][size][server] -> per-round events/s
+    rates: dict[str, dict[int, dict[str, list[float]]]] = {}
+    rss: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        rillet_port, bare_port = free_port(), free_port()
-        config = Path(tmp, "bench_config.py")
-        config.write_text(textwrap.dedent(RILLET_CONFIG.format(port=rillet_port,
-                                                               streams=CONFIGS[args.config])))
-        bare = Path(tmp, "bare.py")
-        bare.write_text(BARE_SERVER)
-        python = sys.executable
-        print(f"config {args.config!r}: {CONFIGS[args.config]}; {args.events}-event messages, "
-              f"{CONNECTIONS} connections x {OUTSTANDING} outstanding, server pinned to CPU 0, "
-              f"{args.rounds} alternating rounds of {args.seconds:.0f} s each", flush=True)
-        servers = {
-            "bare": (start([python, str(bare), str(bare_port)], bare_port), bare_port),
-            "rillet": (start([python, "-m", "transport._cli", "run", str(config),
-                              "--log-level", "warning"], rillet_port), rillet_port),
-        }
-        rates: dict[str, list[float]] = {"bare": [], "rillet": []}
+        before = None if args.before == "none" else snapshot(args.before, Path(tmp, "before"))
+        peaks = memory(Path(tmp), before)
+        bare_path = Path(tmp, "bare.py")
+        bare_path.write_text(BARE_SERVER)
+        bare_port = free_port()
+        bare = start([sys.executable, str(bare_path), str(bare_port)], bare_port)
         try:
-            # Both servers are up; only one is loaded at a time, and the two
-            # alternate round by round, so drift on this shared VM hits both.
-            for _ in range(args.rounds):
-                for name, (_server, port) in servers.items():
-                    rates[name] += measure(port, frames, args.events, args.warmup,
-                                           args.seconds, 1)
-            rss = rss_mib(servers["rillet"][0].pid)
+            for config in args.configs:
+                servers = {"bare": (bare, bare_port), **rillets(Path(tmp), config, before)}
+                try:
+                    rates[config] = {}
+                    for size in args.sizes:
+                        frames = messages(size, KEYS // size)
+                        cell = rates[config][size] = {name: [] for name in servers}
+                        for _ in range(args.rounds):
+                            for name, (_server, port) in servers.items():
+                                cell[name] += measure(port, frames, size, args.warmup,
+                                                      args.seconds, 1)
+                        print(f"  {config} {size:3d}: " + ", ".join(
+                            f"{name} {statistics.median(found) / 1e3:.0f}k"
+                            for name, found in cell.items()), flush=True)
+                    if config == "index":
+                        for name, (server, _port) in servers.items():
+                            if name != "bare":
+                                rss[name] = rss_mib(server.pid)
+                finally:
+                    stop({k: v for k, v in servers.items() if k != "bare"})
         finally:
-            for server, _port in servers.values():
-                server.terminate()
-                server.wait(timeout=10)
-    for name, found in rates.items():
-        print(f"{name:7s}: median {statistics.median(found) / 1e3:6.0f} k events/s  (rounds: "
-              f"{', '.join(f'{r / 1e3:.0f}k' for r in found)})")
-    ratios = [r / b for r, b in zip(rates["rillet"], rates["bare"], strict=True)]
-    print(f"rillet / bare, median of per-round ratios: {statistics.median(ratios):.2f}; "
-          f"rillet RSS with {KEYS:,} keys indexed: {rss:.0f} MiB")
+            stop({"bare": (bare, bare_port)})
+    report(rates, rss, peaks)
+
+
+def report(rates: dict[str, dict[int, dict[str, list[float]]]], rss: dict[str, float],
+           peaks: dict[str, tuple[float, float]]) -> None:
+    names = [n for n in RILLETS if any(n in cell for by_size in rates.values()
+                                       for cell in by_size.values())]
+    header = ("| config | events/msg | Riemann (issue 12) | bare | "
+              + " | ".join(f"rillet {n}" for n in names) + " | c / Riemann | c / bare | "
+              "python / before |")
+    print()
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for config, by_size in rates.items():
+        for size, cell in by_size.items():
+            median = {name: statistics.median(found) for name, found in cell.items()}
+            riemann = RIEMANN[config].get(size)
+
+            def ratio(a: str, b: str, cell: dict[str, list[float]] = cell) -> str:
+                if a not in cell or b not in cell:
+                    return "-"
+                per_round = [x / y for x, y in zip(cell[a], cell[b], strict=True)]
+                return f"{statistics.median(per_round):.2f}"
+
+            print(f"| {config} | {size} | "
+                  + (f"{riemann / 1e3:.1f}k" if riemann else "-") + " | "
+                  + f"{median['bare'] / 1e3:.0f}k | "
+                  + " | ".join(f"{median[n] / 1e3:.0f}k" if n in median else "-" for n in names)
+                  + " | " + (f"{median['c'] / riemann:.2f}" if riemann and "c" in median
+                             else "-")
+                  + f" | {ratio('c', 'bare')} | {ratio('python', 'before')} |")
+    print()
+    print(f"After indexing {KEYS:,} distinct keys once (100-event messages), peak / current "
+          "RSS: " + ", ".join(f"{name} {peak:.0f} / {now:.0f} MiB"
+                               for name, (peak, now) in peaks.items()))
+    if rss:
+        print("RSS at the end of the index-only runs: " + ", ".join(
+            f"{name} {mib:.0f} MiB" for name, mib in rss.items()))
 
 
 if __name__ == "__main__":
