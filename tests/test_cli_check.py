@@ -102,9 +102,26 @@ def free_port() -> int:
         return port
 
 
+def free_default_ports() -> int:
+    """A port P with P+1 and P+3 free too: the default config puts WebSocket and SSE there."""
+    for _ in range(100):
+        port = free_port()
+        probes = [socket.socket() for _ in range(3)]
+        try:
+            for probe, offset in zip(probes, (0, 1, 3), strict=True):
+                probe.bind(("127.0.0.1", port + offset))
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+        return port
+    raise AssertionError("no free port P with P+1 and P+3 free on 127.0.0.1")
+
+
 @pytest.mark.network
 def test_the_default_config_moves_off_5555(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_default_ports()
     process = subprocess.Popen(
         [sys.executable, "-m", "transport._cli", "run", "--port", str(port),
          "--pid-file", str(tmp_path / "pid")],
