@@ -471,7 +471,7 @@ def test_like_with_many_wildcards_takes_linear_time() -> None:
     query = compile_query('service =~ "%a%a%a%a%a%a%a%b"')
     result, seconds = _seconds(query, ev(service="a" * 100_000))
     assert result is False
-    assert seconds < 0.05
+    assert seconds < 0.5  # exponential would not return; 0.5 s allows a busy machine
     assert query(ev(service="xaxaxaxaxaxaxaxb")) is True
     assert query(ev(service="aaaaaaab")) is True
     assert query(ev(service="aaaaaab")) is False
@@ -488,7 +488,7 @@ def test_regex_with_nested_quantifiers_takes_linear_time() -> None:
     query = compile_query('service ~= "(a+)+b"')
     result, seconds = _seconds(query, ev(service="a" * 100_000))
     assert result is False
-    assert seconds < 0.05
+    assert seconds < 0.5  # exponential would not return; 0.5 s allows a busy machine
     assert query(ev(service="aaab")) is True
 
 
