@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,38 @@ def start_rillet(config: Path, *options: str, **popen: Any) -> tuple[subprocess.
             return process, int(found.group(1)), log
     process.wait()
     raise AssertionError(f"rillet run did not start a TCP server:\n{log}")
+
+
+@contextlib.contextmanager
+def rillet_listening(config: Path, *options: str, stop_within: float = 20
+                     ) -> Iterator[dict[str, int]]:
+    """``rillet run config options`` in a subprocess, for the block: its TCP and UDP ports.
+
+    The rest of its log is drained in the background, so the server never blocks
+    on a full pipe; it is terminated when the block ends.
+    """
+    process = subprocess.Popen([sys.executable, "-m", "transport._cli", "run", str(config),
+                                *options], stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    ports: dict[str, int] = {}
+    deadline = time.monotonic() + 20
+    while len(ports) < 2 and time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        found = re.search(r"(TCP|UDP) server listening on 127\.0\.0\.1:(\d+)", line)
+        if found:
+            ports[found.group(1)] = int(found.group(2))
+    drain = threading.Thread(target=lambda: [None for _ in process.stderr or ()], daemon=True)
+    drain.start()
+    try:
+        assert len(ports) == 2, "rillet run did not report its TCP and UDP ports"
+        yield ports
+    finally:
+        process.terminate()
+        process.wait(timeout=stop_within)
+        drain.join(timeout=10)
+        process.stderr.close()
 
 
 def hostile_requests() -> list[bytes]:

@@ -4,16 +4,15 @@ and by `rillet send` / `rillet query`."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _helpers import rillet_listening
 
 pytestmark = pytest.mark.network
 
@@ -42,29 +41,8 @@ def rillet(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
 def server(tmp_path: Path) -> Iterator[dict[str, int]]:
     config = tmp_path / "monitoring.py"
     config.write_text(CONFIG)
-    process = subprocess.Popen([sys.executable, "-m", "transport._cli", "run", str(config)],
-                               stderr=subprocess.PIPE, text=True)
-    ports: dict[str, int] = {}
-    deadline = time.monotonic() + 20
-    assert process.stderr is not None
-    while len(ports) < 2 and time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line:
-            break
-        found = re.search(r"(TCP|UDP) server listening on 127\.0\.0\.1:(\d+)", line)
-        if found:
-            ports[found.group(1)] = int(found.group(2))
-    # Keep draining the log so the server never blocks on a full pipe.
-    drain = threading.Thread(target=lambda: [None for _ in process.stderr or ()], daemon=True)
-    drain.start()
-    try:
-        assert len(ports) == 2, "rillet run did not report its listening ports"
+    with rillet_listening(config, stop_within=10) as ports:
         yield ports
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        drain.join(timeout=10)
-        process.stderr.close()
 
 
 def test_rillet_send_and_query_against_rillet_run(server: dict[str, int]) -> None:

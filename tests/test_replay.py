@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _helpers import start_rillet
+from _helpers import rillet_listening, start_rillet
 
 from streams import Event
 from transport import Client
@@ -95,20 +95,8 @@ def recorded(tmp_path_factory: pytest.TempPathFactory,
     config = tmp / "monitoring.py"
     config.write_text(CONFIG.format(port=receiver.port, limit=90))
     record = tmp / "rec"
-    process = subprocess.Popen([sys.executable, "-m", "transport._cli", "run", str(config),
-                                "--record", str(record), "--pid-file", str(tmp / "pid")],
-                               stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    ports: dict[str, int] = {}
-    deadline = time.monotonic() + 20
-    while len(ports) < 2 and time.monotonic() < deadline:
-        line = process.stderr.readline()
-        found = re.search(r"(TCP|UDP) server listening on 127\.0\.0\.1:(\d+)", line)
-        if found:
-            ports[found.group(1)] = int(found.group(2))
-    drain = threading.Thread(target=lambda: [None for _ in process.stderr or ()], daemon=True)
-    drain.start()
-    try:
+    with rillet_listening(config, "--record", str(record), "--pid-file", str(tmp / "pid")) \
+            as ports:
         with Client("127.0.0.1", ports["TCP"]) as client:
             # throttle(2, 60): of four alerts, two pass
             for host in ("a", "b", "c", "d"):
@@ -131,11 +119,6 @@ def recorded(tmp_path_factory: pytest.TempPathFactory,
         # again (at least once), which the receiver would count twice.
         receiver.wait_for(5)
         _wait_until_indexed(ports["TCP"], "f")
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        drain.join(timeout=10)
-        process.stderr.close()
     receiver.close()
     yield {"config": config, "record": record, "received": receiver.events, "tmp": tmp,
            "receiver_port": receiver.port}
