@@ -164,6 +164,18 @@ def send_in_background(port: int, rounds: list[list[Event]], acked: list[Event],
     return sender
 
 
+def state_changes(events: list[Event]) -> set[tuple[Any, ...]]:
+    """(host, metric) of the events that `by("host", changed_state(...))` forwards in
+    one process: each host's first event and each one whose state differs from the last."""
+    last: dict[str, Any] = {}
+    changes = set()
+    for event in events:
+        if last.get(event.host, ()) != event.state:
+            changes.add((event.host, event.metric))
+        last[event.host] = event.state
+    return changes
+
+
 def index_of(port: int) -> set[tuple[Any, ...]]:
     with Client(port=port, timeout=10) as client:
         return {(e.host, e.service, e.state, e.metric, e.time) for e in client.query("true")}
@@ -255,6 +267,15 @@ def test_killing_a_worker_mid_load_loses_nothing_acknowledged(
         latest = {(f"host-{h}", 59) for h in range(50)}
         with Client(port=edge_port, timeout=10) as client:
             assert {(e.host, e.metric) for e in client.query('service = "http"')} == latest
+        # The stream state moved with the partitions: changed_state alerted exactly on
+        # the state changes one process would have seen (a fresh changed_state on the
+        # survivor would alert on every host's first event there, changed or not), and
+        # repeats only alerts of the victim's replayed events.
+        changes = Counter((r[1], r[4]) for r in records(out) if r[0] == "changed")
+        assert set(changes) == state_changes(acked)
+        assert {settings.partition(Event(host=host)) for (host, _), n in changes.items()
+                if n > 1} <= victim_partitions
+        assert "keys of stream state" in survivor.text()
     finally:
         for process in (edge, *workers):
             process.stop()

@@ -9,9 +9,10 @@ worker's leases vanish after at most ``lease`` seconds and the survivors,
 which aim at ``ceil(partitions / live workers)`` each (workers heartbeat
 ``w.<id>`` in the same bucket), take them over.
 
-Taking a partition: restore the index entries of its last snapshot (object
-``p.<n>`` in the object store: the stream sequence it covers, then the
-events as a Riemann ``Msg``), recreate its durable consumer to start right
+Taking a partition: restore the index entries and the stream state of its
+last snapshot (object ``p.<n>`` in the object store: the stream sequence it
+covers, the index entries as a Riemann ``Msg``, and the partition's share of
+the streams' state, see ``_handover``), recreate its durable consumer to start right
 after that sequence, and consume in order, acknowledging each batch to
 JetStream (ack-all) once the streams have processed it. Every
 ``snapshot_interval`` the worker writes each owned partition's snapshot, so
@@ -23,6 +24,7 @@ describes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -32,8 +34,10 @@ from typing import Any
 import trio
 
 from streams import Config, Event, Runtime
+from streams._config import source_files
 from streams._event import outlived
 
+from . import _handover
 from ._codec import decode_message, encode_request
 from ._jetstream import ScaleOut, aio, asyncio_loop
 from ._run import Running, serve
@@ -65,6 +69,8 @@ class Worker:
         self.released = 0
         self.snapshots = 0
         self.replayed = 0
+        self.carried_keys = 0
+        self._config_digest = b""
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, owned={sorted(self.owned)})"
@@ -75,6 +81,7 @@ class Worker:
         # The edge owns the listeners; a worker runs the sinks, the index and its expiry.
         config.services = [s for s in config.services if not hasattr(s, "bound_port")]
         self.runtime = runtime
+        self._config_digest = _digest(config)
         async with asyncio_loop():
             self.connection = await aio(self.settings.connect)(f"rillet-worker-{self.name}")
             try:
@@ -176,6 +183,7 @@ class Worker:
         except Exception as error:
             log.warning("%s: releasing partition %d: %s", self.name, partition, error)
         self._forget(partition)
+        self._drop_state({partition})
         self.released += 1
         log.info("%s released partition %d", self.name, partition)
 
@@ -186,6 +194,14 @@ class Worker:
             await aio(self.kv.delete)(f"w.{self.name}")
         except Exception as error:
             log.warning("%s: removing its heartbeat: %s", self.name, error)
+
+    def _drop_state(self, partitions: set[int]) -> None:
+        """Drop the partitions' per-key stream state too, so that taking one back later
+        starts from its snapshot, not from what this worker knew when it let go."""
+        config = self.runtime.config
+        if config is not None:
+            with self.runtime:
+                _handover.drop(config.streams, self.settings, partitions)
 
     def _forget(self, partition: int) -> None:
         """Drop a partition's index entries: its new owner answers for them now."""
@@ -268,8 +284,14 @@ class Worker:
             if found is not None:
                 found.append(event)
         covered = {partition: o.sequence for partition, o in owned.items()}
+        config = self.runtime.config
+        states = {} if config is None else _handover.export(config.streams, self.settings,
+                                                              set(owned))
         for partition, events in by_partition.items():
-            data = covered[partition].to_bytes(8, "big") + encode_request(events, framed=False)
+            index = encode_request(events, framed=False)
+            state = _handover.dumps((self._config_digest, states.get(partition)))
+            data = b"".join((covered[partition].to_bytes(8, "big"),
+                             len(index).to_bytes(8, "big"), index, state))
             await aio(self.store.put)(f"p.{partition}", data)
             self.snapshots += 1
 
@@ -282,18 +304,37 @@ class Worker:
             return 0
         data = found.data or b""
         sequence = int.from_bytes(data[:8], "big")
+        length = int.from_bytes(data[8:16], "big")
         index = self.runtime.index
         now = self.runtime.now()
         restored = 0
-        for event in decode_message(data[8:], now).events:
+        for event in decode_message(data[16:16 + length], now).events:
             if event.time is not None and outlived(event.time, event.ttl, now):
                 continue
             if index.lookup(event.host, event.service) is None:
                 index(Event(**event.as_dict()))
                 restored += 1
-        log.info("%s restored %d index entries of partition %d (sequence %d)", self.name,
-                 restored, partition, sequence)
+        keys = self._restore_state(partition, data[16 + length:])
+        log.info("%s restored %d index entries and %d keys of stream state of partition %d "
+                 "(sequence %d)", self.name, restored, keys, partition, sequence)
         return sequence
+
+    def _restore_state(self, partition: int, data: bytes) -> int:
+        config = self.runtime.config
+        if not data or config is None:
+            return 0
+        digest, state = _handover.loads(data)
+        if digest != self._config_digest:
+            log.warning("%s: partition %d's snapshot was written by another config; its "
+                        "stream state starts fresh", self.name, partition)
+            return 0
+        if state is None:
+            return 0
+        self._drop_state({partition})
+        with self.runtime:
+            keys = _handover.restore(config.streams, state)
+        self.carried_keys += keys
+        return keys
 
     # Queries ---------------------------------------------------------------
 
@@ -315,4 +356,15 @@ class Worker:
     def statistics(self) -> dict[str, Any]:
         return {"owned": sorted(self.owned), "processed": self.processed,
                 "acquired": self.acquired, "released": self.released,
-                "snapshots": self.snapshots}
+                "snapshots": self.snapshots, "carried_keys": self.carried_keys}
+
+
+def _digest(config: Config) -> bytes:
+    """What two workers' configs must share for one's stream state to fit the other's."""
+    digest = hashlib.sha256()
+    try:
+        for path in source_files(config):
+            digest.update(str(path.name).encode() + b"\0" + path.read_bytes())
+    except OSError:
+        digest.update(config.source.encode())
+    return digest.digest()

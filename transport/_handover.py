@@ -1,0 +1,277 @@
+"""Stream state per partition: what a worker hands to the next owner of a partition.
+
+Reload keeps a stream's state by keeping the running object; a partition that
+moves to another worker process cannot, so its state travels as data. A
+worker exports, with each partition's index snapshot, the state of the
+config's streams that belongs to that partition, and the new owner puts it
+into its own (identical) streams before replaying what came after.
+
+Which state belongs to a partition: a ``by`` (and ``changed_state``, which
+is a ``by`` over host and service) whose fields include every partition key
+field gives each key its own forks, and a key's partition follows from its
+values; everything under such a key's forks belongs to that partition. State
+outside such forks (a top-level ``throttle`` or ``rate`` seeing every host
+of the worker) mixes partitions: it stays with the worker and the new owner
+keeps its own. Streams are matched by their place in the config (the path of
+argument positions from the top-level streams) and their class, and the
+snapshot is used only by a worker whose config has the same source text.
+
+Carried (the streams whose per-key state decides which alerts repeat):
+``by``, ``changed_state``, ``changed``, ``throttle``, ``runs``. Every other
+stateful stream (windows, rates, ``stable``, ``by_builder``...) starts
+fresh on the new owner, as it did before state was carried.
+
+This module is the one place that knows how those streams hold their state.
+
+>>> from streams import Event, by, changed_state, VirtualClock, Runtime
+>>> from transport._jetstream import ScaleOut
+>>> settings = ScaleOut(partitions=4)
+>>> def config(out): return [by("host", changed_state(out.append))]
+>>> first, seen = config([]), []
+>>> with Runtime(VirtualClock(10)):
+...     for host in ("a", "b"): first[0](Event(host=host, service="s", state="critical"))
+...     state = export(first, settings)
+>>> sorted(state)                  # partition -> that partition's state
+[1, 3]
+>>> second = config(seen)
+>>> with Runtime(VirtualClock(20)):
+...     _ = restore(second, state[settings.partition(Event(host="a"))])
+...     second[0](Event(host="a", service="s", state="critical"))   # no change: no alert
+...     second[0](Event(host="b", service="s", state="critical"))   # b's state stayed behind
+>>> [e.host for e in seen]
+['b']
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import Any
+
+from streams import Event, Stream, by, changed, changed_state, runs, throttle
+
+from ._jetstream import ScaleOut
+
+__all__ = ["drop", "export", "restore"]
+
+log = logging.getLogger("rillet.handover")
+
+# A node's exported state: (class name, own state or None, children's states by position,
+# and for a by: {key: states of the key's forks}).
+Node = tuple[str, Any, list[Any], dict[Any, list[Any]] | None]
+
+
+def _plain(value: Any) -> Any:
+    """A value that pickles and means the same in another process (a wire event
+    decoded lazily becomes a plain Event)."""
+    if hasattr(value, "as_dict") and not isinstance(value, Event):
+        return Event(**value.as_dict())
+    return value
+
+
+def _changed_state(stream: changed) -> Any:
+    return (_plain(stream._previous_value), _plain(stream._previous_event))
+
+
+def _set_changed(stream: changed, state: Any) -> None:
+    stream._previous_value, stream._previous_event = state
+
+
+def _throttle_state(stream: throttle) -> Any:
+    windows = stream._windows
+    return (windows.anchor, windows.start, stream._count)
+
+
+def _set_throttle(stream: throttle, state: Any) -> None:
+    anchor, start, count = state
+    windows = stream._windows
+    windows.stop()
+    windows.anchor = anchor
+    stream._count = 0
+    if start is not None:
+        # The window the old owner had open goes on here (same anchor, so the
+        # same end) with the events it already passed, if it is not over yet.
+        windows.observe()
+        if windows.start == start:
+            stream._count = count
+
+
+def _runs_state(stream: runs) -> Any:
+    return (_plain(stream._previous), stream._length)
+
+
+def _set_runs(stream: runs, state: Any) -> None:
+    stream._previous, stream._length = state
+
+
+_CARRIED: dict[type, tuple[Callable[[Any], Any], Callable[[Any, Any], None]]] = {
+    changed: (_changed_state, _set_changed),
+    throttle: (_throttle_state, _set_throttle),
+    runs: (_runs_state, _set_runs),
+}
+
+
+def _children(stream: Stream) -> Iterator[Stream]:
+    """The streams among ``stream``'s arguments, in order: a node's place in the config."""
+    def among(value: Any) -> Iterator[Stream]:
+        if isinstance(value, Stream):
+            yield value
+        elif type(value) in (list, tuple):
+            for item in value:
+                yield from among(item)
+
+    for value in (*stream._args, *stream._kwargs.values()):
+        yield from among(value)
+
+
+def _key_partition(stream: by, settings: ScaleOut) -> Callable[[Any], int] | None:
+    """How a key of ``stream`` maps to its partition, or None when its fields do not
+    include every partition key field (its keys span partitions)."""
+    fields = stream.fields
+    names = [fields] if isinstance(fields, str) else fields
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names) \
+            or not set(settings.key) <= set(names):
+        return None
+    if len(names) == 1:
+        return lambda key: settings.partition(SimpleNamespace(**{names[0]: key}))
+    return lambda key: settings.partition(SimpleNamespace(**dict(zip(names, key, strict=True))))
+
+
+def export(streams: list[Any], settings: ScaleOut,
+           partitions: set[int] | None = None) -> dict[int, Any]:
+    """Each partition's state in ``streams`` (the running config's top-level streams),
+    for ``partitions`` (default: every partition found), ready for :func:`dumps`."""
+    grouped: dict[int, list[Any]] = {}
+    # A by's keys grouped by partition once per export, not once per partition.
+    by_partition: dict[int, dict[int | None, list[tuple[Any, Any]]]] = {}
+
+    def node(stream: Stream, partition: int | None, inside: bool) -> Any:
+        """The state under ``stream`` for ``partition``; ``inside`` when ``stream`` is in a
+        key's forks of that partition (its own state belongs to it then)."""
+        kind = type(stream)
+        own = None
+        if inside and kind in _CARRIED:
+            own = _CARRIED[kind][0](stream)
+        keys = None
+        target = stream._by if isinstance(stream, changed_state) else stream
+        if isinstance(target, by):
+            keys = _by_keys(target, partition, inside)
+        # A by's own arguments are templates that never see an event: nothing to carry.
+        children = [] if keys is not None else [
+            node(c, partition, inside) for c in _children(stream) if not c.shared]
+        return (kind.__name__, own, children, keys)
+
+    def _by_keys(stream: by, partition: int | None, inside: bool) -> dict[Any, list[Any]]:
+        owned: dict[Any, list[Any]] = {}
+        if inside:
+            chosen = list(stream._forks.items())
+        else:
+            groups = by_partition.get(id(stream))
+            if groups is None:
+                groups = by_partition[id(stream)] = {}
+                of = _key_partition(stream, settings)
+                if of is not None:
+                    for key, forks in stream._forks.items():
+                        groups.setdefault(of(key), []).append((key, forks))
+            chosen = groups.get(partition, [])
+        for key, forks in chosen:
+            owned[key] = [node(f, partition, True) if isinstance(f, Stream) and not f.shared
+                          else None for f in forks]
+        return owned
+
+    wanted = partitions if partitions is not None else _partitions_present(streams, settings)
+    for partition in wanted:
+        grouped[partition] = [node(s, partition, False) if isinstance(s, Stream)
+                              and not s.shared else None for s in streams]
+    return grouped
+
+
+def _partitions_present(streams: list[Any], settings: ScaleOut) -> set[int]:
+    found: set[int] = set()
+    pending = [s for s in streams if isinstance(s, Stream) and not s.shared]
+    while pending:
+        stream = pending.pop()
+        target = stream._by if isinstance(stream, changed_state) else stream
+        if isinstance(target, by):
+            of = _key_partition(target, settings)
+            if of is not None:
+                found.update(of(key) for key in target._forks)
+                continue
+        pending.extend(c for c in _children(stream) if not c.shared)
+    return found
+
+
+def restore(streams: list[Any], state: list[Any]) -> int:
+    """Put one partition's exported ``state`` into ``streams``; returns the number of
+    keys whose forks were restored. A node whose class differs is left as it is."""
+    restored = 0
+
+    def into(stream: Any, saved: Any) -> None:
+        nonlocal restored
+        if saved is None or not isinstance(stream, Stream):
+            return
+        name, own, children, keys = saved
+        if type(stream).__name__ != name:
+            log.warning("handover: %r is not the %s the snapshot has; left fresh", stream, name)
+            return
+        if own is not None and type(stream) in _CARRIED:
+            _CARRIED[type(stream)][1](stream, own)
+        target = stream._by if isinstance(stream, changed_state) else stream
+        if keys and isinstance(target, by):
+            for key, saved_forks in keys.items():
+                _drop_key(target, key)
+                target._new_key(key)
+                for fork, saved_fork in zip(target._forks[key], saved_forks, strict=False):
+                    into(fork, saved_fork)
+                restored += 1
+        if keys is not None:
+            return
+        for child, saved_child in zip([c for c in _children(stream) if not c.shared],
+                                      children, strict=False):
+            into(child, saved_child)
+
+    for stream, saved in zip(streams, state, strict=False):
+        into(stream, saved)
+    return restored
+
+
+def drop(streams: list[Any], settings: ScaleOut, partitions: set[int]) -> int:
+    """Forget the per-key state of ``partitions`` (their new owner has it now), so
+    taking one of them back later starts from its snapshot, not from stale state."""
+    dropped = 0
+    pending = [s for s in streams if isinstance(s, Stream) and not s.shared]
+    while pending:
+        stream = pending.pop()
+        target = stream._by if isinstance(stream, changed_state) else stream
+        if isinstance(target, by):
+            of = _key_partition(target, settings)
+            if of is not None:
+                for key in [k for k in target._forks if of(k) in partitions]:
+                    _drop_key(target, key)
+                    dropped += 1
+                continue
+        pending.extend(c for c in _children(stream) if not c.shared)
+    return dropped
+
+
+def _drop_key(stream: by, key: Any) -> None:
+    forks = stream._forks.pop(key, None)
+    if forks is None:
+        return
+    stream._current.pop(key, None)
+    stream._previous.pop(key, None)
+    for fork in forks:
+        if isinstance(fork, Stream) and not fork.shared:
+            fork.close()
+
+
+def dumps(state: Any) -> bytes:
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def loads(data: bytes) -> Any:
+    # The snapshot store belongs to this deployment's workers, which wrote it
+    # with the same code: it is trusted like the config itself.
+    return pickle.loads(data)
