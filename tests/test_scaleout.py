@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,18 +144,21 @@ def workload(hosts: int, rounds: int) -> list[list[Event]]:
 
 def send_in_background(port: int, rounds: list[list[Event]], acked: list[Event], *,
                        pause_after: int, resume: threading.Event) -> threading.Thread:
-    """Send each round until acknowledged (again on a failure, as a client does),
-    adding it to ``acked``; after round ``pause_after``, wait for ``resume``."""
+    """Send each round until acknowledged (again on a failure after a short pause, as a
+    client does, for up to 90 s), adding it to ``acked``; after round ``pause_after``,
+    wait for ``resume``."""
     def load() -> None:
         for number, events in enumerate(rounds):
-            for attempt in range(60):
+            deadline = time.monotonic() + 90
+            while True:
                 try:
-                    with Client(port=port, timeout=15) as client:
+                    with Client(port=port, timeout=30) as client:
                         client.send(events)
                     break
                 except Exception:
-                    if attempt == 59:
+                    if time.monotonic() > deadline:
                         raise
+                    time.sleep(0.2)  # a client's pause before retrying, not a wait
             acked.extend(events)
             if number == pause_after:
                 resume.wait(60)

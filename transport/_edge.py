@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,9 @@ log = logging.getLogger("rillet.edge")
 # of ordinary size.
 _CHUNK = 2000
 QUERY_TIMEOUT = 5.0
+# How long a publish is retried (a cluster electing a stream leader after a node
+# failure takes seconds) before the events' connection is failed.
+PUBLISH_TIMEOUT = 20.0
 
 
 @dataclass(eq=False)
@@ -63,8 +67,12 @@ class Edge:
     """
 
     def __init__(self, settings: ScaleOut, *, max_inflight: int = 50_000,
-                 flush_interval: float = 0.05, concurrent_flushes: int = 2) -> None:
+                 flush_interval: float = 0.05, concurrent_flushes: int = 2,
+                 publish_timeout: float = PUBLISH_TIMEOUT) -> None:
         self.settings = settings
+        self.publish_timeout = publish_timeout
+        # Names this edge's messages for JetStream's deduplication of retried publishes.
+        self._id = uuid.uuid4().hex
         self.max_inflight = max_inflight
         self.flush_interval = flush_interval
         self.concurrent_flushes = concurrent_flushes
@@ -78,6 +86,7 @@ class Edge:
         self._settled = trio.Event()
         self._send: trio.MemorySendChannel[Any] | None = None
         self.stored = 0
+        self.retries = 0
         self.failures = 0
         self.queries = 0
         self.flushes = 0
@@ -170,7 +179,7 @@ class Edge:
 
     async def _publish(self, flush: _Flush) -> None:
         try:
-            await aio(self._publish_aio)(flush.batch)
+            await aio(self._publish_aio)(flush.batch, flush.generation)
             self.stored += flush.events
         except Exception as error:
             self.failures += 1
@@ -185,7 +194,7 @@ class Edge:
             self._settled.set()
             self._settled = trio.Event()
 
-    async def _publish_aio(self, batch: dict[int, list[Any]]) -> None:
+    async def _publish_aio(self, batch: dict[int, list[Any]], generation: int) -> None:
         import asyncio
 
         publishes = []
@@ -193,8 +202,43 @@ class Edge:
             subject = self.settings.subject(partition)
             for start in range(0, len(events), _CHUNK):
                 payload = encode_request(events[start:start + _CHUNK], framed=False)
-                publishes.append(self._js.publish(subject, payload, timeout=10))
+                message_id = f"{self._id}.{generation}.{partition}.{start}"
+                publishes.append(self._publish_one(subject, payload, message_id))
         await asyncio.gather(*publishes)
+
+    async def _publish_one(self, subject: str, payload: bytes, message_id: str) -> None:
+        """Publish one message until JetStream acknowledges it or ``publish_timeout`` passes
+        (asyncio).
+
+        While a cluster elects a new stream leader (seconds after a node dies)
+        publishes get no responder or time out; they are sent again, with the
+        same message id, so JetStream stores once a message whose first
+        acknowledgement was lost (its duplicate window is 120 s).
+        """
+        import asyncio
+
+        import nats.errors
+        import nats.js.errors
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.publish_timeout
+        pause = 0.05
+        while True:
+            left = deadline - loop.time()
+            try:
+                await self._js.publish(subject, payload, timeout=max(0.5, min(5.0, left)),
+                                       headers={"Nats-Msg-Id": message_id})
+                return
+            except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError,
+                    nats.js.errors.ServiceUnavailableError, nats.errors.TimeoutError,
+                    TimeoutError, nats.errors.ConnectionClosedError,
+                    nats.errors.ConnectionReconnectingError) as error:
+                if loop.time() + pause >= deadline:
+                    raise
+                self.retries += 1
+                log.info("publishing to %s: %r; again in %.2f s", subject, error, pause)
+            await asyncio.sleep(pause)
+            pause = min(1.0, pause * 2)
 
     # Queries ---------------------------------------------------------------
 
@@ -279,5 +323,6 @@ class Edge:
 
     def statistics(self) -> dict[str, Any]:
         return {"stored": self.stored, "failures": self.failures, "flushes": self.flushes,
+                "retries": self.retries,
                 "buffered": self._buffered,
                 "inflight": self._inflight_events, "queries": self.queries}

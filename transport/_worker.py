@@ -55,6 +55,8 @@ class _Owned:
         self.scope = scope
         self.stopped = trio.Event()
         self.sequence = 0  # the last stream sequence the streams processed
+        # Restored and consuming: only then does a snapshot of it mean anything.
+        self.ready = False
 
 
 class Worker:
@@ -70,6 +72,7 @@ class Worker:
         self.snapshots = 0
         self.replayed = 0
         self.carried_keys = 0
+        self._held_before: set[int] = set()
         self._config_digest = b""
 
     def __repr__(self) -> str:
@@ -98,6 +101,7 @@ class Worker:
                     subscription = await aio(self.connection.subscribe)(
                         self.settings.query_subject, cb=self._answer_aio)
                     nursery.start_soon(self._leases)
+                    nursery.start_soon(self._balancing)
                     nursery.start_soon(self._snapshots)
                     task_status.started(running)
                     try:
@@ -113,46 +117,95 @@ class Worker:
     # Leases ----------------------------------------------------------------
 
     async def _leases(self) -> None:
-        from nats.js.errors import KeyWrongLastSequenceError
+        """Renew the heartbeat and every owned lease each third of the lease.
 
+        Only cheap KV writes happen here: balancing (which reads the bucket and
+        may restore snapshots) runs in its own task, so a slow JetStream API
+        call there, as while a cluster elects a new leader, never lets a lease
+        run out.
+        """
         period = self.settings.lease / 3
         me = self.name.encode()
         while True:
             try:
                 await aio(self.kv.put)(f"w.{self.name}", me)
                 for partition, owned in list(self.owned.items()):
-                    try:
-                        owned.revision = await aio(self.kv.update)(
-                            f"p.{partition}", me, last=owned.revision)
-                    except KeyWrongLastSequenceError:
-                        log.warning("%s lost the lease on partition %d; stopping it", self.name,
-                                    partition)
-                        self.owned.pop(partition, None)
-                        owned.scope.cancel()
-                await self._balance(me)
+                    await self._renew(partition, owned, me)
             except Exception as error:
                 log.warning("%s: renewing leases failed (%s); retrying", self.name, error)
             await trio.sleep(period)
 
-    async def _balance(self, me: bytes) -> None:
-        from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
+    async def _renew(self, partition: int, owned: _Owned, me: bytes) -> None:
+        from nats.js.errors import KeyWrongLastSequenceError
 
         try:
-            keys = await aio(self.kv.keys)()
-        except NoKeysError:
-            keys = []
-        alive = max(1, sum(1 for key in keys if key.startswith("w.")))
-        target = math.ceil(self.settings.partitions / alive)
+            owned.revision = await aio(self.kv.update)(f"p.{partition}", me,
+                                                      last=owned.revision)
+            return
+        except KeyWrongLastSequenceError:
+            pass
+        # An update whose reply was lost (a timeout while a node failed) may have
+        # been stored: the lease is still this worker's if the entry says so.
+        entry = await self._lease_entry(partition)
+        if entry is not None and entry.value == me:
+            owned.revision = entry.revision
+            return
+        if self.owned.get(partition) is owned:
+            log.warning("%s lost the lease on partition %d; stopping it", self.name, partition)
+            self.owned.pop(partition, None)
+            owned.scope.cancel()
+
+    async def _lease_entry(self, partition: int) -> Any:
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+        try:
+            return await aio(self.kv.get)(f"p.{partition}")
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+
+    async def _balancing(self) -> None:
+        me = self.name.encode()
+        while True:
+            try:
+                await self._balance(me)
+            except Exception as error:
+                log.warning("%s: balancing partitions failed (%s); retrying", self.name, error)
+            await trio.sleep(self.settings.lease / 3)
+
+    async def _present(self) -> dict[str, int]:
+        """The bucket's keys that have an entry (possibly a deletion marker), read from
+        the stream's state: one request to its leader, where listing keys would create
+        a consumer (a JetStream API call that stalls while a cluster elects)."""
+        prefix = f"$KV.{self.settings.leases}."
+        info = await aio(self.js.stream_info)(f"KV_{self.settings.leases}",
+                                              subjects_filter=f"{prefix}>")
+        return {subject[len(prefix):]: count
+                for subject, count in (info.state.subjects or {}).items()}
+
+    async def _balance(self, me: bytes) -> None:
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+
+        present = await self._present()
+        alive = 0
+        for key in (k for k in present if k.startswith("w.")):
+            try:
+                await aio(self.kv.get)(key)  # a worker that stopped left a deletion marker
+                alive += 1
+            except (KeyNotFoundError, KeyDeletedError):
+                pass
+        target = math.ceil(self.settings.partitions / max(1, alive))
         while len(self.owned) > target:
             await self._release(max(self.owned))
         if len(self.owned) >= target:
             return
-        # Workers start looking at different places, so they rarely race for one lease.
+        # Workers start looking at different places, so they rarely race for one lease;
+        # partitions without any entry first, then those whose entry may be a release.
         start = sum(me) % self.settings.partitions
-        taken = {int(key[2:]) for key in keys if key.startswith("p.")}
-        for step in range(self.settings.partitions):
-            partition = (start + step) % self.settings.partitions
-            if partition in self.owned or partition in taken:
+        order = [(start + step) % self.settings.partitions
+                 for step in range(self.settings.partitions)]
+        order.sort(key=lambda p: f"p.{p}" in present)
+        for partition in order:
+            if partition in self.owned:
                 continue
             try:
                 revision = await aio(self.kv.create)(f"p.{partition}", me)
@@ -163,21 +216,36 @@ class Worker:
                 return
 
     async def _acquire(self, partition: int, revision: int) -> None:
-        sequence = await self._restore(partition)
+        # Owned (so renewed) from the start: restoring can take longer than the lease.
         scope = trio.CancelScope()
         owned = _Owned(revision, scope)
-        owned.sequence = sequence
         self.owned[partition] = owned
+        if partition in self._held_before:
+            self._forget(partition)  # what this worker had is older than the snapshot
+        self._held_before.add(partition)
+        try:
+            owned.sequence = await self._restore(partition)
+            await self._recreate_consumer(partition, owned.sequence)
+        except BaseException:
+            # Let go (the lease too, so that any worker may take it at once).
+            if self.owned.get(partition) is owned:
+                del self.owned[partition]
+            with trio.CancelScope(shield=True), trio.move_on_after(5), \
+                    contextlib.suppress(Exception):
+                await aio(self.kv.delete)(f"p.{partition}", last=owned.revision)
+            raise
+        owned.ready = True
         self.acquired += 1
-        await self._recreate_consumer(partition, sequence)
         self.nursery.start_soon(self._consume, partition, owned)
-        log.info("%s took partition %d from sequence %d", self.name, partition, sequence + 1)
+        log.info("%s took partition %d from sequence %d", self.name, partition,
+                 owned.sequence + 1)
 
     async def _release(self, partition: int) -> None:
         owned = self.owned.pop(partition)
         owned.scope.cancel()
-        await owned.stopped.wait()
-        await self._snapshot({partition: owned})
+        if owned.ready:  # else it never consumed: its last snapshot stands
+            await owned.stopped.wait()
+            await self._snapshot({partition: owned})
         try:
             await aio(self.kv.delete)(f"p.{partition}", last=owned.revision)
         except Exception as error:
@@ -272,7 +340,7 @@ class Worker:
         while True:
             await trio.sleep(self.settings.snapshot_interval)
             try:
-                await self._snapshot(dict(self.owned))
+                await self._snapshot({p: o for p, o in self.owned.items() if o.ready})
             except Exception as error:
                 log.warning("%s: writing snapshots failed: %s", self.name, error)
 
