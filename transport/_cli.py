@@ -116,6 +116,12 @@ def parser() -> argparse.ArgumentParser:
     scale.add_argument("--replicas", type=int, default=1,
                        help="JetStream copies of the events, leases and snapshots on a NATS "
                             "cluster (default %(default)s)")
+    scale.add_argument("--publish-timeout", type=float, default=20.0, metavar="SECONDS",
+                       help="how long an edge retries storing events before it answers the "
+                            "client with an error (default %(default)s)")
+    scale.add_argument("--query-timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="how long an edge waits for every partition's answer to a query "
+                            "(default %(default)s)")
     run.set_defaults(func=_run)
     check = commands.add_parser(
         "check", help="load a config without running it: print what it declares, "

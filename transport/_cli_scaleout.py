@@ -59,7 +59,9 @@ def run_scaled(args: argparse.Namespace) -> int:
                             key=tuple(k.strip() for k in args.partition_key.split(",")),
                             stream=args.stream, lease=args.lease,
                             snapshot_interval=args.snapshot_interval,
-                            replicas=args.replicas)
+                            replicas=args.replicas,
+                            publish_timeout=args.publish_timeout,
+                            query_timeout=args.query_timeout)
     except ValueError as error:
         print(f"rillet run: {error}", file=sys.stderr)
         return 2
@@ -173,6 +175,8 @@ def _workers(args: argparse.Namespace, path: Path, url: str) -> Iterator[object]
             "--partition-key", args.partition_key, "--stream", args.stream,
             "--lease", str(args.lease), "--snapshot-interval", str(args.snapshot_interval),
             "--replicas", str(args.replicas),
+            "--publish-timeout", str(args.publish_timeout),
+            "--query-timeout", str(args.query_timeout),
             "--log-level", args.log_level]
     processes = [subprocess.Popen(argv, stdin=subprocess.DEVNULL)
                  for _ in range(args.workers)]

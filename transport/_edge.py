@@ -39,10 +39,6 @@ log = logging.getLogger("rillet.edge")
 # Events per published message: far below NATS's 1 MB max_payload for events
 # of ordinary size.
 _CHUNK = 2000
-QUERY_TIMEOUT = 5.0
-# How long a publish is retried (a cluster electing a stream leader after a node
-# failure takes seconds) before the events' connection is failed.
-PUBLISH_TIMEOUT = 20.0
 
 
 @dataclass(eq=False)
@@ -67,10 +63,8 @@ class Edge:
     """
 
     def __init__(self, settings: ScaleOut, *, max_inflight: int = 50_000,
-                 flush_interval: float = 0.05, concurrent_flushes: int = 2,
-                 publish_timeout: float = PUBLISH_TIMEOUT) -> None:
+                 flush_interval: float = 0.05, concurrent_flushes: int = 2) -> None:
         self.settings = settings
-        self.publish_timeout = publish_timeout
         # Names this edge's messages for JetStream's deduplication of retried publishes.
         self._id = uuid.uuid4().hex
         self.max_inflight = max_inflight
@@ -221,7 +215,7 @@ class Edge:
         import nats.js.errors
 
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.publish_timeout
+        deadline = loop.time() + self.settings.publish_timeout
         pause = 0.05
         while True:
             left = deadline - loop.time()
@@ -255,12 +249,14 @@ class Edge:
             return encode_reply(ok=False, error=str(error))
         return encode_reply(ok=True, events=found)
 
-    async def query(self, text: str, timeout: float = QUERY_TIMEOUT) -> list[Event]:
+    async def query(self, text: str, timeout: float | None = None) -> list[Event]:
         """The events matching ``text`` in the workers' indexes, merged; raise
         LookupError when some partition did not answer within ``timeout``."""
         if self._send is None:
             raise LookupError("the edge is not connected to NATS yet")
         self.queries += 1
+        if timeout is None:
+            timeout = self.settings.query_timeout
         result: list[Any] = []
 
         async def ask() -> None:

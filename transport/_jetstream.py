@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from streams._ratelimit import LogLimiter
+
 __all__ = ["ScaleOut", "aio"]
 
 T = TypeVar("T")
@@ -68,6 +70,11 @@ class ScaleOut:
             bounds what a new owner replays after a failover.
         replicas: how many JetStream servers of a cluster hold each stream,
             bucket and store (1 for a single server; 3 survives one failure).
+        publish_timeout: seconds an edge retries storing events (a cluster
+            elects a new leader for seconds after a node dies) before it
+            answers the client with an error.
+        query_timeout: seconds an edge waits for every partition's answer to
+            a query before it answers with an error naming those missing.
     """
 
     url: str = DEFAULT_URL
@@ -77,6 +84,8 @@ class ScaleOut:
     lease: float = 6.0
     snapshot_interval: float = 5.0
     replicas: int = 1
+    publish_timeout: float = 20.0
+    query_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         if isinstance(self.partitions, bool) or not isinstance(self.partitions, int) \
@@ -93,7 +102,7 @@ class ScaleOut:
         if self.replicas not in (1, 2, 3, 4, 5):
             raise ValueError(f"replicas={self.replicas!r}: JetStream keeps 1 to 5 copies, "
                              f"e.g. replicas=3 on a 3-node cluster")
-        for name in ("lease", "snapshot_interval"):
+        for name in ("lease", "snapshot_interval", "publish_timeout", "query_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0.5:
                 raise ValueError(f"{name}={value!r}: give seconds above 0.5, e.g. {name}=5")
@@ -132,10 +141,24 @@ class ScaleOut:
         so a NATS node that restarts is reconnected to."""
         import nats
 
+        # nats-py logs each failed reconnection attempt (5 a second) with a
+        # traceback by default: one line per kind of trouble per 10 s instead.
+        limited = LogLimiter(log)
+
+        async def error(problem: Exception) -> None:
+            limited.warning(type(problem).__name__, "NATS (%s): %r", name, problem)
+
+        async def disconnected() -> None:
+            log.warning("%s: disconnected from NATS; reconnecting", name)
+
+        async def reconnected() -> None:
+            log.info("%s: reconnected to NATS", name)
+
         return await nats.connect(
             servers=[url.strip() for url in self.url.split(",")], name=name,
             max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=5,
-            allow_reconnect=True)
+            allow_reconnect=True, error_cb=error, disconnected_cb=disconnected,
+            reconnected_cb=reconnected)
 
     async def ensure(self, js: Any, within: float = 60) -> None:
         """Create the stream, the lease bucket and the snapshot store if missing (asyncio);

@@ -350,7 +350,13 @@ class TcpServer:
 
     async def _send(self, stream: Any, replies: bytes) -> None:
         if self._edge is not None:
-            await self._edge.durable()
+            try:
+                await self._edge.durable()
+            except ConnectionError as error:
+                # Not stored, so never "ok": the client hears why, then the connection
+                # closes (the requests after it in this write get no reply).
+                await stream.send_all(_error_reply(str(error)))
+                raise
         await stream.send_all(replies)
 
     def statistics(self) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from . import _handover
 from ._codec import decode_message, encode_request
 from ._jetstream import ScaleOut, aio, asyncio_loop
 from ._run import Running, serve
+from ._server import SLICE
 
 __all__ = ["Worker"]
 
@@ -408,17 +409,26 @@ class Worker:
 
     async def _answer_aio(self, message: Any) -> None:
         """Answer a fanned-out query for the partitions owned right now (asyncio callback)."""
+        import asyncio
+
         from streams._query import QuerySyntaxError
 
-        owned = set(self.owned)
+        owned = {p for p, o in self.owned.items() if o.ready}
         headers = {"Partitions": ",".join(str(p) for p in sorted(owned))}
+        parts = []
         try:
-            found = [e for e in self.runtime.index.search(message.data.decode())
-                     if self.settings.partition(e) in owned]
-            body = encode_request(found, framed=False)
+            # In slices, letting the loop run between them (consuming, renewing
+            # leases), so a query over a large index never holds this worker.
+            for found in self.runtime.index.search_slices(message.data.decode(), SLICE):
+                mine = [e for e in found if self.settings.partition(e) in owned]
+                if mine:
+                    # Concatenated Msgs parse as one holding all their events.
+                    parts.append(encode_request(mine, framed=False))
+                await asyncio.sleep(0)
         except (QuerySyntaxError, UnicodeDecodeError, ValueError) as error:
             headers["Error"] = str(error)
-            body = b""
+            parts = []
+        body = b"".join(parts)
         await self.connection.publish(message.reply, body, headers=headers)
 
     def statistics(self) -> dict[str, Any]:
