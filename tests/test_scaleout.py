@@ -21,10 +21,13 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+import trio
 from _peers import Process, free_port, listening, poll
 from conftest import require_binary
+from trio_websocket import open_websocket_url
 
 from streams import Event
 from transport import Client, RiemannError
@@ -75,17 +78,19 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 class Rillet:
     """A `rillet run` process with the test config, its output in a log file."""
 
-    def __init__(self, directory: Path, port: int, out: Path, *args: str) -> None:
+    def __init__(self, directory: Path, port: int, out: Path, *args: str,
+                 config_text: str = CONFIG, env: dict[str, str] | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         out.mkdir(parents=True, exist_ok=True)
         config = directory / "monitoring.py"
-        config.write_text(CONFIG)
+        config.write_text(config_text)
         self.log = directory / f"rillet-{len(list(directory.glob('rillet-*.log')))}.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "transport._cli", "run", str(config), *args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "RILLET_TEST_PORT": str(port), "RILLET_TEST_OUT": str(out)})
+                env={**os.environ, "RILLET_TEST_PORT": str(port), "RILLET_TEST_OUT": str(out),
+                     **(env or {})})
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -426,4 +431,61 @@ def test_an_edge_never_acknowledges_what_jetstream_did_not_store(tmp_path: Path)
     finally:
         edge.stop()
         nats.stop()
+    assert edge.process.returncode == 0, edge.text()[-3000:]
+
+
+LIVE_CONFIG = CONFIG.replace("import tcp_server", "import tcp_server, ws_server").replace(
+    "tcp_server(port", "ws_server(port=int(os.environ['RILLET_TEST_WS_PORT']))\ntcp_server(port")
+
+
+def test_a_websocket_subscriber_of_an_edge_sees_every_worker_s_index_updates(
+        nats_url: str, tmp_path: Path) -> None:
+    edge_port, ws_port = free_port(), free_port()
+    common = ("--nats", nats_url, "--stream", "LIVE", "--partitions", "4")
+    env = {"RILLET_TEST_WS_PORT": str(ws_port)}
+    edge = Rillet(tmp_path / "edge", edge_port, tmp_path / "out", *common,
+                  config_text=LIVE_CONFIG, env=env)
+    workers = [Rillet(tmp_path / f"worker-{n}", edge_port, tmp_path / "out", "--worker",
+                      *common, config_text=LIVE_CONFIG, env=env) for n in range(2)]
+    settings = ScaleOut(partitions=4)
+    hosts = [f"web-{n}" for n in range(20)]
+
+    def send(events: list[Event]) -> None:
+        with Client(port=edge_port, timeout=10) as client:
+            client.send(events)
+
+    async def subscribe() -> dict[str, Any]:
+        query = quote('service = "live"')
+        url = f"ws://127.0.0.1:{ws_port}/index?subscribe=true&query={query}"
+        seen: dict[str, Any] = {}
+        async with open_websocket_url(url) as socket:
+            # Workers publish index updates once they hear an edge has subscribers:
+            # a marker is sent until it comes back.
+            with trio.fail_after(30):
+                while not seen:
+                    await trio.to_thread.run_sync(
+                        send, [Event(host="marker", service="live", metric=0)])
+                    with trio.move_on_after(0.5):
+                        event = json.loads(await socket.get_message())
+                        seen[event["host"]] = event
+            await trio.to_thread.run_sync(send, [
+                *(Event(host=host, service="other", metric=1) for host in hosts),
+                *(Event(host=host, service="live", metric=2) for host in hosts)])
+            with trio.fail_after(30):
+                while not all(seen.get(host, {}).get("metric") == 2 for host in hosts):
+                    event = json.loads(await socket.get_message())
+                    assert event["service"] == "live", event  # the query filters
+                    seen[event["host"]] = event
+        return seen
+
+    try:
+        poll(lambda: ready(edge_port), 60, "the edge and its workers")
+        poll(lambda: [len(held(w)) for w in workers] == [2, 2], 60, "the partitions balanced")
+        seen = trio.run(subscribe)
+    finally:
+        for process in (edge, *workers):
+            process.stop()
+    # Every partition, so both workers (two each), reached the subscriber through the edge.
+    assert {settings.partition(Event(host=host)) for host in hosts} == {0, 1, 2, 3}
+    assert set(hosts) <= set(seen)
     assert edge.process.returncode == 0, edge.text()[-3000:]

@@ -80,6 +80,7 @@ class Edge:
         self._settled = trio.Event()
         self._send: trio.MemorySendChannel[Any] | None = None
         self.stored = 0
+        self.live_received = 0
         self.retries = 0
         self.failures = 0
         self.queries = 0
@@ -155,6 +156,7 @@ class Edge:
                 task_status.started(0)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._tick)
+                    nursery.start_soon(self._live, runtime)
                     async for job in receive:
                         if isinstance(job, _Flush):
                             nursery.start_soon(self._publish, job)
@@ -233,6 +235,59 @@ class Edge:
                 log.info("publishing to %s: %r; again in %.2f s", subject, error, pause)
             await asyncio.sleep(pause)
             pause = min(1.0, pause * 2)
+
+    # Live subscriptions ----------------------------------------------------
+
+    async def _live(self, runtime: Any) -> None:
+        """While the edge's WebSocket and SSE servers have subscribers (to the channel
+        "index"), ask the workers for their index updates and publish them to that
+        channel, where each subscriber's query filters them as in a plain rillet."""
+        wanted = trio.Event()
+        watching = {"on": False}
+
+        def watch(on: bool) -> None:
+            watching["on"] = on
+            if on:
+                wanted.set()
+
+        stop = runtime.pubsub.watch("index", watch)
+        try:
+            while True:
+                await wanted.wait()
+                wanted = trio.Event()
+                if watching["on"]:
+                    await self._follow_workers(runtime, watching)
+        finally:
+            stop()
+
+    async def _follow_workers(self, runtime: Any, watching: dict[str, bool]) -> None:
+        import nats.errors
+
+        connection = self._connection
+        subscription = await aio(connection.subscribe)(self.settings.index_subject("*"))
+        try:
+            next_interest = 0.0
+            while watching["on"]:
+                now = trio.current_time()
+                if now >= next_interest:
+                    await aio(connection.publish)(self.settings.live_subject, b"")
+                    next_interest = now + 1.0
+                try:
+                    message = await aio(subscription.next_msg)(timeout=0.5)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    continue  # nothing new
+                except Exception as error:
+                    log.warning("live index updates from the workers: %r", error)
+                    await trio.sleep(0.5)
+                    continue
+                events = decode_message(message.data, runtime.now()).events
+                with runtime:
+                    for event in events:
+                        runtime.pubsub.publish("index", Event(**event.as_dict()))
+                self.live_received += len(events)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await aio(subscription.unsubscribe)()
 
     # Queries ---------------------------------------------------------------
 
@@ -319,6 +374,6 @@ class Edge:
 
     def statistics(self) -> dict[str, Any]:
         return {"stored": self.stored, "failures": self.failures, "flushes": self.flushes,
-                "retries": self.retries,
+                "retries": self.retries, "live_received": self.live_received,
                 "buffered": self._buffered,
                 "inflight": self._inflight_events, "queries": self.queries}

@@ -133,6 +133,16 @@ class ScaleOut:
     def query_subject(self) -> str:
         return f"{self.stream}.query"
 
+    def index_subject(self, partition: int | str) -> str:
+        """Where workers publish a partition's index updates while edges have live
+        subscribers (core NATS, not stored)."""
+        return f"{self.stream}.index.{partition}"
+
+    @property
+    def live_subject(self) -> str:
+        """Where edges say, every second, that they have live subscribers."""
+        return f"{self.stream}.live"
+
     def consumer(self, partition: int) -> str:
         return f"p{partition}"
 

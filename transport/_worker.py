@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import socket
+import time
 from typing import Any
 
 import trio
@@ -48,6 +49,13 @@ __all__ = ["Worker"]
 log = logging.getLogger("rillet.worker")
 
 _FETCH = 512
+# Index updates a worker holds for live subscribers between two publishes; beyond
+# that the oldest are dropped (and counted) rather than let memory grow.
+_LIVE_MAX = 100_000
+# Seconds a worker goes on publishing index updates after an edge last said it has
+# live subscribers (edges say so every second).
+_LIVE_LINGER = 3.0
+_LIVE_INTERVAL = 0.05
 
 
 class _Owned:
@@ -74,6 +82,10 @@ class Worker:
         self.replayed = 0
         self.carried_keys = 0
         self._held_before: set[int] = set()
+        self._live_until = 0.0
+        self._updates: list[Any] = []
+        self.live_published = 0
+        self.live_dropped = 0
         self._config_digest = b""
 
     def __repr__(self) -> str:
@@ -101,6 +113,9 @@ class Worker:
                     self.nursery = nursery
                     subscription = await aio(self.connection.subscribe)(
                         self.settings.query_subject, cb=self._answer_aio)
+                    interest = await aio(self.connection.subscribe)(
+                        self.settings.live_subject, cb=self._interest_aio)
+                    nursery.start_soon(self._live)
                     nursery.start_soon(self._leases)
                     nursery.start_soon(self._balancing)
                     nursery.start_soon(self._snapshots)
@@ -110,6 +125,7 @@ class Worker:
                     finally:
                         with trio.CancelScope(shield=True), trio.move_on_after(5):
                             await aio(subscription.unsubscribe)()
+                            await aio(interest.unsubscribe)()
                             await self._release_all()
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
@@ -431,10 +447,63 @@ class Worker:
         body = b"".join(parts)
         await self.connection.publish(message.reply, body, headers=headers)
 
+    # Live subscriptions ----------------------------------------------------
+
+    async def _interest_aio(self, message: Any) -> None:
+        self._live_until = time.monotonic() + _LIVE_LINGER
+
+    async def _live(self) -> None:
+        """While an edge has live subscribers, publish the index updates of each owned
+        partition to its subject, in batches."""
+        pubsub = self.runtime.pubsub
+        subscription = None
+        try:
+            while True:
+                await trio.sleep(_LIVE_INTERVAL)
+                wanted = time.monotonic() < self._live_until
+                if wanted and subscription is None:
+                    # The index publishes its updates only while "index" is subscribed.
+                    subscription = pubsub.subscribe("index", self._update, persistent=True)
+                elif not wanted and subscription is not None:
+                    pubsub.unsubscribe(subscription)
+                    subscription = None
+                    self._updates = []
+                if self._updates:
+                    updates, self._updates = self._updates, []
+                    try:
+                        await self._publish_updates(updates)
+                    except Exception as error:
+                        self.live_dropped += len(updates)
+                        log.warning("%s: publishing %d index updates failed: %s", self.name,
+                                    len(updates), error)
+        finally:
+            if subscription is not None:
+                pubsub.unsubscribe(subscription)
+
+    def _update(self, event: Any) -> None:
+        updates = self._updates
+        if len(updates) >= _LIVE_MAX:
+            dropped = len(updates) // 2
+            del updates[:dropped]
+            self.live_dropped += dropped
+        updates.append(event)
+
+    async def _publish_updates(self, updates: list[Any]) -> None:
+        by_partition: dict[int, list[Any]] = {}
+        for event in updates:
+            by_partition.setdefault(self.settings.partition(event), []).append(event)
+        for partition, events in by_partition.items():
+            if partition not in self.owned:
+                continue  # indexed by a stream here, but another worker answers for it
+            await aio(self.connection.publish)(self.settings.index_subject(partition),
+                                               encode_request(events, framed=False))
+            self.live_published += len(events)
+
     def statistics(self) -> dict[str, Any]:
         return {"owned": sorted(self.owned), "processed": self.processed,
                 "acquired": self.acquired, "released": self.released,
-                "snapshots": self.snapshots, "carried_keys": self.carried_keys}
+                "snapshots": self.snapshots, "carried_keys": self.carried_keys,
+                "live_published": self.live_published, "live_dropped": self.live_dropped}
 
 
 def _digest(config: Config) -> bytes:
