@@ -155,7 +155,7 @@ def export(streams: list[Any], settings: ScaleOut,
         if inside and kind in _CARRIED:
             own = _CARRIED[kind][0](stream)
         keys = None
-        target = stream._by if isinstance(stream, changed_state) else stream
+        target = _as_by(stream)
         if isinstance(target, by):
             keys = _by_keys(target, partition, inside)
         # A by's own arguments are templates that never see an event: nothing to carry.
@@ -188,19 +188,27 @@ def export(streams: list[Any], settings: ScaleOut,
     return grouped
 
 
-def _partitions_present(streams: list[Any], settings: ScaleOut) -> set[int]:
-    found: set[int] = set()
+def _as_by(stream: Stream) -> Stream:
+    """The ``by`` holding a stream's per-key forks (``changed_state`` keeps one inside)."""
+    return stream._by if isinstance(stream, changed_state) else stream
+
+
+def _keyed(streams: list[Any], settings: ScaleOut) -> Iterator[tuple[by, Callable[[Any], int]]]:
+    """The outermost ``by``s whose keys fall in partitions, with their key → partition."""
     pending = [s for s in streams if isinstance(s, Stream) and not s.shared]
     while pending:
         stream = pending.pop()
-        target = stream._by if isinstance(stream, changed_state) else stream
+        target = _as_by(stream)
         if isinstance(target, by):
             of = _key_partition(target, settings)
             if of is not None:
-                found.update(of(key) for key in target._forks)
+                yield target, of
                 continue
         pending.extend(c for c in _children(stream) if not c.shared)
-    return found
+
+
+def _partitions_present(streams: list[Any], settings: ScaleOut) -> set[int]:
+    return {of(key) for keyed, of in _keyed(streams, settings) for key in keyed._forks}
 
 
 def restore(streams: list[Any], state: list[Any]) -> int:
@@ -218,7 +226,7 @@ def restore(streams: list[Any], state: list[Any]) -> int:
             return
         if own is not None and type(stream) in _CARRIED:
             _CARRIED[type(stream)][1](stream, own)
-        target = stream._by if isinstance(stream, changed_state) else stream
+        target = _as_by(stream)
         if keys and isinstance(target, by):
             for key, saved_forks in keys.items():
                 _drop_key(target, key)
@@ -241,18 +249,10 @@ def drop(streams: list[Any], settings: ScaleOut, partitions: set[int]) -> int:
     """Forget the per-key state of ``partitions`` (their new owner has it now), so
     taking one of them back later starts from its snapshot, not from stale state."""
     dropped = 0
-    pending = [s for s in streams if isinstance(s, Stream) and not s.shared]
-    while pending:
-        stream = pending.pop()
-        target = stream._by if isinstance(stream, changed_state) else stream
-        if isinstance(target, by):
-            of = _key_partition(target, settings)
-            if of is not None:
-                for key in [k for k in target._forks if of(k) in partitions]:
-                    _drop_key(target, key)
-                    dropped += 1
-                continue
-        pending.extend(c for c in _children(stream) if not c.shared)
+    for keyed, of in _keyed(streams, settings):
+        for key in [k for k in keyed._forks if of(k) in partitions]:
+            _drop_key(keyed, key)
+            dropped += 1
     return dropped
 
 
