@@ -37,6 +37,7 @@ import trio
 from streams import Config, Event, Runtime
 from streams._config import source_files
 from streams._event import outlived
+from streams._ratelimit import LogLimiter
 
 from . import _handover
 from ._codec import decode_message, encode_request
@@ -87,6 +88,7 @@ class Worker:
         self.live_published = 0
         self.live_dropped = 0
         self._config_digest = b""
+        self._limited = LogLimiter(log)
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, owned={sorted(self.owned)})"
@@ -374,7 +376,15 @@ class Worker:
                                                               set(owned))
         for partition, events in by_partition.items():
             index = encode_request(events, framed=False)
-            state = _handover.dumps((self._config_digest, states.get(partition)))
+            try:
+                state = _handover.dumps((self._config_digest, states.get(partition)))
+            except Exception as error:
+                # A value a stream keeps that cannot be pickled (what a field function
+                # returned) costs the partition its stream state, not its index.
+                self._limited.warning(
+                    ("unpicklable", partition), "%s: the stream state of partition %d cannot "
+                    "be saved (%r); a new owner starts it fresh", self.name, partition, error)
+                state = _handover.dumps((self._config_digest, None))
             data = b"".join((covered[partition].to_bytes(8, "big"),
                              len(index).to_bytes(8, "big"), index, state))
             await aio(self.store.put)(f"p.{partition}", data)
