@@ -50,6 +50,10 @@ __all__ = ["Worker"]
 log = logging.getLogger("rillet.worker")
 
 _FETCH = 512
+# The longest a worker waits for a snapshot to be read or written, or a consumer to
+# be made. nats-py's object store reads through a consumer and waits for its chunks
+# without a deadline, which never ends if a cluster loses that consumer's node.
+_CALL_TIMEOUT = 15.0
 # Index updates a worker holds for live subscribers between two publishes; beyond
 # that the oldest are dropped (and counted) rather than let memory grow.
 _LIVE_MAX = 100_000
@@ -243,8 +247,9 @@ class Worker:
             self._forget(partition)  # what this worker had is older than the snapshot
         self._held_before.add(partition)
         try:
-            owned.sequence = await self._restore(partition)
-            await self._recreate_consumer(partition, owned.sequence)
+            with trio.fail_after(_CALL_TIMEOUT):
+                owned.sequence = await self._restore(partition)
+                await self._recreate_consumer(partition, owned.sequence)
         except BaseException:
             # Let go (the lease too, so that any worker may take it at once).
             if self.owned.get(partition) is owned:
@@ -387,7 +392,8 @@ class Worker:
                 state = _handover.dumps((self._config_digest, None))
             data = b"".join((covered[partition].to_bytes(8, "big"),
                              len(index).to_bytes(8, "big"), index, state))
-            await aio(self.store.put)(f"p.{partition}", data)
+            with trio.fail_after(_CALL_TIMEOUT):
+                await aio(self.store.put)(f"p.{partition}", data)
             self.snapshots += 1
 
     async def _restore(self, partition: int) -> int:
