@@ -192,7 +192,7 @@ class Worker:
             try:
                 await self._balance(me)
             except Exception as error:
-                log.warning("%s: balancing partitions failed (%s); retrying", self.name, error)
+                log.warning("%s: balancing partitions failed (%r); retrying", self.name, error)
             await trio.sleep(self.settings.lease / 3)
 
     async def _present(self) -> dict[str, int]:
