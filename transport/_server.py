@@ -51,6 +51,7 @@ from ._limits import (
     check_limits,
 )
 from ._slices import TooManyEvents, message_pieces
+from ._tls import check_tls, server_stream
 
 __all__ = ["TcpServer", "UdpServer", "answer", "handle", "tcp_server", "udp_server"]
 
@@ -224,12 +225,8 @@ class TcpServer:
         async def handle(stream: trio.SocketStream) -> None:
             self.connections += 1
             try:
-                if self.tls is not None:
-                    # The handshake happens on the first read, under idle_timeout.
-                    await self._connection(trio.SSLStream(stream, self.tls, server_side=True),
-                                           runtime)
-                else:
-                    await self._connection(stream, runtime)
+                # Under TLS the handshake happens on the first read, under idle_timeout.
+                await self._connection(server_stream(stream, self.tls), runtime)
             finally:
                 self.connections -= 1
                 slots.release()
@@ -489,9 +486,7 @@ def tcp_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
     _check_port(port, "tcp_server")
     check_limits("tcp_server", max_connections=max_connections, idle_timeout=idle_timeout,
                  max_buffered=max_buffered, max_events=max_events)
-    if tls is not None and not isinstance(tls, ssl.SSLContext):
-        raise TypeError(f"tcp_server(tls={tls!r}): tls must be a context from transport.tls(), "
-                        f"e.g. tls=tls(certfile=\"server.pem\", keyfile=\"server.key\")")
+    check_tls(tls, "tcp_server")
     return service(TcpServer(  # type: ignore[no-any-return]
         host=host, port=port, max_frame=max_frame, max_connections=max_connections,
         idle_timeout=idle_timeout, max_buffered=max_buffered, max_events=max_events, tls=tls))
