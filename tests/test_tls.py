@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -250,3 +251,51 @@ def test_http_listeners_refuse_a_tls_that_is_not_a_context() -> None:
         with pytest.raises(TypeError, match=rf"{name}\(tls='server.pem'\): tls must be a "
                                             r"context from transport.tls\(\)"):
             declare(port=0, tls="server.pem")
+
+
+def spki_hash(certificate_pem: bytes) -> str:
+    """What Chromium's --ignore-certificate-errors-spki-list takes: base64 SHA-256 of the key."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    key = x509.load_pem_x509_certificate(certificate_pem).public_key()
+    der = key.public_bytes(serialization.Encoding.DER,
+                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def test_chromium_shows_the_dashboard_over_https_and_wss(
+        pki: dict[str, Any], tmp_path: Path) -> None:
+    from _helpers import serving_in_thread
+    from conftest import open_chromium
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from streams import Config
+    from transport import Client, TcpServer, WsServer
+
+    # Chromium trusts exactly this server key: the test CA is not installed anywhere.
+    pin = spki_hash(pki["server.pem"].read_bytes())
+    index = Index()
+    config = Config(streams=[index], services=[
+        TcpServer(port=0), WsServer(port=0, tls=tls(pki["server.pem"], pki["server.key"]))])
+    driver = open_chromium(tmp_path / "profile", f"--ignore-certificate-errors-spki-list={pin}")
+    try:
+        with serving_in_thread(config, index) as running:
+            tcp, ws = running.ports
+            driver.get(f"https://127.0.0.1:{ws}/")
+            wait = WebDriverWait(driver, 15, poll_frequency=0.05)
+            wait.until(lambda d: d.find_element(By.ID, "status").text == "live",
+                       message="the dashboard never went live over wss://")
+            with Client("127.0.0.1", tcp) as client:
+                client.send(Event(host="web1", service="over tls", state="ok", metric=1,
+                                  time=time.time(), ttl=300))
+            wait.until(lambda d: d.find_elements(
+                By.CSS_SELECTOR, 'tr.row[data-host="web1"][data-service="over tls"]'),
+                message="the event never reached the page over wss://")
+            assert driver.execute_script("return location.protocol") == "https:"
+    finally:
+        driver.quit()
