@@ -172,7 +172,7 @@ def test_http_listeners_serve_https_and_wss(pki: dict[str, Any]) -> None:
     from trio_websocket import open_websocket_url
 
     async def body(running: Running) -> None:
-        tcp, ws, sse, prom = running.ports
+        _, ws, sse, prom = running.ports
         trust = client_context(pki, certificate=False)
         base = f"https://127.0.0.1:{ws}"
         # The HTTP event input, then the same event read back over each listener.
