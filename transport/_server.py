@@ -71,6 +71,9 @@ SLICE = 4096
 # Messages above this size are decoded a piece at a time (see _slices.py);
 # below it, one holds at most 32k (empty) events.
 _LARGE_PAYLOAD = 64 * 1024
+# When stopping, a connection whose client sends nothing for this long is
+# closed (what it had sent before is answered first).
+STOP_QUIET = 0.1
 
 
 def handle(runtime: Runtime, request: Decoded) -> bytes:
@@ -212,6 +215,12 @@ class TcpServer:
     _queues_of: Any = field(default=None, repr=False)
     _queue_list: tuple[Any, ...] = field(default=(), repr=False)
     _edge: Any = field(default=None, repr=False)
+    # A graceful stop (see drain): when reading ends, the pending reads, the
+    # accept loops, and what drain waits for.
+    _reads_end: float | None = field(default=None, repr=False, compare=False)
+    _reads: set[trio.CancelScope] = field(default_factory=set, repr=False, compare=False)
+    _accepting: list[trio.CancelScope] = field(default_factory=list, repr=False, compare=False)
+    _closed: trio.Event | None = field(default=None, repr=False, compare=False)
 
     async def serve(self, runtime: Runtime, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -219,6 +228,7 @@ class TcpServer:
         for listener in listeners:
             listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.bound_port = listeners[0].socket.getsockname()[1]
+        self._reads_end = None
         task_status.started(self.bound_port)
         slots = ConnectionSlots(self.max_connections)
 
@@ -230,10 +240,41 @@ class TcpServer:
             finally:
                 self.connections -= 1
                 slots.release()
+                if self.connections == 0 and self._closed is not None:
+                    self._closed.set()
+
+        async def accept(listener: trio.SocketListener) -> None:
+            with trio.CancelScope() as scope:
+                self._accepting.append(scope)
+                await accept_forever(listener, slots, handle, nursery, self._log)
 
         async with trio.open_nursery() as nursery:
             for listener in listeners:
-                nursery.start_soon(accept_forever, listener, slots, handle, nursery, self._log)
+                nursery.start_soon(accept, listener)
+
+    async def drain(self, read_for: float = 1.0) -> None:
+        """The graceful stop: accept no more connections, answer every request read.
+
+        For ``read_for`` seconds a connection still reads what its client had
+        sent (a read waits at most STOP_QUIET seconds, so an idle connection
+        closes at once), and answers it; then it closes. Returns once every
+        connection is closed: the caller bounds how long that may take.
+        """
+        now = trio.current_time()
+        self._reads_end = now + read_for
+        for scope in self._accepting:
+            scope.cancel()  # accept_forever closes its listener
+        for scope in self._reads:
+            scope.deadline = min(scope.deadline, now + STOP_QUIET)
+        while self.connections:
+            self._closed = trio.Event()
+            await self._closed.wait()
+
+    def _read_deadline(self, idle_timeout: float) -> float:
+        now = trio.current_time()
+        if self._reads_end is None:
+            return now + idle_timeout
+        return min(now + STOP_QUIET, self._reads_end)
 
     async def _connection(self, stream: Any, runtime: Runtime) -> None:
         decoder = FrameDecoder(self.max_frame)
@@ -246,9 +287,15 @@ class TcpServer:
         try:
             while True:
                 data: bytes | bytearray | None = None
-                with trio.move_on_after(idle_timeout):
-                    data = await stream.receive_some(262_144)
+                with trio.CancelScope(deadline=self._read_deadline(idle_timeout)) as reading:
+                    self._reads.add(reading)
+                    try:
+                        data = await stream.receive_some(262_144)
+                    finally:
+                        self._reads.discard(reading)
                 if data is None:
+                    if self._reads_end is not None:
+                        return  # stopping, and every request read was answered
                     self.idle_closed += 1
                     log.debug("closing TCP connection from %s: silent for idle_timeout=%s s",
                               peer, self.idle_timeout)
