@@ -50,7 +50,7 @@ from ._limits import (
     accept_forever,
     check_limits,
 )
-from ._slices import TooManyEvents, message_pieces
+from ._slices import TooManyEvents, check_pieces, cut_message
 from ._tls import check_tls, server_stream
 
 __all__ = ["TcpServer", "UdpServer", "answer", "handle", "tcp_server", "udp_server"]
@@ -63,11 +63,15 @@ _connection_ids = itertools.count(1)
 # Reply bytes a connection buffers before writing (see TcpServer._connection).
 _FLUSH_AT = 256 * 1024
 # The longest a connection works before it lets other clients, timers and
-# signals run (pipelined requests), and the events streamed or searched
-# between two such turns within one request (a huge message, a query over a
-# large index). See docs/operations.md, "Stalls".
+# signals run (pipelined requests), and the longest one request works between
+# two such turns (a huge message, a query over a large index). Turns are timed,
+# not counted, so they stay short when the machine is busy and the same work
+# takes three times as long. See docs/operations.md, "Stalls".
 TURN_SECONDS = 0.005
-SLICE = 4096
+# Events streamed or searched between two looks at the clock.
+_CHUNK = 256
+# Events decoded at a time from a large message (under a millisecond in C).
+_PIECE = 1024
 # Messages above this size are decoded a piece at a time (see _slices.py);
 # below it, one holds at most 32k (empty) events.
 _LARGE_PAYLOAD = 64 * 1024
@@ -93,27 +97,37 @@ async def answer(runtime: Runtime, request: Decoded) -> bytes:
 
 
 def _steps(runtime: Runtime, request: Decoded) -> Generator[None, None, bytes]:
-    # One home for a request's handling; it pauses (yields) between slices
-    # of SLICE events, and the caller decides whether to let the loop run there.
+    # One home for a request's handling; it pauses (yields) each time it has
+    # worked TURN_SECONDS, and the caller decides whether to let the loop run there.
     events = request.events
     failure: Exception | None = None
-    for start in range(0, len(events), SLICE):
-        if start:
-            yield
-        failed = runtime.stream(events if len(events) <= SLICE else events[start:start + SLICE])
+    turn_ends = time.perf_counter() + TURN_SECONDS
+    for start in range(0, len(events), _CHUNK):
+        failed = runtime.stream(events if len(events) <= _CHUNK
+                                else events[start:start + _CHUNK])
         failure = failure or failed
+        if time.perf_counter() >= turn_ends:
+            yield
+            turn_ends = time.perf_counter() + TURN_SECONDS
     if failure is not None:
         return _error_reply(str(failure) or type(failure).__name__)
     if request.query is None:
         return OK_REPLY
     try:
         parts: list[bytes] = []
-        for found in runtime.index.search_slices(request.query, SLICE):
-            if found:
-                # Concatenated Msgs parse as one whose events are all of
-                # theirs, so each slice is encoded on its own.
-                parts.append(_encode_found(found, request.query)[4:])
-            yield
+        found: list[Event] = []
+        for matches in runtime.index.search_slices(request.query, _CHUNK):
+            found += matches
+            if time.perf_counter() >= turn_ends:
+                if found:
+                    # Concatenated Msgs parse as one whose events are all of
+                    # theirs, so each turn's matches are encoded on their own.
+                    parts.append(_encode_found(found, request.query)[4:])
+                    found = []
+                yield
+                turn_ends = time.perf_counter() + TURN_SECONDS
+        if found:
+            parts.append(_encode_found(found, request.query)[4:])
         return frame(b"".join(parts)) if parts else OK_REPLY
     except QuerySyntaxError as error:
         return _error_reply(str(error))
@@ -126,16 +140,25 @@ def _steps(runtime: Runtime, request: Decoded) -> Generator[None, None, bytes]:
 
 async def _answer_in_pieces(runtime: Runtime, payload: bytes, now: float,
                             max_events: int, conn: int = 0) -> bytes:
-    """The reply to one large message, decoded and streamed SLICE events at a time."""
-    failure: bytes | None = None
-    reply = OK_REPLY
-    pieces = message_pieces(payload, SLICE, max_events)
+    """The reply to one large message, checked, decoded and streamed a piece at a time."""
+    checking = check_pieces(payload, _PIECE, max_events)
+    turn_ends = time.perf_counter() + TURN_SECONDS
     try:
-        first = next(pieces)  # counts the events before any is streamed
+        while True:  # every piece parses, and the count is allowed, before any is streamed
+            next(checking)
+            if time.perf_counter() >= turn_ends:
+                await trio.lowlevel.checkpoint()
+                turn_ends = time.perf_counter() + TURN_SECONDS
+    except StopIteration as done:
+        parses: bool = done.value
     except TooManyEvents as error:
         return _error_reply(str(error))
     _recorded(runtime, payload, now, conn)
-    for piece in itertools.chain((first,), pieces):
+    if not parses:  # the decoder reports what is wrong (or decodes what the cutter cannot)
+        return await answer(runtime, decode_message(payload, now))
+    failure: bytes | None = None
+    reply = OK_REPLY
+    for piece in cut_message(payload, _PIECE):
         # Decoding the whole message first would hold the loop for as long
         # as creating every event takes (a second for a few hundred thousand).
         reply = await answer(runtime, decode_message(piece, now))
@@ -340,7 +363,7 @@ class TcpServer:
                             _recorded(runtime, payload, now, conn)
                             if request.query is not None and self._edge is not None:
                                 reply = await self._edge.answer(runtime, request)
-                            elif request.query is None and len(request.events) <= SLICE:
+                            elif request.query is None and len(request.events) <= _CHUNK:
                                 reply = handle(runtime, request)
                             else:
                                 reply = await answer(runtime, request)
@@ -499,8 +522,11 @@ class UdpServer:
                 try:
                     runtime.stream(request.events)
                     if request.query is not None:  # evaluated as Riemann does; nobody gets it
-                        for _ in runtime.index.search_slices(request.query, SLICE):
-                            await trio.lowlevel.checkpoint()
+                        turn_ends = time.perf_counter() + TURN_SECONDS
+                        for _ in runtime.index.search_slices(request.query, _CHUNK):
+                            if time.perf_counter() >= turn_ends:
+                                await trio.lowlevel.checkpoint()
+                                turn_ends = time.perf_counter() + TURN_SECONDS
                 except QuerySyntaxError:
                     self.dropped += 1
                 except BaseException as error:
