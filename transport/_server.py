@@ -67,7 +67,7 @@ _FLUSH_AT = 256 * 1024
 # two such turns (a huge message, a query over a large index). Turns are timed,
 # not counted, so they stay short when the machine is busy and the same work
 # takes three times as long. See docs/operations.md, "Stalls".
-TURN_SECONDS = 0.005
+TURN_SECONDS = 0.002
 # Events streamed or searched between two looks at the clock.
 _CHUNK = 256
 # Events decoded at a time from a large message (under a millisecond in C).
