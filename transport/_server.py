@@ -72,6 +72,8 @@ TURN_SECONDS = 0.002
 _CHUNK = 256
 # Events decoded at a time from a large message (under a millisecond in C).
 _PIECE = 1024
+# Events per slice for code that slices its own searches (the scale-out worker).
+SLICE = 4096
 # Messages above this size are decoded a piece at a time (see _slices.py);
 # below it, one holds at most 32k (empty) events.
 _LARGE_PAYLOAD = 64 * 1024
