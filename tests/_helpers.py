@@ -119,6 +119,37 @@ def run_serving(config: Any, index: Any, body: Any, *, timeout: float = 30) -> A
     return result[0]
 
 
+@contextlib.contextmanager
+def serving_in_thread(config: Any, index: Any) -> Iterator[Any]:
+    """``serve(config)`` in a background thread (for a blocking client such as a browser);
+    yields the Running once every server listens, stops it on exit."""
+    import functools
+    import queue
+
+    import trio
+
+    from transport import serve
+
+    started: queue.Queue[Any] = queue.Queue()
+    stop = threading.Event()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(functools.partial(serve, config, index=index))
+            started.put(running)
+            while not stop.is_set():
+                await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+
+    thread = threading.Thread(target=lambda: trio.run(main), daemon=True)
+    thread.start()
+    try:
+        yield started.get(timeout=20)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
 def varint(n: int) -> bytes:
     """``n`` as a protobuf varint (negative numbers as their 64-bit two's complement)."""
     n &= (1 << 64) - 1
