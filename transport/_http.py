@@ -46,6 +46,7 @@ from streams._clock import must_propagate
 from ._defaults import DEFAULT_HOST
 from ._json import JsonEventError, event_from_json, events_from_json_body
 from ._live import DEFAULT_MAX_BEHIND, Entry, LiveHub, TooFarBehind
+from ._recording import record_events
 from ._server import _check_port, _peer, listen_tcp
 
 __all__ = ["DEFAULT_SSE_PORT", "DEFAULT_WS_PORT", "SseServer", "Tokens", "WsServer",
@@ -431,6 +432,7 @@ class WsServer(_HttpListener):
         except JsonEventError as error:
             await stream.send_all(_error(conn, 400, str(error)))
             return True
+        record_events(runtime, events)
         failure = runtime.stream(events)
         self.events_received += len(events)
         if failure is not None:
@@ -488,6 +490,7 @@ class WsServer(_HttpListener):
             except (ValueError, JsonEventError) as error:
                 await send(ws.send(TextMessage(data=json.dumps({"error": str(error)}))))
                 return
+            record_events(runtime, [event])
             failure = runtime.stream([event])
             reply = "{}" if failure is None else json.dumps({"error": str(failure)})
             await send(ws.send(TextMessage(data=reply)))

@@ -36,6 +36,7 @@ from streams import Event
 from streams._config import service
 
 from ._limits import check_seconds
+from ._recording import record_events
 
 __all__ = ["instrumentation"]
 
@@ -72,7 +73,9 @@ class instrumentation:
                 # A sleep that ends late measures how long something held the loop.
                 self._longest_stall = max(self._longest_stall, now - last - _PROBE)
                 last = now
-            runtime.stream(self.events(runtime, time.time(), time.monotonic() - reported))
+            report = self.events(runtime, time.time(), time.monotonic() - reported)
+            record_events(runtime, report)
+            runtime.stream(report)
             self.reports += 1
 
     def events(self, runtime: Any, now: float, elapsed: float) -> list[Event]:
