@@ -179,18 +179,19 @@ class _Pickler(pickle.Pickler):
     def __init__(self, file: BinaryIO, world: _World) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.world = world
-        self.modules = _module_namespaces()
+        modules = _module_namespaces()
+        self.modules = modules  # keeps what it names alive: no id is reused meanwhile
+        names = {key: name for key, (name, _value) in modules.items()}
+        for name, namespace in world.by_name.items():
+            if name[0] == "namespace":
+                names.update((id(value), ("class", key)) for key, value in namespace.items()
+                             if isinstance(value, type) and value.__module__ == _CONFIG_MODULE)
+        names.update(world.by_id)
+        self._names = names
 
     def persistent_id(self, obj: Any) -> Any:
-        name = self.world.by_id.get(id(obj))
-        if name is not None:
-            return name
-        known = self.modules.get(id(obj))
-        if known is not None:
-            return known[0]
-        if isinstance(obj, type) and obj.__module__ == _CONFIG_MODULE:
-            return ("class", obj.__qualname__)
-        return None
+        # Called for every object stored: one dict look-up.
+        return self._names.get(id(obj))
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, Event):

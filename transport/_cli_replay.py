@@ -185,14 +185,14 @@ def record_import(args: argparse.Namespace) -> int:
     return OK
 
 
-def _replay(config: str, args: argparse.Namespace) -> Any:
+def _replay(config: str, args: argparse.Namespace, checkpoints: Any = None) -> Any:
     from ._cli_run import tune_garbage_collector
     from ._replay import replay as run_replay
 
     tune_garbage_collector()  # as rillet run does: decoding allocates an event per event
     span = _span(args)
     return run_replay(config, args.recording, fidelity=args.fidelity, start=span["start"],
-                      end=span["end"])
+                      end=span["end"], checkpoints=checkpoints)
 
 
 def _span(args: argparse.Namespace) -> dict[str, float | None]:
@@ -223,7 +223,9 @@ def _replay_all(configs: list[str], args: argparse.Namespace) -> list[Any]:
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    return (ConfigError, RecordingError, OSError, ValueError)
+    from ._checkpoint import CheckpointError
+
+    return (ConfigError, RecordingError, CheckpointError, OSError, ValueError)
 
 
 def resend(args: argparse.Namespace) -> int:
@@ -284,7 +286,17 @@ def replay(args: argparse.Namespace) -> int:
               "send the recording to a server)", file=sys.stderr)
         return ERROR
     try:
-        result = _replay(args.config, args)
+        checkpoints = None
+        if getattr(args, "checkpoints", None):
+            from ._checkpoint import CheckpointWriter
+
+            checkpoints = CheckpointWriter(
+                args.checkpoints, parse_duration(args.checkpoint_every, "--checkpoint-every"))
+        result = _replay(args.config, args, checkpoints)
+        if checkpoints is not None:
+            print(f"rillet replay: {checkpoints.taken} checkpoints in {args.checkpoints}" +
+                  (f" ({checkpoints.failed} postponed a block)" if checkpoints.failed else ""),
+                  file=sys.stderr)
         if args.check:
             again = _replay(args.config, args)
             if again.digest != result.digest:
@@ -382,12 +394,14 @@ def explain(args: argparse.Namespace) -> int:
             match = dict(_pair(text) for text in args.why_not)
             at = _time_arg(args.at, "--at") if args.at is not None else None
             window = parse_duration(args.window, "--window")
-            print(why_not(args.config, args.recording, match, at=at, window=window).text())
+            print(why_not(args.config, args.recording, match, at=at, window=window,
+                          checkpoints=args.checkpoints).text())
         else:
             if args.alert is None:
                 raise ValueError("rillet explain: give --alert SEQ (from rillet replay's log) "
                                  "or --why-not field=value ...")
-            print(explain_alert(args.config, args.recording, args.alert))
+            print(explain_alert(args.config, args.recording, args.alert,
+                                checkpoints=args.checkpoints))
     except _errors() as error:
         print(f"rillet explain: {error}", file=sys.stderr)
         return ERROR

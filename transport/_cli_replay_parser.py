@@ -36,6 +36,12 @@ def add_commands(commands: Any) -> None:
                                                       "instead of stdout")
     run.add_argument("--check", action="store_true",
                      help="replay twice; exit 3 unless the alert logs are identical")
+    run.add_argument("--checkpoints", metavar="FILE",
+                     help="store the replay's state here as it goes, and the alert log with "
+                          "lineage: rillet explain --checkpoints FILE then replays only from "
+                          "the checkpoint before its question")
+    run.add_argument("--checkpoint-every", default="10m", metavar="DURATION",
+                     help="recorded time between checkpoints (default: %(default)s)")
     run.set_defaults(func=lazy("_cli_replay", "replay"))
 
     compare = commands.add_parser("diff", help="replay a recording through two configs and "
@@ -71,6 +77,9 @@ def add_commands(commands: Any) -> None:
                                   "(default: the whole recording)")
     why.add_argument("--window", default="10m",
                      help="candidates within this much of --at (default: %(default)s)")
+    why.add_argument("--checkpoints", metavar="FILE",
+                     help="checkpoints from 'rillet replay --checkpoints FILE': replay only "
+                          "from the one before the alert's input (or --at minus --window)")
     why.set_defaults(func=lazy("_cli_replay", "explain"))
 
     recording = commands.add_parser("recording", help="inspect recordings")
