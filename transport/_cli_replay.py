@@ -170,6 +170,25 @@ def record_running(args: argparse.Namespace) -> int:
     return OK
 
 
+def record_remote(args: argparse.Namespace) -> int:
+    """Record a running rillet through its SSE server's /recording stream."""
+    from ._tap import record_remote as follow
+
+    try:
+        duration = parse_duration(args.duration, "--duration")
+        writer = follow(args.server, args.output, duration=duration, token=args.token,
+                        started=lambda: print(f"rillet record remote: recording {args.server} "
+                                              f"into {args.output} for {duration:g} s",
+                                              file=sys.stderr, flush=True))
+    except (OSError, ValueError) as error:
+        print(f"rillet record remote: {error}", file=sys.stderr)
+        return ERROR
+    print(f"rillet record remote: wrote {writer.messages} requests to {args.output}" +
+          (f"; the server dropped {writer.gaps} it could not send in time (GAP frames)"
+           if writer.gaps else ""))
+    return OK
+
+
 def record_import(args: argparse.Namespace) -> int:
     source = args.events
     try:

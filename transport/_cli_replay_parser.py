@@ -116,6 +116,13 @@ def add_commands(commands: Any) -> None:
     running.add_argument("-o", "--output", required=True, metavar="DIR",
                          help="the directory to record into")
     running.set_defaults(func=lazy("_cli_replay", "record_running"))
+    remote = inner.add_parser("remote", help="record a running rillet from elsewhere, through "
+                                             "its SSE server (sse_server in its config)")
+    remote.add_argument("server", metavar="HOST:PORT", help="the SSE server's address")
+    remote.add_argument("--duration", default="1h", help="how long (default: %(default)s)")
+    remote.add_argument("--token", help="a token of the SSE server whose query is \"true\"")
+    remote.add_argument("-o", "--output", required=True, help="the .rrec file to write")
+    remote.set_defaults(func=lazy("_cli_replay", "record_remote"))
 
 
 def lazy(module: str, function: str) -> Any:

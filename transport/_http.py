@@ -560,9 +560,13 @@ class SseServer(_HttpListener):
                      token_filter: str | None, runtime: Runtime, peer: str) -> bool:
         if await self._read_body(stream, conn) is None:
             return False
+        if request.path in ("/recording", "/recording/"):  # rillet record remote
+            from ._tap import serve_tap
+
+            return await serve_tap(stream, conn, runtime, peer, token_filter, self.headers)
         if request.path not in ("/index", "/index/"):
             await stream.send_all(_error(conn, 404, f"no such path: {request.path}; the SSE "
-                                         f"server serves /index?query=...",
+                                         f"server serves /index?query=... and /recording",
                                          (("connection", "close"),)))
             return False
         query = request.params.get("query")

@@ -802,7 +802,11 @@ def record_on_request(runtime: Any, nursery: Any, pid_file: str | Path) -> None:
         log.error("SIGUSR1: no valid recording request at %s (send it with 'rillet record "
                   "running'): %s", path, error)
         return
-    if runtime.recorder is not None:
+    from ._tap import Tee, attach
+
+    current = runtime.recorder
+    if isinstance(current, WireRecorder) or (isinstance(current, Tee) and any(
+            isinstance(r, WireRecorder) for r in current.recorders)):
         log.error("SIGUSR1: already recording; the request to record into %s is ignored",
                   directory)
         return
@@ -811,7 +815,7 @@ def record_on_request(runtime: Any, nursery: Any, pid_file: str | Path) -> None:
     except OSError as error:
         log.error("SIGUSR1: cannot record into %s: %s", directory, error)
         return
-    runtime.recorder = recorder
+    attach(runtime, recorder)  # beside remote recorders ('rillet record remote')
     log.info("recording into %s for %g s, as 'rillet record running' asked", directory,
              duration)
     nursery.start_soon(_record_for, runtime, recorder, duration)
@@ -824,7 +828,9 @@ async def _record_for(runtime: Any, recorder: WireRecorder, duration: float) -> 
         with trio.move_on_after(duration):
             await recorder.run()
     finally:
-        runtime.recorder = None
+        from ._tap import detach
+
+        detach(runtime, recorder)
         recorder.close()
         log.info("recording into %s ended (%d requests, %d dropped)", recorder.directory,
                  recorder.messages, recorder.dropped)
