@@ -204,14 +204,15 @@ def record_import(args: argparse.Namespace) -> int:
     return OK
 
 
-def _replay(config: str, args: argparse.Namespace, checkpoints: Any = None) -> Any:
+def _replay(config: str, args: argparse.Namespace, checkpoints: Any = None,
+            instrument: Any = None) -> Any:
     from ._cli_run import tune_garbage_collector
     from ._replay import replay as run_replay
 
     tune_garbage_collector()  # as rillet run does: decoding allocates an event per event
     span = _span(args)
     return run_replay(config, args.recording, fidelity=args.fidelity, start=span["start"],
-                      end=span["end"], checkpoints=checkpoints)
+                      end=span["end"], checkpoints=checkpoints, instrument=instrument)
 
 
 def _span(args: argparse.Namespace) -> dict[str, float | None]:
@@ -311,7 +312,16 @@ def replay(args: argparse.Namespace) -> int:
 
             checkpoints = CheckpointWriter(
                 args.checkpoints, parse_duration(args.checkpoint_every, "--checkpoint-every"))
-        result = _replay(args.config, args, checkpoints)
+        if getattr(args, "counts", False):
+            from ._counters import StreamCounters
+
+            loaded: list[Any] = []
+            with StreamCounters() as counters:
+                result = _replay(args.config, args, checkpoints,
+                                 lambda runtime, _sinks: loaded.append(runtime.config))
+            print(counters.text(loaded[0].streams if loaded else []), file=sys.stderr)
+        else:
+            result = _replay(args.config, args, checkpoints)
         if checkpoints is not None:
             print(f"rillet replay: {checkpoints.taken} checkpoints in {args.checkpoints}" +
                   (f" ({checkpoints.failed} postponed a block)" if checkpoints.failed else ""),

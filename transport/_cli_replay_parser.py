@@ -36,6 +36,9 @@ def add_commands(commands: Any) -> None:
                                                       "instead of stdout")
     run.add_argument("--check", action="store_true",
                      help="replay twice; exit 3 unless the alert logs are identical")
+    run.add_argument("--counts", action="store_true",
+                     help="print the events in and out of every stream of the config "
+                          "(by its path id) after the replay")
     run.add_argument("--checkpoints", metavar="FILE",
                      help="store the replay's state here as it goes, and the alert log with "
                           "lineage: rillet explain --checkpoints FILE then replays only from "

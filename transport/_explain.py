@@ -31,19 +31,13 @@ from typing import Any
 from streams import Runtime, Stream, by
 
 from ._checkpoint import Checkpoint, CheckpointReader
+from ._counters import StreamCounters, _classes
 from ._replay import replay
 
 __all__ = ["WhyNot", "explain_alert", "explain_changes", "why_not"]
 
 #: Diff items explained per side (all in one traced replay).
 EXPLAIN_LIMIT = 50
-
-
-def _classes(root: type) -> Iterator[type]:
-    sub: type
-    for sub in root.__subclasses__():
-        yield sub
-        yield from _classes(sub)
 
 
 @dataclass
@@ -82,6 +76,8 @@ class _Tracer:
         self.owners: dict[str, str] = {}
         #: Keys each ``by`` ever made a fork for.
         self.keys: dict[int, set[Any]] = {}
+        #: label -> (path id, events in, events out) over the replayed span.
+        self.counts: dict[str, tuple[str, int, int | None]] = {}
 
     def label(self, stream: Stream) -> str:
         text = repr(stream)
@@ -90,9 +86,14 @@ class _Tracer:
     def where(self, label: str) -> str:
         line = self.lines.get(label)
         owner = self.owners.get(label)
+        counted = self.counts.get(label)
         if owner is not None:
             label = f"{owner} (inside it: {label})"
-        return f"{line} {label}" if line else label
+        text = f"{line} {label}" if line else label
+        if counted is not None:
+            path, count, out = counted
+            text += f"  [{path}: {count} in" + ("" if out is None else f", {out} out") + "]"
+        return text
 
     def seen(self, stream: Stream) -> None:
         assert self.reached is not None
@@ -329,8 +330,20 @@ def _traced(config: str | Path, recording: str | Path, questions: list[_Question
 
         runtime.dispatch = dispatch
 
-    with tracer.installed():
-        replay(config, recording, instrument=instrument, resume=resume, end=end)
+    loaded: list[Runtime] = []
+    counters = StreamCounters()
+
+    def instrumented(runtime: Runtime, sinks: Any) -> None:
+        loaded.append(runtime)
+        if runtime.config is not None:
+            counters.restored(runtime.config.streams)
+        instrument(runtime, sinks)
+
+    with tracer.installed(), counters:
+        replay(config, recording, instrument=instrumented, resume=resume, end=end)
+    if loaded and loaded[0].config is not None:
+        for path, stream, count, out in counters.table(loaded[0].config.streams):
+            tracer.counts.setdefault(tracer.label(stream), (path, count, out))
     return tracer
 
 

@@ -35,6 +35,7 @@ import trio
 from streams import Event
 from streams._config import service
 
+from . import _counters
 from ._limits import check_seconds
 from ._recording import record_events
 
@@ -90,6 +91,13 @@ class instrumentation:
         self._longest_stall = 0.0
         for declared in runtime.services:
             out += self._service_events(declared, now, elapsed)
+        counters = _counters.active
+        if counters is not None and runtime.config is not None:
+            for path, _stream, count, passed in counters.table(runtime.config.streams):
+                out.append(self._event(f"rillet stream {path} in", count, now, state="ok"))
+                if passed is not None:
+                    out.append(self._event(f"rillet stream {path} out", passed, now,
+                                           state="ok"))
         return out
 
     def _service_events(self, declared: Any, now: float, elapsed: float) -> list[Event]:

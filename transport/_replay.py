@@ -199,6 +199,9 @@ class _SinkCapture:
             call.__name__ = "__call__"  # a bound ``sink.__call__`` pickles by this name
             self.classes[cls] = type(kind, (cls,), {"__slots__": (), "__call__": call,
                                                     "__module__": cls.__module__})
+            from ._counters import adopt
+
+            adopt(self.classes[cls])
         declared.__class__ = self.classes[cls]
 
 
