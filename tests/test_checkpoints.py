@@ -3,6 +3,7 @@ replay logs after it; explain starts from the nearest one, and says so."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -77,7 +78,7 @@ steps = st.lists(st.tuples(st.floats(0, 2), st.integers(0, 4),
                  min_size=30, max_size=300)
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=steps, ticks=st.booleans(), every=st.sampled_from([5.0, 20.0]))
 def test_a_replay_from_any_checkpoint_logs_what_a_full_replay_logs_after_it(
@@ -118,7 +119,7 @@ def test_alerts_carry_the_request_that_triggered_them(tmp_path: Path) -> None:
 
 
 def _long(tmp_path: Path) -> tuple[Path, Path]:
-    """About 20,000 requests over 2,000 s, checkpointed every 100 s."""
+    """About 12,000 requests over 1,200 s, checkpointed every 100 s."""
     import random
 
     rng = random.Random(5)
@@ -127,8 +128,12 @@ def _long(tmp_path: Path) -> tuple[Path, Path]:
     recording = tmp_path / "long.rrec"
     _record(recording, [(0.1, rng.randrange(20), rng.choice(["disk", "health", "load"]),
                          rng.choice(["ok", "ok", "critical"]), rng.uniform(0, 100))
-                        for _ in range(20_000)], ticks=True, block_bytes=16_384)
+                        for _ in range(12_000)], ticks=True, block_bytes=16_384)
     return config, recording
+
+
+def _uncounted(text: str) -> str:
+    return re.sub(r"  \[\d+:[^\]]*\]", "", text)
 
 
 def test_explain_replays_only_from_the_nearest_checkpoint(tmp_path: Path) -> None:
@@ -140,12 +145,12 @@ def test_explain_replays_only_from_the_nearest_checkpoint(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     reader = CheckpointReader(checkpoints)
     assert f"{len(reader.checkpoints)} checkpoints in {checkpoints}" in done.stderr
-    assert len(reader.checkpoints) >= 15
+    assert len(reader.checkpoints) >= 8
     logged = reader.alerts()
     late = next(a for a in logged[len(logged) * 9 // 10:] if a[2] == "forward" and a[3])
     seq, t, _sink, source, fields = late
     nearest = reader.before(t=t, messages=source)
-    assert nearest is not None and nearest.messages > 15_000
+    assert nearest is not None and nearest.messages > 9_000
 
     started = time.perf_counter()
     full = explain_alert(config, recording, seq)
@@ -153,8 +158,10 @@ def test_explain_replays_only_from_the_nearest_checkpoint(tmp_path: Path) -> Non
     started = time.perf_counter()
     fast = explain_alert(config, recording, seq, checkpoints=checkpoints)
     from_checkpoint = time.perf_counter() - started
-    # The same path, found by replaying a tenth of the recording or less.
-    assert fast.splitlines()[1:] == full.splitlines()[1:]
+    # The same path, found by replaying a tenth of the recording or less (the
+    # counts in brackets are over the replayed span, so they differ).
+    assert _uncounted(fast).splitlines()[1:] == _uncounted(full).splitlines()[1:]
+    assert "[0:where: " in fast
     assert f"<- input request #{source}" in fast
     assert f"replayed from the checkpoint at {nearest.t:.3f}, after request " \
            f"#{nearest.messages}" in fast
@@ -164,7 +171,8 @@ def test_explain_replays_only_from_the_nearest_checkpoint(tmp_path: Path) -> Non
     slow_answer = why_not(config, recording, asked, at=t, window=30)
     fast_answer = why_not(config, recording, asked, at=t, window=30, checkpoints=checkpoints)
     assert fast_answer.candidates == slow_answer.candidates > 0
-    assert fast_answer.stopped == slow_answer.stopped
+    assert [(_uncounted(where), n, note) for where, n, note in fast_answer.stopped] == \
+        [(_uncounted(where), n, note) for where, n, note in slow_answer.stopped]
     assert "replayed from the checkpoint" in fast_answer.text()
 
     done = rillet("explain", str(config), "--recording", str(recording), "--alert", str(seq),
