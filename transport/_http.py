@@ -590,19 +590,20 @@ class SseServer(_HttpListener):
             return conn.send(h11.Data(data=data)) or b""
 
         async with trio.open_nursery() as nursery:
-
-            async def until_closed() -> None:
-                while await stream.receive_some(4096):
-                    pass
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(until_closed)
+            nursery.start_soon(cancel_when_closed, stream, nursery.cancel_scope)
             # Searched only now: between the search and the follow nothing yields,
             # so no update falls between the snapshot and the live stream.
             snapshot = runtime.index.search(query)
             await self._follow("index", query, snapshot, stream.send_all,
                                Entry.sse_frame, f"SSE subscriber {peer}", wrap=chunk)
         return False
+
+
+async def cancel_when_closed(stream: trio.abc.ReceiveStream, scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` once the client closes its side: a follower sends nothing."""
+    while await stream.receive_some(4096):
+        pass
+    scope.cancel()
 
 
 def _check_common(host: Any, port: Any, tokens: Any, max_behind: Any, max_body: Any,

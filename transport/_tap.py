@@ -188,13 +188,9 @@ async def serve_tap(stream: trio.SocketStream, conn: h11.Connection, runtime: An
     first = f"event: header\ndata: {header}\n\n".encode() + seed
     try:
         async with trio.open_nursery() as nursery:
+            from ._http import cancel_when_closed
 
-            async def until_closed() -> None:
-                while await stream.receive_some(4096):
-                    pass
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(until_closed)
+            nursery.start_soon(cancel_when_closed, stream, nursery.cancel_scope)
             await stream.send_all(conn.send(h11.Data(data=first)) or b"")
             idle = 0.0
             while True:
