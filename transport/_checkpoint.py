@@ -158,9 +158,9 @@ def _rebuild_event(fields: dict[str, Any]) -> Event:
     return Event(**fields)
 
 
-def _rebuild_function(code: bytes, scope: dict[str, Any], name: str, qualname: str,
+def _rebuild_function(code: bytes, scope: tuple[Any, ...], name: str, qualname: str,
                       defaults: Any, kwdefaults: Any, cells: tuple[Any, ...]) -> Any:
-    function = types.FunctionType(marshal.loads(code), scope, name, defaults,
+    function = types.FunctionType(marshal.loads(code), _named(scope), name, defaults,
                                   tuple(types.CellType(v) for v in cells) or None)
     function.__qualname__ = qualname
     function.__kwdefaults__ = kwdefaults
@@ -189,17 +189,19 @@ class _Pickler(pickle.Pickler):
         names.update(world.by_id)
         self._names = names
 
-    def persistent_id(self, obj: Any) -> Any:
-        # Called for every object stored: one dict look-up.
-        return self._names.get(id(obj))
-
     def reducer_override(self, obj: Any) -> Any:
+        # Called for every object stored but numbers, strings and those stored
+        # already (unlike persistent_id, called for every number too).
+        name = self._names.get(id(obj))
+        if name is not None:
+            return _named, (name,)
         if isinstance(obj, Event):
             # Decoded wire events are lazy and do not pickle; their fields do.
             return _rebuild_event, (obj.as_dict(),)
         if type(obj) is types.FunctionType and not _importable(obj):
-            scope = obj.__globals__
-            if id(scope) not in self.world.by_id and id(scope) not in self.modules:
+            # Namespaces are dicts, which reducer_override never sees: named here.
+            scope = self._names.get(id(obj.__globals__))
+            if scope is None:
                 raise pickle.PicklingError(f"{obj.__qualname__}: its module is unknown")
             return _rebuild_function, (
                 marshal.dumps(obj.__code__), scope, obj.__name__, obj.__qualname__,
@@ -208,29 +210,29 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, file: BinaryIO, world: _World) -> None:
-        super().__init__(file)
-        self.world = world
+# The world of the state being loaded (a load runs on one thread, start to end).
+_loading: list[_World] = []
 
-    def persistent_load(self, pid: Any) -> Any:
-        pid = tuple(pid)
-        if pid[0] == "module":
-            return vars(sys.modules[pid[1]])
-        if pid[0] == "global":
-            return getattr(sys.modules[pid[1]], pid[2])
-        if pid[0] == "class":
-            for namespace in (v for k, v in self.world.by_name.items() if k[0] == "namespace"):
-                found: Any = namespace
-                for part in pid[1].split("."):
-                    found = found.get(part) if isinstance(found, dict) else getattr(found, part)
-                if found is not None:
-                    return found
-        try:
-            return self.world.by_name[pid]
-        except KeyError:
-            raise pickle.UnpicklingError(f"the config has no {pid}: is it the one the "
-                                         f"checkpoint was taken with?") from None
+
+def _named(pid: tuple[Any, ...]) -> Any:
+    """The object a stored name stands for, in the world being loaded."""
+    world = _loading[-1]
+    if pid[0] == "module":
+        return vars(sys.modules[pid[1]])
+    if pid[0] == "global":
+        return getattr(sys.modules[pid[1]], pid[2])
+    if pid[0] == "class":
+        for namespace in (v for k, v in world.by_name.items() if k[0] == "namespace"):
+            found: Any = namespace
+            for part in pid[1].split("."):
+                found = found.get(part) if isinstance(found, dict) else getattr(found, part)
+            if found is not None:
+                return found
+    try:
+        return world.by_name[pid]
+    except KeyError:
+        raise pickle.UnpicklingError(f"the config has no {pid}: is it the one the "
+                                     f"checkpoint was taken with?") from None
 
 
 def _slots(obj: Any, names: Any = None) -> dict[str, Any]:
@@ -273,7 +275,11 @@ def restore_state(runtime: Any, data: bytes) -> dict[str, Any]:
     """Put a stored state into ``runtime``, whose config was just loaded and started
     (the same config); returns the ``extra`` stored with it."""
     world = _World(runtime)
-    state = _Unpickler(io.BytesIO(data), world).load()
+    _loading.append(world)
+    try:
+        state = pickle.loads(data)
+    finally:
+        _loading.pop()
     if len(state["nodes"]) != len(world.nodes):
         raise CheckpointError(f"the checkpoint holds {len(state['nodes'])} streams, the config "
                               f"{len(world.nodes)}: it was taken with another config")
