@@ -114,6 +114,8 @@ def test_alerts_carry_the_request_that_triggered_them(tmp_path: Path) -> None:
     # critical, still stable, passes straight through with request 2
     page = next(a for a in alerts if a.sink == "forward" and a.event.metric == 95)
     assert page.input == 0 and page.as_dict()["input"] == 0
+    # the sink's path id: the forward is first met under the first where's throttle
+    assert page.node == page.as_dict()["node"] == "0:where/0:throttle/0:forward"
     stable = [a for a in alerts if a.sink == "slack" and a.event.service == "health"]
     assert [(a.input, round(a.t - T0, 3)) for a in stable] == [(None, 5), (2, 7)]
 

@@ -78,9 +78,11 @@ class ReplayClock(VirtualClock):
 class Alert:
     """One event a sink received during a replay, with the clock at that moment.
 
-    ``input`` is its lineage: the number of the request (counted from 0 over
-    the recording's decodable requests) being streamed when the sink got it;
-    None when a timer emitted it (``stable``, ``rate``, expiry).
+    ``input`` and ``node`` are its lineage: the number of the request (counted
+    from 0 over the recording's decodable requests) being streamed when the
+    sink got it, None when a timer emitted it (``stable``, ``rate``, expiry);
+    and the sink's path id in the config (its first place, as ``rillet replay
+    --counts`` names it: ``0:where/0:throttle/0:pagerduty``).
     """
 
     seq: int
@@ -88,11 +90,13 @@ class Alert:
     sink: str
     event: Any
     input: int | None = None
+    node: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         fields = self.event.as_dict() if hasattr(self.event, "as_dict") else {
             "value": repr(self.event)}
         return {"seq": self.seq, "t": round(self.t, 6), "sink": self.sink, "input": self.input,
+                "node": self.node,
                 "event": {k: (list(v) if isinstance(v, tuple) else v)
                           for k, v in fields.items()}}
 
@@ -173,6 +177,9 @@ class _SinkCapture:
         self.keep: list[Any] = []
         #: Told of every sink that receives an event (explain traces with it).
         self.observer: Callable[[Any], None] | None = None
+        #: The sink being called, and each sink's path id in the config.
+        self.current: Any = None
+        self.paths: dict[int, str] = {}
 
     def __call__(self, declared: Any) -> None:
         if not isinstance(declared, Stream):
@@ -188,6 +195,7 @@ class _SinkCapture:
 
             def call(sink: Any, event: Any) -> None:
                 name = capture.names[id(sink)]
+                capture.current = sink
                 if capture.observer is not None:
                     capture.observer(sink)
                 if type(event) is list or type(event) is tuple:
@@ -256,7 +264,8 @@ def replay(config: Config | str | Path, recording: str | Path, *,
     lineage: list[Any] = [None, 0]
 
     def record(sink: str, event: Any) -> None:
-        alerts.append(Alert(lineage[1] + len(alerts), clock._now, sink, event, lineage[0]))
+        alerts.append(Alert(lineage[1] + len(alerts), clock._now, sink, event, lineage[0],
+                            capture.paths.get(id(capture.current))))
 
     capture = _SinkCapture(record)
     runtime.service_hook = capture
@@ -281,6 +290,9 @@ def replay(config: Config | str | Path, recording: str | Path, *,
 
         def start_config() -> None:
             runtime.start(loaded)
+            from ._counters import node_paths
+
+            capture.paths = {key: path for key, (path, _s) in node_paths(loaded.streams).items()}
             if resume is not None:
                 _resume(runtime, result, lineage, resume[0].state(resume[1]))
             if instrument is not None:
@@ -435,7 +447,8 @@ def replay_portable(config: str | Path, recording: str | Path, fidelity: str | N
     gc.freeze()  # like rillet run: events form no cycles, collect rarely
     gc.set_threshold(100_000, 50, 100)
     result = replay(config, recording, fidelity=fidelity, **span)  # type: ignore[arg-type]
-    result.alerts = [Alert(a.seq, a.t, a.sink, _plain(a.event), a.input) for a in result.alerts]
+    result.alerts = [Alert(a.seq, a.t, a.sink, _plain(a.event), a.input, a.node)
+                     for a in result.alerts]
     return result
 
 
