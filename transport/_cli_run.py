@@ -92,6 +92,11 @@ def load_for_run(args: argparse.Namespace) -> tuple[Path, Runtime, Config] | Non
               "declares its own, e.g. tcp_server(host='0.0.0.0', port=5556)", file=sys.stderr)
         return None
     runtime = Runtime(TrioScheduler())
+    if getattr(args, "count_streams", False):
+        from . import _counters
+
+        # Before the load: the streams bind their children's __call__ as they are built.
+        _counters.active = _counters.StreamCounters().install()
     config = _load(runtime, path, "rillet: cannot load the config")
     return None if config is None else (path, runtime, config)
 

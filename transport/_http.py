@@ -47,6 +47,7 @@ from streams._clock import must_propagate
 from ._defaults import DEFAULT_HOST
 from ._json import JsonEventError, event_from_json, events_from_json_body
 from ._live import DEFAULT_MAX_BEHIND, Entry, LiveHub, TooFarBehind
+from ._recording import record_events
 from ._server import _check_port, _peer, listen_tcp
 from ._tls import check_tls, server_stream
 
@@ -435,6 +436,7 @@ class WsServer(_HttpListener):
         except JsonEventError as error:
             await stream.send_all(_error(conn, 400, str(error)))
             return True
+        record_events(runtime, events)
         failure = runtime.stream(events)
         self.events_received += len(events)
         if failure is not None:
@@ -492,6 +494,7 @@ class WsServer(_HttpListener):
             except (ValueError, JsonEventError) as error:
                 await send(ws.send(TextMessage(data=json.dumps({"error": str(error)}))))
                 return
+            record_events(runtime, [event])
             failure = runtime.stream([event])
             reply = "{}" if failure is None else json.dumps({"error": str(failure)})
             await send(ws.send(TextMessage(data=reply)))
@@ -561,9 +564,13 @@ class SseServer(_HttpListener):
                      token_filter: str | None, runtime: Runtime, peer: str) -> bool:
         if await self._read_body(stream, conn) is None:
             return False
+        if request.path in ("/recording", "/recording/"):  # rillet record remote
+            from ._tap import serve_tap
+
+            return await serve_tap(stream, conn, runtime, peer, token_filter, self.headers)
         if request.path not in ("/index", "/index/"):
             await stream.send_all(_error(conn, 404, f"no such path: {request.path}; the SSE "
-                                         f"server serves /index?query=...",
+                                         f"server serves /index?query=... and /recording",
                                          (("connection", "close"),)))
             return False
         query = request.params.get("query")
@@ -587,19 +594,20 @@ class SseServer(_HttpListener):
             return conn.send(h11.Data(data=data)) or b""
 
         async with trio.open_nursery() as nursery:
-
-            async def until_closed() -> None:
-                while await stream.receive_some(4096):
-                    pass
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(until_closed)
+            nursery.start_soon(cancel_when_closed, stream, nursery.cancel_scope)
             # Searched only now: between the search and the follow nothing yields,
             # so no update falls between the snapshot and the live stream.
             snapshot = runtime.index.search(query)
             await self._follow("index", query, snapshot, stream.send_all,
                                Entry.sse_frame, f"SSE subscriber {peer}", wrap=chunk)
         return False
+
+
+async def cancel_when_closed(stream: trio.abc.ReceiveStream, scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` once the client closes its side: a follower sends nothing."""
+    while await stream.receive_some(4096):
+        pass
+    scope.cancel()
 
 
 def _check_common(host: Any, port: Any, tokens: Any, max_behind: Any, max_body: Any,
