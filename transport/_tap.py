@@ -162,7 +162,7 @@ def detach(runtime: Any, tap: Any) -> None:
             runtime.recorder = current.recorders[0]
 
 
-async def serve_tap(stream: trio.SocketStream, conn: h11.Connection, runtime: Any, peer: str,
+async def serve_tap(stream: trio.abc.Stream, conn: h11.Connection, runtime: Any, peer: str,
                     token_filter: str | None, headers: dict[str, str]) -> bool:
     """Answer ``GET /recording``: follow what the server streams until the client leaves."""
     if token_filter is not None and token_filter.strip() != "true":
