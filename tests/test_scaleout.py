@@ -202,8 +202,11 @@ def snapshot_sequences(url: str, stream: str, partitions: set[int]) -> list[int]
             found = []
             for partition in sorted(partitions):
                 try:
-                    data = (await store.get(f"p.{partition}")).data or b""
-                except (NotFoundError, ObjectNotFoundError):
+                    # nats-py waits for an object's chunks without a deadline, and a
+                    # worker rewriting the snapshot meanwhile purges them: bounded.
+                    result = await asyncio.wait_for(store.get(f"p.{partition}"), 5)
+                    data = result.data or b""
+                except (NotFoundError, ObjectNotFoundError, TimeoutError):
                     data = b""
                 found.append(int.from_bytes(data[:8], "big"))
             return found
