@@ -22,6 +22,7 @@ process, each with its own runtime. ``rillet run``, reload and
 from __future__ import annotations
 
 import contextvars
+import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from ._config import Config, declaring, load_config
 from ._core import Child, report_failure
 from ._index import Index
 from ._pubsub import PubSub, publish_index
+from ._ratelimit import LogLimiter
 from ._reload import Carried, carry_over
 
 __all__ = ["Runtime", "current_runtime"]
@@ -66,9 +68,9 @@ class Runtime:
             any stream holds it (a replay turns sinks into recorders there).
     """
 
-    __slots__ = ("_load_mark", "_tokens", "clock", "config", "declaring", "dispatch", "events",
-                 "exception_stream", "index", "pubsub", "recorder", "service_hook", "services",
-                 "taps")
+    __slots__ = ("_load_mark", "_log_limits", "_tokens", "clock", "config", "declaring",
+                 "dispatch", "events", "exception_stream", "index", "pubsub", "recorder",
+                 "service_hook", "services", "taps")
 
     def __init__(self, clock: Scheduler | None = None, *, index: Index | None = None,
                  exception_stream: Child | None = None) -> None:
@@ -102,6 +104,10 @@ class Runtime:
         self.recorder: Any = None
         self.service_hook: Callable[[Any], object] | None = None
         self._tokens: list[contextvars.Token[Runtime]] = []
+        # The memory of recent repeated log lines (stream failures, skewed
+        # events) is this runtime's: two configs side by side never silence
+        # or count each other's, and a reload keeps counting where it was.
+        self._log_limits: dict[str, LogLimiter] = {}
 
     # In effect -------------------------------------------------------------
 
@@ -115,6 +121,14 @@ class Runtime:
     def now(self) -> float:
         """The runtime's current time in seconds."""
         return self.clock.now()
+
+    def limited_log(self, logger: logging.Logger) -> LogLimiter:
+        """This runtime's rate limiter for ``logger``: repeated identical lines are
+        logged once per interval with a count (see ``streams._ratelimit``)."""
+        limiter = self._log_limits.get(logger.name)
+        if limiter is None:
+            limiter = self._log_limits[logger.name] = LogLimiter(logger)
+        return limiter
 
     # Running a config ------------------------------------------------------
 
