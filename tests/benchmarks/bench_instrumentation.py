@@ -1,0 +1,108 @@
+"""What self-instrumentation costs ingest: `rillet run` with and without it, side by side.
+
+    .venv/bin/python tests/benchmarks/bench_instrumentation.py [--seconds 4] [--rounds 3]
+        [--configs index pipeline skew] [--base main]
+
+For each config, three servers, each in its own process pinned to CPU 0:
+
+- ``off``: this tree, no instrumentation;
+- ``on``: this tree with ``instrumentation(interval=1)`` (ten times Riemann's
+  rate of reports, so the by census and the latency sample weigh more);
+- ``base``: ``--base`` (default: where this branch left main) without it, to
+  show the latency hook costs nothing when instrumentation is off.
+
+The load (this process, CPU 1) pipelines 100-event messages over 4 TCP
+connections with 256 requests outstanding each, covering 100,000 keys on
+1,000 hosts. Rounds alternate between the servers; the medians and the
+median of the per-round ``on / off`` ratios are printed (target: >= 0.95).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_server import KEYS, free_port, measure, messages, snapshot, start, stop
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CONFIGS = {
+    "index": "streams(index)",
+    # Riemann's "where -> by -> rate -> with -> index" figure: one by of 1,000 keys.
+    "pipeline": ("streams(where('service =~ \"svc-%\"', by('host', rate(1, "
+                 "with_(None, index, service='rate')))))"),
+    # A by whose forks hold a stream with max_skew: the census walks (a sample of) them,
+    # and base shows what the skew check costs ewma.
+    "skew": "streams(index, by('host', ewma(10, bit_bucket())))",
+}
+
+CONFIG = """
+from streams import *
+from transport import instrumentation, tcp_server
+tcp_server(port={port})
+{instrumentation}
+{streams}
+"""
+
+
+def servers(tmp: Path, config: str, base: Path | None) -> dict[str, tuple[Any, int]]:
+    started = {}
+    for name in ("off", "on", "base"):
+        if name == "base" and base is None:
+            continue
+        port = free_port()
+        path = tmp / f"{config}_{name}.py"
+        path.write_text(textwrap.dedent(CONFIG.format(
+            port=port, streams=CONFIGS[config],
+            instrumentation="instrumentation(interval=1)" if name == "on" else "")))
+        tree = base if name == "base" and base is not None else ROOT
+        env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+        started[name] = (start([sys.executable, "-m", "transport._cli", "run", str(path),
+                                "--log-level", "warning"], port, env, tree), port)
+    return started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--base", default="main",
+                        help="git revision run as 'base' (default: where this branch left "
+                             "main); 'none' to skip it")
+    args = parser.parse_args()
+    if (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {1})
+    frames = messages(100, KEYS // 100)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = None if args.base == "none" else snapshot(args.base, Path(tmp, "base"))
+        for config in args.configs:
+            running = servers(Path(tmp), config, base)
+            rates: dict[str, list[float]] = {name: [] for name in running}
+            try:
+                for _ in range(args.rounds):
+                    for name, (_server, port) in running.items():
+                        rates[name] += measure(port, frames, 100, 2, args.seconds, 1)
+            finally:
+                stop(running)
+            print(f"{config}:")
+            for name, found in rates.items():
+                print(f"  {name:5s} median {statistics.median(found) / 1e3:6.0f} k events/s "
+                      f"(rounds: {', '.join(f'{r / 1e3:.0f}k' for r in found)})")
+            for name in ("on", "base"):
+                if name in rates:
+                    ratios = [a / b for a, b in zip(rates[name], rates["off"], strict=True)]
+                    print(f"  {name} / off, median of per-round ratios: "
+                          f"{statistics.median(ratios):.3f}")
+
+
+if __name__ == "__main__":
+    main()
