@@ -23,22 +23,31 @@ from streams import (
     Event,
     Runtime,
     VirtualClock,
+    apdex,
+    batch,
     breakout,
     by,
+    coalesce,
     combine,
     ddt,
     ddt_events,
     ddt_real,
     derivative,
     ewma,
+    fill_in_last,
     fixed_offset_time_window,
     fixed_time_window,
+    fold_interval,
     holt_winters,
     mad,
     moving_time_window,
+    percentiles,
     predict_linear,
+    rate,
+    rollup,
     stable,
     sustained,
+    throttle,
     zscore,
 )
 from streams.testing import Sink
@@ -158,3 +167,29 @@ def test_skewed_events_are_logged_once_per_interval_per_kind_of_stream(
     assert len(lines) == 1
     assert "ewma(5" in lines[0] and "max_skew=3600.0" in lines[0]
     assert len(sink.events) == 1
+
+
+CLOCK_DRIVEN: dict[str, Callable[[Sink], Any]] = {
+    "throttle": lambda sink: throttle(5, 10, sink),
+    "rate": lambda sink: rate(10, sink),
+    "percentiles": lambda sink: percentiles(10, [0.5], sink),
+    "fold_interval": lambda sink: fold_interval(10, "metric", sum, sink),
+    "rollup": lambda sink: rollup(2, 10, sink),
+    "batch": lambda sink: batch(5, 10, sink),
+    "apdex": lambda sink: apdex(10, "metric < 3", "metric < 6", sink),
+    "coalesce": lambda sink: coalesce(10, sink),
+    "fill_in_last": lambda sink: fill_in_last(10, {}, sink),
+}
+
+
+@pytest.mark.parametrize("bad_time", [NOW + YEAR, 1e11], ids=["year-ahead", "1e11"])
+@pytest.mark.parametrize("name", list(CLOCK_DRIVEN))
+def test_streams_on_the_clock_need_no_max_skew(name: str, bad_time: float) -> None:
+    # They window and schedule by the clock, not by event time: a far-off event
+    # is one more event of the window it arrives in, and everything after it flows.
+    clean, _ = drive(CLOCK_DRIVEN[name])
+    skewed_run, _ = drive(CLOCK_DRIVEN[name], bad_time)
+    assert len(skewed_run) <= len(clean) + 2
+    # The far event arrives at NOW + 20; what the last windows emitted is untouched.
+    assert len(clean) >= 2, f"{name} emitted too little: the probe would prove nothing"
+    assert skewed_run[-2:] == clean[-2:]
