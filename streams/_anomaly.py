@@ -125,6 +125,7 @@ class _Detector(Stream):
     __slots__ = ("max_skew", "skewed")
     # Built without children, a detector is a judge that combine and derivative ask.
     childless: ClassVar[bool] = True
+    judge_when_childless: ClassVar[bool] = True
 
     def _trust_times(self, max_skew: Any, caller: str) -> None:
         self.max_skew = skew_limit(max_skew, caller)
