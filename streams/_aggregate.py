@@ -8,6 +8,7 @@ from ._clock import scheduler
 from ._core import Child, Stream
 from ._event import Event
 from ._periodic import PeriodicUntilExpired, TimeWindows
+from ._skew import DEFAULT_MAX_SKEW, skew_limit, skewed
 from ._validate import count, seconds
 
 __all__ = ["rate", "throttle"]
@@ -20,6 +21,10 @@ class rate(Stream):
     second and ``time`` = now. Ticks start ``interval`` after the first event
     and go on (emitting 0) until an expired event arrives or the latest
     event's ``time + ttl`` has passed.
+    An event whose time lies more than ``max_skew`` seconds from the clock
+    (default one hour, ``None`` trusts every time) is dropped and counted in
+    ``skewed`` (see ``DEFAULT_MAX_SKEW``): trusted, one from a host a year
+    behind would count as expired and stop the ticks of every host's rate.
 
     >>> from streams import Event
     >>> from streams.testing import run
@@ -29,11 +34,14 @@ class rate(Stream):
     [(2, 2.0)]
     """
 
-    __slots__ = ("_fresh", "_last", "_sum", "_timer", "interval")
+    __slots__ = ("_fresh", "_last", "_sum", "_timer", "interval", "max_skew", "skewed")
 
-    def __init__(self, interval: float, *children: Child) -> None:
+    def __init__(self, interval: float, *children: Child,
+                 max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.interval = seconds(interval, "rate(interval, *children)", "interval",
                                 "rate(5, child)")
+        self.max_skew = skew_limit(max_skew, "rate(interval, *children, max_skew=...)")
+        self.skewed = 0
         self._set_children(children)
         self._sum: float = 0
         self._last: Any = None
@@ -41,6 +49,9 @@ class rate(Stream):
         self._timer = PeriodicUntilExpired(self.interval, self._tick, delay=self.interval)
 
     def __call__(self, event: Any) -> None:
+        time = event.time
+        if time is not None and skewed(self, time):
+            return
         metric = event.metric
         if metric is not None:
             self._sum += metric

@@ -14,6 +14,7 @@ from ._core import Child, Stream, is_expired, rescued
 from ._filters import predicate
 from ._match import field_getter
 from ._periodic import PeriodicUntilExpired, TimeWindows
+from ._skew import DEFAULT_MAX_SKEW, skew_limit, skewed
 from ._validate import argument_error, count, function, seconds, unit_interval
 from .folds import sorted_sample
 
@@ -91,6 +92,10 @@ class percentiles(Stream):
     each bin the events at each point (nearest rank, upper) are forwarded with
     ``" <point>"`` (or the dict's suffix) appended to their service. Empty bins
     emit nothing; an expired event discards the open bin.
+    An event whose time lies more than ``max_skew`` seconds from the clock
+    (default one hour, ``None`` trusts every time) is dropped and counted in
+    ``skewed`` (see ``DEFAULT_MAX_SKEW``): trusted, one from a host a year
+    behind would count as expired and discard the open bin of every host.
 
     >>> from streams import Event
     >>> from streams.testing import run
@@ -101,16 +106,22 @@ class percentiles(Stream):
     [('lat 0', 1), ('lat 0.5', 3), ('lat 1', 5)]
     """
 
-    __slots__ = ("_bins", "_points", "interval")
+    __slots__ = ("_bins", "_points", "interval", "max_skew", "skewed")
 
     def __init__(self, interval: float, points: Iterable[float] | Mapping[float, str],
-                 *children: Child) -> None:
+                 *children: Child, max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.interval = seconds(interval, "percentiles(interval, points, *children)")
+        self.max_skew = skew_limit(max_skew,
+                                   "percentiles(interval, points, *children, max_skew=...)")
+        self.skewed = 0
         self._points = _points(points)
         self._set_children(children)
         self._bins = _TimeBins(self.interval, list, _append, self._finish)
 
     def __call__(self, event: Any) -> None:
+        time = event.time
+        if time is not None and skewed(self, time):
+            return
         self._bins.observe(event)
 
     def _finish(self, bin_: list[Any], start: float, end: float) -> None:
@@ -134,6 +145,10 @@ class fold_interval(Stream):
     the field is None are left out) and its result replaces ``field`` in the
     last such event. Bins start at the first event; an empty bin emits nothing;
     an expired event discards the open bin.
+    An event whose time lies more than ``max_skew`` seconds from the clock
+    (default one hour, ``None`` trusts every time) is dropped and counted in
+    ``skewed`` (see ``DEFAULT_MAX_SKEW``): trusted, one from a host a year
+    behind would count as expired and discard the open bin of every host.
 
     >>> from streams import Event
     >>> from streams.testing import run
@@ -144,12 +159,14 @@ class fold_interval(Stream):
     [Event(host='a', metric=7, time=2)]
     """
 
-    __slots__ = ("_bins", "_get", "field", "folder", "interval")
+    __slots__ = ("_bins", "_get", "field", "folder", "interval", "max_skew", "skewed")
 
     def __init__(self, interval: float, field: str, folder: Callable[[list[Any]], Any],
-                 *children: Child) -> None:
+                 *children: Child, max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         caller = f"{type(self).__name__}(interval, field, folder, *children)"
         self.interval = seconds(interval, caller)
+        self.max_skew = skew_limit(max_skew, caller[:-1] + ", max_skew=...)")
+        self.skewed = 0
         if not isinstance(field, str):
             raise argument_error(caller, "field", field, "a field name", "'metric'")
         function(folder, caller, "folder", "a list of values", "sum, max or statistics.mean")
@@ -160,6 +177,9 @@ class fold_interval(Stream):
         self._bins = _TimeBins(self.interval, list, self._add, self._finish)
 
     def __call__(self, event: Any) -> None:
+        time = event.time
+        if time is not None and skewed(self, time):
+            return
         self._bins.observe(event)
 
     def _add(self, bin_: list[Any], event: Any) -> None:
@@ -191,8 +211,8 @@ class fold_interval_metric(fold_interval):
     __slots__ = ()
 
     def __init__(self, interval: float, folder: Callable[[list[Any]], Any],
-                 *children: Child) -> None:
-        super().__init__(interval, "metric", folder, *children)
+                 *children: Child, max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
+        super().__init__(interval, "metric", folder, *children, max_skew=max_skew)
 
 
 class rollup(Stream):
