@@ -8,7 +8,7 @@ from ._clock import scheduler
 from ._core import Child, Stream
 from ._event import Event
 from ._periodic import PeriodicUntilExpired, TimeWindows
-from ._skew import DEFAULT_MAX_SKEW, skew_limit, skewed
+from ._skew import DEFAULT_MAX_SKEW, skew_limit
 from ._validate import count, seconds
 
 __all__ = ["rate", "throttle"]
@@ -46,18 +46,17 @@ class rate(Stream):
         self._sum: float = 0
         self._last: Any = None
         self._fresh = False
-        self._timer = PeriodicUntilExpired(self.interval, self._tick, delay=self.interval)
+        self._timer = PeriodicUntilExpired(self.interval, self._tick, delay=self.interval,
+                                           owner=self)
 
     def __call__(self, event: Any) -> None:
-        time = event.time
-        if time is not None and skewed(self, time):
-            return
+        if self._timer.observe(event) is None:
+            return  # too far from the clock
         metric = event.metric
         if metric is not None:
             self._sum += metric
             self._last = event
             self._fresh = True
-        self._timer.observe(event)
 
     def _tick(self) -> None:
         total, self._sum = self._sum, 0

@@ -12,6 +12,7 @@ from typing import Any
 from ._clock import Task, next_tick, scheduler
 from ._core import rescued
 from ._event import outlived
+from ._skew import SkewChecked, reject
 from ._validate import seconds
 
 __all__ = ["PeriodicUntilExpired", "TimeWindows"]
@@ -24,20 +25,26 @@ class PeriodicUntilExpired:
     an expired event arrives or the latest event's ``time + ttl`` has passed.
 
     ``observe(event)`` is called for every incoming event; it returns whether
-    the event is expired, so owners need not ask again.
+    the event is expired, so owners need not ask again. With an ``owner``
+    (a stream with ``max_skew``), an event whose time lies more than
+    ``owner.max_skew`` from the clock changes nothing, is counted on the
+    owner, and ``observe`` returns None: the owner drops it. The check reuses
+    the clock reading the expiry test needs, so it costs one comparison.
     """
 
-    __slots__ = ("_clock", "delay", "expires_at", "interval", "task", "tick")
+    __slots__ = ("_clock", "delay", "expires_at", "interval", "owner", "task", "tick")
 
-    def __init__(self, interval: float, tick: Callable[[], object], delay: float = 0) -> None:
+    def __init__(self, interval: float, tick: Callable[[], object], delay: float = 0,
+                 owner: SkewChecked | None = None) -> None:
         self.interval = interval
         self.delay = delay
         self.tick = tick
+        self.owner = owner
         self.task: Task | None = None
         self.expires_at = math.inf
         self._clock = scheduler()
 
-    def observe(self, event: Any) -> bool:
+    def observe(self, event: Any) -> bool | None:
         # Runs for every event of every keyed rate/fill stream: the task and
         # infinity are read once into locals (attribute and global lookups
         # are most of this method's own cost).
@@ -50,8 +57,16 @@ class PeriodicUntilExpired:
             self.expires_at = _INF
             expired = event.state == "expired"
         else:
+            now = clock.now()
+            owner = self.owner
+            if owner is not None:
+                limit = owner.max_skew
+                # Written so that a NaN time is rejected too.
+                if limit is not None and not -limit <= time - now <= limit:
+                    reject(owner, time, now)
+                    return None
             self.expires_at = _INF if ttl is None else time + ttl
-            expired = event.state == "expired" or outlived(time, ttl, clock.now())
+            expired = event.state == "expired" or outlived(time, ttl, now)
         if expired:
             self.stop()
         elif task is None:

@@ -14,7 +14,7 @@ from ._core import Child, Stream, is_expired, rescued
 from ._filters import predicate
 from ._match import field_getter
 from ._periodic import PeriodicUntilExpired, TimeWindows
-from ._skew import DEFAULT_MAX_SKEW, skew_limit, skewed
+from ._skew import DEFAULT_MAX_SKEW, SkewChecked, skew_limit
 from ._validate import argument_error, count, function, seconds, unit_interval
 from .folds import sorted_sample
 
@@ -37,16 +37,20 @@ class _TimeBins:
 
     def __init__(self, interval: float, create: Callable[[], Any],
                  add: Callable[[Any, Any], object],
-                 finish: Callable[[Any, float, float], object]) -> None:
+                 finish: Callable[[Any, float, float], object],
+                 owner: SkewChecked | None = None) -> None:
         self._create = create
         self._add = add
         self._finish = finish
         self._bin: Any = None
         self._start: float | None = None
-        self.timer = PeriodicUntilExpired(interval, self._switch, delay=interval)
+        self.timer = PeriodicUntilExpired(interval, self._switch, delay=interval, owner=owner)
 
     def observe(self, event: Any) -> None:
-        if self.timer.observe(event):
+        expired = self.timer.observe(event)
+        if expired is None:
+            return  # too far from the clock: counted on the owner
+        if expired:
             self._bin = self._start = None
             return
         if self._bin is None:
@@ -116,12 +120,9 @@ class percentiles(Stream):
         self.skewed = 0
         self._points = _points(points)
         self._set_children(children)
-        self._bins = _TimeBins(self.interval, list, _append, self._finish)
+        self._bins = _TimeBins(self.interval, list, _append, self._finish, owner=self)
 
     def __call__(self, event: Any) -> None:
-        time = event.time
-        if time is not None and skewed(self, time):
-            return
         self._bins.observe(event)
 
     def _finish(self, bin_: list[Any], start: float, end: float) -> None:
@@ -174,12 +175,9 @@ class fold_interval(Stream):
         self.folder = folder
         self._get = field_getter(field)
         self._set_children(children)
-        self._bins = _TimeBins(self.interval, list, self._add, self._finish)
+        self._bins = _TimeBins(self.interval, list, self._add, self._finish, owner=self)
 
     def __call__(self, event: Any) -> None:
-        time = event.time
-        if time is not None and skewed(self, time):
-            return
         self._bins.observe(event)
 
     def _add(self, bin_: list[Any], event: Any) -> None:

@@ -63,10 +63,17 @@ def skewed(stream: SkewChecked, time: Any) -> bool:
             return False
     except TypeError:
         return False  # not a number: the stream reports it as it always did
+    reject(stream, time, now)
+    return True
+
+
+def reject(stream: SkewChecked, time: Any, now: float) -> None:
+    """Count and log an event :func:`skewed` (or a caller that already read the
+    clock, such as ``PeriodicUntilExpired``) found too far from ``now``."""
+    max_skew = stream.max_skew
     stream.skewed += 1
     current_runtime().limited_log(_log).warning(
         ("skew", type(stream).__name__),
         "%r dropped an event whose time %r is %s s from the clock (%r), more than "
         "max_skew=%r; is that host's clock right? (%d dropped so far by this stream)",
         stream, time, f"{time - now:+.0f}", now, max_skew, stream.skewed)
-    return True
