@@ -12,6 +12,7 @@ from streams import (
     ewma,
     index,
     rate,
+    throttle,
     where,
 )
 from streams._census import census
@@ -58,7 +59,7 @@ def test_many_forks_are_sampled_and_the_figures_scaled() -> None:
 
 
 def test_a_by_over_plain_streams_is_not_walked_fork_by_fork() -> None:
-    stream = by("host", rate(5, bit_bucket()))
+    stream = by("host", throttle(1, 5, bit_bucket()))
     for n in range(50):
         stream(Event(host=f"h{n}", metric=1, time=0))
     # No fork holds anything to count: the sample size does not matter, nothing is estimated.
