@@ -21,10 +21,11 @@ class rate(Stream):
     second and ``time`` = now. Ticks start ``interval`` after the first event
     and go on (emitting 0) until an expired event arrives or the latest
     event's ``time + ttl`` has passed.
-    An event whose time lies more than ``max_skew`` seconds from the clock
+    An event whose time lies more than ``max_skew`` seconds in the past
     (default one hour, ``None`` trusts every time) is dropped and counted in
-    ``skewed`` (see ``DEFAULT_MAX_SKEW``): trusted, one from a host a year
-    behind would count as expired and stop the ticks of every host's rate.
+    ``skewed`` (see ``DEFAULT_MAX_SKEW``): trusted, it would count as expired
+    and stop the ticks of every host's rate. Only expiry reads event time
+    here, so an event ahead of the clock is counted like any other.
 
     >>> from streams import Event
     >>> from streams.testing import run

@@ -286,14 +286,16 @@ class ddt_real(Stream):
         self._newest: Any = None
         self._older: Any = None
         self._seen = 0
-        self._timer = PeriodicUntilExpired(self.interval, self._tick, owner=self)
+        self._timer = PeriodicUntilExpired(self.interval, self._tick)
 
     def __call__(self, event: Any) -> None:
-        if self._timer.observe(event) is None:
-            return  # too far from the clock
+        time = event.time
+        if time is not None and skewed(self, time):
+            return
         if event.metric is not None:
             self._fresh = event
             self._seen += 1
+        self._timer.observe(event)
 
     def _tick(self) -> None:
         fresh, self._fresh = self._fresh, None

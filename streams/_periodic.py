@@ -26,13 +26,14 @@ class PeriodicUntilExpired:
 
     ``observe(event)`` is called for every incoming event; it returns whether
     the event is expired, so owners need not ask again. With an ``owner``
-    (a stream with ``max_skew``), an event whose time lies more than
-    ``owner.max_skew`` from the clock changes nothing, is counted on the
-    owner, and ``observe`` returns None: the owner drops it. The check reuses
-    the clock reading the expiry test needs, so it costs one comparison.
+    (a stream with ``max_skew``), an event that looks expired only because
+    its time lies more than ``owner.max_skew`` in the past changes nothing,
+    is counted on the owner, and ``observe`` returns None: the owner drops
+    it. Only the expiry test reads event time here, so a far-future event is
+    an ordinary live one, and the check costs nothing on the live path.
     """
 
-    __slots__ = ("_clock", "delay", "expires_at", "interval", "owner", "task", "tick")
+    __slots__ = ("_clock", "delay", "expires_at", "interval", "max_skew", "owner", "task", "tick")
 
     def __init__(self, interval: float, tick: Callable[[], object], delay: float = 0,
                  owner: SkewChecked | None = None) -> None:
@@ -40,6 +41,8 @@ class PeriodicUntilExpired:
         self.delay = delay
         self.tick = tick
         self.owner = owner
+        # Read once: the owner's max_skew is configuration, and this test runs per event.
+        self.max_skew = owner.max_skew if owner is not None else None
         self.task: Task | None = None
         self.expires_at = math.inf
         self._clock = scheduler()
@@ -58,15 +61,14 @@ class PeriodicUntilExpired:
             expired = event.state == "expired"
         else:
             now = clock.now()
-            owner = self.owner
-            if owner is not None:
-                limit = owner.max_skew
-                # Written so that a NaN time is rejected too.
-                if limit is not None and not -limit <= time - now <= limit:
-                    reject(owner, time, now)
+            expired = event.state == "expired" or outlived(time, ttl, now)
+            if expired:
+                limit = self.max_skew
+                if limit is not None and now - time > limit:
+                    # A host whose clock is far behind: not an expiry to act on.
+                    reject(self.owner, time, now)  # type: ignore[arg-type]
                     return None
             self.expires_at = _INF if ttl is None else time + ttl
-            expired = event.state == "expired" or outlived(time, ttl, now)
         if expired:
             self.stop()
         elif task is None:

@@ -96,10 +96,11 @@ class percentiles(Stream):
     each bin the events at each point (nearest rank, upper) are forwarded with
     ``" <point>"`` (or the dict's suffix) appended to their service. Empty bins
     emit nothing; an expired event discards the open bin.
-    An event whose time lies more than ``max_skew`` seconds from the clock
+    An event whose time lies more than ``max_skew`` seconds in the past
     (default one hour, ``None`` trusts every time) is dropped and counted in
-    ``skewed`` (see ``DEFAULT_MAX_SKEW``): trusted, one from a host a year
-    behind would count as expired and discard the open bin of every host.
+    ``skewed`` (see ``DEFAULT_MAX_SKEW``): trusted, it would count as expired
+    and discard the open bin of every host. Only expiry reads event time
+    here, so an event ahead of the clock is counted like any other.
 
     >>> from streams import Event
     >>> from streams.testing import run
@@ -146,10 +147,11 @@ class fold_interval(Stream):
     the field is None are left out) and its result replaces ``field`` in the
     last such event. Bins start at the first event; an empty bin emits nothing;
     an expired event discards the open bin.
-    An event whose time lies more than ``max_skew`` seconds from the clock
+    An event whose time lies more than ``max_skew`` seconds in the past
     (default one hour, ``None`` trusts every time) is dropped and counted in
-    ``skewed`` (see ``DEFAULT_MAX_SKEW``): trusted, one from a host a year
-    behind would count as expired and discard the open bin of every host.
+    ``skewed`` (see ``DEFAULT_MAX_SKEW``): trusted, it would count as expired
+    and discard the open bin of every host. Only expiry reads event time
+    here, so an event ahead of the clock is counted like any other.
 
     >>> from streams import Event
     >>> from streams.testing import run
