@@ -358,7 +358,7 @@ def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Proc
             node.stop()
 
 
-# Reliable (10 runs in a row), but 20 to 30 s on this 2-core machine, most of it the
+# Reliable (20 runs in a row), but 10 to 25 s on this 2-core machine, most of it the
 # cluster electing new leaders: run it with .venv/bin/pytest -m slow tests/test_scaleout.py
 @pytest.mark.slow
 def test_a_cluster_node_killed_and_restarted_mid_load_loses_nothing_acknowledged(
