@@ -136,10 +136,17 @@ def test_an_expiry_sweep_of_a_large_index_is_done_in_turns() -> None:
     config = Config(streams=[index], services=[TcpServer(port=0)], expire_interval=0.5)
     n = 80_000
 
-    stale_at = time.time() + 2  # while the bystander pings
-    for i in range(n):
-        index(Event(host=f"h{i}", service="old", time=stale_at - 1, ttl=1))
-    assert time.time() < stale_at - 0.5, "the machine is too slow for this test"
+    # The keys must go stale while the bystander pings, after they are all indexed: a
+    # loaded machine gets a wider margin (indexing the same keys again replaces them).
+    for margin in (2, 5, 12):
+        stale_at = time.time() + margin
+        for i in range(n):
+            index(Event(host=f"h{i}", service="old", time=stale_at - 1, ttl=1))
+        if time.time() < stale_at - 0.5:
+            break
+    else:
+        raise AssertionError("the machine is too slow for this test: indexing 80,000 events "
+                             "took over 11.5 s")
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -152,7 +159,8 @@ def test_an_expiry_sweep_of_a_large_index_is_done_in_turns() -> None:
                         await trio.sleep(0.01)
 
             stall = await longest_stall(port, load)
-            assert stall < 0.25
+            # One sweep of 80,000 keys held the loop for 1-2 s before; turns keep it far below.
+            assert stall < 0.4
             assert len(index) <= 1  # the bystander's ping
             nursery.cancel_scope.cancel()
 
