@@ -61,6 +61,7 @@ class changed_state(Stream):
     """
 
     __slots__ = ("_by",)
+    templates = True  # its inner by forks the children per key
 
     def __init__(self, *children: Child, init: Any = None, max_keys: int = 100_000,
                  idle: float | None = None) -> None:

@@ -108,6 +108,12 @@ class Stream(metaclass=_StreamType):
     #: that forwards would silently discard everything, so by default that is
     #: a config mistake; sinks (``shared``) are always childless.
     childless: ClassVar[bool] = False
+    #: Whether the children are only templates that the stream forks per key
+    #: (``by``) and never calls. A fork of such a stream shares the templates
+    #: instead of copying them, which it would only do to copy them again per
+    #: key: copying a nested ``by``'s subtree once per outer key was most of
+    #: the cost of a new key.
+    templates: ClassVar[bool] = False
     _args: tuple[Any, ...]
     _kwargs: dict[str, Any]
 
@@ -168,11 +174,22 @@ class Stream(metaclass=_StreamType):
             return self
         if memo is None:
             memo = {}
-        if id(self) in memo:
-            return memo[id(self)]
-        args = tuple(_fork_value(a, memo) for a in self._args)
-        kwargs = {k: _fork_value(v, memo) for k, v in self._kwargs.items()}
-        copy = type(self)(*args, **kwargs)
+        copy = memo.get(id(self))
+        if copy is not None:
+            return copy
+        if self.templates:
+            args, kwargs = self._args, self._kwargs
+        else:
+            args = tuple(_fork_value(a, memo) for a in self._args)
+            kwargs = {k: _fork_value(v, memo) for k, v in self._kwargs.items()} \
+                if self._kwargs else self._kwargs
+        # ``by`` forks its children once per new key, so this runs per key.
+        # Straight to __new__ and __init__, skipping the metaclass: its only
+        # job is to make one-shot iterators replayable, and the recorded
+        # arguments already are (a third of a fork's cost went there).
+        cls = type(self)
+        copy = cls.__new__(cls, *args, **kwargs)
+        copy.__init__(*args, **kwargs)
         memo[id(self)] = copy
         return copy
 
@@ -193,7 +210,7 @@ class Stream(metaclass=_StreamType):
 def _fork_value(value: Any, memo: dict[int, Any]) -> Any:
     if isinstance(value, Stream):
         return value.fork(memo)
-    if type(value) in (list, tuple):
+    if type(value) is list or type(value) is tuple:
         return type(value)(_fork_value(v, memo) for v in value)
     return value
 

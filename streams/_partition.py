@@ -57,6 +57,7 @@ class by(Stream):
 
     __slots__ = ("_current", "_evicted", "_forks", "_idle", "_key", "_max_keys", "_previous",
                  "_sweeper", "fields")
+    templates = True  # events go to per-key forks of the children, never to them
 
     def __init__(self, fields: str | Callable[[Any], Any] | Sequence[Any], *children: Child,
                  max_keys: int = 100_000, idle: float | None = None) -> None:
