@@ -69,6 +69,11 @@ class changed_state(Stream):
         self._by = by(["host", "service"], changed("state", *children, init=init),
                       max_keys=max_keys, idle=idle)
 
+    def _init_fork(self, template: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        # One per key when under a by: the inner by's template is shared, not rebuilt.
+        self.children, self._out = template.children, template._out
+        self._by = template._by.fork()
+
     def __call__(self, event: Any) -> None:
         self._by(event)
 

@@ -189,9 +189,15 @@ class Stream(metaclass=_StreamType):
         # arguments already are (a third of a fork's cost went there).
         cls = type(self)
         copy = cls.__new__(cls, *args, **kwargs)
-        copy.__init__(*args, **kwargs)
+        copy._init_fork(self, args, kwargs)
         memo[id(self)] = copy
         return copy
+
+    def _init_fork(self, template: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Make this new object a copy of ``template`` with empty state, from the
+        (forked) arguments: by building it from them, unless the class knows a
+        cheaper way that ends in the same state."""
+        self.__init__(*args, **kwargs)  # type: ignore[misc]
 
     def close(self) -> None:
         """Stop this stream's timers and those of its own (unshared) children."""
