@@ -330,6 +330,9 @@ class Index(Stream):
         )
 
 
+_HOST_AND_SERVICE = ("host", "service")
+
+
 class Reaper:
     """Periodically expires an index and sends tombstones into the streams (spec §5.3).
 
@@ -419,6 +422,9 @@ class Reaper:
         """The event the streams see for an expired ``event``."""
         if self.keep_keys == "all":
             return event.evolve(state="expired", time=now)
+        if self.keep_keys == _HOST_AND_SERVICE:
+            # The default, once per expired event of a sweep: no dict of kwargs.
+            return Event(host=event.host, service=event.service, state="expired", time=now)
         kept: dict[str, Any] = {}
         for key in self.keep_keys:
             value = event.get(key)
