@@ -267,10 +267,11 @@ class Index(Stream):
         # copied. Ids, not references, so the record pins nothing (a reused id
         # costs one copy).
         previous, seen = self._lazy_ids, {}
+        get = events.get  # once per stored key per sweep: one lookup less each
         for start in range(0, len(keys), n):
             expired: list[Event] = []
             for key in keys[start:start + n]:
-                event = events.get(key)
+                event = get(key)
                 if event is None:
                     continue
                 try:
