@@ -120,6 +120,7 @@ class _Detector(Stream):
     __slots__ = ()
     # Built without children, a detector is a judge that combine and derivative ask.
     childless: ClassVar[bool] = True
+    judge_when_childless: ClassVar[bool] = True
 
     def judge(self, time: float, value: float) -> Verdict:
         raise NotImplementedError

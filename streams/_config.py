@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ._clock import current_runtime
-from ._core import Child, Stream, entry_point, report_failure
+from ._core import Child, Stream, entry_point, refuse_idle_judge, report_failure
 from ._validate import StreamArgumentError, seconds
 
 __all__ = [
@@ -107,6 +107,7 @@ def streams(*children: Child) -> None:
     May be called several times; the order is kept.
     """
     for child in children:
+        refuse_idle_judge(child, "streams(...)")
         if not callable(child):
             raise StreamArgumentError(
                 f"streams(*children): every top-level stream must be a stream, got {child!r}"

@@ -108,6 +108,11 @@ class Stream(metaclass=_StreamType):
     #: that forwards would silently discard everything, so by default that is
     #: a config mistake; sinks (``shared``) are always childless.
     childless: ClassVar[bool] = False
+    #: Whether a stream built without children is a judge that another stream
+    #: asks (an anomaly detector inside ``combine``) rather than a stage events
+    #: flow through: placed as a child or at the top level, such a stream would
+    #: discard everything, so that is refused (see :func:`refuse_idle_judge`).
+    judge_when_childless: ClassVar[bool] = False
     #: Whether the children are only templates that the stream forks per key
     #: (``by``) and never calls. A fork of such a stream shares the templates
     #: instead of copying them, which it would only do to copy them again per
@@ -144,6 +149,7 @@ class Stream(metaclass=_StreamType):
                 f"{call}index), or {call}bit_bucket()) to discard on purpose"
             )
         for child in children:
+            refuse_idle_judge(child, f"{type(self).__name__}(...)")
             if not callable(child):
                 raise StreamArgumentError(
                     f"{type(self).__name__}(...): every child must be a stream (a callable "
@@ -211,6 +217,16 @@ class Stream(metaclass=_StreamType):
         parts = [_describe(a) for a in self._args]
         parts += [f"{k}={_describe(v)}" for k, v in self._kwargs.items()]
         return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def refuse_idle_judge(child: object, place: str) -> None:
+    """Refuse a judge (a detector) built without children where events flow."""
+    if isinstance(child, Stream) and child.judge_when_childless and not child.children:
+        call = repr(child)[:-1] + (", " if child._args or child._kwargs else "")
+        raise StreamArgumentError(
+            f"{child!r} is given to {place} without a child stream, so it would judge every "
+            f"event and discard it; pass the streams to send to, e.g. {call}index), or put it "
+            f"in combine([...], children) as one of the detectors it asks")
 
 
 def _fork_value(value: Any, memo: dict[int, Any]) -> Any:

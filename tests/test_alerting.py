@@ -32,7 +32,7 @@ from _alert_peers import (
     peers_fixture,
 )
 
-from streams import Config, Event, load_config
+from streams import Config, Event, StreamArgumentError, load_config
 from streams._config import declaring
 from transport import (
     Running,
@@ -249,15 +249,15 @@ def test_mailer_retries_a_temporary_refusal_and_counts_a_permanent_one(smtp: Smt
 
 
 def test_mailer_config_mistakes_name_the_argument() -> None:
-    with pytest.raises(ValueError, match=r"mailer\(to='ops'\): to must be an address"):
+    with pytest.raises(StreamArgumentError, match=r"mailer\(to='ops'\): to must be an address"):
         declare(lambda: mailer(from_="r@example.com", to="ops"))
-    with pytest.raises(ValueError, match=r"choose one"):
+    with pytest.raises(StreamArgumentError, match=r"choose one"):
         declare(lambda: mailer(from_="r@x.org", to="a@x.org", starttls=True, ssl=True))
-    with pytest.raises(ValueError, match=r"give both user and password"):
+    with pytest.raises(StreamArgumentError, match=r"give both user and password"):
         declare(lambda: mailer(from_="r@x.org", to="a@x.org", user="me"))
     with pytest.raises(ValueError, match=r"mailer\(port=70000\)"):
         declare(lambda: mailer("localhost", 70000, from_="r@x.org", to="a@x.org"))
-    with pytest.raises(ValueError, match=r"mailer\(subject=...\): the template '\{host'"):
+    with pytest.raises(StreamArgumentError, match=r"mailer\(subject=...\): the template '\{host'"):
         declare(lambda: mailer(from_="r@x.org", to="a@x.org", subject="{host"))
 
 
@@ -383,8 +383,8 @@ def test_pagerduty_triggers_and_resolves_with_one_dedup_key(provider: ProviderPe
 
 
 def test_pagerduty_routing_key_is_checked_at_load() -> None:
-    with pytest.raises(ValueError, match=r"pagerduty\(routing_key='abc'\): the routing key is "
-                                         r"the 32-character Integration Key"):
+    with pytest.raises(StreamArgumentError, match=r"pagerduty\(routing_key='abc'\): the "
+                                                  r"routing key is the 32-character"):
         declare(lambda: pagerduty("abc"))
 
 
@@ -427,7 +427,7 @@ def test_slack_templates_escape_the_values_and_keep_their_own_markup(
 
 
 def test_slack_config_mistakes() -> None:
-    with pytest.raises(ValueError, match=r"slack\(icon_emoji='fire'\): write the emoji"):
+    with pytest.raises(StreamArgumentError, match=r"slack\(icon_emoji='fire'\): write the emoji"):
         declare(lambda: slack("https://hooks.slack.com/services/x", icon_emoji="fire"))
     with pytest.raises(ValueError, match=r"slack\(url='hooks.slack.com'\): the url must"):
         declare(lambda: slack("hooks.slack.com"))

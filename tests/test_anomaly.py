@@ -18,6 +18,8 @@ from streams import (
     derivative,
     holt_winters,
     mad,
+    streams,
+    where,
     zscore,
 )
 from streams._anomaly import band_score
@@ -200,6 +202,11 @@ def test_fork_gives_fresh_state_and_repr_reads_like_the_call() -> None:
     (lambda: combine([zscore(8)], quorum=2), "quorum must be at most the number of detectors, 1"),
     (lambda: combine([zscore(8, print)]), "without children of their own"),
     (lambda: derivative(print), "detectors must be a detector"),
+    # A detector placed where events flow needs children: alone it would discard everything.
+    (lambda: where(lambda e: True, zscore(8)), "is given to where(...) without a child stream"),
+    (lambda: by("host", mad(10)), "is given to by(...) without a child stream"),
+    (lambda: streams(holt_winters(288)), "is given to streams(...) without a child stream"),
+    (lambda: where(lambda e: True, combine([zscore(8)])), "or put it in combine("),
 ])
 def test_configuration_mistakes_name_the_argument(build: Any, message: str) -> None:
     with pytest.raises(StreamArgumentError) as error:

@@ -11,7 +11,7 @@ import pytest
 import trio
 from _peers import free_port, rillet, send_to, until
 
-from streams import Config, Event, Index, index
+from streams import Config, Event, Index, StreamArgumentError, index
 from streams._config import declaring
 from transport import Running, TcpServer, TrioClient, forward, serve
 
@@ -92,7 +92,7 @@ def test_a_peer_whose_streams_fail_rejects_the_batch_without_retries() -> None:
 
 
 def test_config_mistakes() -> None:
-    with pytest.raises(ValueError, match=r"forward\(window=0\)"), declaring(Config()):
+    with pytest.raises(StreamArgumentError, match=r"forward\(window=0\)"), declaring(Config()):
         forward(window=0)
     with pytest.raises(ValueError, match=r"forward\(port=70000\)"), declaring(Config()):
         forward("h", 70000)

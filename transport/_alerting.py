@@ -31,6 +31,7 @@ from typing import Any
 import trio
 
 from streams._clock import scheduler
+from streams._validate import StreamArgumentError
 
 from ._delivery import HttpSink, NetworkSink, Rejected
 from ._messages import (
@@ -74,8 +75,9 @@ def _events_template(template: str | Callable[[Any], str] | None,
         return lambda events: joiner.join(render(e) for e in flatten(events))
     if callable(template):
         return template
-    raise TypeError(f"{caller}: give a str.format template such as '{{host}} {{service}} is "
-                    f"{{state}}' or a function of the events, got {template!r}")
+    raise StreamArgumentError(
+        f"{caller}: give a str.format template such as '{{host}} {{service}} is "
+        f"{{state}}' or a function of the events, got {template!r}")
 
 
 def _building(what: str, build: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -130,23 +132,28 @@ class mailer(_AlertSink, NetworkSink):
                  **options: Any) -> None:
         caller = "mailer(host, port, *, from_, to, ...)"
         if not isinstance(host, str) or not host:
-            raise ValueError(f"{caller}: host must be the SMTP server's name, got {host!r}")
+            raise StreamArgumentError(
+                f"{caller}: host must be the SMTP server's name, got {host!r}")
         _check_port(port, "mailer")
         recipients = [to] if isinstance(to, str) else list(to) if isinstance(
             to, (list, tuple)) else None
         if not recipients or not all(isinstance(r, str) and "@" in r for r in recipients):
-            raise ValueError(f"mailer(to={to!r}): to must be an address or a list of "
-                             f"addresses, e.g. to=['ops@example.com']")
+            raise StreamArgumentError(
+                f"mailer(to={to!r}): to must be an address or a list of "
+                f"addresses, e.g. to=['ops@example.com']")
         if not isinstance(from_, str) or not from_:
-            raise ValueError(f"mailer(from_={from_!r}): from_ must be the sender's address, "
-                             f"e.g. from_='rillet@example.com'")
+            raise StreamArgumentError(
+                f"mailer(from_={from_!r}): from_ must be the sender's address, "
+                f"e.g. from_='rillet@example.com'")
         if starttls and ssl:
-            raise ValueError("mailer(starttls=True, ssl=True): choose one: starttls=True "
-                             "upgrades a plain connection (port 25 or 587), ssl=True is TLS "
-                             "from the start (port 465)")
+            raise StreamArgumentError(
+                "mailer(starttls=True, ssl=True): choose one: starttls=True "
+                "upgrades a plain connection (port 25 or 587), ssl=True is TLS "
+                "from the start (port 465)")
         if (user is None) != (password is None):
-            raise ValueError(f"mailer(user={user!r}, password=...): give both user and "
-                             f"password to log in, or neither")
+            raise StreamArgumentError(
+                f"mailer(user={user!r}, password=...): give both user and "
+                f"password to log in, or neither")
         self.host, self.port = host, port
         self.from_, self.to = from_, recipients
         self.starttls, self.ssl = bool(starttls), bool(ssl)
@@ -262,17 +269,20 @@ class alertmanager(_AlertSink, HttpSink):
         if labels is not None and not (isinstance(labels, Mapping) and all(
                 isinstance(k, str) and (isinstance(v, str) or callable(v))
                 for k, v in labels.items())):
-            raise TypeError(f"alertmanager(labels={labels!r}): labels map names to a constant "
-                            f"string or a function of the event, e.g. labels={{'team': 'ops', "
-                            f"'env': lambda e: e.get('env')}}")
+            raise StreamArgumentError(
+                f"alertmanager(labels={labels!r}): labels map names to a constant "
+                f"string or a function of the event, e.g. labels={{'team': 'ops', "
+                f"'env': lambda e: e.get('env')}}")
         if annotations is not None and not isinstance(annotations, Mapping):
-            raise TypeError(f"alertmanager(annotations={annotations!r}): annotations map "
-                            f"names to templates, e.g. annotations={{'summary': "
-                            f"'{{host}} {{service}} is {{state}}'}}")
+            raise StreamArgumentError(
+                f"alertmanager(annotations={annotations!r}): annotations map "
+                f"names to templates, e.g. annotations={{'summary': "
+                f"'{{host}} {{service}} is {{state}}'}}")
         if isinstance(resend, bool) or not isinstance(resend, (int, float)) or \
                 not 0 < resend < float("inf"):
-            raise ValueError(f"alertmanager(resend={resend!r}): resend must be a positive "
-                             f"number of seconds, e.g. resend=60")
+            raise StreamArgumentError(
+                f"alertmanager(resend={resend!r}): resend must be a positive "
+                f"number of seconds, e.g. resend=60")
         compiled = {str(name): compile_template(template, f"alertmanager(annotations="
                                                           f"{{{name!r}: ...}})")
                     for name, template in {**DEFAULT_ANNOTATIONS, **(annotations or {})}.items()}
@@ -344,13 +354,15 @@ class pagerduty(_AlertSink, HttpSink):
                  severity: Callable[[Any], str] | None = None,
                  dedup_key: Callable[[Any], str] | None = None, **options: Any) -> None:
         if not isinstance(routing_key, str) or len(routing_key) != 32:
-            raise ValueError(f"pagerduty(routing_key={routing_key!r}): the routing key is the "
-                             f"32-character Integration Key of an Events API v2 integration "
-                             f"(the service's Integrations tab)")
+            raise StreamArgumentError(
+                f"pagerduty(routing_key={routing_key!r}): the routing key is the "
+                f"32-character Integration Key of an Events API v2 integration "
+                f"(the service's Integrations tab)")
         for name, value in (("severity", severity), ("dedup_key", dedup_key)):
             if value is not None and not callable(value):
-                raise TypeError(f"pagerduty({name}={value!r}): {name} must be a function of "
-                                f"the event")
+                raise StreamArgumentError(
+                    f"pagerduty({name}={value!r}): {name} must be a function of "
+                    f"the event")
         self.routing_key = routing_key
         self._summary = compile_template(summary, "pagerduty(summary=...)")
         self._severity = severity or (lambda event: pagerduty_severity(event.state))
@@ -402,11 +414,13 @@ class slack(_AlertSink, HttpSink):
         for name, value in (("channel", channel), ("username", username),
                             ("icon_emoji", icon_emoji)):
             if value is not None and not isinstance(value, str):
-                raise TypeError(f"slack({name}={value!r}): {name} must be a string")
+                raise StreamArgumentError(
+                    f"slack({name}={value!r}): {name} must be a string")
         if icon_emoji is not None and not (icon_emoji.startswith(":")
                                            and icon_emoji.endswith(":")):
-            raise ValueError(f"slack(icon_emoji={icon_emoji!r}): write the emoji between "
-                             f"colons, e.g. icon_emoji=':rotating_light:'")
+            raise StreamArgumentError(
+                f"slack(icon_emoji={icon_emoji!r}): write the emoji between "
+                f"colons, e.g. icon_emoji=':rotating_light:'")
         self._text = compile_template(text, "slack(text=...)", escape=slack_escape)
         self.channel, self.username, self.icon_emoji = channel, username, icon_emoji
         super().__init__(webhook_url, **_one_message_per_call(options))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from streams._validate import StreamArgumentError
+
 from ._client import RiemannError
 from ._delivery import NetworkSink, Rejected
 from ._graphing import _check_address
@@ -40,7 +42,8 @@ class forward(NetworkSink):
         _check_address("forward", host, port)
         for name, value in (("request_size", request_size), ("window", window)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"forward({name}={value!r}): {name} must be an int >= 1")
+                raise StreamArgumentError(
+                    f"forward({name}={value!r}): {name} must be an int >= 1")
         self.host = host
         self.port = port
         self.request_size = request_size

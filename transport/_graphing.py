@@ -23,6 +23,8 @@ from typing import Any
 
 import trio
 
+from streams._validate import StreamArgumentError
+
 from ._client import Readable
 from ._delivery import HttpSink, NetworkSink, field_names
 
@@ -174,14 +176,17 @@ class graphite(NetworkSink):
                  **options: Any) -> None:
         _check_address("graphite", host, port)
         if protocol not in ("tcp", "udp"):
-            raise ValueError(f"graphite(protocol={protocol!r}): protocol must be 'tcp' or "
-                             f"'udp'")
+            raise StreamArgumentError(
+                f"graphite(protocol={protocol!r}): protocol must be 'tcp' or "
+                f"'udp'")
         if pickle and protocol != "tcp":
-            raise ValueError("graphite(pickle=True, protocol='udp'): carbon takes pickles over "
-                             "TCP only; drop protocol='udp' (and use port=2004)")
+            raise StreamArgumentError(
+                "graphite(pickle=True, protocol='udp'): carbon takes pickles over "
+                "TCP only; drop protocol='udp' (and use port=2004)")
         if not callable(path):
-            raise TypeError(f"graphite(path={path!r}): path must be a function of the event "
-                            f"returning its Graphite path, e.g. path=lambda e: e.service")
+            raise StreamArgumentError(
+                f"graphite(path={path!r}): path must be a function of the event "
+                f"returning its Graphite path, e.g. path=lambda e: e.service")
         self.host = host
         self.port = port
         self.protocol = protocol
@@ -249,10 +254,12 @@ async def open_tcp(host: str, port: int) -> trio.SocketStream:
 
 def _check_address(caller: str, host: Any, port: Any) -> None:
     if not isinstance(host, str) or not host:
-        raise TypeError(f"{caller}(host={host!r}): host must be a host name or address, "
-                        f"e.g. host='127.0.0.1'")
+        raise StreamArgumentError(
+            f"{caller}(host={host!r}): host must be a host name or address, "
+            f"e.g. host='127.0.0.1'")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
-        raise ValueError(f"{caller}(port={port!r}): port must be an int from 1 to 65535")
+        raise StreamArgumentError(
+            f"{caller}(port={port!r}): port must be an int from 1 to 65535")
 
 
 # Graphite annotations: graphite-web's events API -----------------------------------
@@ -392,7 +399,7 @@ class influxdb(HttpSink):
                  username: str | None = None, password: str | None = None,
                  tag_fields: tuple[str, ...] | list[str] = ("host",), **options: Any) -> None:
         if (database is None) == (bucket is None):
-            raise ValueError(
+            raise StreamArgumentError(
                 f"influxdb(database={database!r}, bucket={bucket!r}): give database= for "
                 f"InfluxDB 1.x or bucket= (with org= and token=) for InfluxDB 2.x, not both")
         self.tag_fields = field_names("influxdb", "tag_fields", tag_fields)
@@ -400,8 +407,9 @@ class influxdb(HttpSink):
         base = url.rstrip("/") if isinstance(url, str) else url
         if bucket is not None:
             if not org or not token:
-                raise ValueError(f"influxdb(bucket={bucket!r}, org={org!r}, token=...): "
-                                 f"InfluxDB 2.x needs org= and token= as well")
+                raise StreamArgumentError(
+                    f"influxdb(bucket={bucket!r}, org={org!r}, token=...): "
+                    f"InfluxDB 2.x needs org= and token= as well")
             headers["Authorization"] = f"Token {token}"
             self.write_url = f"{base}/api/v2/write"
             self.params = {"org": org, "bucket": bucket, "precision": "ms"}

@@ -28,6 +28,7 @@ from typing import Any
 
 from streams._core import is_expired
 from streams._event import Event, effective_ttl
+from streams._validate import StreamArgumentError
 
 __all__ = [
     "DEFAULT_ANNOTATIONS", "DEFAULT_SUMMARY", "AlertTracker", "alertmanager_alert",
@@ -107,12 +108,13 @@ def compile_template(template: Template, caller: str,
     if callable(template):
         return template
     if not isinstance(template, str):
-        raise TypeError(f"{caller}: the template must be a str.format string or a function "
-                        f"of the event returning text, got {template!r}")
+        raise StreamArgumentError(
+            f"{caller}: the template must be a str.format string or a function "
+            f"of the event returning text, got {template!r}")
     try:
         _FORMATTER.vformat(template, (), {"event": _SAMPLE})
     except (ValueError, IndexError, KeyError, AttributeError, TypeError) as error:
-        raise ValueError(
+        raise StreamArgumentError(
             f"{caller}: the template {template!r} is not a valid str.format template "
             f"({error}); write fields as {{host}}, {{service}}, {{state}}, {{metric}}, "
             f"{{description}}, {{time}}, {{tags}} or an attribute name, and double braces "

@@ -21,6 +21,7 @@ import trio
 from streams import Runtime
 from streams._config import service
 from streams._core import is_expired
+from streams._validate import StreamArgumentError
 
 from ._defaults import DEFAULT_HOST, DEFAULT_PROMETHEUS_PORT
 from ._delivery import field_names
@@ -130,12 +131,14 @@ class prometheus_endpoint:
                  path: str = "/metrics") -> None:
         _check_port(port, "prometheus_endpoint")
         if not isinstance(prefix, str) or (prefix and _INVALID_NAME.search(prefix)):
-            raise ValueError(f"prometheus_endpoint(prefix={prefix!r}): the prefix may hold "
-                             f"only letters, digits, '_' and ':', e.g. prefix='rillet_'")
+            raise StreamArgumentError(
+                f"prometheus_endpoint(prefix={prefix!r}): the prefix may hold "
+                f"only letters, digits, '_' and ':', e.g. prefix='rillet_'")
         self.labels = field_names("prometheus_endpoint", "labels", labels)
         if not isinstance(path, str) or not path.startswith("/"):
-            raise ValueError(f"prometheus_endpoint(path={path!r}): the path must start with "
-                             f"'/', e.g. path='/metrics'")
+            raise StreamArgumentError(
+                f"prometheus_endpoint(path={path!r}): the path must start with "
+                f"'/', e.g. path='/metrics'")
         self.host = host
         self.port = port
         self.prefix = prefix
