@@ -243,15 +243,19 @@ def reload(config: Config, path: str | Path | None = None) -> Config:
 
 
 def replay(config: str | Path | Config, recording: str | Path, *,
-           fidelity: str | None = None) -> Any:
+           fidelity: str | None = None, checkpoints: Any = None) -> Any:
     """Replay a recording (``rillet run --record``, ``rillet record import``) through
     a config file, hermetically: its sinks record instead of sending. Returns the
-    result; ``.alerts`` is the alert log (sink, clock, event), ``.digest`` its hash.
+    result; ``.alerts`` is the alert log (sink, clock, event, and the ``input``
+    request behind each), ``.digest`` its hash. ``checkpoints`` (a
+    ``transport.CheckpointWriter``) stores the replay's state as it goes, for
+    ``transport.explain_alert`` and ``why_not``.
 
-    Needs the transport package (the recording holds wire bytes)."""
+    Needs the transport package (the recording holds wire bytes); its pytest
+    plugin gives the fixtures ``rillet_replay`` and ``rillet_diff``."""
     from transport._replay import replay as replay_recording
 
-    return replay_recording(config, recording, fidelity=fidelity)
+    return replay_recording(config, recording, fidelity=fidelity, checkpoints=checkpoints)
 
 
 def _runtime_of(config: Config) -> Runtime:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -55,9 +56,8 @@ def clock(runtime: Runtime) -> VirtualClock:
     return runtime.clock
 
 
-@pytest.fixture(scope="session")
-def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One headless Debian Chromium for the whole session, driven by selenium."""
+def open_chromium(profile: Path, *flags: str) -> Any:
+    """A headless Debian Chromium driven by selenium, with ``flags`` added."""
     browser = require_binary("chromium", "chromium")
     driver_path = require_binary("chromedriver", "chromium-driver")
     try:
@@ -70,14 +70,19 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync",
-                 "--window-size=1100,760",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+                 "--window-size=1100,760", f"--user-data-dir={profile}", *flags):
         options.add_argument(flag)
     try:
         # An explicit driver path: selenium never looks for (or downloads) one.
-        driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+        return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     except Exception as error:
         peer_unavailable(f"headless chromium did not start: {error}")
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless Debian Chromium for the whole session, driven by selenium."""
+    driver = open_chromium(tmp_path_factory.mktemp("chromium-profile"))
     try:
         yield driver
     finally:

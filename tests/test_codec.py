@@ -705,3 +705,27 @@ def test_times_whose_microseconds_overflow_int64_go_out_as_whole_seconds(time: f
     assert not pb.HasField("time_micros") and pb.time == int(time)
     assert decode_message(encode_request([Event(service="far", time=time)], framed=False),
                           NOW).events[0].time == int(time)
+
+
+def test_unknown_fields_are_dropped_at_decode_and_never_passed_on(codec: str) -> None:
+    # Riemann decodes into its event map, which has no room for them; rillet's
+    # replies and forwards must not carry bytes a client sent beside its events.
+    from _helpers import varint
+
+    def unknown(number: int, payload: bytes) -> bytes:
+        return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+    attribute = b"\n\x03env\x12\x04prod" + unknown(7, b"FOREIGN-A")
+    pb = _proto.Event(host="h", service="s", metric_f=1.5, time=10).SerializeToString()
+    event = pb + b"J" + varint(len(attribute)) + attribute + unknown(111, b"FOREIGN-E" * 100)
+    query = b"\n\x04true" + unknown(9, b"FOREIGN-Q")
+    message = b"2" + varint(len(event)) + event + b"*" + varint(len(query)) + query + \
+        unknown(99, b"FOREIGN-M")
+    decoded = decode_message(message, now=0.0)
+    [got] = decoded.events
+    assert (got.host, got.service, got.metric, got.attributes, decoded.query) == \
+        ("h", "s", 1.5, {"env": "prod"}, "true")
+    for out in (encode_reply(events=decoded.events), encode_request(decoded.events),
+                encode_event(got).SerializeToString()):
+        assert b"FOREIGN" not in out
+        assert len(out) < 100

@@ -8,22 +8,19 @@ Set RILLET_SCREENSHOT=path to keep the screenshot (docs/dashboard.png is one).
 
 from __future__ import annotations
 
-import functools
 import os
-import queue
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
+from _helpers import serving_in_thread
 
 from streams import Config, Event
 from streams._index import Index
-from transport import Client, Running, TcpServer, WsServer, serve
+from transport import Client, Running, TcpServer, WsServer
 
 pytestmark = pytest.mark.network
 
@@ -37,25 +34,8 @@ def rillet() -> Iterator[Running]:
     index = Index()
     config = Config(streams=[index], services=[
         TcpServer(port=0), WsServer(port=0, tokens={TOKEN: "true"})])
-    started: queue.Queue[Any] = queue.Queue()
-    stop = threading.Event()
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            running = await nursery.start(functools.partial(serve, config, index=index))
-            started.put(running)
-            while not stop.is_set():
-                await trio.sleep(0.05)
-            nursery.cancel_scope.cancel()
-
-    thread = threading.Thread(target=lambda: trio.run(main), daemon=True)
-    thread.start()
-    running = started.get(timeout=20)
-    try:
+    with serving_in_thread(config, index) as running:
         yield running
-    finally:
-        stop.set()
-        thread.join(timeout=10)
 
 
 def wait_for(driver: Any, condition: Any, what: str) -> Any:

@@ -3,10 +3,8 @@ fed by real clients, its forward sink received by a real TCP peer, then the CLI.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -16,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _helpers import rillet_listening, start_rillet
+from _helpers import Receiver, rillet_listening, start_rillet
 
 from streams import Event
 from transport import Client
-from transport._codec import OK_REPLY, FrameDecoder, decode_message
 from transport._recording import MSG, TICK, RecordingReader, recording_files
 
 pytestmark = pytest.mark.network
@@ -45,40 +42,6 @@ streams(
 def rillet(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "transport._cli", *args], capture_output=True,
                           text=True, timeout=timeout, check=False)
-
-
-class Receiver:
-    """A Riemann-protocol peer on a free port: acks every request, keeps the events."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.events: list[Any] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            decoder = FrameDecoder()
-            with conn, contextlib.suppress(ConnectionError):  # the sender stopping
-                while data := conn.recv(65536):
-                    decoder.feed(data)
-                    for payload in decoder.frames():
-                        self.events.extend(decode_message(payload, time.time()).events)
-                        conn.sendall(OK_REPLY)
-
-    def wait_for(self, count: int, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.events) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(self.events) >= count, self.events
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _event(fields: dict[str, Any]) -> tuple[Any, ...]:

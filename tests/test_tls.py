@@ -3,7 +3,10 @@ over trio's SSL and Debian's riemann-c-client with its TLS options."""
 
 from __future__ import annotations
 
+import functools
+import json
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -118,3 +121,181 @@ def test_tls_mistakes_fail_at_config_load(pki: dict[str, Any], tmp_path: Path) -
         tls(pki["server.pem"], wrong_key)
     with pytest.raises(TypeError, match=r"tcp_server\(tls='yes'\)"):
         tcp_server(port=0, tls="yes")  # type: ignore[arg-type]
+
+
+# The HTTP listeners: WebSocket (with the dashboard and the event input), SSE, Prometheus.
+
+
+def http_services(context: ssl.SSLContext) -> list[Any]:
+    """A WebSocket, an SSE server and a Prometheus endpoint, each on port 0 under ``context``."""
+    from streams._config import Config, declaring
+    from transport import prometheus_endpoint, sse_server, ws_server
+
+    with declaring(Config()) as config:
+        ws_server(port=0, tls=context)
+        sse_server(port=0, tls=context)
+        prometheus_endpoint(port=0, tls=context)
+    return config.services
+
+
+def with_https(context: ssl.SSLContext, body: Callable[[Running], Awaitable[None]]) -> None:
+    """Run ``body`` against TCP (plain) and the HTTP listeners (TLS): ports [tcp, ws, sse, prom]."""
+    from _helpers import run_serving
+
+    from streams import Config
+    from transport import TcpServer
+
+    index = Index()
+    run_serving(Config(streams=[index], services=[TcpServer(port=0), *http_services(context)]),
+                index, body)
+
+
+def https_get(url: str, verify: ssl.SSLContext, *, stream_until: bytes | None = None,
+              **options: Any) -> tuple[int, bytes]:
+    """httpx, as any HTTPS client: the status and the body (or the stream up to a needle)."""
+    import httpx
+
+    with httpx.Client(verify=verify, timeout=10, **options) as client:
+        if stream_until is None:
+            response = client.get(url)
+            return response.status_code, response.content
+        with client.stream("GET", url) as streamed:
+            seen = b""
+            for chunk in streamed.iter_raw():
+                seen += chunk
+                if stream_until in seen:
+                    break
+            return streamed.status_code, seen
+
+
+def test_http_listeners_serve_https_and_wss(pki: dict[str, Any]) -> None:
+    from trio_websocket import open_websocket_url
+
+    async def body(running: Running) -> None:
+        _, ws, sse, prom = running.ports
+        trust = client_context(pki, certificate=False)
+        base = f"https://127.0.0.1:{ws}"
+        # The HTTP event input, then the same event read back over each listener.
+        import httpx
+
+        def post() -> httpx.Response:
+            with httpx.Client(verify=trust, timeout=10) as client:
+                return client.post(f"{base}/events", json={"host": "h1", "service": "tls in",
+                                                           "metric": 4, "ttl": 300})
+
+        posted = await trio.to_thread.run_sync(post)
+        assert (posted.status_code, posted.json()) == (200, {"ok": True, "count": 1})
+        status, page = await trio.to_thread.run_sync(https_get, f"{base}/", trust)
+        assert status == 200 and b"<html" in page.lower()
+        status, scraped = await trio.to_thread.run_sync(
+            https_get, f"https://127.0.0.1:{prom}/metrics", trust)
+        assert status == 200 and b'tls_in{host="h1",service="tls in"} 4' in scraped
+        status, streamed = await trio.to_thread.run_sync(functools.partial(
+            https_get, f"https://127.0.0.1:{sse}/index?query=true", trust,
+            stream_until=b"\n\n"))
+        assert status == 200 and b'"service":"tls in"' in streamed
+        async with open_websocket_url(f"wss://127.0.0.1:{ws}/index?query=true",
+                                      ssl_context=trust) as socket:
+            assert json.loads(await socket.get_message())["service"] == "tls in"
+        # A client that does not trust the certificate is refused by its own TLS.
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await trio.to_thread.run_sync(https_get, f"{base}/", ssl.create_default_context())
+        # Plain HTTP on a TLS port gets no HTTP answer, and the listener keeps serving.
+        async with await trio.open_tcp_stream("127.0.0.1", prom) as plain:
+            await plain.send_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            received = b""
+            with trio.fail_after(5):
+                try:
+                    while data := await plain.receive_some(4096):
+                        received += data
+                except trio.BrokenResourceError:
+                    pass
+            assert b"HTTP/1.1 200" not in received
+        status, _ = await trio.to_thread.run_sync(
+            https_get, f"https://127.0.0.1:{prom}/metrics", trust)
+        assert status == 200
+
+    with_https(tls(pki["server.pem"], pki["server.key"]), body)
+
+
+def test_http_listeners_refuse_clients_without_a_certificate_when_asked(
+        pki: dict[str, Any]) -> None:
+    import httpx
+
+    async def body(running: Running) -> None:
+        _, ws, sse, prom = running.ports
+        trust = client_context(pki, certificate=False)
+        for url in (f"https://127.0.0.1:{ws}/", f"https://127.0.0.1:{sse}/index?query=true",
+                    f"https://127.0.0.1:{prom}/metrics"):
+            # Under TLS 1.3 the refusal arrives after the client's handshake completes.
+            with pytest.raises((httpx.ConnectError, httpx.ReadError,
+                                httpx.RemoteProtocolError)):
+                await trio.to_thread.run_sync(https_get, url, trust)
+        status, page = await trio.to_thread.run_sync(functools.partial(
+            https_get, f"https://127.0.0.1:{ws}/", client_context(pki, certificate=True)))
+        assert status == 200 and b"<html" in page.lower()
+        status, _ = await trio.to_thread.run_sync(functools.partial(
+            https_get, f"https://127.0.0.1:{prom}/metrics",
+            client_context(pki, certificate=True)))
+        assert status == 200
+
+    with_https(tls(pki["server.pem"], pki["server.key"], cafile=pki["ca.pem"],
+                   verify_clients=True), body)
+
+
+def test_http_listeners_refuse_a_tls_that_is_not_a_context() -> None:
+    from transport import prometheus_endpoint, sse_server, ws_server
+
+    for declare, name in ((ws_server, "ws_server"), (sse_server, "sse_server"),
+                          (prometheus_endpoint, "prometheus_endpoint")):
+        with pytest.raises(TypeError, match=rf"{name}\(tls='server.pem'\): tls must be a "
+                                            r"context from transport.tls\(\)"):
+            declare(port=0, tls="server.pem")
+
+
+def spki_hash(certificate_pem: bytes) -> str:
+    """What Chromium's --ignore-certificate-errors-spki-list takes: base64 SHA-256 of the key."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    key = x509.load_pem_x509_certificate(certificate_pem).public_key()
+    der = key.public_bytes(serialization.Encoding.DER,
+                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def test_chromium_shows_the_dashboard_over_https_and_wss(
+        pki: dict[str, Any], tmp_path: Path) -> None:
+    from _helpers import serving_in_thread
+    from conftest import open_chromium
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from streams import Config
+    from transport import Client, TcpServer, WsServer
+
+    # Chromium trusts exactly this server key: the test CA is not installed anywhere.
+    pin = spki_hash(pki["server.pem"].read_bytes())
+    index = Index()
+    config = Config(streams=[index], services=[
+        TcpServer(port=0), WsServer(port=0, tls=tls(pki["server.pem"], pki["server.key"]))])
+    driver = open_chromium(tmp_path / "profile", f"--ignore-certificate-errors-spki-list={pin}")
+    try:
+        with serving_in_thread(config, index) as running:
+            tcp, ws = running.ports
+            driver.get(f"https://127.0.0.1:{ws}/")
+            wait = WebDriverWait(driver, 15, poll_frequency=0.05)
+            wait.until(lambda d: d.find_element(By.ID, "status").text == "live",
+                       message="the dashboard never went live over wss://")
+            with Client("127.0.0.1", tcp) as client:
+                client.send(Event(host="web1", service="over tls", state="ok", metric=1,
+                                  time=time.time(), ttl=300))
+            wait.until(lambda d: d.find_elements(
+                By.CSS_SELECTOR, 'tr.row[data-host="web1"][data-service="over tls"]'),
+                message="the event never reached the page over wss://")
+            assert driver.execute_script("return location.protocol") == "https:"
+    finally:
+        driver.quit()

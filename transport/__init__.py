@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._alerting import alertmanager, mailer, pagerduty, slack, webhook
+    from ._checkpoint import CheckpointReader, CheckpointWriter
     from ._client import (
         Client,
         ClientError,
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     )
     from ._delivery import HttpSink, NetworkSink, Rejected
     from ._diff import diff_alerts
-    from ._explain import why_not
+    from ._explain import explain_alert, why_not
     from ._forward import forward
     from ._graphing import graphite, graphite_annotations, graphite_path, influxdb
     from ._graphite_input import GraphiteServer, graphite_server
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from ._messages import slack_escape, slack_text
     from ._prometheus import prometheus_endpoint
     from ._queue import async_queue
-    from ._recording import RecordingReader, import_jsonl
+    from ._recording import RecordingReader, RecordingWriter, import_jsonl
     from ._run import Running, serve
     from ._scheduler import TrioScheduler
     from ._server import TcpServer, UdpServer, tcp_server, udp_server
@@ -67,6 +68,7 @@ __all__ = [
     "index_snapshot", "instrumentation", "tls",
     # recordings: replay, diff, why-not
     "RecordingReader", "import_jsonl", "diff_alerts", "why_not",
+    "RecordingWriter", "CheckpointReader", "CheckpointWriter", "explain_alert",
 ]
 
 # The modules behind __all__, imported on first use of any public name (PEP 562):
@@ -74,7 +76,7 @@ __all__ = [
 _PUBLIC_MODULES = ("_alerting", "_client", "_codec", "_delivery", "_forward", "_graphing",
                    "_instrumentation", "_messages", "_prometheus", "_queue", "_run", "_scheduler",
                    "_server", "_snapshot", "_tls", "_trio_client", "_graphite_input", "_http",
-                   "_recording", "_replay", "_diff", "_explain")
+                   "_recording", "_replay", "_diff", "_explain", "_checkpoint")
 
 
 def __getattr__(name: str) -> Any:

@@ -82,6 +82,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--stop-within", type=float, metavar="SECONDS",
                      help="after SIGTERM, exit with status 1 if still running after this long "
                           "(default 10)")
+    run.add_argument("--count-streams", action="store_true",
+                     help="count the events in and out of every stream (one dict update per "
+                          "stream an event passes); instrumentation(...) reports them")
     run.add_argument("--record", metavar="DIR",
                      help="record every request the servers handle into DIR (*.rrec files) "
                           "for 'rillet replay' and 'rillet diff'")

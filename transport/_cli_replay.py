@@ -170,6 +170,25 @@ def record_running(args: argparse.Namespace) -> int:
     return OK
 
 
+def record_remote(args: argparse.Namespace) -> int:
+    """Record a running rillet through its SSE server's /recording stream."""
+    from ._tap import record_remote as follow
+
+    try:
+        duration = parse_duration(args.duration, "--duration")
+        writer = follow(args.server, args.output, duration=duration, token=args.token,
+                        started=lambda: print(f"rillet record remote: recording {args.server} "
+                                              f"into {args.output} for {duration:g} s",
+                                              file=sys.stderr, flush=True))
+    except (OSError, ValueError) as error:
+        print(f"rillet record remote: {error}", file=sys.stderr)
+        return ERROR
+    print(f"rillet record remote: wrote {writer.messages} requests to {args.output}" +
+          (f"; the server dropped {writer.gaps} it could not send in time (GAP frames)"
+           if writer.gaps else ""))
+    return OK
+
+
 def record_import(args: argparse.Namespace) -> int:
     source = args.events
     try:
@@ -185,14 +204,15 @@ def record_import(args: argparse.Namespace) -> int:
     return OK
 
 
-def _replay(config: str, args: argparse.Namespace) -> Any:
+def _replay(config: str, args: argparse.Namespace, checkpoints: Any = None,
+            instrument: Any = None) -> Any:
     from ._cli_run import tune_garbage_collector
     from ._replay import replay as run_replay
 
     tune_garbage_collector()  # as rillet run does: decoding allocates an event per event
     span = _span(args)
     return run_replay(config, args.recording, fidelity=args.fidelity, start=span["start"],
-                      end=span["end"])
+                      end=span["end"], checkpoints=checkpoints, instrument=instrument)
 
 
 def _span(args: argparse.Namespace) -> dict[str, float | None]:
@@ -223,7 +243,9 @@ def _replay_all(configs: list[str], args: argparse.Namespace) -> list[Any]:
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    return (ConfigError, RecordingError, OSError, ValueError)
+    from ._checkpoint import CheckpointError
+
+    return (ConfigError, RecordingError, CheckpointError, OSError, ValueError)
 
 
 def resend(args: argparse.Namespace) -> int:
@@ -284,7 +306,26 @@ def replay(args: argparse.Namespace) -> int:
               "send the recording to a server)", file=sys.stderr)
         return ERROR
     try:
-        result = _replay(args.config, args)
+        checkpoints = None
+        if getattr(args, "checkpoints", None):
+            from ._checkpoint import CheckpointWriter
+
+            checkpoints = CheckpointWriter(
+                args.checkpoints, parse_duration(args.checkpoint_every, "--checkpoint-every"))
+        if getattr(args, "counts", False):
+            from ._counters import StreamCounters
+
+            loaded: list[Any] = []
+            with StreamCounters() as counters:
+                result = _replay(args.config, args, checkpoints,
+                                 lambda runtime, _sinks: loaded.append(runtime.config))
+            print(counters.text(loaded[0].streams if loaded else []), file=sys.stderr)
+        else:
+            result = _replay(args.config, args, checkpoints)
+        if checkpoints is not None:
+            print(f"rillet replay: {checkpoints.taken} checkpoints in {args.checkpoints}" +
+                  (f" ({checkpoints.failed} postponed a block)" if checkpoints.failed else ""),
+                  file=sys.stderr)
         if args.check:
             again = _replay(args.config, args)
             if again.digest != result.digest:
@@ -382,12 +423,14 @@ def explain(args: argparse.Namespace) -> int:
             match = dict(_pair(text) for text in args.why_not)
             at = _time_arg(args.at, "--at") if args.at is not None else None
             window = parse_duration(args.window, "--window")
-            print(why_not(args.config, args.recording, match, at=at, window=window).text())
+            print(why_not(args.config, args.recording, match, at=at, window=window,
+                          checkpoints=args.checkpoints).text())
         else:
             if args.alert is None:
                 raise ValueError("rillet explain: give --alert SEQ (from rillet replay's log) "
                                  "or --why-not field=value ...")
-            print(explain_alert(args.config, args.recording, args.alert))
+            print(explain_alert(args.config, args.recording, args.alert,
+                                checkpoints=args.checkpoints))
     except _errors() as error:
         print(f"rillet explain: {error}", file=sys.stderr)
         return ERROR

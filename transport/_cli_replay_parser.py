@@ -36,6 +36,15 @@ def add_commands(commands: Any) -> None:
                                                       "instead of stdout")
     run.add_argument("--check", action="store_true",
                      help="replay twice; exit 3 unless the alert logs are identical")
+    run.add_argument("--counts", action="store_true",
+                     help="print the events in and out of every stream of the config "
+                          "(by its path id) after the replay")
+    run.add_argument("--checkpoints", metavar="FILE",
+                     help="store the replay's state here as it goes, and the alert log with "
+                          "lineage: rillet explain --checkpoints FILE then replays only from "
+                          "the checkpoint before its question")
+    run.add_argument("--checkpoint-every", default="10m", metavar="DURATION",
+                     help="recorded time between checkpoints (default: %(default)s)")
     run.set_defaults(func=lazy("_cli_replay", "replay"))
 
     compare = commands.add_parser("diff", help="replay a recording through two configs and "
@@ -71,6 +80,9 @@ def add_commands(commands: Any) -> None:
                                   "(default: the whole recording)")
     why.add_argument("--window", default="10m",
                      help="candidates within this much of --at (default: %(default)s)")
+    why.add_argument("--checkpoints", metavar="FILE",
+                     help="checkpoints from 'rillet replay --checkpoints FILE': replay only "
+                          "from the one before the alert's input (or --at minus --window)")
     why.set_defaults(func=lazy("_cli_replay", "explain"))
 
     recording = commands.add_parser("recording", help="inspect recordings")
@@ -107,6 +119,13 @@ def add_commands(commands: Any) -> None:
     running.add_argument("-o", "--output", required=True, metavar="DIR",
                          help="the directory to record into")
     running.set_defaults(func=lazy("_cli_replay", "record_running"))
+    remote = inner.add_parser("remote", help="record a running rillet from elsewhere, through "
+                                             "its SSE server (sse_server in its config)")
+    remote.add_argument("server", metavar="HOST:PORT", help="the SSE server's address")
+    remote.add_argument("--duration", default="1h", help="how long (default: %(default)s)")
+    remote.add_argument("--token", help="a token of the SSE server whose query is \"true\"")
+    remote.add_argument("-o", "--output", required=True, help="the .rrec file to write")
+    remote.set_defaults(func=lazy("_cli_replay", "record_remote"))
 
 
 def lazy(module: str, function: str) -> Any:

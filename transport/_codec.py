@@ -96,6 +96,8 @@ _DROPPED_KEYS = frozenset({"tags", "time", "ttl", "metric", *_OVERRIDING_KEYS})
 _OVERRIDE_MARKERS = tuple(b"\n" + bytes([len(key)]) + key.encode() for key in _OVERRIDING_KEYS)
 # Any Attribute in a message starts with Event field 9's tag byte, 0x4A.
 _ATTRIBUTE_TAG = b"J"
+# Module-level so that tests/benchmarks/bench_codec.py can time decoding with and without it.
+_discard_unknown: Callable[[Any], None] = _proto.Msg.DiscardUnknownFields
 
 
 class ProtocolError(ValueError):
@@ -154,6 +156,13 @@ def decode_message(data: bytes | bytearray | memoryview, now: float) -> Decoded:
                 f"Riemann Msg of {len(data)} bytes lacks required fields: {missing}; "
                 "every attribute needs a key (Riemann rejects such a message too)"
             ) from None
+    # Fields riemann.proto does not know are dropped here, as Riemann's
+    # decoding into its event map drops them: an indexed event must neither
+    # hold them (a 1 MB unknown field would stay in memory as long as the
+    # event) nor pass them on in replies and forwards. It costs the pure-Python
+    # codec about 0.15 us per event (tests/benchmarks/bench_codec.py); the C
+    # parser never keeps them.
+    _discard_unknown(message)
     # Both special classes read exactly, field by field; the usual message's
     # events skip presence checks that cannot change the answer.
     event_class: type[WireEvent] = (
@@ -579,19 +588,12 @@ def _messages(events: Iterable[Event]) -> Any:
     if events:
         pbs = message.events
         add = pbs.add
-        reused = False
         for event in events:
             if type(event) in _UNCHANGED:
+                # Its message was decoded without unknown fields (decode_message).
                 pbs.append(_reuse(cast(WireEvent, event)))
-                reused = True
             else:
                 _encode_into(add(), event)
-        if reused:
-            # A reused message keeps the fields riemann.proto does not know,
-            # which must not reach other clients (Riemann's decoding into its
-            # event map drops them). Done here, on replies and forwards, not
-            # on every decode: it would cost ingest an eighth of its speed.
-            message.DiscardUnknownFields()
     return message
 
 

@@ -16,7 +16,8 @@ A network sink is two halves in one object:
   retrying a failed batch with capped exponential backoff and jitter (after
   :meth:`NetworkSink.disconnect`, so the retry reconnects). When the config
   stops (the nursery is cancelled) it keeps delivering for at most
-  ``flush_timeout`` seconds, then logs how many events it dropped.
+  ``flush_timeout`` seconds (and never past the deadline of a graceful stop,
+  ``rillet run --stop-within``), then logs how many events it dropped.
 
 Delivery is at least once: a batch that failed half-way is sent again whole.
 
@@ -76,6 +77,8 @@ import trio
 from streams import Stream
 from streams._config import service
 from streams._core import _describe
+
+from ._watchdog import stop_deadline
 
 if TYPE_CHECKING:
     import httpx
@@ -257,8 +260,10 @@ class NetworkSink(Stream):
                     await self._next_batch()
                 await self._deliver()
         finally:
+            stopping = trio.current_time()
             with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + self.flush_timeout
+                # No later than a graceful stop's deadline (SIGTERM), whatever flush_timeout.
+                scope.deadline = min(trio.current_time() + self.flush_timeout, stop_deadline())
                 if self._batch:
                     # Cancelled mid-attempt: the connection may hold half a batch.
                     await self._disconnect_quietly()
@@ -272,7 +277,8 @@ class NetworkSink(Stream):
                 self._batch.clear()
                 self._queue.clear()
                 log.error("%r: shutting down, dropped %d undelivered events after trying "
-                          "for %s s (last error: %s)", self, left, self.flush_timeout,
+                          "for %.2g s (flush_timeout=%s, or the stop deadline; last error: %s)",
+                          self, left, trio.current_time() - stopping, self.flush_timeout,
                           self.last_error)
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + 1

@@ -147,6 +147,12 @@ class DiffReport:
     violations: list[str] = field(default_factory=list)
     policy: str = ""
 
+    def of(self, kind: str, sink: str | None = None) -> list[Change]:
+        """The items of ``kind`` (same, moved, changed, gone, new), of one sink or all."""
+        if kind not in KINDS:
+            raise ValueError(f"of(kind={kind!r}): kind is one of {', '.join(KINDS)}")
+        return [c for c in self.changes if c.kind == kind and (sink is None or c.sink == sink)]
+
     def summary(self) -> dict[str, Any]:
         counts = dict.fromkeys(KINDS, 0)
         by_sink: dict[str, dict[str, int]] = {}

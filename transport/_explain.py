@@ -9,10 +9,17 @@ it *stopped* there: dropped by a ``where``, held by ``throttle``, ``stable``
 or ``changed_state``. Each stream is named by its repr, which reads like the
 config line that built it, and by that line (recorded while the config
 loads). Outputs that a timer emits later are not attributed to the input.
+
+Given the checkpoints a replay stored (``rillet replay --checkpoints FILE``),
+explain replays only from the nearest checkpoint before its question: an
+alert is found in the stored alert log, with its lineage (the request that
+triggered it), and a why-not starts at the checkpoint before ``--at`` minus
+``--window`` and stops after ``--at`` plus ``--window``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,19 +30,14 @@ from typing import Any
 
 from streams import Runtime, Stream, by
 
+from ._checkpoint import Checkpoint, CheckpointReader
+from ._counters import StreamCounters, _classes
 from ._replay import replay
 
 __all__ = ["WhyNot", "explain_alert", "explain_changes", "why_not"]
 
 #: Diff items explained per side (all in one traced replay).
 EXPLAIN_LIMIT = 50
-
-
-def _classes(root: type) -> Iterator[type]:
-    sub: type
-    for sub in root.__subclasses__():
-        yield sub
-        yield from _classes(sub)
 
 
 @dataclass
@@ -74,6 +76,8 @@ class _Tracer:
         self.owners: dict[str, str] = {}
         #: Keys each ``by`` ever made a fork for.
         self.keys: dict[int, set[Any]] = {}
+        #: label -> (path id, events in, events out) over the replayed span.
+        self.counts: dict[str, tuple[str, int, int | None]] = {}
 
     def label(self, stream: Stream) -> str:
         text = repr(stream)
@@ -82,9 +86,14 @@ class _Tracer:
     def where(self, label: str) -> str:
         line = self.lines.get(label)
         owner = self.owners.get(label)
+        counted = self.counts.get(label)
         if owner is not None:
             label = f"{owner} (inside it: {label})"
-        return f"{line} {label}" if line else label
+        text = f"{line} {label}" if line else label
+        if counted is not None:
+            path, count, out = counted
+            text += f"  [{path}: {count} in" + ("" if out is None else f", {out} out") + "]"
+        return text
 
     def seen(self, stream: Stream) -> None:
         assert self.reached is not None
@@ -269,13 +278,14 @@ class WhyNot:
     stopped: list[tuple[str, int, str]] = field(default_factory=list)
     delivered: list[tuple[str, int]] = field(default_factory=list)
     evicted: list[tuple[str, int]] = field(default_factory=list)
+    note: str = ""
 
     def text(self) -> str:
         wanted = " ".join(f"{k}={v}" for k, v in self.match.items())
         span = "the whole recording" if self.at is None else \
             f"{self.at - self.window:.3f}..{self.at + self.window:.3f}"
         lines = [f"WHY-NOT {wanted} in {self.config} over {span}: "
-                 f"{self.candidates} candidate inputs"]
+                 f"{self.candidates} candidate inputs{self.note}"]
         for where, count, note in self.stopped:
             lines.append(f"  {count} stopped at {where}{note}")
         for where, count in self.evicted:
@@ -288,8 +298,9 @@ class WhyNot:
         return "\n".join(lines)
 
 
-def _traced(config: str | Path, recording: str | Path,
-            questions: list[_Question]) -> _Tracer:
+def _traced(config: str | Path, recording: str | Path, questions: list[_Question], *,
+            resume: tuple[CheckpointReader, Checkpoint] | None = None,
+            end: float | None = None) -> _Tracer:
     """One replay of ``config`` tracing the candidates of every question."""
     tracer = _Tracer(Path(config))
     # Questions indexed by their first field's value: one dict look-up per
@@ -319,8 +330,20 @@ def _traced(config: str | Path, recording: str | Path,
 
         runtime.dispatch = dispatch
 
-    with tracer.installed():
-        replay(config, recording, instrument=instrument)
+    loaded: list[Runtime] = []
+    counters = StreamCounters()
+
+    def instrumented(runtime: Runtime, sinks: Any) -> None:
+        loaded.append(runtime)
+        if runtime.config is not None:
+            counters.restored(runtime.config.streams)
+        instrument(runtime, sinks)
+
+    with tracer.installed(), counters:
+        replay(config, recording, instrument=instrumented, resume=resume, end=end)
+    if loaded and loaded[0].config is not None:
+        for path, stream, count, out in counters.table(loaded[0].config.streams):
+            tracer.counts.setdefault(tracer.label(stream), (path, count, out))
     return tracer
 
 
@@ -335,27 +358,84 @@ def _answer(tracer: _Tracer, config: str | Path, question: _Question) -> WhyNot:
     return out
 
 
+def _reader(checkpoints: str | Path | CheckpointReader | None, config: str | Path,
+            recording: str | Path) -> CheckpointReader | None:
+    """The checkpoints, once checked to be this config's and recording's."""
+    if checkpoints is None:
+        return None
+    from ._recording import recording_files, rillet_version
+    from ._replay import _file_digest
+
+    reader = checkpoints if isinstance(checkpoints, CheckpointReader) else \
+        CheckpointReader(checkpoints)
+    reader.check(hashlib.sha256(Path(config).read_bytes()).hexdigest(),
+                 _file_digest(recording_files(recording)), rillet_version())
+    return reader
+
+
+def _resume_note(resume: tuple[CheckpointReader, Checkpoint] | None) -> str:
+    if resume is None:
+        return ""
+    point = resume[1]
+    return (f"  (replayed from the checkpoint at {point.t:.3f}, after request #"
+            f"{point.messages}: {resume[0].path})")
+
+
 def why_not(config: str | Path, recording: str | Path, match: dict[str, str], *,
-            at: float | None = None, window: float = 600.0) -> WhyNot:
-    """Where the inputs matching ``match`` (near ``at``) stopped in ``config``."""
+            at: float | None = None, window: float = 600.0,
+            checkpoints: str | Path | CheckpointReader | None = None) -> WhyNot:
+    """Where the inputs matching ``match`` (near ``at``) stopped in ``config``; with
+    ``checkpoints`` (and ``at``), replaying only from the one before ``at - window``."""
     if not match:
         raise ValueError("why_not(match=...): give at least one field, e.g. {'host': 'web-42'}")
     question = _Question(dict(match), at, window)
-    return _answer(_traced(config, recording, [question]), config, question)
+    reader = _reader(checkpoints, config, recording)
+    resume = None
+    end = None
+    if reader is not None and at is not None:
+        found = reader.before(t=at - window)
+        resume = None if found is None else (reader, found)
+        end = at + window
+    answer = _answer(_traced(config, recording, [question], resume=resume, end=end), config,
+                     question)
+    answer.note = _resume_note(resume)
+    return answer
 
 
-def explain_alert(config: str | Path, recording: str | Path, seq: int) -> str:
-    """The path of the input that made alert ``seq`` through the config."""
+def _logged(config: str | Path, recording: str | Path, seq: int,
+            reader: CheckpointReader | None) -> tuple[str, float, int | None, dict[str, Any]]:
+    """Alert ``seq``'s sink, time, input request and fields: from the checkpoint
+    file's alert log, else from a replay."""
+    if reader is not None:
+        logged = reader.alerts()
+        if not 0 <= seq < len(logged):
+            raise ValueError(f"--alert {seq}: the replay logged alerts 0..{len(logged) - 1}")
+        _seq, t, sink, source, fields = logged[seq]
+        return sink, t, source, fields
     plain = replay(config, recording)
     if not 0 <= seq < len(plain.alerts):
         raise ValueError(f"--alert {seq}: the replay logged alerts 0..{len(plain.alerts) - 1}")
     alert = plain.alerts[seq]
-    event = alert.event
-    match = {k: str(event.get(k)) for k in ("host", "service") if event.get(k) is not None}
-    question = _Question(match, alert.t, 0.0)
-    tracer = _traced(config, recording, [question])
-    head = f"ALERT #{seq} {alert.sink} " + " ".join(f"{k}={v}" for k, v in match.items()) + \
-        f" state={event.get('state')} at {alert.t:.6f}"
+    return alert.sink, alert.t, alert.input, alert.as_dict()["event"]
+
+
+def explain_alert(config: str | Path, recording: str | Path, seq: int, *,
+                  checkpoints: str | Path | CheckpointReader | None = None) -> str:
+    """The path of the input that made alert ``seq`` through the config; with
+    ``checkpoints``, replaying only from the checkpoint before that input."""
+    reader = _reader(checkpoints, config, recording)
+    sink, t, source, event = _logged(config, recording, seq, reader)
+    match = {k: str(event[k]) for k in ("host", "service") if event.get(k) is not None}
+    question = _Question(match, t, 0.0)
+    resume = None
+    if reader is not None:
+        found = reader.before(t=t, messages=source)
+        resume = None if found is None else (reader, found)
+    tracer = _traced(config, recording, [question], resume=resume,
+                     end=t if reader is not None else None)
+    origin = "a timer" if source is None else f"input request #{source}"
+    head = f"ALERT #{seq} {sink} " + " ".join(f"{k}={v}" for k, v in match.items()) + \
+        f" state={event.get('state')} at {t:.6f} <- {origin}" + _resume_note(resume)
     for path in question.paths:
         if any(question.delivered.get(label) for label, _ in path):
             steps = []
@@ -389,3 +469,4 @@ def explain_changes(report: Any, b_path: str, a_path: str, recording: str | Path
         for change, question in asked:
             found = _answer(tracer, config, question).text()
             change.explain = f"{side}: " + found.replace("\n", "\n   ")
+

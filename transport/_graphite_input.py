@@ -30,6 +30,7 @@ from streams import FIELDS, Event, Runtime
 
 from ._codec import _INT64_MAX, _INT64_MIN
 from ._defaults import DEFAULT_HOST
+from ._recording import record_events
 from ._server import _check_port, _peer, bind_udp, listen_tcp
 
 __all__ = ["DEFAULT_GRAPHITE_PORT", "GraphiteLineError", "GraphiteServer", "LineSplitter",
@@ -224,6 +225,7 @@ class GraphiteServer:
                 continue
             events.append(event)
         if events:
+            record_events(runtime, events)
             runtime.stream(events)
 
     def _host(self, event: Event, peer_host: str) -> Event:

@@ -21,6 +21,7 @@ import ipaddress
 import json
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -46,7 +47,9 @@ from streams._clock import must_propagate
 from ._defaults import DEFAULT_HOST
 from ._json import JsonEventError, event_from_json, events_from_json_body
 from ._live import DEFAULT_MAX_BEHIND, Entry, LiveHub, TooFarBehind
+from ._recording import record_events
 from ._server import _check_port, _peer, listen_tcp
+from ._tls import check_tls, server_stream
 
 __all__ = ["DEFAULT_SSE_PORT", "DEFAULT_WS_PORT", "SseServer", "Tokens", "WsServer",
            "sse_server", "ws_server"]
@@ -224,6 +227,7 @@ class _HttpListener:
     tokens: Tokens | None = None
     max_behind: int = DEFAULT_MAX_BEHIND
     max_body: int = DEFAULT_MAX_BODY
+    tls: ssl.SSLContext | None = field(default=None, repr=False)  # see transport/_tls.py
     connections: int = field(default=0, repr=False)
     requests: int = field(default=0, repr=False)
     unauthorized: int = field(default=0, repr=False)
@@ -244,9 +248,10 @@ class _HttpListener:
         task_status.started(self.bound_port)
         await trio.serve_listeners(lambda s: self._connection(s, runtime), listeners)
 
-    async def _connection(self, stream: Any, runtime: Runtime) -> None:
+    async def _connection(self, accepted: Any, runtime: Runtime) -> None:
         self.connections += 1
-        stream.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        accepted.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stream = server_stream(accepted, self.tls, http=True)
         conn = h11.Connection(h11.SERVER)
         peer = _peer(stream)
         try:
@@ -272,7 +277,7 @@ class _HttpListener:
             self.connections -= 1
             await trio.aclose_forcefully(stream)
 
-    async def _requests(self, stream: trio.SocketStream, conn: h11.Connection,
+    async def _requests(self, stream: trio.abc.Stream, conn: h11.Connection,
                         runtime: Runtime, peer: str) -> None:
         while True:
             raw = await _next_event(conn, stream)
@@ -297,11 +302,11 @@ class _HttpListener:
                 return
             conn.start_next_cycle()
 
-    async def _route(self, stream: trio.SocketStream, conn: h11.Connection, request: _Request,
+    async def _route(self, stream: trio.abc.Stream, conn: h11.Connection, request: _Request,
                      token_filter: str | None, runtime: Runtime, peer: str) -> bool:
         raise NotImplementedError
 
-    async def _read_body(self, stream: trio.SocketStream, conn: h11.Connection) -> bytes | None:
+    async def _read_body(self, stream: trio.abc.Stream, conn: h11.Connection) -> bytes | None:
         """The request body, or None (and a 413 sent) when larger than ``max_body``."""
         chunks: list[bytes] = []
         size = 0
@@ -382,7 +387,7 @@ class WsServer(_HttpListener):
 
     kind = "WebSocket"
 
-    async def _route(self, stream: trio.SocketStream, conn: h11.Connection, request: _Request,
+    async def _route(self, stream: trio.abc.Stream, conn: h11.Connection, request: _Request,
                      token_filter: str | None, runtime: Runtime, peer: str) -> bool:
         path = request.path
         if request.websocket:
@@ -421,7 +426,7 @@ class WsServer(_HttpListener):
                                      f"serves /index, /pubsub/<channel>, /events and /"))
         return True
 
-    async def _http_input(self, stream: trio.SocketStream, conn: h11.Connection,
+    async def _http_input(self, stream: trio.abc.Stream, conn: h11.Connection,
                           runtime: Runtime) -> bool:
         body = await self._read_body(stream, conn)
         if body is None:
@@ -431,6 +436,7 @@ class WsServer(_HttpListener):
         except JsonEventError as error:
             await stream.send_all(_error(conn, 400, str(error)))
             return True
+        record_events(runtime, events)
         failure = runtime.stream(events)
         self.events_received += len(events)
         if failure is not None:
@@ -440,7 +446,7 @@ class WsServer(_HttpListener):
             await stream.send_all(_response(conn, 200, reply))
         return True
 
-    async def _websocket(self, stream: trio.SocketStream, ws: WSConnection, send: Send,
+    async def _websocket(self, stream: trio.abc.Stream, ws: WSConnection, send: Send,
                          request: _Request, token_filter: str | None, runtime: Runtime,
                          peer: str) -> None:
         path = request.path
@@ -488,6 +494,7 @@ class WsServer(_HttpListener):
             except (ValueError, JsonEventError) as error:
                 await send(ws.send(TextMessage(data=json.dumps({"error": str(error)}))))
                 return
+            record_events(runtime, [event])
             failure = runtime.stream([event])
             reply = "{}" if failure is None else json.dumps({"error": str(failure)})
             await send(ws.send(TextMessage(data=reply)))
@@ -515,7 +522,7 @@ class WsServer(_HttpListener):
             with trio.move_on_after(2):
                 await close(1000)
 
-    async def _ws_reader(self, stream: trio.SocketStream, ws: WSConnection, send: Send,
+    async def _ws_reader(self, stream: trio.abc.Stream, ws: WSConnection, send: Send,
                          on_message: Callable[[str], Awaitable[None]] | None) -> None:
         parts: list[str] = []
         size = 0
@@ -541,7 +548,7 @@ class WsServer(_HttpListener):
             data = await stream.receive_some(65_536)
             if not data:
                 return
-            ws.receive_data(data)
+            ws.receive_data(bytes(data))
 
 
 @dataclass
@@ -553,13 +560,17 @@ class SseServer(_HttpListener):
 
     kind = "SSE"
 
-    async def _route(self, stream: trio.SocketStream, conn: h11.Connection, request: _Request,
+    async def _route(self, stream: trio.abc.Stream, conn: h11.Connection, request: _Request,
                      token_filter: str | None, runtime: Runtime, peer: str) -> bool:
         if await self._read_body(stream, conn) is None:
             return False
+        if request.path in ("/recording", "/recording/"):  # rillet record remote
+            from ._tap import serve_tap
+
+            return await serve_tap(stream, conn, runtime, peer, token_filter, self.headers)
         if request.path not in ("/index", "/index/"):
             await stream.send_all(_error(conn, 404, f"no such path: {request.path}; the SSE "
-                                         f"server serves /index?query=...",
+                                         f"server serves /index?query=... and /recording",
                                          (("connection", "close"),)))
             return False
         query = request.params.get("query")
@@ -583,13 +594,7 @@ class SseServer(_HttpListener):
             return conn.send(h11.Data(data=data)) or b""
 
         async with trio.open_nursery() as nursery:
-
-            async def until_closed() -> None:
-                while await stream.receive_some(4096):
-                    pass
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(until_closed)
+            nursery.start_soon(cancel_when_closed, stream, nursery.cancel_scope)
             # Searched only now: between the search and the follow nothing yields,
             # so no update falls between the snapshot and the live stream.
             snapshot = runtime.index.search(query)
@@ -598,9 +603,17 @@ class SseServer(_HttpListener):
         return False
 
 
+async def cancel_when_closed(stream: trio.abc.ReceiveStream, scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` once the client closes its side: a follower sends nothing."""
+    while await stream.receive_some(4096):
+        pass
+    scope.cancel()
+
+
 def _check_common(host: Any, port: Any, tokens: Any, max_behind: Any, max_body: Any,
-                  caller: str) -> Tokens | None:
+                  tls: Any, caller: str) -> Tokens | None:
     _check_port(port, caller)
+    check_tls(tls, caller)
     if not isinstance(host, str) or not host:
         raise ValueError(f"{caller}(host={host!r}): host is an address string such as "
                          f"\"127.0.0.1\"")
@@ -612,34 +625,39 @@ def _check_common(host: Any, port: Any, tokens: Any, max_behind: Any, max_body: 
 
 def ws_server(host: str = DEFAULT_HOST, port: int = DEFAULT_WS_PORT, *,
               tokens: Mapping[str, str] | None = None, max_behind: int = DEFAULT_MAX_BEHIND,
-              max_body: int = DEFAULT_MAX_BODY, dashboard: bool = True) -> WsServer:
+              max_body: int = DEFAULT_MAX_BODY, dashboard: bool = True,
+              tls: ssl.SSLContext | None = None) -> WsServer:
     """Declare the WebSocket server in a config (Riemann's ``ws-server``), with the dashboard.
 
     ``tokens`` maps each accepted token to the query limiting what its holder
-    sees; it is required when ``host`` is not a loopback address.
+    sees; it is required when ``host`` is not a loopback address. ``tls``
+    takes ``transport.tls(certfile=..., keyfile=...)``: then it serves https://
+    and wss:// (docs/operations.md, "TLS").
     """
     from streams._config import service
 
-    checked = _check_common(host, port, tokens, max_behind, max_body, "ws_server")
+    checked = _check_common(host, port, tokens, max_behind, max_body, tls, "ws_server")
     return service(WsServer(host=host, port=port, tokens=checked,  # type: ignore[no-any-return]
                             max_behind=max_behind, max_body=max_body,
-                            dashboard=bool(dashboard)))
+                            dashboard=bool(dashboard), tls=tls))
 
 
 def sse_server(host: str = DEFAULT_HOST, port: int = DEFAULT_SSE_PORT, *,
                tokens: Mapping[str, str] | None = None, max_behind: int = DEFAULT_MAX_BEHIND,
-               headers: Mapping[str, str] | None = None) -> SseServer:
+               headers: Mapping[str, str] | None = None,
+               tls: ssl.SSLContext | None = None) -> SseServer:
     """Declare the Server-Sent Events server in a config (Riemann's ``sse-server``).
 
     ``headers`` are added to (or override) the response headers, e.g.
     ``{"Access-Control-Allow-Origin": "*"}`` for a dashboard on another origin.
+    ``tls`` takes ``transport.tls(certfile=..., keyfile=...)``: then it serves https://.
     """
     from streams._config import service
 
-    checked = _check_common(host, port, tokens, max_behind, 1, "sse_server")
+    checked = _check_common(host, port, tokens, max_behind, 1, tls, "sse_server")
     if headers is not None and not (isinstance(headers, Mapping) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in headers.items())):
         raise ValueError(f"sse_server(headers={headers!r}): headers is a dict of strings, "
                          f"e.g. {{\"Access-Control-Allow-Origin\": \"*\"}}")
     return service(SseServer(host=host, port=port, tokens=checked,  # type: ignore[no-any-return]
-                             max_behind=max_behind, headers=dict(headers or {})))
+                             max_behind=max_behind, headers=dict(headers or {}), tls=tls))

@@ -35,7 +35,9 @@ import trio
 from streams import Event
 from streams._config import service
 
+from . import _counters
 from ._limits import check_seconds
+from ._recording import record_events
 
 __all__ = ["instrumentation"]
 
@@ -72,7 +74,9 @@ class instrumentation:
                 # A sleep that ends late measures how long something held the loop.
                 self._longest_stall = max(self._longest_stall, now - last - _PROBE)
                 last = now
-            runtime.stream(self.events(runtime, time.time(), time.monotonic() - reported))
+            report = self.events(runtime, time.time(), time.monotonic() - reported)
+            record_events(runtime, report)
+            runtime.stream(report)
             self.reports += 1
 
     def events(self, runtime: Any, now: float, elapsed: float) -> list[Event]:
@@ -87,6 +91,13 @@ class instrumentation:
         self._longest_stall = 0.0
         for declared in runtime.services:
             out += self._service_events(declared, now, elapsed)
+        counters = _counters.active
+        if counters is not None and runtime.config is not None:
+            for path, _stream, count, passed in counters.table(runtime.config.streams):
+                out.append(self._event(f"rillet stream {path} in", count, now, state="ok"))
+                if passed is not None:
+                    out.append(self._event(f"rillet stream {path} out", passed, now,
+                                           state="ok"))
         return out
 
     def _service_events(self, declared: Any, now: float, elapsed: float) -> list[Event]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,6 +27,7 @@ from streams._validate import StreamArgumentError
 from ._defaults import DEFAULT_HOST, DEFAULT_PROMETHEUS_PORT
 from ._delivery import field_names
 from ._server import _bind_error, _check_port
+from ._tls import check_tls, server_stream
 
 __all__ = ["prometheus_endpoint", "prometheus_exposition"]
 
@@ -117,7 +119,8 @@ class prometheus_endpoint:
     Declare it in a config like a server. ``prefix`` is put before every
     metric name; ``labels`` names event attributes added as labels besides
     ``host`` and ``service``. Each event is a gauge; events whose TTL ran out
-    are left out, even before the index sweeps them.
+    are left out, even before the index sweeps them. ``tls`` takes
+    ``transport.tls(certfile=..., keyfile=...)``: then Prometheus scrapes https://.
 
     >>> from streams._config import Config, declaring
     >>> with declaring(Config()) as config:
@@ -128,8 +131,9 @@ class prometheus_endpoint:
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PROMETHEUS_PORT, *,
                  prefix: str = "", labels: tuple[str, ...] | list[str] = (),
-                 path: str = "/metrics") -> None:
+                 path: str = "/metrics", tls: ssl.SSLContext | None = None) -> None:
         _check_port(port, "prometheus_endpoint")
+        self.tls = check_tls(tls, "prometheus_endpoint")
         if not isinstance(prefix, str) or (prefix and _INVALID_NAME.search(prefix)):
             raise StreamArgumentError(
                 f"prometheus_endpoint(prefix={prefix!r}): the prefix may hold "
@@ -156,6 +160,8 @@ class prometheus_endpoint:
             options.append(f"labels={self.labels!r}")
         if self.path != "/metrics":
             options.append(f"path={self.path!r}")
+        if self.tls is not None:
+            options.append("tls=tls(...)")
         return f"prometheus_endpoint({', '.join(options)})"
 
     def statistics(self) -> dict[str, Any]:
@@ -168,10 +174,11 @@ class prometheus_endpoint:
         except OSError as error:
             raise _bind_error(error, "Prometheus scrapes", self.host, self.port) from error
         self.bound_port = listeners[0].socket.getsockname()[1]
-        log.info("Prometheus endpoint on http://%s:%s%s", self.host, self.bound_port,
-                 self.path)
+        log.info("Prometheus endpoint on %s://%s:%s%s", "http" if self.tls is None else "https",
+                 self.host, self.bound_port, self.path)
         task_status.started(self.bound_port)
-        await trio.serve_listeners(lambda s: self._connection(s, runtime), listeners)
+        await trio.serve_listeners(
+            lambda s: self._connection(server_stream(s, self.tls, http=True), runtime), listeners)
 
     async def exposition(self, runtime: Runtime) -> str:
         """The current exposition of ``runtime``'s index, built a slice at a time."""

@@ -23,6 +23,8 @@ from streams import Stream
 from streams._config import service
 from streams._core import Child, report_failure
 
+from ._watchdog import stop_deadline
+
 __all__ = ["async_queue"]
 
 log = logging.getLogger("rillet.queue")
@@ -134,7 +136,9 @@ class async_queue(Stream):
     def _drain_what_is_left(self) -> None:
         # Shutdown: the events already accepted still reach the children, for
         # at most _SHUTDOWN_SECONDS; what is left then is counted as dropped.
-        deadline = time.monotonic() + _SHUTDOWN_SECONDS
+        # Never past a graceful stop's deadline (SIGTERM), which is on trio's clock.
+        seconds = min(_SHUTDOWN_SECONDS, stop_deadline() - trio.current_time())
+        deadline = time.monotonic() + seconds
         out = self._out
         while time.monotonic() < deadline:
             try:
@@ -149,8 +153,8 @@ class async_queue(Stream):
         left = self.accepted - self.completed
         if left:
             self.dropped += left
-            log.warning("async_queue %r: %d events were still queued %s s after shutdown began; "
-                        "dropped", self.name, left, _SHUTDOWN_SECONDS)
+            log.warning("async_queue %r: %d events were still queued %.1f s after shutdown "
+                        "began; dropped", self.name, left, seconds)
 
     def statistics(self) -> dict[str, Any]:
         return {"name": self.name, "size": self.size,

@@ -19,7 +19,10 @@ alone; its frame times are deltas from ``first_us``. A frame is a varint kind
 and its fields (``zz`` is a zigzag varint delta in microseconds from the
 previous frame of the block, since the wall clock may step back):
 
-- MSG  (1): zz dt, varint conn, varint len, the request Msg as received;
+- MSG  (1): zz dt, varint conn, varint len, the request Msg as received; the
+  events of the other inputs (Graphite plaintext, HTTP and WebSocket JSON,
+  self-instrumentation) are recorded as a Msg holding them, their
+  connection id 0, so they replay through the same path;
 - TICK (2): zz dt: the server ran its due timers at this time;
 - CONN (3): zz dt, varint conn, varint open(1)/close(0), varint len, peer text;
 - GAP  (4): zz dt, varint count: requests the full writer queue dropped;
@@ -52,8 +55,8 @@ from ._slices import _varint as _read_varint
 
 __all__ = ["CONN", "GAP", "MARK", "MSG", "SEED", "TICK", "Frame", "RecordingError",
            "RecordingReader", "RecordingWriter", "Sampler", "WireRecorder", "cut",
-           "import_jsonl", "merge",
-           "parse_duration", "read_requests", "record_on_request", "recording_files",
+           "import_jsonl", "merge", "parse_duration", "read_requests", "record_events",
+           "record_on_request", "recording_files",
            "request_path", "rillet_version",
            "write_requests"]
 
@@ -307,9 +310,6 @@ class RecordingReader:
     def blocks(self, start_us: int | None = None) -> Iterator[tuple[int, int, bytes]]:
         """(first_us, first_seq, frame bytes) per block; with ``start_us``, the
         blocks before the one holding it are skipped through the footer's index."""
-        import zstandard
-
-        decompressor = zstandard.ZstdDecompressor()
         offset = self._data_start
         if start_us is not None and self.footer is not None:
             for entry in self.footer["blocks"]:
@@ -318,6 +318,16 @@ class RecordingReader:
                     break
             else:
                 return
+        for _offset, first_us, first_seq, data in self.blocks_at(offset):
+            yield first_us, first_seq, data
+
+    def blocks_at(self, offset: int | None = None) -> Iterator[tuple[int, int, int, bytes]]:
+        """(offset, first_us, first_seq, frame bytes) per block from the block at
+        byte ``offset`` (a checkpoint's position; default: the first block)."""
+        import zstandard
+
+        decompressor = zstandard.ZstdDecompressor()
+        offset = self._data_start if offset is None else offset
         with open(self.path, "rb") as stream:
             stream.seek(offset)
             while offset < self._data_end:
@@ -331,9 +341,9 @@ class RecordingReader:
                     self.torn = True
                     log.warning("%s: dropped a torn block at byte %d", self.path, offset)
                     return
+                yield offset, first_us, first_seq, decompressor.decompress(
+                    compressed, max_output_size=ulen)
                 offset += 4 + _BLOCK.size + clen
-                yield first_us, first_seq, decompressor.decompress(compressed,
-                                                                   max_output_size=ulen)
 
     def frames(self, start_us: int | None = None) -> Iterator[Frame]:
         for first_us, _seq, data in self.blocks(start_us):
@@ -469,6 +479,24 @@ def _us(t: float) -> int:
     return round(t * 1_000_000)
 
 
+# Not a frame kind: events of a non-protobuf input, encoded by the writer thread.
+_EVENTS = -1
+
+
+def _encoded(events: list[Any]) -> bytes:
+    from ._snapshot import _encode  # the one home of "skip what protobuf cannot carry"
+
+    return _encode(events)
+
+
+def record_events(runtime: Any, events: list[Any], conn: int = 0) -> None:
+    """Hand the events an input other than the protobuf servers is about to stream
+    (Graphite, HTTP and WebSocket JSON, instrumentation) to ``--record``."""
+    recorder = runtime.recorder
+    if recorder is not None and events:
+        recorder.events(events, runtime.now(), conn)
+
+
 class WireRecorder:
     """Records what the servers hand to the streams, without ever blocking them.
 
@@ -523,6 +551,15 @@ class WireRecorder:
         if len(items) >= self._chunk:
             self.flush()
 
+    def events(self, events: list[Any], now: float, conn: int = 0) -> None:
+        """Events an input other than the protobuf servers decoded (Graphite, HTTP
+        JSON): the writer thread encodes them as a Msg (events are immutable)."""
+        items = self._items
+        items.append((_EVENTS, now, conn, events))
+        self.messages += 1
+        if len(items) >= self._chunk:
+            self.flush()
+
     def tick(self, now: float) -> None:
         self._items.append((TICK, now))
 
@@ -539,7 +576,7 @@ class WireRecorder:
             return
         with self._ready:
             if sum(1 for c in self._queue if c[0] == "items") >= self._queue_chunks:
-                lost = sum(1 for item in items if item[0] == MSG)
+                lost = sum(1 for item in items if item[0] in (MSG, _EVENTS))
                 self._dropped += lost
                 self.dropped += lost
                 return
@@ -636,8 +673,10 @@ class WireRecorder:
             writer.gap(_us(items[0][1]), dropped)
         for item in items:
             kind = item[0]
-            if kind == MSG:
-                payload = item[3] if self.sample is None else self.sample(item[3])
+            if kind in (MSG, _EVENTS):
+                payload = item[3] if kind == MSG else _encoded(item[3])
+                if payload is not None and self.sample is not None:
+                    payload = self.sample(payload)
                 if payload is not None:
                     writer.message(_us(item[1]), item[2], payload)
             elif kind == TICK:
@@ -763,7 +802,11 @@ def record_on_request(runtime: Any, nursery: Any, pid_file: str | Path) -> None:
         log.error("SIGUSR1: no valid recording request at %s (send it with 'rillet record "
                   "running'): %s", path, error)
         return
-    if runtime.recorder is not None:
+    from ._tap import Tee, attach
+
+    current = runtime.recorder
+    if isinstance(current, WireRecorder) or (isinstance(current, Tee) and any(
+            isinstance(r, WireRecorder) for r in current.recorders)):
         log.error("SIGUSR1: already recording; the request to record into %s is ignored",
                   directory)
         return
@@ -772,7 +815,7 @@ def record_on_request(runtime: Any, nursery: Any, pid_file: str | Path) -> None:
     except OSError as error:
         log.error("SIGUSR1: cannot record into %s: %s", directory, error)
         return
-    runtime.recorder = recorder
+    attach(runtime, recorder)  # beside remote recorders ('rillet record remote')
     log.info("recording into %s for %g s, as 'rillet record running' asked", directory,
              duration)
     nursery.start_soon(_record_for, runtime, recorder, duration)
@@ -785,7 +828,9 @@ async def _record_for(runtime: Any, recorder: WireRecorder, duration: float) -> 
         with trio.move_on_after(duration):
             await recorder.run()
     finally:
-        runtime.recorder = None
+        from ._tap import detach
+
+        detach(runtime, recorder)
         recorder.close()
         log.info("recording into %s ended (%d requests, %d dropped)", recorder.directory,
                  recorder.messages, recorder.dropped)

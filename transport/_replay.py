@@ -33,6 +33,7 @@ from typing import Any
 
 from streams import Config, Runtime, Stream, VirtualClock
 
+from ._checkpoint import Checkpoint, CheckpointReader, CheckpointWriter
 from ._codec import ProtocolError, decode_message
 from ._recording import (
     GAP,
@@ -45,6 +46,7 @@ from ._recording import (
     recording_files,
     rillet_version,
 )
+from ._recording import _frames as _block_frames
 
 __all__ = ["Alert", "ReplayClock", "ReplayResult", "determinism_hazards", "hash_seed", "replay",
            "replay_portable"]
@@ -74,17 +76,27 @@ class ReplayClock(VirtualClock):
 
 @dataclass(frozen=True)
 class Alert:
-    """One event a sink received during a replay, with the clock at that moment."""
+    """One event a sink received during a replay, with the clock at that moment.
+
+    ``input`` and ``node`` are its lineage: the number of the request (counted
+    from 0 over the recording's decodable requests) being streamed when the
+    sink got it, None when a timer emitted it (``stable``, ``rate``, expiry);
+    and the sink's path id in the config (its first place, as ``rillet replay
+    --counts`` names it: ``0:where/0:throttle/0:pagerduty``).
+    """
 
     seq: int
     t: float
     sink: str
     event: Any
+    input: int | None = None
+    node: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         fields = self.event.as_dict() if hasattr(self.event, "as_dict") else {
             "value": repr(self.event)}
-        return {"seq": self.seq, "t": round(self.t, 6), "sink": self.sink,
+        return {"seq": self.seq, "t": round(self.t, 6), "sink": self.sink, "input": self.input,
+                "node": self.node,
                 "event": {k: (list(v) if isinstance(v, tuple) else v)
                           for k, v in fields.items()}}
 
@@ -165,6 +177,9 @@ class _SinkCapture:
         self.keep: list[Any] = []
         #: Told of every sink that receives an event (explain traces with it).
         self.observer: Callable[[Any], None] | None = None
+        #: The sink being called, and each sink's path id in the config.
+        self.current: Any = None
+        self.paths: dict[int, str] = {}
 
     def __call__(self, declared: Any) -> None:
         if not isinstance(declared, Stream):
@@ -180,6 +195,7 @@ class _SinkCapture:
 
             def call(sink: Any, event: Any) -> None:
                 name = capture.names[id(sink)]
+                capture.current = sink
                 if capture.observer is not None:
                     capture.observer(sink)
                 if type(event) is list or type(event) is tuple:
@@ -188,8 +204,12 @@ class _SinkCapture:
                 else:
                     capture.record(name, event)
 
+            call.__name__ = "__call__"  # a bound ``sink.__call__`` pickles by this name
             self.classes[cls] = type(kind, (cls,), {"__slots__": (), "__call__": call,
                                                     "__module__": cls.__module__})
+            from ._counters import adopt
+
+            adopt(self.classes[cls])
         declared.__class__ = self.classes[cls]
 
 
@@ -206,8 +226,9 @@ def _load(config: Config | str | Path, runtime: Runtime) -> tuple[Config, str, s
 def replay(config: Config | str | Path, recording: str | Path, *,
            fidelity: str | None = None, until: float | None = None,
            start: float | None = None, end: float | None = None,
-           instrument: Callable[[Runtime, _SinkCapture], None] | None = None
-           ) -> ReplayResult:
+           instrument: Callable[[Runtime, _SinkCapture], None] | None = None,
+           checkpoints: CheckpointWriter | None = None,
+           resume: tuple[CheckpointReader, Checkpoint] | None = None) -> ReplayResult:
     """Replay ``recording`` (a ``.rrec`` file or a directory of them) through
     ``config`` (a path, or a loaded Config) and return the sinks' alert log.
 
@@ -218,6 +239,11 @@ def replay(config: Config | str | Path, recording: str | Path, *,
     the end. ``instrument(runtime, sinks)`` runs once the config has started,
     before the first request (explain wraps ``runtime.dispatch`` there and
     sets ``sinks.observer``).
+
+    ``checkpoints`` (a :class:`CheckpointWriter`) stores the replay's state at
+    block boundaries as it goes, and the alert log at the end; ``resume``
+    (a reader and one of its checkpoints) starts from that state instead of
+    the beginning: the alerts after it are those of a full replay.
     """
     if fidelity not in (None, "exact", "ideal"):
         raise ValueError(f"replay(fidelity={fidelity!r}): fidelity must be 'exact' or 'ideal'")
@@ -233,9 +259,13 @@ def replay(config: Config | str | Path, recording: str | Path, *,
     clock = ReplayClock(begin, exact=has_ticks)
     runtime = Runtime(clock)
     alerts: list[Alert] = []
+    # The request being streamed (lineage of what sinks get), and the alerts
+    # before a resumed checkpoint.
+    lineage: list[Any] = [None, 0]
 
     def record(sink: str, event: Any) -> None:
-        alerts.append(Alert(len(alerts), clock._now, sink, event))
+        alerts.append(Alert(lineage[1] + len(alerts), clock._now, sink, event, lineage[0],
+                            capture.paths.get(id(capture.current))))
 
     capture = _SinkCapture(record)
     runtime.service_hook = capture
@@ -248,15 +278,31 @@ def replay(config: Config | str | Path, recording: str | Path, *,
                           hash_seed=hash_seed(), fidelity="exact" if has_ticks else "ideal",
                           start=begin, sample=readers[0].header.get("sample"))
     result.sinks = list(capture.names.values())
+    position = None
+    if resume is not None:
+        resume[0].check(config_digest, result.recording_sha256, result.version)
+        position = (resume[1].file, resume[1].offset)
+        start_us = None
+    if checkpoints is not None:
+        checkpoints.open(config_digest, result.recording_sha256, result.version)
     with runtime:
         started = False
 
         def start_config() -> None:
             runtime.start(loaded)
+            from ._counters import node_paths
+
+            capture.paths = {key: path for key, (path, _s) in node_paths(loaded.streams).items()}
+            if resume is not None:
+                _resume(runtime, result, lineage, resume[0].state(resume[1]))
             if instrument is not None:
                 instrument(runtime, capture)
 
-        for frame in _frames_between(readers, start_us, end_us):
+        if resume is not None:
+            start_config()
+            started = True
+        for frame in _frames_between(readers, start_us, end_us, position,
+                                     boundaries=checkpoints is not None):
             kind = frame.kind
             t = frame.t_us / 1_000_000
             if not started and kind in (MSG, TICK, MARK):
@@ -276,10 +322,12 @@ def replay(config: Config | str | Path, recording: str | Path, *,
                 except ProtocolError:
                     result.undecodable += 1
                     continue
+                lineage[0] = result.messages
                 result.messages += 1
                 if events:
                     result.events += len(events)
                     runtime.stream(events)
+                lineage[0] = None
             elif kind == TICK:
                 result.ticks += 1
                 if has_ticks:
@@ -289,6 +337,11 @@ def replay(config: Config | str | Path, recording: str | Path, *,
             elif kind == SEED and frame.data:
                 for event in decode_message(frame.data, t).events:
                     runtime.index(event)
+            elif kind == _BLOCK:
+                if started and checkpoints is not None and checkpoints.due(t):
+                    checkpoints.take(runtime, t, frame.conn, frame.n, _progress(
+                        result, lineage[1] + len(alerts)))
+                continue
             result.end = t
         if not started:
             start_config()
@@ -297,7 +350,29 @@ def replay(config: Config | str | Path, recording: str | Path, *,
         elif until is not None:
             clock.advance(until)
         runtime.stop()
+    if checkpoints is not None:
+        checkpoints.alerts(alerts)
+        checkpoints.close()
     return result
+
+
+_COUNTS = ("messages", "events", "undecodable", "gaps", "ticks")
+
+
+def _progress(result: ReplayResult, alerts: int) -> dict[str, Any]:
+    progress: dict[str, Any] = {name: getattr(result, name) for name in _COUNTS}
+    progress["alerts"] = alerts
+    return progress
+
+
+def _resume(runtime: Runtime, result: ReplayResult, lineage: list[Any], state: bytes) -> None:
+    from ._checkpoint import restore_state
+
+    progress = restore_state(runtime, state)
+    for name in _COUNTS:
+        setattr(result, name, progress[name])
+    lineage[1] = progress["alerts"]
+    result.start = runtime.clock.now()
 
 
 # What makes two replays of one config differ: the wall clock and randomness.
@@ -323,14 +398,39 @@ def determinism_hazards(config: Config) -> list[str]:
     return found
 
 
+# Not a recorded frame kind: the start of a block (conn: file number, n: its
+# offset), where a checkpoint may be taken.
+_BLOCK = 0
+
+
 def _frames_between(readers: list[RecordingReader], start_us: int | None,
-                    end_us: int | None) -> Iterator[Frame]:
-    for reader in readers:
-        for frame in reader.frames(start_us):
-            if end_us is not None and frame.kind != SEED and frame.t_us > end_us:
+                    end_us: int | None, position: tuple[int, int] | None = None, *,
+                    boundaries: bool = False) -> Iterator[Frame]:
+    """The frames from ``start_us`` (or the block at ``position``: file number and
+    offset) to ``end_us``; with ``boundaries``, a ``_BLOCK`` frame before each block."""
+    for number, reader in enumerate(readers):
+        if position is not None and number < position[0]:
+            continue
+        if boundaries or position is not None:
+            offset = position[1] if position is not None and number == position[0] else None
+            blocks = reader.blocks_at(offset)
+            frames: Iterator[Frame] = (
+                frame for at, first_us, _seq, data in blocks
+                for frame in _with_boundary(number, at, first_us, data, boundaries))
+        else:
+            frames = reader.frames(start_us)
+        for frame in frames:
+            if end_us is not None and frame.kind not in (SEED, _BLOCK) and frame.t_us > end_us:
                 return
             if start_us is None or frame.kind == SEED or frame.t_us >= start_us:
                 yield frame
+
+
+def _with_boundary(number: int, offset: int, first_us: int, data: bytes,
+                   boundary: bool) -> Iterator[Frame]:
+    if boundary:
+        yield Frame(_BLOCK, first_us, number, b"", offset)
+    yield from _block_frames(data, first_us)
 
 
 def _has_ticks(readers: list[RecordingReader]) -> bool:
@@ -347,7 +447,8 @@ def replay_portable(config: str | Path, recording: str | Path, fidelity: str | N
     gc.freeze()  # like rillet run: events form no cycles, collect rarely
     gc.set_threshold(100_000, 50, 100)
     result = replay(config, recording, fidelity=fidelity, **span)  # type: ignore[arg-type]
-    result.alerts = [Alert(a.seq, a.t, a.sink, _plain(a.event)) for a in result.alerts]
+    result.alerts = [Alert(a.seq, a.t, a.sink, _plain(a.event), a.input, a.node)
+                     for a in result.alerts]
     return result
 
 

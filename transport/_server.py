@@ -50,7 +50,8 @@ from ._limits import (
     accept_forever,
     check_limits,
 )
-from ._slices import TooManyEvents, message_pieces
+from ._slices import TooManyEvents, check_pieces, cut_message
+from ._tls import check_tls, server_stream
 
 __all__ = ["TcpServer", "UdpServer", "answer", "handle", "tcp_server", "udp_server"]
 
@@ -62,14 +63,23 @@ _connection_ids = itertools.count(1)
 # Reply bytes a connection buffers before writing (see TcpServer._connection).
 _FLUSH_AT = 256 * 1024
 # The longest a connection works before it lets other clients, timers and
-# signals run (pipelined requests), and the events streamed or searched
-# between two such turns within one request (a huge message, a query over a
-# large index). See docs/operations.md, "Stalls".
-TURN_SECONDS = 0.005
+# signals run (pipelined requests), and the longest one request works between
+# two such turns (a huge message, a query over a large index). Turns are timed,
+# not counted, so they stay short when the machine is busy and the same work
+# takes three times as long. See docs/operations.md, "Stalls".
+TURN_SECONDS = 0.002
+# Events streamed or searched between two looks at the clock.
+_CHUNK = 256
+# Events decoded at a time from a large message (under a millisecond in C).
+_PIECE = 1024
+# Events per slice for code that slices its own searches (the scale-out worker).
 SLICE = 4096
 # Messages above this size are decoded a piece at a time (see _slices.py);
 # below it, one holds at most 32k (empty) events.
 _LARGE_PAYLOAD = 64 * 1024
+# When stopping, a connection whose client sends nothing for this long is
+# closed (what it had sent before is answered first).
+STOP_QUIET = 0.1
 
 
 def handle(runtime: Runtime, request: Decoded) -> bytes:
@@ -89,27 +99,37 @@ async def answer(runtime: Runtime, request: Decoded) -> bytes:
 
 
 def _steps(runtime: Runtime, request: Decoded) -> Generator[None, None, bytes]:
-    # One home for a request's handling; it pauses (yields) between slices
-    # of SLICE events, and the caller decides whether to let the loop run there.
+    # One home for a request's handling; it pauses (yields) each time it has
+    # worked TURN_SECONDS, and the caller decides whether to let the loop run there.
     events = request.events
     failure: Exception | None = None
-    for start in range(0, len(events), SLICE):
-        if start:
-            yield
-        failed = runtime.stream(events if len(events) <= SLICE else events[start:start + SLICE])
+    turn_ends = time.perf_counter() + TURN_SECONDS
+    for start in range(0, len(events), _CHUNK):
+        failed = runtime.stream(events if len(events) <= _CHUNK
+                                else events[start:start + _CHUNK])
         failure = failure or failed
+        if time.perf_counter() >= turn_ends:
+            yield
+            turn_ends = time.perf_counter() + TURN_SECONDS
     if failure is not None:
         return _error_reply(str(failure) or type(failure).__name__)
     if request.query is None:
         return OK_REPLY
     try:
         parts: list[bytes] = []
-        for found in runtime.index.search_slices(request.query, SLICE):
-            if found:
-                # Concatenated Msgs parse as one whose events are all of
-                # theirs, so each slice is encoded on its own.
-                parts.append(_encode_found(found, request.query)[4:])
-            yield
+        found: list[Event] = []
+        for matches in runtime.index.search_slices(request.query, _CHUNK):
+            found += matches
+            if time.perf_counter() >= turn_ends:
+                if found:
+                    # Concatenated Msgs parse as one whose events are all of
+                    # theirs, so each turn's matches are encoded on their own.
+                    parts.append(_encode_found(found, request.query)[4:])
+                    found = []
+                yield
+                turn_ends = time.perf_counter() + TURN_SECONDS
+        if found:
+            parts.append(_encode_found(found, request.query)[4:])
         return frame(b"".join(parts)) if parts else OK_REPLY
     except QuerySyntaxError as error:
         return _error_reply(str(error))
@@ -122,16 +142,25 @@ def _steps(runtime: Runtime, request: Decoded) -> Generator[None, None, bytes]:
 
 async def _answer_in_pieces(runtime: Runtime, payload: bytes, now: float,
                             max_events: int, conn: int = 0) -> bytes:
-    """The reply to one large message, decoded and streamed SLICE events at a time."""
-    failure: bytes | None = None
-    reply = OK_REPLY
-    pieces = message_pieces(payload, SLICE, max_events)
+    """The reply to one large message, checked, decoded and streamed a piece at a time."""
+    checking = check_pieces(payload, _PIECE, max_events)
+    turn_ends = time.perf_counter() + TURN_SECONDS
     try:
-        first = next(pieces)  # counts the events before any is streamed
+        while True:  # every piece parses, and the count is allowed, before any is streamed
+            next(checking)
+            if time.perf_counter() >= turn_ends:
+                await trio.lowlevel.checkpoint()
+                turn_ends = time.perf_counter() + TURN_SECONDS
+    except StopIteration as done:
+        parses: bool = done.value
     except TooManyEvents as error:
         return _error_reply(str(error))
     _recorded(runtime, payload, now, conn)
-    for piece in itertools.chain((first,), pieces):
+    if not parses:  # the decoder reports what is wrong (or decodes what the cutter cannot)
+        return await answer(runtime, decode_message(payload, now))
+    failure: bytes | None = None
+    reply = OK_REPLY
+    for piece in cut_message(payload, _PIECE):
         # Decoding the whole message first would hold the loop for as long
         # as creating every event takes (a second for a few hundred thousand).
         reply = await answer(runtime, decode_message(piece, now))
@@ -211,6 +240,12 @@ class TcpServer:
     _queues_of: Any = field(default=None, repr=False)
     _queue_list: tuple[Any, ...] = field(default=(), repr=False)
     _edge: Any = field(default=None, repr=False)
+    # A graceful stop (see drain): when reading ends, the pending reads, the
+    # accept loops, and what drain waits for.
+    _reads_end: float | None = field(default=None, repr=False, compare=False)
+    _reads: set[trio.CancelScope] = field(default_factory=set, repr=False, compare=False)
+    _accepting: list[trio.CancelScope] = field(default_factory=list, repr=False, compare=False)
+    _closed: trio.Event | None = field(default=None, repr=False, compare=False)
 
     async def serve(self, runtime: Runtime, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -218,25 +253,53 @@ class TcpServer:
         for listener in listeners:
             listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.bound_port = listeners[0].socket.getsockname()[1]
+        self._reads_end = None
         task_status.started(self.bound_port)
         slots = ConnectionSlots(self.max_connections)
 
         async def handle(stream: trio.SocketStream) -> None:
             self.connections += 1
             try:
-                if self.tls is not None:
-                    # The handshake happens on the first read, under idle_timeout.
-                    await self._connection(trio.SSLStream(stream, self.tls, server_side=True),
-                                           runtime)
-                else:
-                    await self._connection(stream, runtime)
+                # Under TLS the handshake happens on the first read, under idle_timeout.
+                await self._connection(server_stream(stream, self.tls), runtime)
             finally:
                 self.connections -= 1
                 slots.release()
+                if self.connections == 0 and self._closed is not None:
+                    self._closed.set()
+
+        async def accept(listener: trio.SocketListener) -> None:
+            with trio.CancelScope() as scope:
+                self._accepting.append(scope)
+                await accept_forever(listener, slots, handle, nursery, self._log)
 
         async with trio.open_nursery() as nursery:
             for listener in listeners:
-                nursery.start_soon(accept_forever, listener, slots, handle, nursery, self._log)
+                nursery.start_soon(accept, listener)
+
+    async def drain(self, read_for: float = 1.0) -> None:
+        """The graceful stop: accept no more connections, answer every request read.
+
+        For ``read_for`` seconds a connection still reads what its client had
+        sent (a read waits at most STOP_QUIET seconds, so an idle connection
+        closes at once), and answers it; then it closes. Returns once every
+        connection is closed: the caller bounds how long that may take.
+        """
+        now = trio.current_time()
+        self._reads_end = now + read_for
+        for scope in self._accepting:
+            scope.cancel()  # accept_forever closes its listener
+        for scope in self._reads:
+            scope.deadline = min(scope.deadline, now + STOP_QUIET)
+        while self.connections:
+            self._closed = trio.Event()
+            await self._closed.wait()
+
+    def _read_deadline(self, idle_timeout: float) -> float:
+        now = trio.current_time()
+        if self._reads_end is None:
+            return now + idle_timeout
+        return min(now + STOP_QUIET, self._reads_end)
 
     async def _connection(self, stream: Any, runtime: Runtime) -> None:
         decoder = FrameDecoder(self.max_frame)
@@ -249,9 +312,15 @@ class TcpServer:
         try:
             while True:
                 data: bytes | bytearray | None = None
-                with trio.move_on_after(idle_timeout):
-                    data = await stream.receive_some(262_144)
+                with trio.CancelScope(deadline=self._read_deadline(idle_timeout)) as reading:
+                    self._reads.add(reading)
+                    try:
+                        data = await stream.receive_some(262_144)
+                    finally:
+                        self._reads.discard(reading)
                 if data is None:
+                    if self._reads_end is not None:
+                        return  # stopping, and every request read was answered
                     self.idle_closed += 1
                     log.debug("closing TCP connection from %s: silent for idle_timeout=%s s",
                               peer, self.idle_timeout)
@@ -296,7 +365,7 @@ class TcpServer:
                             _recorded(runtime, payload, now, conn)
                             if request.query is not None and self._edge is not None:
                                 reply = await self._edge.answer(runtime, request)
-                            elif request.query is None and len(request.events) <= SLICE:
+                            elif request.query is None and len(request.events) <= _CHUNK:
                                 reply = handle(runtime, request)
                             else:
                                 reply = await answer(runtime, request)
@@ -455,8 +524,11 @@ class UdpServer:
                 try:
                     runtime.stream(request.events)
                     if request.query is not None:  # evaluated as Riemann does; nobody gets it
-                        for _ in runtime.index.search_slices(request.query, SLICE):
-                            await trio.lowlevel.checkpoint()
+                        turn_ends = time.perf_counter() + TURN_SECONDS
+                        for _ in runtime.index.search_slices(request.query, _CHUNK):
+                            if time.perf_counter() >= turn_ends:
+                                await trio.lowlevel.checkpoint()
+                                turn_ends = time.perf_counter() + TURN_SECONDS
                 except QuerySyntaxError:
                     self.dropped += 1
                 except BaseException as error:
@@ -489,9 +561,7 @@ def tcp_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
     _check_port(port, "tcp_server")
     check_limits("tcp_server", max_connections=max_connections, idle_timeout=idle_timeout,
                  max_buffered=max_buffered, max_events=max_events)
-    if tls is not None and not isinstance(tls, ssl.SSLContext):
-        raise TypeError(f"tcp_server(tls={tls!r}): tls must be a context from transport.tls(), "
-                        f"e.g. tls=tls(certfile=\"server.pem\", keyfile=\"server.key\")")
+    check_tls(tls, "tcp_server")
     return service(TcpServer(  # type: ignore[no-any-return]
         host=host, port=port, max_frame=max_frame, max_connections=max_connections,
         idle_timeout=idle_timeout, max_buffered=max_buffered, max_events=max_events, tls=tls))

@@ -38,6 +38,7 @@ from streams._event import outlived
 
 from ._codec import decode_message, encode_event, encode_request
 from ._limits import check_seconds
+from ._watchdog import stop_deadline
 
 __all__ = ["SnapshotError", "index_snapshot", "read_snapshot", "write_snapshot"]
 
@@ -47,6 +48,8 @@ MAGIC = b"rillet-index-snapshot 1\n"
 _DIGEST = 32
 # Events encoded per turn of the loop while a periodic snapshot is built.
 _SLICE = 4096
+# The longest the snapshot written at shutdown may take (less under SIGTERM's deadline).
+_LAST_SAVE_SECONDS = 10.0
 
 
 class SnapshotError(ValueError):
@@ -155,8 +158,17 @@ class index_snapshot:
                 await self.save(runtime)
         finally:
             # Shutdown: the last snapshot, within a bounded time, even while cancelled.
-            with trio.CancelScope(shield=True), trio.move_on_after(10):
+            started = trio.current_time()
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = min(started + _LAST_SAVE_SECONDS, stop_deadline())
+                written = self.written
                 await self.save(runtime)
+            if scope.cancelled_caught and self.written == written:
+                self.failures += 1
+                log.error("the last index snapshot was not written within %.1f s of the stop; "
+                          "%d events of the index are not in %s (it holds the previous "
+                          "snapshot)", min(_LAST_SAVE_SECONDS, scope.deadline - started),
+                          len(runtime.index), self.path)
 
     def _restore(self, runtime: Any) -> None:
         index = runtime.index

@@ -1,4 +1,9 @@
-"""TLS for the TCP protocol server: a checked ``ssl.SSLContext`` built at config load.
+"""TLS for every TCP listener: a checked ``ssl.SSLContext`` built at config load.
+
+The same context serves the Riemann TCP server, the WebSocket and SSE
+servers (with the dashboard and the HTTP event input) and the Prometheus
+endpoint: each takes ``tls=tls(...)``, checks it with :func:`check_tls` and
+wraps every accepted connection with :func:`server_stream`.
 
 >>> tls(certfile="missing.pem", keyfile="missing.key")
 Traceback (most recent call last):
@@ -11,13 +16,17 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
-__all__ = ["tls"]
+import trio
+
+__all__ = ["check_tls", "server_stream", "tls"]
 
 
 def tls(certfile: str | Path, keyfile: str | Path | None = None, *,
         cafile: str | Path | None = None, verify_clients: bool = False) -> ssl.SSLContext:
-    """A server-side TLS context for ``tcp_server(tls=...)``.
+    """A server-side TLS context for ``tls=`` of ``tcp_server``, ``ws_server``, ``sse_server``
+    and ``prometheus_endpoint``.
 
     ``certfile`` holds the server's certificate chain (PEM) and ``keyfile``
     its private key (omit it when the key is in ``certfile``). With
@@ -47,3 +56,25 @@ def tls(certfile: str | Path, keyfile: str | Path | None = None, *,
                          f"and does the key belong to the certificate?") from None
     context.verify_mode = ssl.CERT_REQUIRED if verify_clients else ssl.CERT_NONE
     return context
+
+
+def check_tls(value: Any, caller: str) -> ssl.SSLContext | None:
+    """``value`` if it is a context from :func:`tls` (or None); a TypeError naming ``caller``."""
+    if value is not None and not isinstance(value, ssl.SSLContext):
+        raise TypeError(f"{caller}(tls={value!r}): tls must be a context from transport.tls(), "
+                        f"e.g. tls=tls(certfile=\"server.pem\", keyfile=\"server.key\")")
+    return value
+
+
+def server_stream(stream: Any, context: ssl.SSLContext | None, *,
+                  http: bool = False) -> trio.abc.Stream:
+    """``stream`` as the server side of TLS under ``context``, or as is without one.
+
+    The handshake happens on the first read or write, so a listener's own
+    timeouts bound a client that never completes it. ``http`` accepts a
+    client that closes without TLS's close_notify, as browsers and HTTP
+    clients do (RFC 2818 lets HTTP's own framing tell a truncated response).
+    """
+    if context is None:
+        return stream  # type: ignore[no-any-return]
+    return trio.SSLStream(stream, context, server_side=True, https_compatible=http)

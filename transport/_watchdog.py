@@ -9,18 +9,20 @@ thread logs the loop's stack when the heartbeat is older than ``stall``
 (once per stall, then once more when the loop runs again, with how long it
 was held).
 
-SIGTERM asks the loop to stop (the servers are cancelled, the config's
-streams closed); if the process is still there ``stop_within`` seconds
-later, the thread logs what holds the loop and exits with status 1. A second
-SIGTERM exits at once. A blocking call that never returns to the
-interpreter (some C extensions) does not even let the signal handler run;
-only SIGKILL stops those.
+SIGTERM (or SIGINT, Ctrl-C) asks the loop to stop gracefully (see
+``transport/_cli_run.py``: the servers answer what they read, the queues,
+sinks and the snapshot flush, all before :func:`stop_deadline`); if the
+process is still there ``stop_within`` seconds later, the thread logs what
+holds the loop and exits with status 1. A second signal exits at once. A
+blocking call that never returns to the interpreter (some C extensions) does
+not even let the signal handler run; only SIGKILL stops those.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -35,7 +37,8 @@ import trio
 
 from ._limits import check_seconds
 
-__all__ = ["DEFAULT_STALL", "DEFAULT_STOP_WITHIN", "Watchdog"]
+__all__ = ["DEFAULT_STALL", "DEFAULT_STOP_WITHIN", "Watchdog", "set_stop_deadline",
+           "stop_deadline"]
 
 log = logging.getLogger("rillet.watchdog")
 
@@ -43,6 +46,22 @@ log = logging.getLogger("rillet.watchdog")
 DEFAULT_STALL = 1.0
 #: Seconds SIGTERM leaves the server to stop before the process exits anyway.
 DEFAULT_STOP_WITHIN = 10.0
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+# When a graceful stop must be over, on trio's clock: what flushes at shutdown
+# (sinks, async_queues, the last snapshot) stops there, and logs what it could
+# not flush, rather than be killed by the watchdog with nothing said.
+_STOP_DEADLINE = trio.lowlevel.RunVar[float]("rillet_stop_deadline", default=math.inf)
+
+
+def stop_deadline() -> float:
+    """The trio time by which a graceful stop must be done (infinity when none is under way)."""
+    return _STOP_DEADLINE.get()
+
+
+def set_stop_deadline(deadline: float) -> None:
+    """Bound every flush at shutdown in this trio run by ``deadline`` (trio's clock)."""
+    _STOP_DEADLINE.set(deadline)
 
 
 class Watchdog:
@@ -67,14 +86,18 @@ class Watchdog:
         self._stopping: float | None = None
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
-        self._previous_handler: Any = None
+        self._previous_handlers: dict[int, Any] = {}
         self._stop: Callable[[], None] | None = None
         self._token: trio.lowlevel.TrioToken | None = None
 
     # In the main thread ------------------------------------------------------
 
     def __enter__(self) -> Watchdog:
-        self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        # SIGINT too: trio leaves a handler it did not install alone, so Ctrl-C
+        # stops as gracefully as SIGTERM instead of raising KeyboardInterrupt
+        # wherever the loop happens to be.
+        for signum in _SIGNALS:
+            self._previous_handlers[signum] = signal.signal(signum, self._on_sigterm)
         self._thread = threading.Thread(target=self._watch, name="rillet-watchdog",
                                         daemon=True)
         self._thread.start()
@@ -83,18 +106,20 @@ class Watchdog:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self._done.set()
-        signal.signal(signal.SIGTERM, self._previous_handler)
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
         if self._thread is not None:
             self._thread.join()
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         # Runs in the main thread between two bytecodes, even while a stream
         # blocks (a sleep is interrupted for it and resumed after).
+        name = signal.Signals(signum).name
         if self._stopping is not None:
-            log.warning("received SIGTERM again; exiting now")
+            log.warning("received %s again; exiting now", name)
             _exit(1)
         self._stopping = time.monotonic()
-        log.info("received SIGTERM; stopping")
+        log.info("received %s; stopping within %s s", name, self.stop_within)
         if self._token is not None and self._stop is not None:
             with contextlib.suppress(trio.RunFinishedError):  # the loop ended meanwhile
                 self._token.run_sync_soon(self._stop)

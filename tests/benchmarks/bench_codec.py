@@ -10,6 +10,9 @@ machine noise hits all alike; the ratios are what to look at.
 
     .venv/bin/python tests/benchmarks/bench_codec.py [--events-per-message 100] [--rounds 7]
 
+The pure-Python codec is also timed as it was before it dropped unknown
+fields at decode (issue 10), for the cost of dropping them.
+
 Also prints the cost of acking, encoding and forwarding for reference.
 """
 
@@ -97,6 +100,18 @@ def run_lazy(payloads: list[bytes]) -> int:
         _codec._fast_decode = FAST
 
 
+DISCARD = _codec._discard_unknown
+
+
+def run_lazy_keeping_unknown(payloads: list[bytes]) -> int:
+    """The pure-Python codec as before issue 10: unknown fields kept at decode."""
+    _codec._discard_unknown = lambda message: None
+    try:
+        return run_lazy(payloads)
+    finally:
+        _codec._discard_unknown = DISCARD
+
+
 def run_eager(payloads: list[bytes]) -> int:
     seen = 0
     for payload in payloads:
@@ -137,13 +152,15 @@ def main() -> None:
           f"of {len(request)} bytes, {options.messages} per round, {options.rounds} rounds")
 
     fast: list[float] = []
-    lazy, eager = [], []
+    lazy, kept, eager = [], [], []
     for _ in range(options.rounds):
         if FAST is not None:
             fast.append(rate(run_decoder, payloads, count=count))
         lazy.append(rate(run_lazy, payloads, count=count))
+        kept.append(rate(run_lazy_keeping_unknown, payloads, count=count))
         eager.append(rate(run_eager, payloads, count=count))
     lazy_rate, eager_rate = statistics.median(lazy), statistics.median(eager)
+    kept_rate = statistics.median(kept)
     if fast:
         fast_rate = statistics.median(fast)
         print(f"decode + read host/service/metric, C parser       : {fast_rate:>12,.0f} events/s")
@@ -152,6 +169,9 @@ def main() -> None:
     else:
         print("the C parser is not built or RILLET_PURE_PYTHON is set: not measured")
     print(f"decode + read host/service/metric, lazy WireEvent : {lazy_rate:>12,.0f} events/s")
+    print(f"  the same keeping unknown fields (before)        : {kept_rate:>12,.0f} events/s")
+    print(f"  dropping unknown fields at decode costs         : "
+          f"{1 - lazy_rate / kept_rate:>12.1%}")
     print(f"decode + read host/service/metric, eager Event    : {eager_rate:>12,.0f} events/s")
     print(f"lazy / eager                                      : {lazy_rate / eager_rate:>12.2f}x")
 

@@ -9,9 +9,12 @@
    fixed_time_window, a stream that raises, garbage UDP, a half-sent frame
    on a new connection, and a 100,000-event message. A bystander process pings
    on its own connection every 10 ms; the longest round trip is the stall.
+   Run against this tree and against ``--base`` (a git revision, exported
+   with git archive), alternating round by round: the longest stall of each
+   round, side by side.
 2. Ingest cost. The same index-only load against this tree and against
-   ``--base`` (a git revision, exported with git archive), alternating round
-   by round; the median of the per-round ratios is printed.
+   ``--base``, alternating round by round; the median of the per-round
+   ratios is printed.
 """
 
 from __future__ import annotations
@@ -131,13 +134,17 @@ def bystander(tcp: int, seconds: float) -> subprocess.Popen[str]:
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
 
 
-def faults(seconds: float, frames: list[bytes], tmp: str) -> None:
+def faults(seconds: float, frames: list[bytes], tmp: str, tree: Path = ROOT,
+           label: str = "this tree") -> float:
+    """One run of the faults under load against the server in ``tree``: the longest stall."""
     tcp, udp = free_port(), free_port()
-    config = Path(tmp, "faults.py")
+    config = Path(tmp, f"faults-{tcp}.py")
     config.write_text(textwrap.dedent(FAULT_CONFIG.format(tcp=tcp, udp=udp)))
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
     server = subprocess.Popen(pinned(0, [sys.executable, "-m", "transport._cli", "run",
                                          str(config), "--log-level", "error"]),
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              cwd=tree, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     wait_for_port(tcp)
     stop = threading.Event()
     counts: dict[str, int] = {}
@@ -161,19 +168,44 @@ def faults(seconds: float, frames: list[bytes], tmp: str) -> None:
         server.terminate()
         server.wait(timeout=15)
     stalls = sorted(float(s) for s in output.split())
-    print(f"faults under load for {seconds:.0f} s: longest bystander stall "
+    print(f"{label:10s}: faults under load for {seconds:.0f} s: longest bystander stall "
           f"{stalls[-1] * 1e3:.1f} ms, p99 {stalls[int(len(stalls) * 0.99)] * 1e3:.1f} ms, "
           f"median {statistics.median(stalls) * 1e3:.2f} ms over {len(stalls)} pings; "
           f"ingest meanwhile {acked * 100 / elapsed / 1e3:.0f} k events/s; RSS {rss:.0f} MiB; "
           f"{counts}", flush=True)
+    return stalls[-1]
 
 
-def cost(seconds: float, rounds: int, base: str, frames: list[bytes], tmp: str) -> None:
+def export(base: str, tmp: str) -> Path:
+    """The tree of git revision ``base``, exported with git archive (and its C parser built)."""
     base_tree = Path(tmp, "base")
     base_tree.mkdir()
     archive = subprocess.run(["git", "archive", base], cwd=ROOT, capture_output=True,
                              check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(base_tree)], input=archive, check=True)
+    for built in ROOT.glob("transport/_fastwire*.so"):
+        # The same extension as here, unless the base's C source differs.
+        if (base_tree / "transport/_fastwire.c").read_bytes() == \
+                (ROOT / "transport/_fastwire.c").read_bytes():
+            (base_tree / "transport" / built.name).write_bytes(built.read_bytes())
+    return base_tree
+
+
+def stalls(seconds: float, rounds: int, base: str, base_tree: Path, frames: list[bytes],
+           tmp: str) -> None:
+    """The faults under load against this tree and ``base``, alternating round by round."""
+    longest: dict[str, list[float]] = {"this tree": [], base: []}
+    for _ in range(rounds):
+        for label, tree in (("this tree", ROOT), (base, base_tree)):
+            longest[label].append(faults(seconds, frames, tmp, tree, label))
+    for label, found in longest.items():
+        print(f"{label:10s}: longest bystander stall per round "
+              f"{', '.join(f'{s * 1e3:.0f}' for s in found)} ms; worst {max(found) * 1e3:.0f} ms, "
+              f"median {statistics.median(found) * 1e3:.0f} ms")
+
+
+def cost(seconds: float, rounds: int, base: str, base_tree: Path, frames: list[bytes],
+         tmp: str) -> None:
     servers = {}
     for name, tree in (("this tree", ROOT), (base, base_tree)):
         port = free_port()
@@ -217,8 +249,9 @@ def main() -> None:
                                        check=True).stdout.strip()[:12]
     frames = messages(100, KEYS // 100)
     with tempfile.TemporaryDirectory() as tmp:
-        faults(args.seconds, frames, tmp)
-        cost(args.seconds, args.rounds, base, frames, tmp)
+        base_tree = export(base, tmp)
+        stalls(args.seconds, args.rounds, base, base_tree, frames, tmp)
+        cost(args.seconds, args.rounds, base, base_tree, frames, tmp)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ a timer tick every second. The recording is written the way ``rillet run
 alerts per host and service with ``changed_state`` and ``throttle``, a
 ``stable`` health check, the index with expiry) is replayed, and ``rillet
 diff`` compares it with a copy whose threshold is one point higher. Targets:
-<= 18 MB per million events, >= 200k events/s replayed per core.
+<= 18 MB per million events, >= 200k events/s replayed per core. Last, the
+replay is run again storing checkpoints every minute of recorded time, and
+``explain --alert`` and ``--why-not`` near the end of the recording are timed
+with and without them, side by side.
 
 With ``--before REV`` (e.g. ``main``) it only measures replay speed, of this
 checkout and of ``git archive REV`` side by side: each round replays the same
@@ -138,6 +141,39 @@ def main() -> None:
         _timed_diff(f"rillet diff A B over {events} events", "two replays", a, b, recording)
         _timed_diff(f"rillet diff A A --check over {events} events", "three replays", a, a,
                     recording, "--check")
+        _checkpoint_bench(a, recording, directory / "a.ckp", elapsed)
+
+
+def _checkpoint_bench(config: Path, recording: Path, path: Path, plain: float) -> None:
+    """Checkpointing's cost, and explain's time from the nearest checkpoint against
+    from the start (both in this process, one after the other)."""
+    from transport._checkpoint import CheckpointReader, CheckpointWriter
+    from transport._explain import explain_alert, why_not
+
+    writer = CheckpointWriter(path, every=60)
+    started = time.perf_counter()
+    result = replay(config, recording, checkpoints=writer)
+    elapsed = time.perf_counter() - started
+    print(f"replay storing a checkpoint every 60 s of recorded time: {elapsed:.2f} s wall "
+          f"(plain {plain:.2f} s), {writer.taken} checkpoints, {path.stat().st_size:,} bytes")
+    reader = CheckpointReader(path)
+    late = [a for a in result.alerts if a.input is not None]
+    alert = late[len(late) * 9 // 10]
+    event = alert.event
+    for label, run in (
+            (f"explain --alert {alert.seq}",
+             lambda checkpoints: explain_alert(config, recording, alert.seq,
+                                               checkpoints=checkpoints)),
+            (f"explain --why-not host={event.host} --at {alert.t:.0f} --window 60",
+             lambda checkpoints: why_not(config, recording, {"host": event.host}, at=alert.t,
+                                         window=60, checkpoints=checkpoints))):
+        times = []
+        for checkpoints in (None, reader):
+            started = time.perf_counter()
+            run(checkpoints)
+            times.append(time.perf_counter() - started)
+        print(f"{label}: {times[0]:.2f} s from the start, {times[1]:.2f} s from the nearest "
+              f"checkpoint = {times[0] / times[1]:.1f}x faster")
 
 
 #: One replay in a fresh process: prints events per CPU second.

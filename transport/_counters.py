@@ -1,0 +1,183 @@
+"""Per-stream counters: how many events entered each stream of a config, and left it.
+
+Each stream of the config gets a path id from its place in the config, the
+walk reload uses: ``0:where/0:throttle/0:forward`` is the ``forward`` that is
+the first child of the ``throttle`` under the first top-level ``where``. The
+streams ``by`` builds per key count under the stream they are forked from,
+so a path sums every key. A stream's *in* is the events it was called with;
+its *out* the calls it made to other streams (a ``where``'s passes, a
+``throttle``'s lets-through; each child counts, so a stream with two
+children passing everything has twice its *in*).
+
+Counting is two dict updates per stream an event passes, done by wrapping
+every stream class's ``__call__``; it is off unless asked for, because the
+streams' hot path otherwise pays nothing at all:
+
+- ``rillet replay --counts`` prints the table after the replay, and
+  ``rillet explain`` shows the counts of the streams it names;
+- ``rillet run --count-streams`` counts live; ``instrumentation(...)`` then
+  reports ``rillet stream PATH in`` and ``... out`` with the other figures.
+
+Counters must be installed before the config is loaded: a stream built
+earlier holds its children's ``__call__`` as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from streams import Stream
+
+__all__ = ["StreamCounters", "active", "node_paths"]
+
+#: The counters ``rillet run --count-streams`` installed (what instrumentation reports).
+active: StreamCounters | None = None
+# Counters installed now: a stream class made later (a replay's sink recorders) joins them.
+_installed: list[StreamCounters] = []
+
+
+def adopt(cls: type) -> None:
+    """Count the calls of ``cls``, a stream class made after the counters were installed."""
+    for counters in _installed:
+        counters._wrap(cls)
+
+
+def _classes(root: type) -> Iterator[type]:
+    sub: type
+    for sub in root.__subclasses__():
+        yield sub
+        yield from _classes(sub)
+
+
+def node_paths(streams: list[Any]) -> dict[int, tuple[str, Any]]:
+    """id(stream) -> (path id, stream) for every stream of a config, parents first."""
+    found: dict[int, tuple[str, Any]] = {}
+    pending = [(f"{i}:{type(s).__name__}", s) for i, s in enumerate(streams)][::-1]
+    while pending:
+        path, stream = pending.pop()
+        if not isinstance(stream, Stream) or id(stream) in found:
+            continue
+        found[id(stream)] = (path, stream)
+        children = [c for c in stream.children if isinstance(c, Stream)]
+        pending.extend((f"{path}/{j}:{type(c).__name__}", c) for j, c in
+                       reversed(list(enumerate(children))))
+    return found
+
+
+def _forked(streams: list[Any]) -> dict[int, Any]:
+    """fork id -> the config's stream it stands for, for the forks every ``by`` holds
+    now (also those a checkpoint restored, which were never forked here)."""
+    from streams import by
+
+    mapping: dict[int, Any] = {}
+    pending: list[tuple[Any, Any]] = []
+    for _path, stream in node_paths(streams).values():
+        if isinstance(stream, by):
+            for forks in stream._forks.values():
+                pending.extend(zip(forks, stream.children, strict=False))
+    while pending:
+        fork, template = pending.pop()
+        if not isinstance(fork, Stream) or fork is template or fork.shared:
+            continue
+        mapping[id(fork)] = mapping.get(id(template), template)
+        if isinstance(fork, by):
+            for forks in fork._forks.values():
+                pending.extend(zip(forks, fork.children, strict=False))
+        pending.extend(zip(fork.children, template.children, strict=False))
+    return mapping
+
+
+class StreamCounters:
+    """Counts the calls of every stream while installed (see the module docs)."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, int] = {}
+        self.outs: dict[int, int] = {}
+        self._caller: list[int | None] = [None]  # the stream being called, if any
+        # fork id -> the config's stream it was forked from (through nested forks)
+        self.template: dict[int, Any] = {}
+        self._patched: list[tuple[type, Any]] = []
+
+    def _wrap(self, cls: type) -> None:
+        if "__call__" not in cls.__dict__:
+            return
+        calls = self.calls
+        outs = self.outs
+        caller = self._caller
+        original: Callable[[Any, Any], object] = cls.__dict__["__call__"]
+
+        def counted(stream: Any, event: Any) -> object:
+            key = id(stream)
+            calls[key] = calls.get(key, 0) + 1
+            parent = caller[0]
+            if parent is not None:
+                outs[parent] = outs.get(parent, 0) + 1
+            caller[0] = key
+            try:
+                return original(stream, event)
+            finally:
+                caller[0] = parent
+
+        self._patched.append((cls, ("__call__", original)))
+        setattr(cls, "__call__", counted)  # noqa: B010 (any stream class)
+
+    def install(self) -> StreamCounters:
+        template = self.template
+        original_fork = Stream.__dict__["fork"]
+
+        def fork(stream: Any, memo: dict[int, Any] | None = None) -> Any:
+            copy = original_fork(stream, memo)
+            if copy is not stream:
+                template[id(copy)] = template.get(id(stream), stream)
+            return copy
+
+        self._patched.append((Stream, ("fork", original_fork)))
+        setattr(Stream, "fork", fork)  # noqa: B010 (restored by uninstall)
+        for cls in {Stream, *_classes(Stream)}:
+            self._wrap(cls)
+        _installed.append(self)
+        return self
+
+    def restored(self, streams: list[Any]) -> None:
+        """Count the forks that every ``by`` of ``streams`` holds under the stream they
+        stand for: forks a checkpoint restored were never forked here."""
+        self.template.update(_forked(streams))
+
+    def uninstall(self) -> None:
+        if self in _installed:
+            _installed.remove(self)
+        while self._patched:
+            cls, (name, original) = self._patched.pop()
+            setattr(cls, name, original)
+
+    def __enter__(self) -> StreamCounters:
+        return self.install()
+
+    def __exit__(self, *exc: object) -> None:
+        self.uninstall()
+
+    def table(self, streams: list[Any]) -> list[tuple[str, Any, int, int | None]]:
+        """(path, stream, in, out) for every stream of the config, parents first."""
+        template = self.template
+
+        def total(counts: dict[int, int]) -> dict[int, int]:
+            found: dict[int, int] = {}
+            for key, count in counts.items():
+                origin = template.get(key)
+                key = id(origin) if origin is not None else key
+                found[key] = found.get(key, 0) + count
+            return found
+
+        ins, outs = total(self.calls), total(self.outs)
+        rows = []
+        for key, (path, stream) in node_paths(streams).items():
+            rows.append((path, stream, ins.get(key, 0),
+                         None if stream.shared else outs.get(key, 0)))
+        return rows
+
+    def text(self, streams: list[Any]) -> str:
+        lines = [f"{'in':>10} {'out':>10}  stream"]
+        for path, _stream, count, out in self.table(streams):
+            lines.append(f"{count:>10} {'' if out is None else out:>10}  {path}")
+        return "\n".join(lines)
