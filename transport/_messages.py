@@ -102,8 +102,8 @@ def compile_template(template: Template, caller: str,
     >>> compile_template("{host", "slack(text=...)")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    streams.StreamArgumentError: slack(text=...): the template '{host' is not a valid str.format template
-    (expected '}' before end of string); write fields as {host}, {service}, ...
+    streams.StreamArgumentError: slack(text=...): the template '{host' is not a valid
+    str.format template (expected '}' before end of string); write fields as {host}, ...
     """
     if callable(template):
         return template
