@@ -8,6 +8,7 @@ from ._clock import scheduler
 from ._core import Child, Stream
 from ._event import Event
 from ._periodic import PeriodicUntilExpired, TimeWindows
+from ._skew import DEFAULT_MAX_SKEW, skew_limit
 from ._validate import count, seconds
 
 __all__ = ["rate", "throttle"]
@@ -20,6 +21,11 @@ class rate(Stream):
     second and ``time`` = now. Ticks start ``interval`` after the first event
     and go on (emitting 0) until an expired event arrives or the latest
     event's ``time + ttl`` has passed.
+    An event whose time lies more than ``max_skew`` seconds in the past
+    (default one hour, ``None`` trusts every time) is dropped and counted in
+    ``skewed`` (see ``DEFAULT_MAX_SKEW``): trusted, it would count as expired
+    and stop the ticks of every host's rate. Only expiry reads event time
+    here, so an event ahead of the clock is counted like any other.
 
     >>> from streams import Event
     >>> from streams.testing import run
@@ -29,24 +35,29 @@ class rate(Stream):
     [(2, 2.0)]
     """
 
-    __slots__ = ("_fresh", "_last", "_sum", "_timer", "interval")
+    __slots__ = ("_fresh", "_last", "_sum", "_timer", "interval", "max_skew", "skewed")
 
-    def __init__(self, interval: float, *children: Child) -> None:
+    def __init__(self, interval: float, *children: Child,
+                 max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.interval = seconds(interval, "rate(interval, *children)", "interval",
                                 "rate(5, child)")
+        self.max_skew = skew_limit(max_skew, "rate(interval, *children, max_skew=...)")
+        self.skewed = 0
         self._set_children(children)
         self._sum: float = 0
         self._last: Any = None
         self._fresh = False
-        self._timer = PeriodicUntilExpired(self.interval, self._tick, delay=self.interval)
+        self._timer = PeriodicUntilExpired(self.interval, self._tick, delay=self.interval,
+                                           owner=self)
 
     def __call__(self, event: Any) -> None:
+        if self._timer.observe(event) is None:
+            return  # too far from the clock
         metric = event.metric
         if metric is not None:
             self._sum += metric
             self._last = event
             self._fresh = True
-        self._timer.observe(event)
 
     def _tick(self) -> None:
         total, self._sum = self._sum, 0

@@ -10,6 +10,10 @@ unusual it is and what it was judged against, so an alert can explain itself:
 
 Until a detector has seen enough (its warm-up) it scores 0 and gives no band.
 Events without a metric pass through unchanged and leave the state alone.
+An event whose time lies more than ``max_skew`` seconds from the clock
+(default one hour, ``None`` trusts every time; see ``DEFAULT_MAX_SKEW``) is
+dropped and counted in the detector's ``skewed``: trusted, a year-ahead time
+would empty a time window and then stay in it, or judge a wrong season slot.
 
 Each detector keeps its per-key state in a small record and judges one value
 with a step function of (state, time, value) that reads no clock and calls
@@ -28,6 +32,7 @@ from typing import Any, ClassVar
 
 from ._clock import scheduler
 from ._core import Child, Stream
+from ._skew import DEFAULT_MAX_SKEW, skew_limit, skewed
 from ._validate import argument_error, count, is_number, number, seconds
 
 __all__ = ["breakout", "combine", "derivative", "holt_winters", "mad", "zscore"]
@@ -117,10 +122,14 @@ def _annotated(event: Any, verdict: Verdict, name: str) -> Any:
 class _Detector(Stream):
     """Judges each metric with ``judge(time, value)`` and forwards the verdict."""
 
-    __slots__ = ()
+    __slots__ = ("max_skew", "skewed")
     # Built without children, a detector is a judge that combine and derivative ask.
     childless: ClassVar[bool] = True
     judge_when_childless: ClassVar[bool] = True
+
+    def _trust_times(self, max_skew: Any, caller: str) -> None:
+        self.max_skew = skew_limit(max_skew, caller)
+        self.skewed = 0
 
     def judge(self, time: float, value: float) -> Verdict:
         raise NotImplementedError
@@ -135,7 +144,11 @@ class _Detector(Stream):
             self._out(event)
             return
         time = event.time
-        verdict, name = self.judge_named(scheduler().now() if time is None else time, value)
+        if time is None:
+            time = scheduler().now()
+        elif skewed(self, time):
+            return
+        verdict, name = self.judge_named(time, value)
         self._out(_annotated(event, verdict, name))
 
 
@@ -223,9 +236,11 @@ class holt_winters(_Detector):
 
     def __init__(self, season: float, *children: Child, unit: str = "events",
                  slot: float | None = None, alpha: float = 0.1, beta: float = 0.01,
-                 gamma: float = 0.1, width: float = 3.0, warmup: int | None = None) -> None:
+                 gamma: float = 0.1, width: float = 3.0, warmup: int | None = None,
+                 max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         caller = ("holt_winters(season, *children, unit='events', slot=None, alpha=0.1, "
-                  "beta=0.01, gamma=0.1, width=3, warmup=None)")
+                  "beta=0.01, gamma=0.1, width=3, warmup=None, max_skew=3600)")
+        self._trust_times(max_skew, caller)
         self.unit = _unit(unit, caller)
         if self.unit == "events":
             self.season: float = count(season, caller, "season", minimum=2, what="events",
@@ -382,9 +397,10 @@ class _Rolling(_Detector):
 
     def __init__(self, window: float, *children: Child, unit: str = "events",
                  width: float | None = None, warmup: int | None = None,
-                 limit: int = 10_000) -> None:
+                 limit: int = 10_000, max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         caller = (f"{type(self).__name__}(window, *children, unit='events', "
-                  f"width={self.default_width:g}, warmup=None, limit=10000)")
+                  f"width={self.default_width:g}, warmup=None, limit=10000, max_skew=3600)")
+        self._trust_times(max_skew, caller)
         self.unit = _unit(unit, caller)
         self.limit = count(limit, caller, "limit", minimum=2)
         if self.unit == "events":
@@ -549,8 +565,10 @@ class combine(_Detector):
 
     __slots__ = ("detectors", "quorum")
 
-    def __init__(self, detectors: list[_Detector], *children: Child, quorum: int = 1) -> None:
-        caller = "combine(detectors, *children, quorum=1)"
+    def __init__(self, detectors: list[_Detector], *children: Child, quorum: int = 1,
+                 max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
+        caller = "combine(detectors, *children, quorum=1, max_skew=3600)"
+        self._trust_times(max_skew, caller)
         self.detectors = _detectors(detectors, caller)
         self.quorum = count(quorum, caller, "quorum", minimum=1, what="detectors")
         if self.quorum > len(self.detectors):
@@ -610,7 +628,9 @@ class derivative(_Detector):
 
     __slots__ = ("_state", "detector")
 
-    def __init__(self, detector: _Detector, *children: Child) -> None:
+    def __init__(self, detector: _Detector, *children: Child,
+                 max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
+        self._trust_times(max_skew, "derivative(detector, *children, max_skew=3600)")
         (self.detector,) = _detectors(detector, "derivative(detector, *children)")
         self._state = DerivativeState()
         self._set_children(children)

@@ -9,6 +9,7 @@ from ._clock import Task, scheduler
 from ._core import Child, Stream, rescued
 from ._filters import close_else, else_branch, predicate
 from ._partition import by
+from ._skew import DEFAULT_MAX_SKEW, skew_limit, skewed
 from ._validate import count, field_reader, seconds
 
 __all__ = ["changed", "changed_state", "runs", "stable", "sustained"]
@@ -131,7 +132,11 @@ class stable(Stream):
     Events of a new value are held back; they are forwarded together when an
     event of the same value arrives ``dt`` or more after the first one, or
     when the clock reaches that time. Once a value is stable its events pass
-    straight through until it changes. Events must have a time.
+    straight through until it changes. Events must have a time. An event
+    whose time lies more than ``max_skew`` seconds from the clock (default one
+    hour, ``None`` trusts every time) is dropped and counted in ``skewed``
+    (see ``DEFAULT_MAX_SKEW``): trusted, a year-ahead event would hold every
+    later event of its value for a year.
 
     >>> from streams import Event
     >>> from streams.testing import run
@@ -142,11 +147,14 @@ class stable(Stream):
     [('ok', 0), ('ok', 3), ('ok', 6), ('ok', 9)]
     """
 
-    __slots__ = ("_buffer", "_get", "_previous", "_task", "dt", "field")
+    __slots__ = ("_buffer", "_get", "_previous", "_task", "dt", "field", "max_skew", "skewed")
 
-    def __init__(self, dt: float, field: str | Callable[[Any], Any], *children: Child) -> None:
+    def __init__(self, dt: float, field: str | Callable[[Any], Any], *children: Child,
+                 max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         caller, example = "stable(dt, field, *children)", "stable(60, 'state', child)"
         self.dt = seconds(dt, caller, "dt", example, zero=True)
+        self.max_skew = skew_limit(max_skew, "stable(dt, field, *children, max_skew=...)")
+        self.skewed = 0
         self.field = field
         self._get = field_reader(field, caller, example=example)
         self._previous: Any = _UNKNOWN
@@ -159,6 +167,8 @@ class stable(Stream):
         if time is None:
             raise ValueError(f"stable(dt={self.dt!r}, ...): stable works on event time, and "
                              f"this event has none: {event!r}; give events a time upstream")
+        if skewed(self, time):
+            return
         value = self._get(event)
         buffer = self._buffer
         if value != self._previous:
@@ -205,7 +215,10 @@ class sustained(Stream):
     than ``dt`` go nowhere. The condition is written as for ``where``: a
     function or a query string. Decided on events alone (no timer): a host
     that stops reporting never completes its run. Put it under ``by`` for one
-    count per host. Events must have a time.
+    count per host. Events must have a time. An event whose time lies more
+    than ``max_skew`` seconds from the clock (default one hour, ``None``
+    trusts every time) is dropped and counted in ``skewed`` (see
+    ``DEFAULT_MAX_SKEW``), and neither starts nor breaks a run.
 
     >>> from streams import Event
     >>> from streams.testing import run
@@ -216,12 +229,16 @@ class sustained(Stream):
     [120]
     """
 
-    __slots__ = ("_else", "_else_children", "_since", "condition", "dt", "predicate")
+    __slots__ = ("_else", "_else_children", "_since", "condition", "dt", "max_skew", "predicate",
+                 "skewed")
 
     def __init__(self, dt: float, condition: Any, *children: Child,
-                 else_: Child | Iterable[Child] = ()) -> None:
+                 else_: Child | Iterable[Child] = (),
+                 max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.dt = seconds(dt, "sustained(dt, condition, *children)", "dt",
                           "sustained(300, 'metric > 0.9', child)", zero=True)
+        self.max_skew = skew_limit(max_skew, "sustained(dt, condition, *children, max_skew=...)")
+        self.skewed = 0
         self.condition = condition
         self.predicate = predicate(condition, {}, "sustained(dt, condition, *children)")
         self._since: float | None = None
@@ -233,6 +250,8 @@ class sustained(Stream):
         if time is None:
             raise ValueError(f"sustained(dt={self.dt!r}, ...): sustained works on event time, "
                              f"and this event has none: {event!r}; give events a time upstream")
+        if skewed(self, time):
+            return
         if not self.predicate(event):
             self._since = None
             if self._else is not None:

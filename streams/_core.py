@@ -23,13 +23,11 @@ from __future__ import annotations
 import contextvars
 import logging
 import traceback
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from ._clock import current_runtime, scheduler
 from ._event import Event, outlived
-from ._ratelimit import LogLimiter
 from ._validate import StreamArgumentError
 
 __all__ = [
@@ -288,25 +286,13 @@ def report_failure(error: BaseException, event: Any) -> None:
     if target is None:
         target = current_runtime().exception_stream
     if target is None:
-        _failure_log().error(_failure_kind(error), "stream failed on %r", event, exc_info=error)
+        current_runtime().limited_log(log).error(_failure_kind(error), "stream failed on %r",
+                                                 event, exc_info=error)
         return
     try:
         target(exception_event(error, event))
     except Exception:
         log.exception("the exception stream itself failed on %r", event)
-
-
-# The log's memory of recent failures belongs to the running clock (one per
-# server run or test), so one run's failures never silence another's.
-_failure_logs: weakref.WeakKeyDictionary[object, LogLimiter] = weakref.WeakKeyDictionary()
-
-
-def _failure_log() -> LogLimiter:
-    current = scheduler()
-    limiter = _failure_logs.get(current)
-    if limiter is None:
-        limiter = _failure_logs[current] = LogLimiter(log)
-    return limiter
 
 
 def _failure_kind(error: BaseException) -> tuple[type, str, int]:

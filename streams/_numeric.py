@@ -10,6 +10,7 @@ from typing import Any
 from ._clock import scheduler
 from ._core import Child, Stream, register_stream
 from ._periodic import PeriodicUntilExpired
+from ._skew import DEFAULT_MAX_SKEW, skew_limit, skewed
 from ._validate import count, is_number, number, seconds, unit_interval
 
 __all__ = [
@@ -147,7 +148,11 @@ class ewma(Stream):
     events at the same time accumulate, late events are added with the weight
     they would have had. The output carries the latest event time seen. An
     event without a metric passes through unchanged; one without a time
-    counts as time 0.
+    counts as time 0. An event whose time lies more than ``max_skew`` seconds
+    from the clock (default one hour, ``None`` trusts every time) is dropped
+    and counted in ``skewed`` (see ``DEFAULT_MAX_SKEW``): trusted, a
+    year-ahead time would become the latest time and give every later metric
+    a weight of nothing.
 
     >>> from streams import Event
     >>> out = []
@@ -157,10 +162,13 @@ class ewma(Stream):
     [(0.5, 0), (0.75, 1), (0.875, 2)]
     """
 
-    __slots__ = ("_metric", "_r", "_time", "halflife")
+    __slots__ = ("_metric", "_r", "_time", "halflife", "max_skew", "skewed")
 
-    def __init__(self, halflife: float, *children: Child) -> None:
+    def __init__(self, halflife: float, *children: Child,
+                 max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.halflife = seconds(halflife, "ewma(halflife, *children)", "halflife")
+        self.max_skew = skew_limit(max_skew, "ewma(halflife, *children, max_skew=...)")
+        self.skewed = 0
         self._r = 0.5 ** (1 / self.halflife)
         self._metric: float = 0
         self._time: float | None = None
@@ -171,7 +179,11 @@ class ewma(Stream):
         if metric is None:
             self._out(event)
             return
-        t = event.time or 0
+        t = event.time
+        if t is None:
+            t = 0
+        elif skewed(self, t):
+            return
         previous = t if self._time is None else self._time
         r, delta = self._r, t - previous
         if delta > 0:
@@ -200,6 +212,10 @@ class ddt_events(Stream):
     predecessor, produce nothing. Events without a metric are ignored. A
     metric-bearing event without a time fails when it is compared: as in
     Riemann, the first one is accepted and the next one raises.
+    An event whose time lies more than ``max_skew`` seconds from the clock
+    (default one hour, ``None`` trusts every time) is dropped and counted in
+    ``skewed`` (see ``DEFAULT_MAX_SKEW``) and is not
+    compared with the next one.
 
     >>> from streams import Event
     >>> out = []
@@ -209,15 +225,20 @@ class ddt_events(Stream):
     [(2, 2.0), (3, 3.0)]
     """
 
-    __slots__ = ("_previous",)
+    __slots__ = ("_previous", "max_skew", "skewed")
 
-    def __init__(self, *children: Child) -> None:
+    def __init__(self, *children: Child, max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
+        self.max_skew = skew_limit(max_skew, "ddt_events(*children, max_skew=...)")
+        self.skewed = 0
         self._previous: Any = None
         self._set_children(children)
 
     def __call__(self, event: Any) -> None:
         metric = event.metric
         if metric is None:
+            return
+        time = event.time
+        if time is not None and skewed(self, time):
             return
         # As Riemann: the event becomes the previous one before anything is
         # checked, so a first event without a time is accepted and the next
@@ -239,7 +260,10 @@ class ddt_real(Stream):
     newest metric-bearing event becomes the new snapshot; the output is it
     with ``time`` = now and ``metric`` = (m₂ − m₁) / (t₂ − t₁) against the
     previous snapshot, so an interval without new events gives 0. Nothing is
-    emitted until two metric-bearing events have been seen.
+    emitted until two metric-bearing events have been seen. An event whose
+    time lies more than ``max_skew`` seconds from the clock (default one hour,
+    ``None`` trusts every time) is dropped and counted in ``skewed`` (see
+    ``DEFAULT_MAX_SKEW``) and never becomes a snapshot.
 
     >>> from streams import Event
     >>> from streams.testing import run
@@ -249,10 +273,14 @@ class ddt_real(Stream):
     [(1, 4.0), (2, 0), (3, 0)]
     """
 
-    __slots__ = ("_fresh", "_newest", "_older", "_seen", "_timer", "interval")
+    __slots__ = ("_fresh", "_newest", "_older", "_seen", "_timer", "interval", "max_skew",
+                 "skewed")
 
-    def __init__(self, interval: float, *children: Child) -> None:
+    def __init__(self, interval: float, *children: Child,
+                 max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.interval = seconds(interval, "ddt_real(interval, *children)")
+        self.max_skew = skew_limit(max_skew, "ddt_real(interval, *children, max_skew=...)")
+        self.skewed = 0
         self._set_children(children)
         self._fresh: Any = None
         self._newest: Any = None
@@ -261,6 +289,9 @@ class ddt_real(Stream):
         self._timer = PeriodicUntilExpired(self.interval, self._tick)
 
     def __call__(self, event: Any) -> None:
+        time = event.time
+        if time is not None and skewed(self, time):
+            return
         if event.metric is not None:
             self._fresh = event
             self._seen += 1
@@ -285,7 +316,7 @@ class ddt_real(Stream):
 
 
 @register_stream
-def ddt(*args: Any) -> Stream:
+def ddt(*args: Any, **options: Any) -> Stream:
     """Riemann's ``ddt``: ``ddt(*children)`` is :class:`ddt_events`, ``ddt(interval,
     *children)`` (a number first) is :class:`ddt_real`.
 
@@ -293,8 +324,8 @@ def ddt(*args: Any) -> Stream:
     (ddt_events(print), ddt_real(5, print))
     """
     if args and is_number(args[0]):
-        return ddt_real(*args)
-    return ddt_events(*args)
+        return ddt_real(*args, **options)
+    return ddt_events(*args, **options)
 
 
 class predict_linear(Stream):
@@ -306,7 +337,10 @@ class predict_linear(Stream):
     (seconds of the stream clock) the line is refitted only when that much
     time has passed since the last fit, otherwise the cached line is used.
     Events without a metric or a time raise, as do windows whose events all
-    share one time.
+    share one time. An event whose time lies more than ``max_skew`` seconds
+    from the clock (default one hour, ``None`` trusts every time) is dropped
+    and counted in ``skewed`` (see ``DEFAULT_MAX_SKEW``): in the fit, one such
+    time would skew every prediction of the next ``n`` events.
 
     >>> from streams import Event
     >>> out = []
@@ -316,11 +350,15 @@ class predict_linear(Stream):
     [22.0, 24.0]
     """
 
-    __slots__ = ("_built_at", "_line", "_window", "n", "rebuild_every", "s")
+    __slots__ = ("_built_at", "_line", "_window", "max_skew", "n", "rebuild_every", "s",
+                 "skewed")
 
     def __init__(self, n: int, s: float, *children: Child,
-                 rebuild_every: float | None = None) -> None:
-        caller = "predict_linear(n, s, *children, rebuild_every=None)"
+                 rebuild_every: float | None = None,
+                 max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
+        caller = "predict_linear(n, s, *children, rebuild_every=None, max_skew=3600)"
+        self.max_skew = skew_limit(max_skew, caller)
+        self.skewed = 0
         self.n = count(n, caller, minimum=2, example="predict_linear(10, 60, child)")
         self.s = number(s, caller, "s", "predict_linear(10, 60, child)")
         if rebuild_every is not None:
@@ -335,7 +373,8 @@ class predict_linear(Stream):
         caller = "predict_linear(n, s, *children)"
         if event.metric is None:
             raise ValueError(f"{caller}: the event has no metric to predict from: {event!r}")
-        _time_of(event, caller)
+        if skewed(self, _time_of(event, caller)):
+            return
         self._window.append(event)
         if len(self._window) < 2:
             return

@@ -12,6 +12,7 @@ from typing import Any
 from ._clock import Task, next_tick, scheduler
 from ._core import rescued
 from ._event import outlived
+from ._skew import SkewChecked, reject
 from ._validate import seconds
 
 __all__ = ["PeriodicUntilExpired", "TimeWindows"]
@@ -24,20 +25,29 @@ class PeriodicUntilExpired:
     an expired event arrives or the latest event's ``time + ttl`` has passed.
 
     ``observe(event)`` is called for every incoming event; it returns whether
-    the event is expired, so owners need not ask again.
+    the event is expired, so owners need not ask again. With an ``owner``
+    (a stream with ``max_skew``), an event that looks expired only because
+    its time lies more than ``owner.max_skew`` in the past changes nothing,
+    is counted on the owner, and ``observe`` returns None: the owner drops
+    it. Only the expiry test reads event time here, so a far-future event is
+    an ordinary live one, and the check costs nothing on the live path.
     """
 
-    __slots__ = ("_clock", "delay", "expires_at", "interval", "task", "tick")
+    __slots__ = ("_clock", "delay", "expires_at", "interval", "max_skew", "owner", "task", "tick")
 
-    def __init__(self, interval: float, tick: Callable[[], object], delay: float = 0) -> None:
+    def __init__(self, interval: float, tick: Callable[[], object], delay: float = 0,
+                 owner: SkewChecked | None = None) -> None:
         self.interval = interval
         self.delay = delay
         self.tick = tick
+        self.owner = owner
+        # Read once: the owner's max_skew is configuration, and this test runs per event.
+        self.max_skew = owner.max_skew if owner is not None else None
         self.task: Task | None = None
         self.expires_at = math.inf
         self._clock = scheduler()
 
-    def observe(self, event: Any) -> bool:
+    def observe(self, event: Any) -> bool | None:
         # Runs for every event of every keyed rate/fill stream: the task and
         # infinity are read once into locals (attribute and global lookups
         # are most of this method's own cost).
@@ -50,8 +60,15 @@ class PeriodicUntilExpired:
             self.expires_at = _INF
             expired = event.state == "expired"
         else:
+            now = clock.now()
+            expired = event.state == "expired" or outlived(time, ttl, now)
+            if expired:
+                limit = self.max_skew
+                if limit is not None and now - time > limit:
+                    # A host whose clock is far behind: not an expiry to act on.
+                    reject(self.owner, time, now)  # type: ignore[arg-type]
+                    return None
             self.expires_at = _INF if ttl is None else time + ttl
-            expired = event.state == "expired" or outlived(time, ttl, clock.now())
         if expired:
             self.stop()
         elif task is None:

@@ -14,6 +14,7 @@ from ._core import Child, Stream, is_expired, rescued
 from ._filters import predicate
 from ._match import field_getter
 from ._periodic import PeriodicUntilExpired, TimeWindows
+from ._skew import DEFAULT_MAX_SKEW, SkewChecked, skew_limit
 from ._validate import argument_error, count, function, seconds, unit_interval
 from .folds import sorted_sample
 
@@ -36,16 +37,20 @@ class _TimeBins:
 
     def __init__(self, interval: float, create: Callable[[], Any],
                  add: Callable[[Any, Any], object],
-                 finish: Callable[[Any, float, float], object]) -> None:
+                 finish: Callable[[Any, float, float], object],
+                 owner: SkewChecked | None = None) -> None:
         self._create = create
         self._add = add
         self._finish = finish
         self._bin: Any = None
         self._start: float | None = None
-        self.timer = PeriodicUntilExpired(interval, self._switch, delay=interval)
+        self.timer = PeriodicUntilExpired(interval, self._switch, delay=interval, owner=owner)
 
     def observe(self, event: Any) -> None:
-        if self.timer.observe(event):
+        expired = self.timer.observe(event)
+        if expired is None:
+            return  # too far from the clock: counted on the owner
+        if expired:
             self._bin = self._start = None
             return
         if self._bin is None:
@@ -91,6 +96,11 @@ class percentiles(Stream):
     each bin the events at each point (nearest rank, upper) are forwarded with
     ``" <point>"`` (or the dict's suffix) appended to their service. Empty bins
     emit nothing; an expired event discards the open bin.
+    An event whose time lies more than ``max_skew`` seconds in the past
+    (default one hour, ``None`` trusts every time) is dropped and counted in
+    ``skewed`` (see ``DEFAULT_MAX_SKEW``): trusted, it would count as expired
+    and discard the open bin of every host. Only expiry reads event time
+    here, so an event ahead of the clock is counted like any other.
 
     >>> from streams import Event
     >>> from streams.testing import run
@@ -101,14 +111,17 @@ class percentiles(Stream):
     [('lat 0', 1), ('lat 0.5', 3), ('lat 1', 5)]
     """
 
-    __slots__ = ("_bins", "_points", "interval")
+    __slots__ = ("_bins", "_points", "interval", "max_skew", "skewed")
 
     def __init__(self, interval: float, points: Iterable[float] | Mapping[float, str],
-                 *children: Child) -> None:
+                 *children: Child, max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.interval = seconds(interval, "percentiles(interval, points, *children)")
+        self.max_skew = skew_limit(max_skew,
+                                   "percentiles(interval, points, *children, max_skew=...)")
+        self.skewed = 0
         self._points = _points(points)
         self._set_children(children)
-        self._bins = _TimeBins(self.interval, list, _append, self._finish)
+        self._bins = _TimeBins(self.interval, list, _append, self._finish, owner=self)
 
     def __call__(self, event: Any) -> None:
         self._bins.observe(event)
@@ -134,6 +147,11 @@ class fold_interval(Stream):
     the field is None are left out) and its result replaces ``field`` in the
     last such event. Bins start at the first event; an empty bin emits nothing;
     an expired event discards the open bin.
+    An event whose time lies more than ``max_skew`` seconds in the past
+    (default one hour, ``None`` trusts every time) is dropped and counted in
+    ``skewed`` (see ``DEFAULT_MAX_SKEW``): trusted, it would count as expired
+    and discard the open bin of every host. Only expiry reads event time
+    here, so an event ahead of the clock is counted like any other.
 
     >>> from streams import Event
     >>> from streams.testing import run
@@ -144,12 +162,14 @@ class fold_interval(Stream):
     [Event(host='a', metric=7, time=2)]
     """
 
-    __slots__ = ("_bins", "_get", "field", "folder", "interval")
+    __slots__ = ("_bins", "_get", "field", "folder", "interval", "max_skew", "skewed")
 
     def __init__(self, interval: float, field: str, folder: Callable[[list[Any]], Any],
-                 *children: Child) -> None:
+                 *children: Child, max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         caller = f"{type(self).__name__}(interval, field, folder, *children)"
         self.interval = seconds(interval, caller)
+        self.max_skew = skew_limit(max_skew, caller[:-1] + ", max_skew=...)")
+        self.skewed = 0
         if not isinstance(field, str):
             raise argument_error(caller, "field", field, "a field name", "'metric'")
         function(folder, caller, "folder", "a list of values", "sum, max or statistics.mean")
@@ -157,7 +177,7 @@ class fold_interval(Stream):
         self.folder = folder
         self._get = field_getter(field)
         self._set_children(children)
-        self._bins = _TimeBins(self.interval, list, self._add, self._finish)
+        self._bins = _TimeBins(self.interval, list, self._add, self._finish, owner=self)
 
     def __call__(self, event: Any) -> None:
         self._bins.observe(event)
@@ -191,8 +211,8 @@ class fold_interval_metric(fold_interval):
     __slots__ = ()
 
     def __init__(self, interval: float, folder: Callable[[list[Any]], Any],
-                 *children: Child) -> None:
-        super().__init__(interval, "metric", folder, *children)
+                 *children: Child, max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
+        super().__init__(interval, "metric", folder, *children, max_skew=max_skew)
 
 
 class rollup(Stream):

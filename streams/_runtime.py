@@ -22,18 +22,30 @@ process, each with its own runtime. ``rillet run``, reload and
 from __future__ import annotations
 
 import contextvars
+import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ._clock import Scheduler, VirtualClock, _runtime, current_runtime
 from ._config import Config, declaring, load_config
 from ._core import Child, report_failure
 from ._index import Index
 from ._pubsub import PubSub, publish_index
+from ._ratelimit import LogLimiter
 from ._reload import Carried, carry_over
 
 __all__ = ["Runtime", "current_runtime"]
+
+
+class LatencyTimer(Protocol):
+    """Times some of :meth:`Runtime.stream`'s calls (self-instrumentation installs one)."""
+
+    def start(self) -> float | None:
+        """A start mark if this call is to be timed, else None."""
+
+    def stop(self, started: float) -> None:
+        """The timed call, begun at ``started``, is over."""
 
 
 def _nothing_running(event: Any) -> None:
@@ -64,11 +76,13 @@ class Runtime:
             runs to while ``rillet run --record`` records (None otherwise).
         service_hook: called with each service as a config declares it, before
             any stream holds it (a replay turns sinks into recorders there).
+        latency: times calls of :meth:`stream` while self-instrumentation runs
+            (None otherwise, which costs the hot path one test).
     """
 
-    __slots__ = ("_load_mark", "_tokens", "clock", "config", "declaring", "dispatch", "events",
-                 "exception_stream", "index", "pubsub", "recorder", "service_hook", "services",
-                 "taps")
+    __slots__ = ("_load_mark", "_log_limits", "_tokens", "clock", "config", "declaring",
+                 "dispatch", "events", "exception_stream", "index", "latency", "pubsub", "recorder",
+                 "service_hook", "services", "taps")
 
     def __init__(self, clock: Scheduler | None = None, *, index: Index | None = None,
                  exception_stream: Child | None = None) -> None:
@@ -101,7 +115,12 @@ class Runtime:
         self.events = 0
         self.recorder: Any = None
         self.service_hook: Callable[[Any], object] | None = None
+        self.latency: LatencyTimer | None = None
         self._tokens: list[contextvars.Token[Runtime]] = []
+        # The memory of recent repeated log lines (stream failures, skewed
+        # events) is this runtime's: two configs side by side never silence
+        # or count each other's, and a reload keeps counting where it was.
+        self._log_limits: dict[str, LogLimiter] = {}
 
     # In effect -------------------------------------------------------------
 
@@ -115,6 +134,14 @@ class Runtime:
     def now(self) -> float:
         """The runtime's current time in seconds."""
         return self.clock.now()
+
+    def limited_log(self, logger: logging.Logger) -> LogLimiter:
+        """This runtime's rate limiter for ``logger``: repeated identical lines are
+        logged once per interval with a count (see ``streams._ratelimit``)."""
+        limiter = self._log_limits.get(logger.name)
+        if limiter is None:
+            limiter = self._log_limits[logger.name] = LogLimiter(logger)
+        return limiter
 
     # Running a config ------------------------------------------------------
 
@@ -189,6 +216,8 @@ class Runtime:
     def stream(self, events: Iterable[Any]) -> Exception | None:
         """Feed events to the running config; returns the first failure, reported
         like every other one (later failures are only reported)."""
+        timer = self.latency
+        started = timer.start() if timer is not None else None
         dispatch = self.dispatch
         failure: Exception | None = None
         count = 0
@@ -200,6 +229,8 @@ class Runtime:
                 report_failure(error, event)
                 failure = failure or error
         self.events += count
+        if started is not None:
+            timer.stop(started)  # type: ignore[union-attr]
         return failure
 
     def stop(self) -> None:

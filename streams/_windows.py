@@ -3,50 +3,17 @@
 from __future__ import annotations
 
 import itertools
-import logging
 from collections import deque
 from typing import Any
 
-from ._clock import scheduler
 from ._core import Child, Stream
-from ._ratelimit import LogLimiter
+from ._skew import DEFAULT_MAX_SKEW, skew_limit, skewed
 from ._validate import count, seconds
 
 __all__ = [
     "DEFAULT_MAX_SKEW", "fixed_event_window", "fixed_offset_time_window", "fixed_time_window",
     "moving_event_window", "moving_time_window", "window",
 ]
-
-#: Seconds an event's time may lie from the clock before time windows drop it
-#: (``max_skew=``): one hour, far beyond any NTP-synced host's drift.
-DEFAULT_MAX_SKEW = 3600.0
-
-_skew_log = LogLimiter(logging.getLogger("rillet.windows"))
-
-
-def _max_skew(value: Any, caller: str) -> float | None:
-    return None if value is None else seconds(value, caller, "max_skew", "max_skew=3600")
-
-
-def _skewed(stream: fixed_time_window | moving_time_window, time: Any) -> bool:
-    """Whether ``time`` lies more than the stream's ``max_skew`` from the clock (counted)."""
-    max_skew = stream.max_skew
-    if max_skew is None:
-        return False
-    now = scheduler().now()
-    try:
-        if abs(time - now) <= max_skew:
-            return False
-    except TypeError:
-        return False  # not a number: the window reports it as it always did
-    stream.skewed += 1
-    _skew_log.warning(
-        (type(stream).__name__, stream.dt),
-        "%r dropped an event whose time %r is %s s from the clock (%r), more than "
-        "max_skew=%r; is that host's clock right? (%d dropped so far)",
-        stream, time, f"{time - now:+.0f}", now, max_skew, stream.skewed)
-    return True
-
 
 class moving_event_window(Stream):
     """On every event, forward a list of the last ``n`` events, oldest first.
@@ -119,7 +86,7 @@ class moving_time_window(Stream):
     def __init__(self, dt: float, *children: Child,
                  max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.dt = seconds(dt, "moving_time_window(dt, *children)", "dt")
-        self.max_skew = _max_skew(max_skew, "moving_time_window(dt, *children, max_skew=...)")
+        self.max_skew = skew_limit(max_skew, "moving_time_window(dt, *children, max_skew=...)")
         self.skewed = 0
         # Times are kept beside the events: reading a decoded event's time
         # again on every event made each call cost O(window) field decodes.
@@ -131,7 +98,7 @@ class moving_time_window(Stream):
 
     def __call__(self, event: Any) -> None:
         time = event.time
-        if time is not None and _skewed(self, time):
+        if time is not None and skewed(self, time):
             return
         cutoff = self._cutoff = max(self._cutoff, (time or 0) - self.dt)
         if time is not None and time <= cutoff:
@@ -182,7 +149,7 @@ class fixed_time_window(Stream):
     def __init__(self, dt: float, *children: Child,
                  max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.dt = seconds(dt, "fixed_time_window(dt, *children)", "dt")
-        self.max_skew = _max_skew(max_skew, f"{type(self).__name__}(dt, *children, max_skew=...)")
+        self.max_skew = skew_limit(max_skew, f"{type(self).__name__}(dt, *children, max_skew=...)")
         self.skewed = 0
         self._start: float | None = None
         self._buffer: list[Any] = []
@@ -196,7 +163,7 @@ class fixed_time_window(Stream):
         if time is None:
             self._buffer.append(event)
             return
-        if _skewed(self, time):
+        if skewed(self, time):
             return
         start = self._start
         if start is None:

@@ -183,3 +183,36 @@ def test_the_expiry_example_of_the_testing_docs_passes(tmp_path: Path,
     tests = [f for name, f in namespace.items() if name.startswith("test_")]
     assert len(tests) == 1
     tests[0]()
+
+
+def test_each_runtime_rate_limits_its_own_failure_log_and_keeps_it_across_a_swap(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Two configs side by side (replay runs two) fail alike: each runtime logs
+    # its first failure and counts its own repeats; neither silences the other.
+    import logging
+
+    def broken(event: Any) -> None:
+        raise RuntimeError("boom")
+
+    one, two = Runtime(), Runtime()
+    one.start(Config(streams=[broken]))
+    two.start(Config(streams=[broken]))
+    with caplog.at_level(logging.ERROR, logger="rillet.streams"):
+        for _ in range(3):
+            with one:
+                one.stream([Event(host="a", time=0)])
+        with two:
+            two.stream([Event(host="b", time=0)])
+        logged = [r.getMessage() for r in caplog.records if r.name == "rillet.streams"]
+        assert logged == ["stream failed on Event(host='a', time=0)",
+                          "stream failed on Event(host='b', time=0)"]
+        failures = logging.getLogger("rillet.streams")
+        assert one.limited_log(failures).suppressed == 2
+        assert two.limited_log(failures).suppressed == 0
+        assert one.limited_log(failures) is not two.limited_log(failures)
+        # A reload keeps the runtime, so the same failure stays held back.
+        with one:
+            one.swap(Config(streams=[broken, index]))
+            one.stream([Event(host="c", time=0)])
+        assert len([r for r in caplog.records if r.name == "rillet.streams"]) == 2
+        assert one.limited_log(failures).suppressed == 3

@@ -11,6 +11,15 @@ second since the previous report, times in milliseconds.
 service                                     metric
 ==========================================  ===================================================
 ``rillet streams rate``                     events streamed per second
+``rillet streams latency Q``                time to stream one request's events (ms), at
+                                            quantiles 0.5, 0.95, 0.99 and ``max``, over
+                                            one request in 8; only after requests came
+``rillet streams skewed``                   events dropped for clock skew (``max_skew``)
+                                            by the running streams so far
+``rillet by keys``                          keys held by every ``by`` together
+``rillet by largest keys``                  keys of the ``by`` holding most; its place in
+                                            the config (``streams[1]/where/by('host')``)
+                                            is the description
 ``rillet index size``                       events in the index
 ``rillet loop longest stall``               longest time the event loop was held (ms)
 ``rillet server tcp H:P conns``             open connections
@@ -26,6 +35,7 @@ service                                     metric
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from typing import Any
@@ -33,6 +43,7 @@ from typing import Any
 import trio
 
 from streams import Event
+from streams._census import census
 from streams._config import service
 
 from . import _counters
@@ -43,6 +54,54 @@ __all__ = ["instrumentation"]
 
 # How often the loop's responsiveness is sampled between two reports.
 _PROBE = 0.05
+
+# Latency quantiles reported, by the suffix of their service name.
+_QUANTILES = {"0.5": 0.5, "0.95": 0.95, "0.99": 0.99}
+
+
+class LatencySampler:
+    """Times one :meth:`Runtime.stream` call in ``every`` and keeps a bounded
+    uniform sample of the durations since the last :meth:`take`.
+
+    The other calls cost a decrement and a test: streaming a request stays
+    as fast with instrumentation on as off.
+    """
+
+    __slots__ = ("_countdown", "every", "longest", "samples", "size", "timed")
+
+    def __init__(self, every: int = 8, size: int = 1024) -> None:
+        self.every = every
+        self.size = size
+        self._countdown = 1  # the first call is timed
+        self.samples: list[float] = []
+        self.longest = 0.0
+        self.timed = 0
+
+    def start(self) -> float | None:
+        self._countdown -= 1
+        if self._countdown:
+            return None
+        self._countdown = self.every
+        return time.perf_counter()
+
+    def stop(self, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        self.timed += 1
+        if elapsed > self.longest:
+            self.longest = elapsed
+        if len(self.samples) < self.size:
+            self.samples.append(elapsed)
+        else:
+            # Reservoir sampling: every timed call is equally likely to be kept.
+            slot = random.randrange(self.timed)
+            if slot < self.size:
+                self.samples[slot] = elapsed
+
+    def take(self) -> tuple[list[float], float]:
+        """The sorted sample and the longest duration since the last take; starts afresh."""
+        samples, longest = sorted(self.samples), self.longest
+        self.samples, self.longest, self.timed = [], 0.0, 0
+        return samples, longest
 
 
 class instrumentation:
@@ -57,6 +116,7 @@ class instrumentation:
         self._host = socket.gethostname()
         self._previous: dict[str, float] = {}
         self._longest_stall = 0.0
+        self.latency = LatencySampler()
         service(self)
 
     def __repr__(self) -> str:
@@ -64,20 +124,26 @@ class instrumentation:
 
     async def serve(self, runtime: Any, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        runtime.latency = self.latency
         task_status.started(0)
-        last = time.monotonic()
-        while True:
-            reported = time.monotonic()
-            while time.monotonic() - reported < self.interval:
-                await trio.sleep(_PROBE)
-                now = time.monotonic()
-                # A sleep that ends late measures how long something held the loop.
-                self._longest_stall = max(self._longest_stall, now - last - _PROBE)
-                last = now
-            report = self.events(runtime, time.time(), time.monotonic() - reported)
-            record_events(runtime, report)
-            runtime.stream(report)
-            self.reports += 1
+        try:
+            last = time.monotonic()
+            while True:
+                reported = time.monotonic()
+                while time.monotonic() - reported < self.interval:
+                    await trio.sleep(_PROBE)
+                    now = time.monotonic()
+                    # A sleep that ends late measures how long something held the loop.
+                    self._longest_stall = max(self._longest_stall, now - last - _PROBE)
+                    last = now
+                report = self.events(runtime, time.time(), time.monotonic() - reported)
+                record_events(runtime, report)
+                runtime.stream(report)
+                self.reports += 1
+        finally:
+            # A reload may already have started the instrumentation replacing this one.
+            if runtime.latency is self.latency:
+                runtime.latency = None
 
     def events(self, runtime: Any, now: float, elapsed: float) -> list[Event]:
         """The report for ``elapsed`` seconds since the previous one."""
@@ -89,6 +155,8 @@ class instrumentation:
                         state="ok"),
         ]
         self._longest_stall = 0.0
+        out += self._latency_events(now)
+        out += self._census_events(runtime, now)
         for declared in runtime.services:
             out += self._service_events(declared, now, elapsed)
         counters = _counters.active
@@ -98,6 +166,33 @@ class instrumentation:
                 if passed is not None:
                     out.append(self._event(f"rillet stream {path} out", passed, now,
                                            state="ok"))
+        return out
+
+    def _latency_events(self, now: float) -> list[Event]:
+        samples, longest = self.latency.take()
+        if not samples:
+            return []
+        n = len(samples)
+        out = [self._event(f"rillet streams latency {suffix}",
+                           round(samples[min(n - 1, int(n * q))] * 1000, 3), now, state="ok")
+               for suffix, q in _QUANTILES.items()]
+        out.append(self._event("rillet streams latency max", round(longest * 1000, 3), now,
+                               state="ok"))
+        return out
+
+    def _census_events(self, runtime: Any, now: float) -> list[Event]:
+        config = runtime.config
+        found = census(config.streams if config is not None else [])
+        estimated = " (estimated from a sample of each by's keys)" if found.estimated else ""
+        out = [
+            self._event("rillet streams skewed", found.skewed, now, state="ok"),
+            self._event("rillet by keys", found.total_keys, now, state="ok",
+                        description=f"{len(found.by_keys)} by streams{estimated}"),
+        ]
+        if found.largest is not None:
+            name, keys = found.largest
+            out.append(self._event("rillet by largest keys", keys, now, state="ok",
+                                   description=name + estimated))
         return out
 
     def _service_events(self, declared: Any, now: float, elapsed: float) -> list[Event]:
@@ -140,9 +235,10 @@ class instrumentation:
         return round((count - previous) / elapsed, 3) if elapsed > 0 else 0.0
 
     def _event(self, service_name: str, metric: float, now: float,
-               state: str | None = None) -> Event:
+               state: str | None = None, description: str | None = None) -> Event:
         return Event(host=self._host, service=service_name, metric=metric, state=state,
-                     time=round(now), ttl=2 * self.interval, tags=("rillet",))
+                     description=description, time=round(now), ttl=2 * self.interval,
+                     tags=("rillet",))
 
     def statistics(self) -> dict[str, Any]:
         return {"reports": self.reports}

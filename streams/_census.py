@@ -1,0 +1,135 @@
+"""What a running config holds: the keys of every ``by`` and the events dropped for clock skew.
+
+Self-instrumentation reports these (``rillet by keys``, ``rillet streams
+skewed``). Each ``by`` is named by its place in the config: the top-level
+stream's position and the streams on the way, e.g.
+``streams[1]/where/by('host')``. A ``by`` nested under another is counted
+over every fork of the outer one, under one name.
+
+>>> from streams import Event, by, moving_time_window, where
+>>> from streams.testing import Sink
+>>> top = where("metric > 0", by("host", by("service", moving_time_window(60, Sink()))))
+>>> for host, service in [("a", "x"), ("a", "y"), ("b", "x")]:
+...     top(Event(host=host, service=service, metric=1, time=0))
+>>> found = census([top])
+>>> found.by_keys
+{"streams[0]/where/by('host')": 2, "streams[0]/where/by('host')/by('service')": 3}
+>>> found.total_keys, found.largest, found.skewed, found.estimated
+(5, ("streams[0]/where/by('host')/by('service')", 3), 0, False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._core import Stream
+from ._partition import _Built, _ByFactory, by
+
+__all__: list[str] = []
+
+#: Forks of one ``by`` walked per census; beyond it the nested figures are
+#: scaled up from this sample (``estimated``), so a report costs a bounded time.
+FORKS_WALKED = 1000
+
+
+@dataclass
+class Census:
+    """Keys per ``by`` (by name), events dropped for clock skew, whether scaled from a sample."""
+
+    by_keys: dict[str, int] = field(default_factory=dict)
+    skewed: int = 0
+    estimated: bool = False
+
+    @property
+    def total_keys(self) -> int:
+        return sum(self.by_keys.values())
+
+    @property
+    def largest(self) -> tuple[str, int] | None:
+        """The ``by`` holding the most keys, with its count."""
+        if not self.by_keys:
+            return None
+        return max(self.by_keys.items(), key=lambda item: item[1])
+
+    def _add(self, other: Census, scale: float) -> None:
+        for name, keys in other.by_keys.items():
+            self.by_keys[name] = self.by_keys.get(name, 0) + round(keys * scale)
+        self.skewed += round(other.skewed * scale)
+        self.estimated = self.estimated or other.estimated or scale != 1
+
+
+def census(streams: Iterable[Any], *, forks_walked: int = FORKS_WALKED) -> Census:
+    """Walk a config's top-level streams (and the forks of its ``by`` streams)."""
+    found = Census()
+    for position, stream in enumerate(streams):
+        _walk(stream, f"streams[{position}]", found, forks_walked, set())
+    return found
+
+
+def _walk(node: Any, path: str, found: Census, forks_walked: int, seen: set[int]) -> None:
+    if not isinstance(node, Stream) or node.shared or id(node) in seen:
+        return
+    seen.add(id(node))
+    skewed = getattr(node, "skewed", 0)
+    if type(skewed) is int:
+        found.skewed += skewed
+    if isinstance(node, by | _ByFactory):
+        name = f"{path}/{type(node).__name__}({node.fields!r})"
+        found.by_keys[name] = found.by_keys.get(name, 0) + len(node)
+        _walk_forks(node if isinstance(node, by) else node._by, name, found, forks_walked)
+        return
+    name = f"{path}/{type(node).__name__}"
+    for child in _streams_in((*node._args, *node._kwargs.values())):
+        _walk(child, name, found, forks_walked, seen)
+
+
+def _walk_forks(node: by, name: str, found: Census, forks_walked: int) -> None:
+    # Forks are walked only when a template (or, for by_builder/by_fn, the
+    # first key's streams) holds something to count: a by over plain streams
+    # costs one len() however many keys it has.
+    forks = list(node._forks.values())
+    if not forks or not any(_counts_anything(s) for s in _templates(node, forks[0])):
+        return
+    sample = forks[:forks_walked]
+    nested = Census()
+    for streams in sample:
+        seen: set[int] = set()
+        for stream in _fork_streams(streams):
+            _walk(stream, name, nested, forks_walked, seen)
+    found._add(nested, len(forks) / len(sample))
+
+
+def _templates(node: by, first_fork: tuple[Any, ...]) -> Iterator[Any]:
+    if node.children and not any(isinstance(c, _Built) for c in node.children):
+        yield from node.children
+    else:
+        yield from _fork_streams(first_fork)
+
+
+def _fork_streams(streams: tuple[Any, ...]) -> Iterator[Any]:
+    for stream in streams:
+        if isinstance(stream, _Built):
+            yield from stream.children  # the streams its factory built for the key
+        else:
+            yield stream
+
+
+def _counts_anything(node: Any, seen: set[int] | None = None) -> bool:
+    seen = set() if seen is None else seen
+    if not isinstance(node, Stream) or node.shared or id(node) in seen:
+        return False
+    seen.add(id(node))
+    if isinstance(node, by | _ByFactory) or type(getattr(node, "skewed", None)) is int:
+        return True
+    return any(_counts_anything(child, seen)
+               for child in _streams_in((*node._args, *node._kwargs.values())))
+
+
+def _streams_in(values: Iterable[Any]) -> Iterator[Stream]:
+    for value in values:
+        if isinstance(value, Stream):
+            yield value
+        elif type(value) in (list, tuple):
+            yield from _streams_in(value)
