@@ -62,12 +62,18 @@ class changed_state(Stream):
     """
 
     __slots__ = ("_by",)
+    templates = True  # its inner by forks the children per key
 
     def __init__(self, *children: Child, init: Any = None, max_keys: int = 100_000,
                  idle: float | None = None) -> None:
         self._set_children(children)
         self._by = by(["host", "service"], changed("state", *children, init=init),
                       max_keys=max_keys, idle=idle)
+
+    def _init_fork(self, template: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        # One per key when under a by: the inner by's template is shared, not rebuilt.
+        self.children, self._out = template.children, template._out
+        self._by = template._by.fork()
 
     def __call__(self, event: Any) -> None:
         self._by(event)

@@ -111,6 +111,12 @@ class Stream(metaclass=_StreamType):
     #: flow through: placed as a child or at the top level, such a stream would
     #: discard everything, so that is refused (see :func:`refuse_idle_judge`).
     judge_when_childless: ClassVar[bool] = False
+    #: Whether the children are only templates that the stream forks per key
+    #: (``by``) and never calls. A fork of such a stream shares the templates
+    #: instead of copying them, which it would only do to copy them again per
+    #: key: copying a nested ``by``'s subtree once per outer key was most of
+    #: the cost of a new key.
+    templates: ClassVar[bool] = False
     _args: tuple[Any, ...]
     _kwargs: dict[str, Any]
 
@@ -172,13 +178,30 @@ class Stream(metaclass=_StreamType):
             return self
         if memo is None:
             memo = {}
-        if id(self) in memo:
-            return memo[id(self)]
-        args = tuple(_fork_value(a, memo) for a in self._args)
-        kwargs = {k: _fork_value(v, memo) for k, v in self._kwargs.items()}
-        copy = type(self)(*args, **kwargs)
+        copy = memo.get(id(self))
+        if copy is not None:
+            return copy
+        if self.templates:
+            args, kwargs = self._args, self._kwargs
+        else:
+            args = tuple(_fork_value(a, memo) for a in self._args)
+            kwargs = {k: _fork_value(v, memo) for k, v in self._kwargs.items()} \
+                if self._kwargs else self._kwargs
+        # ``by`` forks its children once per new key, so this runs per key.
+        # Straight to __new__ and __init__, skipping the metaclass: its only
+        # job is to make one-shot iterators replayable, and the recorded
+        # arguments already are (a third of a fork's cost went there).
+        cls = type(self)
+        copy = cls.__new__(cls, *args, **kwargs)
+        copy._init_fork(self, args, kwargs)
         memo[id(self)] = copy
         return copy
+
+    def _init_fork(self, template: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Make this new object a copy of ``template`` with empty state, from the
+        (forked) arguments: by building it from them, unless the class knows a
+        cheaper way that ends in the same state."""
+        self.__init__(*args, **kwargs)  # type: ignore[misc]
 
     def close(self) -> None:
         """Stop this stream's timers and those of its own (unshared) children."""
@@ -207,7 +230,7 @@ def refuse_idle_judge(child: object, place: str) -> None:
 def _fork_value(value: Any, memo: dict[int, Any]) -> Any:
     if isinstance(value, Stream):
         return value.fork(memo)
-    if type(value) in (list, tuple):
+    if type(value) is list or type(value) is tuple:
         return type(value)(_fork_value(v, memo) for v in value)
     return value
 

@@ -18,9 +18,12 @@ from streams import (
     by_builder,
     by_fn,
     changed,
+    changed_state,
     fill_in,
     rate,
+    sdo,
     sreduce,
+    throttle,
     where,
     with_,
 )
@@ -144,6 +147,42 @@ def test_nested_by_forks_the_inner_by_per_outer_key() -> None:
     for host, service in [("a", "x"), ("a", "y"), ("b", "x"), ("a", "x")]:
         s(Event(host=host, service=service, state="ok"))
     assert [(e.host, e.service) for e in sink.events] == [("a", "x"), ("a", "y"), ("b", "x")]
+
+
+def test_a_nested_keyed_stream_is_forked_without_copying_its_templates() -> None:
+    # The inner by only forks its templates per key, so a fork of it per outer
+    # key shares them: one template plus one counted per (host, service).
+    counted.built[0] = 0
+    sink = Sink()
+    s = by("host", by("service", counted(sink)))
+    for host, service in [("a", "x"), ("b", "x"), ("a", "y"), ("a", "x")]:
+        s(Event(host=host, service=service))
+    assert counted.built[0] == 1 + 3
+    assert len(sink.events) == 4
+
+
+@relaxed
+@given(timed_events(hosts=["a", "b", "c"], services=["x", "y"], states=["ok", "warning"]))
+def test_nested_keyed_streams_equal_one_fresh_instance_per_outer_key(
+        inputs: list[Event]) -> None:
+    # Forks of by and changed_state copy their configuration rather than
+    # rebuild it; with timers (throttle windows anchored when built, rate
+    # ticks) they must still behave as instances built at the key's first event.
+    def nested(sink: Any) -> Any:
+        return sdo(changed_state(throttle(1, 5, sink)), by("service", rate(2, sink)))
+
+    got = run(lambda sink: by("host", nested(sink)), inputs, until=60)
+
+    def per_host(sink: Any) -> Any:
+        instances: dict[Any, Any] = {}
+
+        def dispatch(event: Event) -> None:
+            if event.host not in instances:
+                instances[event.host] = nested(sink)
+            instances[event.host](event)
+        return dispatch
+
+    assert got == run(per_host, inputs, until=60)
 
 
 @relaxed

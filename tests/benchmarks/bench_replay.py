@@ -1,6 +1,7 @@
 """Recording size, replay speed and diff time over a synthetic production day.
 
     .venv/bin/python tests/benchmarks/bench_replay.py [--events N] [--per-request K]
+        [--before REV [--rounds R]]
 
 Traffic like REPLAY.md §5.2 measured: 2,000 hosts with 37-character names ×
 20 services, a one-decimal double metric, a state, a ttl and one tag, K
@@ -14,6 +15,11 @@ diff`` compares it with a copy whose threshold is one point higher. Targets:
 replay is run again storing checkpoints every minute of recorded time, and
 ``explain --alert`` and ``--why-not`` near the end of the recording are timed
 with and without them, side by side.
+
+With ``--before REV`` (e.g. ``main``) it only measures replay speed, of this
+checkout and of ``git archive REV`` side by side: each round replays the same
+recording through both, each in a fresh process, alternating (drift on a
+shared VM hits both alike), and the medians and their ratio are printed.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,10 +96,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--per-request", type=int, default=10)
+    parser.add_argument("--before", help="git revision to compare replay speed with")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         recording = directory / "day.rrec"
+        if args.before:
+            write_recording(recording, args.events, args.per_request)
+            _side_by_side(directory, recording, args.before, args.rounds)
+            return
         started = time.perf_counter()
         encode = write_recording(recording, args.events, args.per_request)
         wrote = time.perf_counter() - started
@@ -161,6 +174,52 @@ def _checkpoint_bench(config: Path, recording: Path, path: Path, plain: float) -
             times.append(time.perf_counter() - started)
         print(f"{label}: {times[0]:.2f} s from the start, {times[1]:.2f} s from the nearest "
               f"checkpoint = {times[0] / times[1]:.1f}x faster")
+
+
+#: One replay in a fresh process: prints events per CPU second.
+_REPLAY_RATE = """
+import sys, time
+from transport._cli_run import tune_garbage_collector
+from transport._replay import replay
+tune_garbage_collector()
+cpu = time.process_time()
+result = replay(sys.argv[1], sys.argv[2])
+print(result.events / (time.process_time() - cpu), len(result.alerts))
+"""
+
+
+def _side_by_side(directory: Path, recording: Path, revision: str, rounds: int) -> None:
+    from bench_server import ROOT, snapshot
+
+    before = snapshot(revision, directory / "before")
+    if before is None:
+        sys.exit(f"git cannot give revision {revision!r}")
+    configs = {"typical config": directory / "typical.py", "streams(index)": directory / "bare.py"}
+    configs["typical config"].write_text(CONFIG.format(limit=95))
+    configs["streams(index)"].write_text("from streams import *\nstreams(index)\n")
+    trees = {"before": before, "after": ROOT}
+    rates: dict[tuple[str, str], list[float]] = {}
+    alerts: dict[tuple[str, str], set[str]] = {}
+    for _ in range(rounds):
+        for name, config in configs.items():
+            for tree, path in trees.items():
+                env = {**os.environ, "PYTHONPATH": str(path), "PYTHONHASHSEED": "0"}
+                env.pop("RILLET_PURE_PYTHON", None)
+                done = subprocess.run([sys.executable, "-c", _REPLAY_RATE, str(config),
+                                       str(recording)], cwd=path, env=env, check=True,
+                                      capture_output=True, text=True)
+                rate, count = done.stdout.split()
+                rates.setdefault((name, tree), []).append(float(rate))
+                alerts.setdefault((name, tree), set()).add(count)
+    print(f"replay events/s per core, median of {rounds} alternating rounds "
+          f"(before = {revision}, after = this checkout):")
+    print("| config | before | after | after / before | alerts before, after |")
+    print("|---|---:|---:|---:|---|")
+    for name in configs:
+        old, new = (statistics.median(rates[name, tree]) for tree in trees)
+        print(f"| {name} | {old:,.0f} | {new:,.0f} | {new / old:.2f} | "
+              f"{', '.join(sorted(alerts[name, 'before']))}; "
+              f"{', '.join(sorted(alerts[name, 'after']))} |")
 
 
 def _direct(config: Path, recording: Path) -> float:

@@ -9,7 +9,8 @@ Four servers, each in its own process pinned to CPU 0 (``taskset``):
 - ``c``: ``rillet run`` with the C parser (transport/_fastwire.c);
 - ``python``: ``rillet run`` with ``RILLET_PURE_PYTHON=1``, the fallback;
 - ``before``: ``rillet run`` from ``git archive REV`` (default: where this branch
-  left main), to compare the fallback with the code it replaced.
+  left main), with this checkout's C parser when REV has the same source, to
+  compare with the code this branch changed.
 
 The load generator, this process pinned to CPU 1, pipelines pre-serialised
 messages over 4 TCP connections with 256 requests outstanding each, and
@@ -250,6 +251,13 @@ def snapshot(revision: str, into: Path) -> Path | None:
         return None
     into.mkdir()
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    # The C parser is built by pip, not archived: when its source is the same
+    # in both trees, the revision gets this checkout's build, so that a
+    # comparison measures the Python code that changed, not C against Python.
+    source = Path("transport", "_fastwire.c")
+    if (into / source).exists() and (into / source).read_bytes() == (ROOT / source).read_bytes():
+        for built in ROOT.glob("transport/_fastwire*.so"):
+            shutil.copy(built, into / "transport" / built.name)
     return into
 
 
