@@ -8,6 +8,7 @@ the tests compare what reached the streams with what clients had acked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -27,7 +28,8 @@ import pytest
 import trio
 from _peers import Process, free_port, listening, poll
 from conftest import require_binary
-from trio_websocket import open_websocket_url
+from test_live import websocket
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 from streams import Event
 from transport import Client, RiemannError
@@ -468,7 +470,7 @@ LIVE_CONFIG = CONFIG.replace("import tcp_server", "import tcp_server, ws_server"
     "tcp_server(port", "ws_server(port=int(os.environ['RILLET_TEST_WS_PORT']))\ntcp_server(port")
 
 
-def test_a_websocket_subscriber_of_an_edge_sees_every_worker_s_index_updates(
+def test_a_websocket_subscriber_of_an_edge_gets_the_workers_index_then_their_updates(
         nats_url: str, tmp_path: Path) -> None:
     edge_port, ws_port = free_port(), free_port()
     common = ("--nats", nats_url, "--stream", "LIVE", "--partitions", "4")
@@ -479,43 +481,57 @@ def test_a_websocket_subscriber_of_an_edge_sees_every_worker_s_index_updates(
                       *common, config_text=LIVE_CONFIG, env=env) for n in range(2)]
     settings = ScaleOut(partitions=4)
     hosts = [f"web-{n}" for n in range(20)]
+    query = quote('service = "live"')
 
     def send(events: list[Event]) -> None:
         with Client(port=edge_port, timeout=10) as client:
             client.send(events)
 
-    async def subscribe() -> dict[str, Any]:
-        query = quote('service = "live"')
+    def indexed() -> dict[str, float]:
+        with Client(port=edge_port, timeout=10) as client:
+            return {e.host: e.metric for e in client.query('service = "live"')}
+
+    async def read_index() -> list[dict[str, Any]]:
+        """What /index without subscribe=true sends before it closes the socket."""
+        found = []
+        async with websocket(f"ws://127.0.0.1:{ws_port}/index?query={query}") as socket:
+            with trio.fail_after(30), contextlib.suppress(ConnectionClosed):
+                while True:
+                    found.append(json.loads(await socket.get_message()))
+        return found
+
+    async def subscribe() -> tuple[list[dict[str, Any]], dict[str, Any]]:
         url = f"ws://127.0.0.1:{ws_port}/index?subscribe=true&query={query}"
-        seen: dict[str, Any] = {}
         async with open_websocket_url(url) as socket:
-            # Workers publish index updates once they hear an edge has subscribers:
-            # a marker is sent until it comes back.
             with trio.fail_after(30):
-                while not seen:
-                    await trio.to_thread.run_sync(
-                        send, [Event(host="marker", service="live", metric=0)])
-                    with trio.move_on_after(0.5):
-                        event = json.loads(await socket.get_message())
-                        seen[event["host"]] = event
+                # First what the workers have indexed, as a plain rillet sends it.
+                first = [json.loads(await socket.get_message()) for _ in hosts]
+            # Then every update, from the first one: sent once, none may fall
+            # between the index's answer and the live updates.
             await trio.to_thread.run_sync(send, [
                 *(Event(host=host, service="other", metric=1) for host in hosts),
                 *(Event(host=host, service="live", metric=2) for host in hosts)])
+            seen: dict[str, Any] = {}
             with trio.fail_after(30):
                 while not all(seen.get(host, {}).get("metric") == 2 for host in hosts):
                     event = json.loads(await socket.get_message())
                     assert event["service"] == "live", event  # the query filters
                     seen[event["host"]] = event
-        return seen
+        return first, seen
 
     try:
         poll(lambda: ready(edge_port), 60, "the edge and its workers")
         poll(lambda: [len(held(w)) for w in workers] == [2, 2], 60, "the partitions balanced")
-        seen = trio.run(subscribe)
+        send([Event(host=host, service="live", metric=1, ttl=3600) for host in hosts])
+        poll(lambda: indexed() == dict.fromkeys(hosts, 1), 30, "the workers to index them")
+        snapshot = trio.run(read_index)
+        first, seen = trio.run(subscribe)
     finally:
         for process in (edge, *workers):
             process.stop()
     # Every partition, so both workers (two each), reached the subscriber through the edge.
     assert {settings.partition(Event(host=host)) for host in hosts} == {0, 1, 2, 3}
+    assert sorted((e["host"], e["metric"]) for e in snapshot) == [(h, 1) for h in sorted(hosts)]
+    assert sorted((e["host"], e["metric"]) for e in first) == [(h, 1) for h in sorted(hosts)]
     assert set(hosts) <= set(seen)
     assert edge.process.returncode == 0, edge.text()[-3000:]

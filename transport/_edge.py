@@ -79,6 +79,8 @@ class Edge:
         self._since: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._settled = trio.Event()
         self._send: trio.MemorySendChannel[Any] | None = None
+        # Set while the edge receives the workers' index updates (see _follow_workers).
+        self._following = trio.Event()
         self.stored = 0
         self.live_received = 0
         self.retries = 0
@@ -265,6 +267,7 @@ class Edge:
 
         connection = self._connection
         subscription = await aio(connection.subscribe)(self.settings.index_subject("*"))
+        self._following.set()
         try:
             next_interest = 0.0
             while watching["on"]:
@@ -286,6 +289,7 @@ class Edge:
                         runtime.pubsub.publish("index", Event(**event.as_dict()))
                 self.live_received += len(events)
         finally:
+            self._following = trio.Event()
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await aio(subscription.unsubscribe)()
 
@@ -304,9 +308,26 @@ class Edge:
             return encode_reply(ok=False, error=str(error))
         return encode_reply(ok=True, events=found)
 
-    async def query(self, text: str, timeout: float | None = None) -> list[Event]:
+    async def search_index(self, text: str) -> list[Event]:
+        """What a new WebSocket or SSE subscriber to ``"index"`` gets first (the HTTP
+        servers' hook): the workers' indexed events matching ``text``.
+
+        The subscriber's follower is registered before this is called, so the
+        edge is (or is about to start) following the workers' updates. It asks
+        once it does: its NATS subscription to the updates then precedes the
+        query on its connection, and the query tells each worker to publish its
+        updates from before it searches, so no update falls between this answer
+        and the live ones (one that arrives meanwhile may come after it as well).
+        """
+        with trio.move_on_after(self.settings.query_timeout):
+            await self._following.wait()
+        return await self.query(text, live=True)
+
+    async def query(self, text: str, timeout: float | None = None, *,
+                    live: bool = False) -> list[Event]:
         """The events matching ``text`` in the workers' indexes, merged; raise
-        LookupError when some partition did not answer within ``timeout``."""
+        LookupError when some partition did not answer within ``timeout``.
+        ``live`` makes the workers publish their index updates from now."""
         if self._send is None:
             raise LookupError("the edge is not connected to NATS yet")
         self.queries += 1
@@ -315,7 +336,7 @@ class Edge:
         result: list[Any] = []
 
         async def ask() -> None:
-            result.append(await aio(self._query_aio)(text, timeout))
+            result.append(await aio(self._query_aio)(text, timeout, live))
 
         done = trio.Event()
 
@@ -335,7 +356,7 @@ class Edge:
             raise result[0]
         return result[0]  # type: ignore[no-any-return]
 
-    async def _query_aio(self, text: str, timeout: float) -> list[Event]:
+    async def _query_aio(self, text: str, timeout: float, live: bool) -> list[Event]:
         import asyncio
 
         connection = self._connection
@@ -346,7 +367,8 @@ class Edge:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
-            await connection.publish(self.settings.query_subject, text.encode(), reply=inbox)
+            await connection.publish(self.settings.query_subject, text.encode(), reply=inbox,
+                                     headers={"Live": "1"} if live else None)
             while len(answered) < self.settings.partitions:
                 left = deadline - loop.time()
                 if left <= 0:

@@ -65,6 +65,7 @@ DEFAULT_MAX_BODY = 1 << 20
 _SNAPSHOT_SLICE = 500
 
 Send = Callable[[bytes], Awaitable[None]]
+Search = Callable[[], Awaitable[list[Event]]]
 
 
 class _Closed(Exception):
@@ -327,15 +328,15 @@ class _HttpListener:
 
     # Subscriptions --------------------------------------------------------
 
-    async def _follow(self, channel: str, query: str, snapshot: list[Event] | None, send: Send,
+    async def _follow(self, channel: str, query: str, search: Search | None, send: Send,
                       frame: Callable[[Entry], bytes], describe: str,
                       wrap: Callable[[bytes], bytes] = bytes) -> bool:
-        """Send ``snapshot`` then every matching event of ``channel``, until the peer leaves.
+        """Send what ``search`` finds then every matching event of ``channel``, until the
+        peer leaves.
 
         ``frame`` picks an entry's bytes for this protocol and ``wrap`` frames
-        a batch (chunked encoding for SSE). The caller takes the snapshot with
-        no checkpoint before this call, and the follower is registered before
-        the first one, so no update falls between the two.
+        a batch (chunked encoding for SSE). The follower is registered before
+        the search, so no update falls between the two (see :func:`_searcher`).
         Returns True when the follower was dropped for lagging.
         """
         assert self.hub is not None
@@ -343,6 +344,7 @@ class _HttpListener:
         with trio.CancelScope() as scope:
             follower = hub.follow(channel, query, scope, describe) if channel else None
             try:
+                snapshot = None if search is None else await search()
                 if snapshot:
                     for start in range(0, len(snapshot), _SNAPSHOT_SLICE):
                         entries = [Entry(e) for e in snapshot[start:start + _SNAPSHOT_SLICE]]
@@ -500,6 +502,7 @@ class WsServer(_HttpListener):
             await send(ws.send(TextMessage(data=reply)))
 
         dropped = False
+        failure = ""
         async with trio.open_nursery() as nursery:
 
             async def read_then_stop() -> None:
@@ -511,16 +514,19 @@ class WsServer(_HttpListener):
                 return
             assert query is not None
             subscribe = path.startswith("/pubsub/") or request.params.get("subscribe") == "true"
-            snapshot = (runtime.index.search(query) if channel == "index"
-                        and not path.startswith("/pubsub/") else None)
-            dropped = await self._follow(channel if subscribe else "", query, snapshot,
-                                         send, Entry.ws_frame,
-                                         f"WebSocket subscriber {peer} {path}")
+            search = (_searcher(runtime, query) if channel == "index"
+                      and not path.startswith("/pubsub/") else None)
+            try:
+                dropped = await self._follow(channel if subscribe else "", query, search,
+                                             send, Entry.ws_frame,
+                                             f"WebSocket subscriber {peer} {path}")
+            except LookupError as error:  # an edge's workers did not all answer
+                failure = str(error)
             # Riemann closes an /index socket without subscribe=true once sent.
             nursery.cancel_scope.cancel()
         if not dropped:  # a dropped subscriber's socket is full: it is just cut
             with trio.move_on_after(2):
-                await close(1000)
+                await close(1011, failure) if failure else await close(1000)
 
     async def _ws_reader(self, stream: trio.abc.Stream, ws: WSConnection, send: Send,
                          on_message: Callable[[str], Awaitable[None]] | None) -> None:
@@ -595,12 +601,26 @@ class SseServer(_HttpListener):
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_when_closed, stream, nursery.cancel_scope)
-            # Searched only now: between the search and the follow nothing yields,
-            # so no update falls between the snapshot and the live stream.
-            snapshot = runtime.index.search(query)
-            await self._follow("index", query, snapshot, stream.send_all,
-                               Entry.sse_frame, f"SSE subscriber {peer}", wrap=chunk)
+            try:
+                await self._follow("index", query, _searcher(runtime, query), stream.send_all,
+                                   Entry.sse_frame, f"SSE subscriber {peer}", wrap=chunk)
+            except LookupError as error:  # an edge's workers did not all answer
+                log.warning("closing SSE subscriber %s: %s", peer, error)
         return False
+
+
+def _searcher(runtime: Runtime, query: str) -> Search:
+    """The search a new subscriber to ``"index"`` gets first: the runtime's index, or on
+    a scaled-out edge (transport/_edge.py) its workers' indexes, fanned out."""
+    edge = next((s for s in runtime.services if hasattr(s, "search_index")), None)
+
+    async def search() -> list[Event]:
+        if edge is not None:
+            return await edge.search_index(query)  # type: ignore[no-any-return]
+        # No checkpoint between the follower's registration and this search.
+        return runtime.index.search(query)
+
+    return search
 
 
 async def cancel_when_closed(stream: trio.abc.ReceiveStream, scope: trio.CancelScope) -> None:

@@ -37,6 +37,7 @@ import trio
 from streams import Config, Event, Runtime
 from streams._config import source_files
 from streams._event import outlived
+from streams._pubsub import Subscription
 from streams._ratelimit import LogLimiter
 
 from . import _handover
@@ -89,6 +90,7 @@ class Worker:
         self._held_before: set[int] = set()
         self._live_until = 0.0
         self._updates: list[Any] = []
+        self._subscription: Subscription | None = None
         self.live_published = 0
         self.live_dropped = 0
         self._config_digest = b""
@@ -445,6 +447,9 @@ class Worker:
 
         from streams._query import QuerySyntaxError
 
+        if (message.headers or {}).get("Live"):
+            # A new subscriber's first answer: its updates follow from this search on.
+            self._want_live()
         owned = {p for p, o in self.owned.items() if o.ready}
         headers = {"Partitions": ",".join(str(p) for p in sorted(owned))}
         parts = []
@@ -466,23 +471,25 @@ class Worker:
     # Live subscriptions ----------------------------------------------------
 
     async def _interest_aio(self, message: Any) -> None:
+        self._want_live()
+
+    def _want_live(self) -> None:
         self._live_until = time.monotonic() + _LIVE_LINGER
+        if self._subscription is None:
+            # The index publishes its updates only while "index" is subscribed.
+            self._subscription = self.runtime.pubsub.subscribe("index", self._update,
+                                                               persistent=True)
 
     async def _live(self) -> None:
         """While an edge has live subscribers, publish the index updates of each owned
         partition to its subject, in batches."""
         pubsub = self.runtime.pubsub
-        subscription = None
         try:
             while True:
                 await trio.sleep(_LIVE_INTERVAL)
-                wanted = time.monotonic() < self._live_until
-                if wanted and subscription is None:
-                    # The index publishes its updates only while "index" is subscribed.
-                    subscription = pubsub.subscribe("index", self._update, persistent=True)
-                elif not wanted and subscription is not None:
-                    pubsub.unsubscribe(subscription)
-                    subscription = None
+                if time.monotonic() >= self._live_until and self._subscription is not None:
+                    pubsub.unsubscribe(self._subscription)
+                    self._subscription = None
                     self._updates = []
                 if self._updates:
                     updates, self._updates = self._updates, []
@@ -493,8 +500,9 @@ class Worker:
                         log.warning("%s: publishing %d index updates failed: %s", self.name,
                                     len(updates), error)
         finally:
-            if subscription is not None:
-                pubsub.unsubscribe(subscription)
+            if self._subscription is not None:
+                pubsub.unsubscribe(self._subscription)
+                self._subscription = None
 
     def _update(self, event: Any) -> None:
         updates = self._updates
