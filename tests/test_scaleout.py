@@ -31,10 +31,12 @@ from conftest import require_binary
 from test_live import websocket
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from streams import Event
-from transport import Client, RiemannError
+from streams import Event, Runtime
+from transport import Client, RiemannError, TrioScheduler
 from transport._codec import OK_REPLY, encode_request
+from transport._edge import Edge
 from transport._jetstream import ScaleOut
+from transport._worker import Worker
 
 pytestmark = pytest.mark.network
 
@@ -535,3 +537,52 @@ def test_a_websocket_subscriber_of_an_edge_gets_the_workers_index_then_their_upd
     assert sorted((e["host"], e["metric"]) for e in first) == [(h, 1) for h in sorted(hosts)]
     assert set(hosts) <= set(seen)
     assert edge.process.returncode == 0, edge.text()[-3000:]
+
+
+def test_a_query_over_a_large_index_does_not_hold_the_worker(
+        nats_url: str, tmp_path: Path) -> None:
+    """A worker searches in slices and lets its loop run between them: while it answers
+    a query scanning 300 000 entries, its other tasks (consuming, renewing leases; here
+    a ticker) are held for a small part of the query's time, not all of it."""
+    path = tmp_path / "monitoring.py"
+    path.write_text("from streams import *\nstreams(index)\n")
+    settings = ScaleOut(url=nats_url, stream="SLICES", partitions=2, lease=30)
+    # Costly per entry, matching none: the search is the work, not the reply.
+    query = " or ".join(f'host =~ "%needle-{n}%"' for n in range(8))
+    measured: dict[str, float] = {}
+
+    async def main() -> None:
+        runtime = Runtime(TrioScheduler())
+        config = runtime.load(path)
+        worker = Worker(settings, name="slices")
+        edge = Edge(settings)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.run, config, runtime)
+            await nursery.start(edge.serve, Runtime(TrioScheduler()))
+            with trio.fail_after(60):
+                while len([o for o in worker.owned.values() if o.ready]) < 2:
+                    await trio.sleep(0.05)
+            with runtime:
+                for n in range(300_000):
+                    runtime.index(Event(host=f"host-{n}", service="s", metric=n, time=0,
+                                        ttl=1e9))
+            gaps: list[float] = []
+
+            async def tick() -> None:
+                while True:
+                    before = trio.current_time()
+                    await trio.sleep(0.001)
+                    gaps.append(trio.current_time() - before)
+
+            nursery.start_soon(tick)
+            await trio.sleep(0.1)
+            gaps.clear()
+            started = trio.current_time()
+            assert await edge.query(query, timeout=60) == []
+            measured["query"] = trio.current_time() - started
+            measured["longest hold"] = max(gaps)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    # Unsliced, the ticker waits for the whole search (the hold is ~the query's time).
+    assert measured["longest hold"] < measured["query"] / 4, measured
