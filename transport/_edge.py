@@ -363,6 +363,7 @@ class Edge:
         inbox = connection.new_inbox()
         subscription = await connection.subscribe(inbox)
         answered: set[int] = set()
+        claimed: dict[str, set[int]] = {}
         found: list[Event] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -382,14 +383,19 @@ class Edge:
                 headers = message.headers or {}
                 if "Error" in headers:
                     raise ValueError(headers["Error"])
-                owned = {int(p) for p in headers.get("Partitions", "").split(",") if p}
-                fresh = owned - answered
-                if not fresh:
-                    continue
+                # A large answer comes in parts ("Part: i/n", in order): the partitions
+                # a worker's first part claims count as answered once its last is here.
+                worker = headers.get("Worker", "")
+                number, _, count = headers.get("Part", "1/1").partition("/")
+                if number == "1":
+                    owned = {int(p) for p in headers.get("Partitions", "").split(",") if p}
+                    claimed[worker] = owned - answered - set().union(*claimed.values())
+                fresh = claimed.get(worker, set())
                 for event in decode_message(message.data, 0.0).events:
                     if self.settings.partition(event) in fresh:
                         found.append(Event(**event.as_dict()))
-                answered |= fresh
+                if number == count:
+                    answered |= claimed.pop(worker, set())
         finally:
             await subscription.unsubscribe()
         return found

@@ -465,8 +465,20 @@ class Worker:
         except (QuerySyntaxError, UnicodeDecodeError, ValueError) as error:
             headers["Error"] = str(error)
             parts = []
-        body = b"".join(parts)
-        await self.connection.publish(message.reply, body, headers=headers)
+        # An answer larger than NATS's max_payload goes in several messages, each
+        # numbered (the edge counts the partitions answered once it has the last).
+        limit = max(1, self.connection.max_payload - 4096)  # the headers' room
+        bodies: list[bytes] = []
+        for part in parts:
+            if bodies and len(bodies[-1]) + len(part) <= limit:
+                bodies[-1] += part
+            else:
+                bodies.append(part)
+        bodies = bodies or [b""]
+        headers["Worker"] = self.name
+        for number, body in enumerate(bodies, 1):
+            headers["Part"] = f"{number}/{len(bodies)}"
+            await self.connection.publish(message.reply, body, headers=dict(headers))
 
     # Live subscriptions ----------------------------------------------------
 
