@@ -79,8 +79,10 @@ class Edge:
         self._since: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._settled = trio.Event()
         self._send: trio.MemorySendChannel[Any] | None = None
-        # Set while the edge receives the workers' index updates (see _follow_workers).
+        # Set while the edge receives the workers' index updates (see _follow_workers),
+        # which it does while "index" has subscribers (watched).
         self._following = trio.Event()
+        self._watched = False
         self.stored = 0
         self.live_received = 0
         self.retries = 0
@@ -248,7 +250,7 @@ class Edge:
         watching = {"on": False}
 
         def watch(on: bool) -> None:
-            watching["on"] = on
+            watching["on"] = self._watched = on
             if on:
                 wanted.set()
 
@@ -319,6 +321,8 @@ class Edge:
         updates from before it searches, so no update falls between this answer
         and the live ones (one that arrives meanwhile may come after it as well).
         """
+        if not self._watched:  # /index without subscribe=true: its answer alone
+            return await self.query(text)
         with trio.move_on_after(self.settings.query_timeout):
             await self._following.wait()
         return await self.query(text, live=True)

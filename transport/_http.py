@@ -526,7 +526,7 @@ class WsServer(_HttpListener):
             nursery.cancel_scope.cancel()
         if not dropped:  # a dropped subscriber's socket is full: it is just cut
             with trio.move_on_after(2):
-                await close(1011, failure) if failure else await close(1000)
+                await close(1011 if failure else 1000, failure)
 
     async def _ws_reader(self, stream: trio.abc.Stream, ws: WSConnection, send: Send,
                          on_message: Callable[[str], Awaitable[None]] | None) -> None:
