@@ -13,7 +13,9 @@ down instead of growing memory.
 
 Queries are fanned out to every worker (NATS request with many replies) and
 merged: each worker answers for the partitions it owns, and the edge waits
-until every partition has answered once.
+until every partition has answered once. A WebSocket or SSE subscriber to
+``"index"`` gets such an answer first (:meth:`Edge.search_index`), then the
+workers' index updates.
 """
 
 from __future__ import annotations
