@@ -222,7 +222,7 @@ async def stop_gracefully(running: Running, scope: trio.CancelScope, within: flo
         async with trio.open_nursery() as nursery:
             for server in drained:
                 nursery.start_soon(server.drain, _READ_AFTER_STOP)
-    unanswered = sum(server.connections for server in drained)
+    unanswered = sum(server.answering for server in drained)
     if unanswered:
         log.warning("stopping: %d TCP or HTTP connections were still answering after %s s; "
                     "they are closed, and their clients see no reply to what they sent last",

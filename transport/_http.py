@@ -236,6 +236,7 @@ class _HttpListener:
     _subscriptions: set[trio.CancelScope] = field(default_factory=set, repr=False,
                                                   compare=False)
     _closed: trio.Event | None = field(default=None, repr=False, compare=False)
+    _taps: int = field(default=0, repr=False, compare=False)  # drain does not wait for them
 
     kind = "HTTP"
 
@@ -264,8 +265,9 @@ class _HttpListener:
         for up to ``read_for`` seconds more and answered; a connection waiting
         for its next request closes within STOP_QUIET seconds; WebSocket
         subscribers get a close frame (1001, going away) and SSE streams their
-        last chunk. Returns once every connection is closed: the caller bounds
-        how long that may take.
+        last chunk. Returns once every connection but the remote recorders'
+        (``rillet record remote``, which go with the listener) is closed: the
+        caller bounds how long that may take.
         """
         now = trio.current_time()
         self._reads_end = now + read_for
@@ -275,7 +277,7 @@ class _HttpListener:
             scope.deadline = min(scope.deadline, self._read_deadline(begun))
         for scope in self._subscriptions:
             scope.cancel()
-        while self.connections:
+        while self.answering:
             self._closed = trio.Event()
             await self._closed.wait()
 
@@ -323,6 +325,11 @@ class _HttpListener:
     def stopping(self) -> bool:
         return self._reads_end is not None
 
+    @property
+    def answering(self) -> int:
+        """Connections a graceful stop waits for."""
+        return self.connections - self._taps
+
     async def _connection(self, accepted: Any, runtime: Runtime) -> None:
         self.connections += 1
         accepted.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -350,7 +357,7 @@ class _HttpListener:
                       peer, exc_info=error)
         finally:
             self.connections -= 1
-            if self.connections == 0 and self._closed is not None:
+            if not self.answering and self._closed is not None:
                 self._closed.set()
             await trio.aclose_forcefully(stream)
 
@@ -651,7 +658,13 @@ class SseServer(_HttpListener):
         if request.path in ("/recording", "/recording/"):  # rillet record remote
             from ._tap import serve_tap
 
-            return await serve_tap(stream, conn, runtime, peer, token_filter, self.headers)
+            # A remote recorder records to the end: it goes when the listener
+            # stops, after what the other servers answer while draining.
+            self._taps += 1
+            try:
+                return await serve_tap(stream, conn, runtime, peer, token_filter, self.headers)
+            finally:
+                self._taps -= 1
         if request.path not in ("/index", "/index/"):
             await stream.send_all(_error(conn, 404, f"no such path: {request.path}; the SSE "
                                          f"server serves /index?query=... and /recording",
@@ -685,7 +698,12 @@ class SseServer(_HttpListener):
             with self._subscription(nursery.cancel_scope):
                 await self._follow("index", query, snapshot, stream.send_all,
                                    Entry.sse_frame, f"SSE subscriber {peer}", wrap=chunk)
-        if self.stopping:  # the last chunk: an EventSource sees the stream end, not break
+        return await self._end_stream(stream, conn)
+
+    async def _end_stream(self, stream: trio.abc.Stream, conn: h11.Connection) -> bool:
+        """At a graceful stop, the last chunk: an EventSource sees its stream end, not
+        break. False: the connection closes."""
+        if self.stopping and conn.our_state is h11.SEND_BODY:
             with trio.move_on_after(1):
                 await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
         return False
