@@ -5,7 +5,9 @@ Real peers started here on loopback: a Graphite line receiver (TCP), a Riemann
 server for `forward` (length-prefixed Msgs, acknowledged), and an HTTP
 receiver for `webhook`. Clients keep sending while the signal arrives; a
 last client pipelines a burst just before it. Afterwards every event a client
-had an ok for is in the shutdown snapshot and reached every peer.
+had an ok for is in the shutdown snapshot and reached every peer. On the
+HTTP servers, a POST /events begun before the signal is answered, WebSocket
+subscribers get a 1001 close and SSE streams their last chunk.
 """
 
 from __future__ import annotations
@@ -341,6 +343,12 @@ def test_sigterm_answers_http_requests_begun_and_closes_subscribers_with_1001(
         streamed = b""
         while b"\r\n\r\n" not in streamed:
             streamed += sse.recv(65536)
+        # A remote recorder ('rillet record remote'): the drain does not wait for it.
+        recorder = connect("SSE")
+        recorder.sendall(b"GET /recording HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        recorded = b""
+        while b"event: header" not in recorded:
+            recorded += recorder.recv(65536)
         # A POST answered (so its connection is accepted), then a second one begun:
         # its head and half its body sent before SIGTERM, the rest once stopping.
         poster = connect("WebSocket")
@@ -371,6 +379,8 @@ def test_sigterm_answers_http_requests_begun_and_closes_subscribers_with_1001(
             subscriber.sendall(ws.send(closes[0].response()))
         while data := sse.recv(65536):
             streamed += data
+        while data := recorder.recv(65536):
+            recorded += data
         process.wait(timeout=STOP_WITHIN + 10)
     finally:
         sockets.close()
@@ -388,4 +398,6 @@ def test_sigterm_answers_http_requests_begun_and_closes_subscribers_with_1001(
     assert b"first-49" in streamed
     kept = {e.host for e in read_snapshot(snapshot, time.time())}
     assert set(first + second) <= kept, sorted(set(first + second) - kept)[:5]
-    assert "Traceback" not in text, text[-3000:]
+    assert b"HTTP/1.1 200" in recorded
+    # Every connection was done before the 4 s bound: none was still answering.
+    assert "still answering" not in text and "Traceback" not in text, text[-3000:]
