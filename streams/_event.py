@@ -38,8 +38,7 @@ def outlived(time: float, ttl: float | None, now: float) -> bool:
     >>> outlived(0, 5, now=6), outlived(0, 5, now=5), outlived(0, None, now=61)
     (True, False, True)
     """
-    # effective_ttl inlined: the index's sweep applies this once per stored key.
-    return now - time > (DEFAULT_TTL if ttl is None else ttl)
+    return now - time > effective_ttl(ttl)
 
 
 #: The base fields, in Riemann's order.
