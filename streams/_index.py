@@ -446,7 +446,8 @@ class Reaper:
         for event in expired:
             try:
                 tombstone = self.tombstone(event, now)
-                index._publish(tombstone)
+                if index._subscribers:
+                    index._publish(tombstone)
                 if self.streams is not None:
                     index._reaping = tombstone
                     try:

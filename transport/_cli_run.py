@@ -204,9 +204,10 @@ _ANSWER_AFTER_STOP = 3.0
 async def stop_gracefully(running: Running, scope: trio.CancelScope, within: float) -> None:
     """SIGTERM's stop, done before ``within`` seconds (--stop-within) have passed.
 
-    In order: the TCP servers accept no more connections and answer every
-    request they had read (a client that sent a message just before SIGTERM
-    gets its ok); every listener stops, so nothing more comes in; each
+    In order: the TCP and HTTP servers accept no more connections and answer
+    every request they had read (a client that sent a message just before
+    SIGTERM gets its ok; WebSocket subscribers get a 1001 close and SSE
+    streams end); every listener stops, so nothing more comes in; each
     ``async_queue`` hands what it holds to its children; then ``scope`` is
     cancelled, and the sinks flush and the last index snapshot is written
     concurrently. Each of those stops at the deadline and logs what it could
@@ -221,10 +222,10 @@ async def stop_gracefully(running: Running, scope: trio.CancelScope, within: flo
         async with trio.open_nursery() as nursery:
             for server in drained:
                 nursery.start_soon(server.drain, _READ_AFTER_STOP)
-    unanswered = sum(server.connections for server in drained)
+    unanswered = sum(server.answering for server in drained)
     if unanswered:
-        log.warning("stopping: %d TCP connections were still answering after %s s; they are "
-                    "closed, and their clients see no reply to what they sent last",
+        log.warning("stopping: %d TCP or HTTP connections were still answering after %s s; "
+                    "they are closed, and their clients see no reply to what they sent last",
                     unanswered, _READ_AFTER_STOP + _ANSWER_AFTER_STOP)
     for service in listeners(Config(services=services)):
         await running.stop_service(service)

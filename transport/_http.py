@@ -15,14 +15,16 @@ subscriber sees is limited by that token's query.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hmac
 import ipaddress
 import json
 import logging
+import math
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -48,7 +50,7 @@ from ._defaults import DEFAULT_HOST
 from ._json import JsonEventError, event_from_json, events_from_json_body
 from ._live import DEFAULT_MAX_BEHIND, Entry, LiveHub, TooFarBehind
 from ._recording import record_events
-from ._server import _check_port, _peer, listen_tcp
+from ._server import STOP_QUIET, _check_port, _peer, listen_tcp
 from ._tls import check_tls, server_stream
 
 __all__ = ["DEFAULT_SSE_PORT", "DEFAULT_WS_PORT", "SseServer", "Tokens", "WsServer",
@@ -196,15 +198,6 @@ def _limit(query: str, token_filter: str | None) -> str:
     return f"({token_filter}) and ({query})"
 
 
-async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> Any:
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(bytes(await stream.receive_some(65_536)))
-            continue
-        return event
-
-
 def _response(conn: h11.Connection, status: int, body: bytes,
               content_type: str = "application/json",
               headers: tuple[tuple[str, str], ...] = ()) -> bytes:
@@ -234,6 +227,17 @@ class _HttpListener:
     unauthorized: int = field(default=0, repr=False)
     bound_port: int | None = field(default=None, repr=False)
     hub: LiveHub | None = field(default=None, repr=False)
+    # A graceful stop (see drain): when reading ends, the pending reads (each
+    # with whether a request or message had begun), the accept loop, the
+    # subscriptions to end, and what drain waits for.
+    _reads_end: float | None = field(default=None, repr=False, compare=False)
+    _reads: dict[trio.CancelScope, bool] = field(default_factory=dict, repr=False,
+                                                 compare=False)
+    _accepting: trio.CancelScope | None = field(default=None, repr=False, compare=False)
+    _subscriptions: set[trio.CancelScope] = field(default_factory=set, repr=False,
+                                                  compare=False)
+    _closed: trio.Event | None = field(default=None, repr=False, compare=False)
+    _taps: int = field(default=0, repr=False, compare=False)  # drain does not wait for them
 
     kind = "HTTP"
 
@@ -246,8 +250,86 @@ class _HttpListener:
         listeners = await listen_tcp(self.host, self.port, self.kind)
         self.hub = LiveHub(runtime.pubsub, self.max_behind)
         self.bound_port = listeners[0].socket.getsockname()[1]
+        self._reads_end = None
         task_status.started(self.bound_port)
-        await trio.serve_listeners(lambda s: self._connection(s, runtime), listeners)
+        # Connections live in their own nursery, so that drain can stop the
+        # accept loop (closing the listeners) while they finish.
+        async with trio.open_nursery() as connections:
+            with trio.CancelScope() as self._accepting:
+                await trio.serve_listeners(lambda s: self._connection(s, runtime), listeners,
+                                           handler_nursery=connections)
+
+    async def drain(self, read_for: float = 1.0) -> None:
+        """The graceful stop: accept no more connections, answer every request begun.
+
+        A request (or WebSocket message) whose first bytes had arrived is read
+        for up to ``read_for`` seconds more and answered; a connection waiting
+        for its next request closes within STOP_QUIET seconds; WebSocket
+        subscribers get a close frame (1001, going away) and SSE streams their
+        last chunk. Returns once every connection but the remote recorders'
+        (``rillet record remote``, which go with the listener) is closed: the
+        caller bounds how long that may take.
+        """
+        now = trio.current_time()
+        self._reads_end = now + read_for
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for scope, begun in self._reads.items():
+            scope.deadline = min(scope.deadline, self._read_deadline(begun))
+        for scope in self._subscriptions:
+            scope.cancel()
+        while self.answering:
+            self._closed = trio.Event()
+            await self._closed.wait()
+
+    def _read_deadline(self, begun: bool) -> float:
+        if self._reads_end is None:
+            return math.inf
+        return self._reads_end if begun else min(trio.current_time() + STOP_QUIET,
+                                                 self._reads_end)
+
+    async def _receive(self, stream: trio.abc.Stream, begun: bool) -> bytes | None:
+        """What the client sent next (b"" once it closed), or None once a graceful stop
+        ended reading; ``begun``: a request or message is partly read."""
+        with trio.CancelScope(deadline=self._read_deadline(begun)) as reading:
+            self._reads[reading] = begun
+            try:
+                return bytes(await stream.receive_some(65_536))
+            finally:
+                del self._reads[reading]
+        return None
+
+    async def _next_event(self, conn: h11.Connection, stream: trio.abc.Stream) -> Any:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await self._receive(stream, conn.their_state is not h11.IDLE
+                                           or bool(conn.trailing_data[0]))
+                if data is None:
+                    raise _Closed
+                conn.receive_data(data)
+                continue
+            return event
+
+    @contextlib.contextmanager
+    def _subscription(self, scope: trio.CancelScope) -> Iterator[None]:
+        """Cancel ``scope`` (what follows a live feed) at a graceful stop."""
+        if self._reads_end is not None:
+            scope.cancel()
+        self._subscriptions.add(scope)
+        try:
+            yield
+        finally:
+            self._subscriptions.discard(scope)
+
+    @property
+    def stopping(self) -> bool:
+        return self._reads_end is not None
+
+    @property
+    def answering(self) -> int:
+        """Connections a graceful stop waits for."""
+        return self.connections - self._taps
 
     async def _connection(self, accepted: Any, runtime: Runtime) -> None:
         self.connections += 1
@@ -276,12 +358,14 @@ class _HttpListener:
                       peer, exc_info=error)
         finally:
             self.connections -= 1
+            if not self.answering and self._closed is not None:
+                self._closed.set()
             await trio.aclose_forcefully(stream)
 
     async def _requests(self, stream: trio.abc.Stream, conn: h11.Connection,
                         runtime: Runtime, peer: str) -> None:
         while True:
-            raw = await _next_event(conn, stream)
+            raw = await self._next_event(conn, stream)
             if not isinstance(raw, h11.Request):
                 return
             self.requests += 1
@@ -312,7 +396,7 @@ class _HttpListener:
         chunks: list[bytes] = []
         size = 0
         while True:
-            event = await _next_event(conn, stream)
+            event = await self._next_event(conn, stream)
             if isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > self.max_body:
@@ -510,22 +594,29 @@ class WsServer(_HttpListener):
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(read_then_stop)
-            if events_input:
-                return
-            assert query is not None
-            subscribe = path.startswith("/pubsub/") or request.params.get("subscribe") == "true"
-            search = (_searcher(runtime, query) if channel == "index"
-                      and not path.startswith("/pubsub/") else None)
-            try:
-                dropped = await self._follow(channel if subscribe else "", query, search,
-                                             send, Entry.ws_frame,
-                                             f"WebSocket subscriber {peer} {path}")
-            except LookupError as error:  # an edge's workers did not all answer
-                failure = str(error)
-            # Riemann closes an /index socket without subscribe=true once sent.
-            nursery.cancel_scope.cancel()
-        if not dropped:  # a dropped subscriber's socket is full: it is just cut
-            with trio.move_on_after(2):
+            # An /events reader ends at a graceful stop once the message begun is answered.
+            if not events_input:
+                assert query is not None
+                subscribe = (path.startswith("/pubsub/")
+                             or request.params.get("subscribe") == "true")
+                search = (_searcher(runtime, query) if channel == "index"
+                          and not path.startswith("/pubsub/") else None)
+                with self._subscription(nursery.cancel_scope):
+                    try:
+                        dropped = await self._follow(channel if subscribe else "", query,
+                                                     search, send, Entry.ws_frame,
+                                                     f"WebSocket subscriber {peer} {path}")
+                    except LookupError as error:  # an edge's workers did not all answer
+                        failure = str(error)
+                # Riemann closes an /index socket without subscribe=true once sent.
+                nursery.cancel_scope.cancel()
+        # A dropped subscriber's socket is full: it is just cut.
+        if dropped or (events_input and not self.stopping):
+            return
+        with trio.move_on_after(2):
+            if self.stopping:
+                await close(1001, "the server is stopping")
+            else:
                 await close(1011 if failure else 1000, failure)
 
     async def _ws_reader(self, stream: trio.abc.Stream, ws: WSConnection, send: Send,
@@ -551,10 +642,10 @@ class WsServer(_HttpListener):
                     if event.message_finished:
                         whole, parts, size = "".join(parts), [], 0
                         await on_message(whole)
-            data = await stream.receive_some(65_536)
+            data = await self._receive(stream, bool(parts))
             if not data:
                 return
-            ws.receive_data(bytes(data))
+            ws.receive_data(data)
 
 
 @dataclass
@@ -573,7 +664,13 @@ class SseServer(_HttpListener):
         if request.path in ("/recording", "/recording/"):  # rillet record remote
             from ._tap import serve_tap
 
-            return await serve_tap(stream, conn, runtime, peer, token_filter, self.headers)
+            # A remote recorder records to the end: it goes when the listener
+            # stops, after what the other servers answer while draining.
+            self._taps += 1
+            try:
+                return await serve_tap(stream, conn, runtime, peer, token_filter, self.headers)
+            finally:
+                self._taps -= 1
         if request.path not in ("/index", "/index/"):
             await stream.send_all(_error(conn, 404, f"no such path: {request.path}; the SSE "
                                          f"server serves /index?query=... and /recording",
@@ -601,11 +698,21 @@ class SseServer(_HttpListener):
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_when_closed, stream, nursery.cancel_scope)
-            try:
-                await self._follow("index", query, _searcher(runtime, query), stream.send_all,
-                                   Entry.sse_frame, f"SSE subscriber {peer}", wrap=chunk)
-            except LookupError as error:  # an edge's workers did not all answer
-                log.warning("closing SSE subscriber %s: %s", peer, error)
+            with self._subscription(nursery.cancel_scope):
+                try:
+                    await self._follow("index", query, _searcher(runtime, query),
+                                       stream.send_all, Entry.sse_frame,
+                                       f"SSE subscriber {peer}", wrap=chunk)
+                except LookupError as error:  # an edge's workers did not all answer
+                    log.warning("closing SSE subscriber %s: %s", peer, error)
+        return await self._end_stream(stream, conn)
+
+    async def _end_stream(self, stream: trio.abc.Stream, conn: h11.Connection) -> bool:
+        """At a graceful stop, the last chunk: an EventSource sees its stream end, not
+        break. False: the connection closes."""
+        if self.stopping and conn.our_state is h11.SEND_BODY:
+            with trio.move_on_after(1):
+                await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
         return False
 
 

@@ -419,6 +419,10 @@ def _frames_between(readers: list[RecordingReader], start_us: int | None,
                 for frame in _with_boundary(number, at, first_us, data, boundaries))
         else:
             frames = reader.frames(start_us)
+        if start_us is None and end_us is None:
+            # A whole replay: no generator layer between the reader and the loop.
+            yield from frames
+            continue
         for frame in frames:
             if end_us is not None and frame.kind not in (SEED, _BLOCK) and frame.t_us > end_us:
                 return

@@ -295,6 +295,11 @@ class TcpServer:
             self._closed = trio.Event()
             await self._closed.wait()
 
+    @property
+    def answering(self) -> int:
+        """Connections a graceful stop waits for."""
+        return self.connections
+
     def _read_deadline(self, idle_timeout: float) -> float:
         now = trio.current_time()
         if self._reads_end is None:

@@ -1,7 +1,7 @@
 """Recording size, replay speed and diff time over a synthetic production day.
 
     .venv/bin/python tests/benchmarks/bench_replay.py [--events N] [--per-request K]
-        [--before REV [--rounds R]]
+        [--before REV [--rounds R] | --breakdown]
 
 Traffic like REPLAY.md §5.2 measured: 2,000 hosts with 37-character names ×
 20 services, a one-decimal double metric, a state, a ttl and one tag, K
@@ -20,6 +20,8 @@ With ``--before REV`` (e.g. ``main``) it only measures replay speed, of this
 checkout and of ``git archive REV`` side by side: each round replays the same
 recording through both, each in a fresh process, alternating (drift on a
 shared VM hits both alike), and the medians and their ratio are printed.
+With ``--breakdown`` it only times the typical config's replay by part
+(expiry sweeps, their tombstones, all timers).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from streams import Event, Runtime, VirtualClock
 from transport._cli_run import tune_garbage_collector
@@ -98,10 +101,17 @@ def main() -> None:
     parser.add_argument("--per-request", type=int, default=10)
     parser.add_argument("--before", help="git revision to compare replay speed with")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="only time the typical config's replay by part")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         recording = directory / "day.rrec"
+        if args.breakdown:
+            write_recording(recording, args.events, args.per_request)
+            (directory / "typical.py").write_text(CONFIG.format(limit=95))
+            _breakdown(directory / "typical.py", recording)
+            return
         if args.before:
             write_recording(recording, args.events, args.per_request)
             _side_by_side(directory, recording, args.before, args.rounds)
@@ -220,6 +230,47 @@ def _side_by_side(directory: Path, recording: Path, revision: str, rounds: int) 
         print(f"| {name} | {old:,.0f} | {new:,.0f} | {new / old:.2f} | "
               f"{', '.join(sorted(alerts[name, 'before']))}; "
               f"{', '.join(sorted(alerts[name, 'after']))} |")
+
+
+def _breakdown(config: Path, recording: Path) -> None:
+    """Where a replay's time goes: the index's expiry sweeps (judging each key),
+    their tombstones through the streams, and every timer run (sweeps,
+    tombstones, throttle and stable included); the rest is the requests'
+    decoding and streaming. Wall time, one process, timers wrapped."""
+    from streams._index import Index, Reaper
+    from transport._replay import ReplayClock
+
+    spent = dict.fromkeys(("expiry sweeps", "tombstones", "all timers"), 0.0)
+    clock = time.perf_counter
+
+    def timed(part: str, function: Any) -> Any:
+        def run(*args: Any) -> Any:
+            started = clock()
+            try:
+                return function(*args)
+            finally:
+                spent[part] += clock() - started
+        return run
+
+    def slices(index: Index, now: float, n: int = 2048) -> Any:
+        parts = sweep(index, now, n)
+        while (part := timed("expiry sweeps", next)(parts, None)) is not None:
+            yield part
+
+    sweep, send, tick = Index.expire_slices, Reaper._send, ReplayClock.tick
+    Index.expire_slices = slices  # type: ignore[method-assign,assignment]
+    Reaper._send = timed("tombstones", send)  # type: ignore[method-assign]
+    ReplayClock.tick = timed("all timers", tick)  # type: ignore[method-assign]
+    try:
+        tune_garbage_collector()
+        started = clock()
+        result = replay(config, recording)
+        total = clock() - started
+    finally:
+        Index.expire_slices, Reaper._send, ReplayClock.tick = sweep, send, tick
+    print(f"replay of the typical config: {result.events / total:,.0f} events/s wall, "
+          f"{total:.2f} s: " + ", ".join(f"{part} {seconds:.2f} s ({seconds / total:.0%})"
+                                         for part, seconds in spent.items()))
 
 
 def _direct(config: Path, recording: Path) -> float:
