@@ -363,9 +363,7 @@ def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Proc
             node.stop()
 
 
-# Reliable (20 runs in a row), but 10 to 25 s on this 2-core machine, most of it the
-# cluster electing new leaders: run it with .venv/bin/pytest -m slow tests/test_scaleout.py
-@pytest.mark.slow
+# 10 to 25 s on a 2-core machine, most of it the cluster electing new leaders.
 def test_a_cluster_node_killed_and_restarted_mid_load_loses_nothing_acknowledged(
         nats_cluster: list[Process], tmp_path: Path) -> None:
     urls = ",".join(f"nats://127.0.0.1:{node.ports[0]}" for node in nats_cluster)
