@@ -81,7 +81,7 @@ def _walk(node: Any, path: str, found: Census, forks_walked: int, seen: set[int]
         _walk_forks(node if isinstance(node, by) else node._by, name, found, forks_walked)
         return
     name = f"{path}/{type(node).__name__}"
-    for child in _streams_in((*node._args, *node._kwargs.values())):
+    for child in node.argument_streams():
         _walk(child, name, found, forks_walked, seen)
 
 
@@ -124,12 +124,5 @@ def _counts_anything(node: Any, seen: set[int] | None = None) -> bool:
     if isinstance(node, by | _ByFactory) or type(getattr(node, "skewed", None)) is int:
         return True
     return any(_counts_anything(child, seen)
-               for child in _streams_in((*node._args, *node._kwargs.values())))
+               for child in node.argument_streams())
 
-
-def _streams_in(values: Iterable[Any]) -> Iterator[Stream]:
-    for value in values:
-        if isinstance(value, Stream):
-            yield value
-        elif type(value) in (list, tuple):
-            yield from _streams_in(value)

@@ -203,6 +203,11 @@ class Stream(metaclass=_StreamType):
         cheaper way that ends in the same state."""
         self.__init__(*args, **kwargs)  # type: ignore[misc]
 
+    def argument_streams(self) -> Iterator[Stream]:
+        """The streams among this stream's arguments (configuration and children), in
+        order, looking through lists and tuples: a node's place in the config tree."""
+        return _streams_among((*self._args, *self._kwargs.values()))
+
     def close(self) -> None:
         """Stop this stream's timers and those of its own (unshared) children."""
         for child in self.children:
@@ -225,6 +230,14 @@ def refuse_idle_judge(child: object, place: str) -> None:
             f"{child!r} is given to {place} without a child stream, so it would judge every "
             f"event and discard it; pass the streams to send to, e.g. {call}index), or put it "
             f"in combine([...], children) as one of the detectors it asks")
+
+
+def _streams_among(values: Iterable[Any]) -> Iterator[Stream]:
+    for value in values:
+        if isinstance(value, Stream):
+            yield value
+        elif type(value) is list or type(value) is tuple:
+            yield from _streams_among(value)
 
 
 def _fork_value(value: Any, memo: dict[int, Any]) -> Any:

@@ -342,9 +342,7 @@ def _walk(streams: Iterable[Any]) -> Iterable[Any]:
                 continue
             seen.add(id(value))
             yield value
-            pending.extend(reversed([*value._args, *value._kwargs.values()]))
-        elif type(value) in (list, tuple):
-            pending.extend(reversed(value))
+            pending.extend(reversed(list(value.argument_streams())))
 
 
 def _reachable(streams: Iterable[Any]) -> set[int]:

@@ -113,19 +113,6 @@ _CARRIED: dict[type, tuple[Callable[[Any], Any], Callable[[Any, Any], None]]] = 
 }
 
 
-def _children(stream: Stream) -> Iterator[Stream]:
-    """The streams among ``stream``'s arguments, in order: a node's place in the config."""
-    def among(value: Any) -> Iterator[Stream]:
-        if isinstance(value, Stream):
-            yield value
-        elif type(value) in (list, tuple):
-            for item in value:
-                yield from among(item)
-
-    for value in (*stream._args, *stream._kwargs.values()):
-        yield from among(value)
-
-
 def _key_partition(stream: by, settings: ScaleOut) -> Callable[[Any], int] | None:
     """How a key of ``stream`` maps to its partition, or None when its fields do not
     include every partition key field (its keys span partitions)."""
@@ -160,7 +147,7 @@ def export(streams: list[Any], settings: ScaleOut,
             keys = _by_keys(target, partition, inside)
         # A by's own arguments are templates that never see an event: nothing to carry.
         children = [] if keys is not None else [
-            node(c, partition, inside) for c in _children(stream) if not c.shared]
+            node(c, partition, inside) for c in stream.argument_streams() if not c.shared]
         return (kind.__name__, own, children, keys)
 
     def _by_keys(stream: by, partition: int | None, inside: bool) -> dict[Any, list[Any]]:
@@ -204,7 +191,7 @@ def _keyed(streams: list[Any], settings: ScaleOut) -> Iterator[tuple[by, Callabl
             if of is not None:
                 yield target, of
                 continue
-        pending.extend(c for c in _children(stream) if not c.shared)
+        pending.extend(c for c in stream.argument_streams() if not c.shared)
 
 
 def _partitions_present(streams: list[Any], settings: ScaleOut) -> set[int]:
@@ -236,7 +223,7 @@ def restore(streams: list[Any], state: list[Any]) -> int:
                 restored += 1
         if keys is not None:
             return
-        for child, saved_child in zip([c for c in _children(stream) if not c.shared],
+        for child, saved_child in zip([c for c in stream.argument_streams() if not c.shared],
                                       children, strict=False):
             into(child, saved_child)
 
