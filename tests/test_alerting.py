@@ -255,7 +255,7 @@ def test_mailer_config_mistakes_name_the_argument() -> None:
         declare(lambda: mailer(from_="r@x.org", to="a@x.org", starttls=True, ssl=True))
     with pytest.raises(StreamArgumentError, match=r"give both user and password"):
         declare(lambda: mailer(from_="r@x.org", to="a@x.org", user="me"))
-    with pytest.raises(ValueError, match=r"mailer\(port=70000\)"):
+    with pytest.raises(StreamArgumentError, match=r"mailer\(port=70000\)"):
         declare(lambda: mailer("localhost", 70000, from_="r@x.org", to="a@x.org"))
     with pytest.raises(StreamArgumentError, match=r"mailer\(subject=...\): the template '\{host'"):
         declare(lambda: mailer(from_="r@x.org", to="a@x.org", subject="{host"))
@@ -429,7 +429,7 @@ def test_slack_templates_escape_the_values_and_keep_their_own_markup(
 def test_slack_config_mistakes() -> None:
     with pytest.raises(StreamArgumentError, match=r"slack\(icon_emoji='fire'\): write the emoji"):
         declare(lambda: slack("https://hooks.slack.com/services/x", icon_emoji="fire"))
-    with pytest.raises(ValueError, match=r"slack\(url='hooks.slack.com'\): the url must"):
+    with pytest.raises(StreamArgumentError, match=r"slack\(url='hooks.slack.com'\): the url must"):
         declare(lambda: slack("hooks.slack.com"))
 
 

@@ -31,7 +31,7 @@ import trio
 from _peers import Carbon, Process, free_port, poll, rillet, send_to, started, until
 from conftest import peer_unavailable, require_binary
 
-from streams import Event, where
+from streams import Event, StreamArgumentError, where
 from streams._config import Config, declaring
 from transport import TrioClient
 from transport._graphing import (
@@ -127,7 +127,7 @@ def test_graphite_annotation_payload() -> None:
     (lambda: influxdb("http://x", database="d", tag_fields="host"), r"tag_fields='host'"),
 ])
 def test_config_mistakes_fail_at_load_naming_the_argument(build: Any, message: str) -> None:
-    with pytest.raises((ValueError, TypeError), match=message), declaring(Config()):
+    with pytest.raises(StreamArgumentError, match=message), declaring(Config()):
         build()
 
 

@@ -16,7 +16,7 @@ import trio
 from _peers import Process, free_port, poll, rillet, started
 from conftest import require_binary
 
-from streams import Config, Event, index
+from streams import Config, Event, StreamArgumentError, index
 from streams._config import declaring
 from transport import TrioClient
 from transport._prometheus import prometheus_endpoint
@@ -151,5 +151,5 @@ def test_the_endpoint_speaks_http_to_any_client() -> None:
     ({"path": "metrics"}, r"path='metrics'"),
 ])
 def test_config_mistakes(options: dict[str, Any], message: str) -> None:
-    with pytest.raises((ValueError, TypeError), match=message), declaring(Config()):
+    with pytest.raises(StreamArgumentError, match=message), declaring(Config()):
         prometheus_endpoint(**options)

@@ -77,6 +77,7 @@ import trio
 from streams import Stream
 from streams._config import service
 from streams._core import _describe
+from streams._validate import StreamArgumentError
 
 from ._watchdog import stop_deadline
 
@@ -119,8 +120,9 @@ def _number(caller: str, name: str, value: Any, *, minimum: float = 0,
     if isinstance(value, bool) or not isinstance(value, kinds) or math.isnan(value) \
             or value < minimum or math.isinf(value):
         kind = "an int" if integer else "a number"
-        raise ValueError(f"{caller}({name}={value!r}): {name} must be {kind} >= {minimum}"
-                         f"{', e.g. ' + example if example else ''}")
+        raise StreamArgumentError(
+            f"{caller}({name}={value!r}): {name} must be {kind} >= {minimum}"
+            f"{', e.g. ' + example if example else ''}")
 
 
 def field_names(caller: str, name: str, value: Any) -> tuple[str, ...]:
@@ -131,8 +133,9 @@ def field_names(caller: str, name: str, value: Any) -> tuple[str, ...]:
     """
     if isinstance(value, str) or not isinstance(value, tuple | list) or \
             not all(isinstance(n, str) for n in value):
-        raise TypeError(f"{caller}({name}={value!r}): {name} must be a tuple of field names, "
-                        f"e.g. {name}=('host', 'region')")
+        raise StreamArgumentError(
+            f"{caller}({name}={value!r}): {name} must be a tuple of field names, "
+            f"e.g. {name}=('host', 'region')")
     return tuple(value)
 
 
@@ -161,7 +164,8 @@ class NetworkSink(Stream):
         for name, value in (("timeout", timeout), ("flush_timeout", flush_timeout)):
             _number(caller, name, value, example=f"{name}=5")
         if timeout == 0:
-            raise ValueError(f"{caller}(timeout=0): timeout must be > 0 seconds, e.g. timeout=10")
+            raise StreamArgumentError(
+                f"{caller}(timeout=0): timeout must be > 0 seconds, e.g. timeout=10")
         _number(caller, "backoff", backoff, example="backoff=0.5")
         linger = self.default_linger if linger is None else linger
         _number(caller, "linger", linger, example="linger=0.1")
@@ -169,8 +173,9 @@ class NetworkSink(Stream):
                 example=f"max_backoff={max(30, backoff)}")
         policy = self.overflow if overflow is None else overflow
         if policy not in OVERFLOW_POLICIES:
-            raise ValueError(f"{caller}(overflow={overflow!r}): the overflow policy must be "
-                             f"one of {OVERFLOW_POLICIES}, e.g. overflow='drop_oldest'")
+            raise StreamArgumentError(
+                f"{caller}(overflow={overflow!r}): the overflow policy must be "
+                f"one of {OVERFLOW_POLICIES}, e.g. overflow='drop_oldest'")
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.overflow_policy = policy
@@ -370,12 +375,14 @@ class HttpSink(NetworkSink):
                  **options: Any) -> None:
         caller = type(self).__name__
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"{caller}(url={url!r}): the url must start with http:// or "
-                             f"https://, e.g. {caller}('http://127.0.0.1:8086', ...)")
+            raise StreamArgumentError(
+                f"{caller}(url={url!r}): the url must start with http:// or "
+                f"https://, e.g. {caller}('http://127.0.0.1:8086', ...)")
         if headers is not None and not (isinstance(headers, dict) and all(
                 isinstance(k, str) and isinstance(v, str) for k, v in headers.items())):
-            raise TypeError(f"{caller}(headers={headers!r}): headers must be a dict of "
-                            f"strings, e.g. headers={{'Authorization': 'Token ...'}}")
+            raise StreamArgumentError(
+                f"{caller}(headers={headers!r}): headers must be a dict of "
+                f"strings, e.g. headers={{'Authorization': 'Token ...'}}")
         self.url = url
         self.headers = dict(headers or {})
         self._http: httpx.AsyncClient | None = None

@@ -27,6 +27,7 @@ from typing import Any
 import trio
 
 from streams import FIELDS, Event, Runtime
+from streams._validate import StreamArgumentError
 
 from ._codec import _INT64_MAX, _INT64_MIN
 from ._defaults import DEFAULT_HOST
@@ -280,20 +281,24 @@ def graphite_server(host: str = DEFAULT_HOST, port: int = DEFAULT_GRAPHITE_PORT,
 
     _check_port(port, "graphite_server")
     if protocol not in ("tcp", "udp"):
-        raise ValueError(f"graphite_server(protocol={protocol!r}): protocol is \"tcp\" or "
-                         f"\"udp\"; declare two servers for both")
+        raise StreamArgumentError(
+            f"graphite_server(protocol={protocol!r}): protocol is \"tcp\" or "
+            f"\"udp\"; declare two servers for both")
     if not (source_host is None or source_host == "peer" or callable(source_host)
             or (isinstance(source_host, int) and not isinstance(source_host, bool)
                 and source_host >= 0)):
-        raise ValueError(f"graphite_server(source_host={source_host!r}): use None, \"peer\", "
-                         f"a path segment number such as 1, or a function path -> (host, "
-                         f"service)")
+        raise StreamArgumentError(
+            f"graphite_server(source_host={source_host!r}): use None, \"peer\", "
+            f"a path segment number such as 1, or a function path -> (host, "
+            f"service)")
     if parser is not None and not callable(parser):
-        raise ValueError(f"graphite_server(parser={parser!r}): parser is a function taking "
-                         f"and returning an event")
+        raise StreamArgumentError(
+            f"graphite_server(parser={parser!r}): parser is a function taking "
+            f"and returning an event")
     if isinstance(max_line, bool) or not isinstance(max_line, int) or max_line < 16:
-        raise ValueError(f"graphite_server(max_line={max_line!r}): max_line is an int >= 16 "
-                         f"(bytes)")
+        raise StreamArgumentError(
+            f"graphite_server(max_line={max_line!r}): max_line is an int >= 16 "
+            f"(bytes)")
     return service(GraphiteServer(  # type: ignore[no-any-return]
         host=host, port=port, protocol=protocol, tags=bool(tags), source_host=source_host,
         parser=parser, max_line=max_line))

@@ -45,6 +45,7 @@ from wsproto.events import (
 
 from streams import Event, QuerySyntaxError, Runtime, compile_query
 from streams._clock import must_propagate
+from streams._validate import StreamArgumentError
 
 from ._defaults import DEFAULT_HOST
 from ._json import JsonEventError, event_from_json, events_from_json_body
@@ -139,26 +140,30 @@ def _check_tokens(tokens: Any, host: str, caller: str) -> Tokens | None:
     """Validate ``tokens`` (token -> query) at config load; required beyond loopback."""
     if tokens is None:
         if not _is_loopback(host):
-            raise ValueError(
+            raise StreamArgumentError(
                 f"{caller}(host={host!r}): listening beyond loopback needs tokens, e.g. "
                 f"{caller}(host={host!r}, tokens={{\"<a long secret>\": \"true\"}}); each "
                 f"token maps to the query limiting what its holder may see"
             )
         return None
     if not isinstance(tokens, Mapping) or not tokens:
-        raise ValueError(f"{caller}(tokens={tokens!r}): tokens is a non-empty dict of token -> "
-                         f"query, e.g. {{\"<a long secret>\": 'host = \"web1\"'}}")
+        raise StreamArgumentError(
+            f"{caller}(tokens={tokens!r}): tokens is a non-empty dict of token -> "
+            f"query, e.g. {{\"<a long secret>\": 'host = \"web1\"'}}")
     checked: dict[str, str] = {}
     for token, query in tokens.items():
         if not isinstance(token, str) or not token:
-            raise ValueError(f"{caller}(tokens=...): token {token!r} must be a non-empty string")
+            raise StreamArgumentError(
+                f"{caller}(tokens=...): token {token!r} must be a non-empty string")
         if not isinstance(query, str):
-            raise ValueError(f"{caller}(tokens=...): the query of a token must be a string such "
-                             f"as \"true\", got {query!r}")
+            raise StreamArgumentError(
+                f"{caller}(tokens=...): the query of a token must be a string such "
+                f"as \"true\", got {query!r}")
         try:
             compile_query(query)
         except QuerySyntaxError as error:
-            raise ValueError(f"{caller}(tokens=...): bad query for a token: {error}") from None
+            raise StreamArgumentError(
+                f"{caller}(tokens=...): bad query for a token: {error}") from None
         checked[token] = query
     return Tokens(tuple(checked.items()))
 
@@ -742,11 +747,13 @@ def _check_common(host: Any, port: Any, tokens: Any, max_behind: Any, max_body: 
     _check_port(port, caller)
     check_tls(tls, caller)
     if not isinstance(host, str) or not host:
-        raise ValueError(f"{caller}(host={host!r}): host is an address string such as "
-                         f"\"127.0.0.1\"")
+        raise StreamArgumentError(
+            f"{caller}(host={host!r}): host is an address string such as "
+            f"\"127.0.0.1\"")
     for name, value in (("max_behind", max_behind), ("max_body", max_body)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{caller}({name}={value!r}): {name} must be a positive int")
+            raise StreamArgumentError(
+                f"{caller}({name}={value!r}): {name} must be a positive int")
     return _check_tokens(tokens, host, caller)
 
 
@@ -784,7 +791,8 @@ def sse_server(host: str = DEFAULT_HOST, port: int = DEFAULT_SSE_PORT, *,
     checked = _check_common(host, port, tokens, max_behind, 1, tls, "sse_server")
     if headers is not None and not (isinstance(headers, Mapping) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in headers.items())):
-        raise ValueError(f"sse_server(headers={headers!r}): headers is a dict of strings, "
-                         f"e.g. {{\"Access-Control-Allow-Origin\": \"*\"}}")
+        raise StreamArgumentError(
+            f"sse_server(headers={headers!r}): headers is a dict of strings, "
+            f"e.g. {{\"Access-Control-Allow-Origin\": \"*\"}}")
     return service(SseServer(host=host, port=port, tokens=checked,  # type: ignore[no-any-return]
                              max_behind=max_behind, headers=dict(headers or {}), tls=tls))

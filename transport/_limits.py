@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from streams._ratelimit import LogLimiter
+from streams._validate import StreamArgumentError
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -61,15 +62,17 @@ def check_limits(caller: str, **limits: Any) -> None:
                        "max_buffered": DEFAULT_MAX_BUFFERED,
                        "max_events": DEFAULT_MAX_EVENTS}[name]
             what = "a positive int" if whole else "a positive number of seconds, or None"
-            raise ValueError(f"{caller}({name}={value!r}): {name} must be {what}, e.g. "
-                             f"{name}={example!r}")
+            raise StreamArgumentError(
+                f"{caller}({name}={value!r}): {name} must be {what}, e.g. "
+                f"{name}={example!r}")
 
 
 def check_seconds(caller: str, name: str, value: Any, example: float) -> None:
     """Raise a ValueError unless ``value`` is a positive, finite number of seconds."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{caller}({name}={value!r}): {name} must be a positive number of "
-                         f"seconds, e.g. {name}={example!r}")
+        raise StreamArgumentError(
+            f"{caller}({name}={value!r}): {name} must be a positive number of "
+            f"seconds, e.g. {name}={example!r}")
 
 
 class ConnectionSlots:

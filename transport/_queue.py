@@ -22,6 +22,7 @@ import trio
 from streams import Stream
 from streams._config import service
 from streams._core import Child, report_failure
+from streams._validate import StreamArgumentError
 
 from ._watchdog import stop_deadline
 
@@ -62,11 +63,13 @@ class async_queue(Stream):
 
     def __init__(self, name: str, *children: Child, size: int = 1000) -> None:
         if not isinstance(name, str) or not name:
-            raise TypeError(f"async_queue(name, *children): name must be a non-empty string, "
-                            f"got {name!r}")
+            raise StreamArgumentError(
+                f"async_queue(name, *children): name must be a non-empty string, "
+                f"got {name!r}")
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"async_queue({name!r}, ..., size={size!r}): size must be a "
-                             f"positive int, e.g. size=1000")
+            raise StreamArgumentError(
+                f"async_queue({name!r}, ..., size={size!r}): size must be a "
+                f"positive int, e.g. size=1000")
         self.name = name
         self.size = size
         self._set_children(children)

@@ -26,6 +26,7 @@ from streams import Event, Runtime
 from streams._clock import must_propagate
 from streams._query import QuerySyntaxError
 from streams._ratelimit import LogLimiter
+from streams._validate import StreamArgumentError
 
 from ._codec import (
     DEFAULT_MAX_DATAGRAM,
@@ -589,5 +590,6 @@ def udp_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
 
 def _check_port(port: Any, caller: str) -> None:
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"{caller}(port={port!r}): the port must be an int from 0 to 65535 "
-                         f"(0 picks a free one)")
+        raise StreamArgumentError(
+            f"{caller}(port={port!r}): the port must be an int from 0 to 65535 "
+            f"(0 picks a free one)")

@@ -35,6 +35,7 @@ import trio
 from streams import Event
 from streams._config import service
 from streams._event import outlived
+from streams._validate import StreamArgumentError
 
 from ._codec import decode_message, encode_event, encode_request
 from ._limits import check_seconds
@@ -134,8 +135,9 @@ class index_snapshot:
     def __init__(self, path: str | Path, interval: float = 60) -> None:
         path = Path(path)
         if not path.parent.is_dir():
-            raise ValueError(f"index_snapshot(path={str(path)!r}): the folder "
-                             f"{str(path.parent)!r} does not exist; create it or choose another")
+            raise StreamArgumentError(
+                f"index_snapshot(path={str(path)!r}): the folder "
+                f"{str(path.parent)!r} does not exist; create it or choose another")
         check_seconds("index_snapshot", "interval", interval, 60)
         self.path = path
         self.interval = interval

@@ -5,11 +5,11 @@ servers (with the dashboard and the HTTP event input) and the Prometheus
 endpoint: each takes ``tls=tls(...)``, checks it with :func:`check_tls` and
 wraps every accepted connection with :func:`server_stream`.
 
->>> tls(certfile="missing.pem", keyfile="missing.key")
+>>> tls(certfile="missing.pem", keyfile="missing.key")  # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-ValueError: tls(certfile='missing.pem'): no such file; give the server certificate (PEM), \
-e.g. tls(certfile="/etc/rillet/server.pem", keyfile="/etc/rillet/server.key")
+streams.StreamArgumentError: tls(certfile='missing.pem'): no such file; give the server
+certificate (PEM), e.g. tls(certfile="/etc/rillet/server.pem", keyfile="/etc/rillet/server.key")
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import trio
+
+from streams._validate import StreamArgumentError
 
 __all__ = ["check_tls", "server_stream", "tls"]
 
@@ -39,11 +41,13 @@ def tls(certfile: str | Path, keyfile: str | Path | None = None, *,
                              ("keyfile", keyfile, "the server's private key (PEM)"),
                              ("cafile", cafile, "the client certificate authorities (PEM)")):
         if path is not None and not Path(path).is_file():
-            raise ValueError(f"tls({name}={str(path)!r}): no such file; give {what}, {example}")
+            raise StreamArgumentError(
+                f"tls({name}={str(path)!r}): no such file; give {what}, {example}")
     if verify_clients and cafile is None:
-        raise ValueError("tls(verify_clients=True) needs cafile=, the authorities that sign "
-                         "client certificates, e.g. tls(..., cafile=\"/etc/rillet/clients-ca.pem\","
-                         " verify_clients=True)")
+        raise StreamArgumentError(
+            "tls(verify_clients=True) needs cafile=, the authorities that sign "
+            "client certificates, e.g. tls(..., cafile=\"/etc/rillet/clients-ca.pem\","
+            " verify_clients=True)")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -51,9 +55,10 @@ def tls(certfile: str | Path, keyfile: str | Path | None = None, *,
         if cafile is not None:
             context.load_verify_locations(str(cafile))
     except ssl.SSLError as error:
-        raise ValueError(f"tls(certfile={str(certfile)!r}, keyfile={keyfile!r}): cannot load "
-                         f"the certificate and key ({error.reason or error}); are both PEM, "
-                         f"and does the key belong to the certificate?") from None
+        raise StreamArgumentError(
+            f"tls(certfile={str(certfile)!r}, keyfile={keyfile!r}): cannot load "
+            f"the certificate and key ({error.reason or error}); are both PEM, "
+            f"and does the key belong to the certificate?") from None
     context.verify_mode = ssl.CERT_REQUIRED if verify_clients else ssl.CERT_NONE
     return context
 
@@ -61,8 +66,9 @@ def tls(certfile: str | Path, keyfile: str | Path | None = None, *,
 def check_tls(value: Any, caller: str) -> ssl.SSLContext | None:
     """``value`` if it is a context from :func:`tls` (or None); a TypeError naming ``caller``."""
     if value is not None and not isinstance(value, ssl.SSLContext):
-        raise TypeError(f"{caller}(tls={value!r}): tls must be a context from transport.tls(), "
-                        f"e.g. tls=tls(certfile=\"server.pem\", keyfile=\"server.key\")")
+        raise StreamArgumentError(
+            f"{caller}(tls={value!r}): tls must be a context from transport.tls(), "
+            f"e.g. tls=tls(certfile=\"server.pem\", keyfile=\"server.key\")")
     return value
 
 
