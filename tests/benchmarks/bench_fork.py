@@ -1,0 +1,123 @@
+"""What a new key under ``by`` costs: microseconds per fork (and per close) of a stream.
+
+    .venv/bin/python tests/benchmarks/bench_fork.py [--before REV] [--rounds R] [--forks N]
+
+Every new key of a ``by`` forks its children, and every key a ``by`` drops
+(or a stop) closes them: the typical replay config makes about 38,000 forks
+per million events. For each stream below, ``N`` forks of one template are
+made (garbage collection tuned as ``rillet run`` does), then closed, and the
+microseconds per fork and per close printed. With ``--before REV`` (e.g.
+``main``) the same is measured in this checkout and in ``git archive REV``
+side by side: each round runs both trees, each in a fresh process,
+alternating, and the medians of the rounds and their ratio are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+#: The streams timed, as written in a config (``page`` is a sink, shared by forks).
+STREAMS = [
+    "where(lambda e: e.metric > 95, with_({'state': 'critical'}, "
+    "changed_state(throttle(5, 3600, page))))",
+    "with_({'state': 'critical'}, page)",
+    "throttle(5, 3600, page)",
+    "changed('state', page)",
+    "changed_state(page)",
+    "stable(30, 'state', page)",
+    "by(['host'], stable(30, 'state', page))",
+    "rate(5, page)",
+    "moving_time_window(60, page)",
+    "ewma(10, page)",
+    "percentiles(10, [0.5, 0.99], page)",
+]
+
+#: Run in a fresh process with the tree on PYTHONPATH: prints {stream: [fork µs, close µs]}.
+_MEASURE = """
+import json, sys, time
+from streams import *
+from streams import Runtime, VirtualClock
+from streams.testing import Sink
+from transport._cli_run import tune_garbage_collector
+
+forks, expressions = int(sys.argv[1]), json.loads(sys.argv[2])
+page = Sink()
+result = {}
+with Runtime(VirtualClock(1_800_000_000.0)):
+    templates = [eval(expression) for expression in expressions]
+    tune_garbage_collector()
+    for expression, template in zip(expressions, templates):
+        best_fork = best_close = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            made = [template.fork() for _ in range(forks)]
+            best_fork = min(best_fork, time.perf_counter() - started)
+            started = time.perf_counter()
+            for fork in made:
+                fork.close()
+            best_close = min(best_close, time.perf_counter() - started)
+            del made
+        result[expression] = [best_fork / forks * 1e6, best_close / forks * 1e6]
+print(json.dumps(result))
+"""
+
+
+def measure(tree: Path, forks: int) -> dict[str, list[float]]:
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
+    done = subprocess.run([sys.executable, "-c", _MEASURE, str(forks), json.dumps(STREAMS)],
+                          cwd=tree, env=env, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--before", help="git revision to compare with, e.g. main")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--forks", type=int, default=20_000)
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_server import ROOT, snapshot
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {"after": ROOT}
+        if args.before:
+            before = snapshot(args.before, Path(tmp) / "before")
+            if before is None:
+                sys.exit(f"git cannot give revision {args.before!r}")
+            trees = {"before": before, "after": ROOT}
+        runs: dict[str, list[dict[str, list[float]]]] = {tree: [] for tree in trees}
+        for _ in range(args.rounds):
+            for tree, path in trees.items():
+                runs[tree].append(measure(path, args.forks))
+
+    def median(tree: str, stream: str, part: int) -> float:
+        return statistics.median(run[stream][part] for run in runs[tree])
+
+    print(f"µs per fork and per close, median of {args.rounds} rounds of {args.forks:,} forks"
+          + (f" (before = {args.before}, after = this checkout)" if args.before else ""))
+    if args.before:
+        print("| stream | fork before | fork after | after / before "
+              "| close before | close after | after / before |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+    else:
+        print("| stream | fork | close |")
+        print("|---|---:|---:|")
+    for stream in STREAMS:
+        cells = []
+        for part in (0, 1):
+            values = [median(tree, stream, part) for tree in trees]
+            cells += [f"{v:.2f}" for v in values]
+            if args.before:
+                cells.append(f"{values[1] / values[0]:.2f}")
+        print(f"| `{stream}` | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
