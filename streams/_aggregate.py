@@ -36,14 +36,18 @@ class rate(Stream):
     """
 
     __slots__ = ("_fresh", "_last", "_sum", "_timer", "interval", "max_skew", "skewed")
+    copy_forks = True
 
     def __init__(self, interval: float, *children: Child,
                  max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.interval = seconds(interval, "rate(interval, *children)", "interval",
                                 "rate(5, child)")
         self.max_skew = skew_limit(max_skew, "rate(interval, *children, max_skew=...)")
-        self.skewed = 0
         self._set_children(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self.skewed = 0
         self._sum: float = 0
         self._last: Any = None
         self._fresh = False
@@ -91,12 +95,16 @@ class throttle(Stream):
     """
 
     __slots__ = ("_count", "_windows", "dt", "n")
+    copy_forks = True
 
     def __init__(self, n: int, dt: float, *children: Child) -> None:
         caller = "throttle(n, dt, *children)"
         self.n = count(n, caller, what="events per window", example="throttle(1, 60, child)")
         self.dt = seconds(dt, caller, "dt", "throttle(1, 60, child)")
         self._set_children(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
         self._count = 0
         self._windows = TimeWindows(self.dt, self._reset)
 

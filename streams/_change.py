@@ -29,17 +29,22 @@ class changed(Stream):
     ['ok', 'bad', 'ok', 'evil']
     """
 
-    __slots__ = ("_get", "_pairs", "_previous_event", "_previous_value", "field")
+    __slots__ = ("_get", "_init", "_pairs", "_previous_event", "_previous_value", "field")
+    copy_forks = True
 
     def __init__(self, field: str | Callable[[Any], Any], *children: Child,
                  init: Any = None, pairs: bool = False) -> None:
         self.field = field
         self._get = field_reader(field, "changed(field, *children)",
                                  example="changed('state', child)")
-        self._previous_value = init
-        self._previous_event: Any = None
+        self._init = init
         self._pairs = pairs
         self._set_children(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._previous_value = self._init
+        self._previous_event: Any = None
 
     def __call__(self, event: Any) -> None:
         value = self._get(event)
@@ -70,10 +75,11 @@ class changed_state(Stream):
         self._by = by(["host", "service"], changed("state", *children, init=init),
                       max_keys=max_keys, idle=idle)
 
-    def _init_fork(self, template: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        # One per key when under a by: the inner by's template is shared, not rebuilt.
+    def _init_fork(self, template: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   memo: dict[int, Any]) -> None:
+        # One per key when under a by: the inner by is forked, its template shared.
         self.children, self._out = template.children, template._out
-        self._by = template._by.fork()
+        self._by = template._by.fork(memo)
 
     def __call__(self, event: Any) -> None:
         self._by(event)
@@ -100,17 +106,21 @@ class runs(Stream):
     """
 
     __slots__ = ("_get", "_length", "_previous", "field", "n")
+    copy_forks = True
 
     def __init__(self, n: int, field: str | Callable[[Any], Any], *children: Child) -> None:
         caller, example = "runs(n, field, *children)", "runs(3, 'state', child)"
         self.n = count(n, caller, example=example)
         self.field = field
         self._get = field_reader(field, caller, example=example)
+        self._set_children(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
         self._previous: Any = None
         # How many events in a row, ending with the latest, have equal values;
         # Clojure's (apply = window) also compares neighbours pairwise.
         self._length = 0
-        self._set_children(children)
 
     def __call__(self, event: Any) -> None:
         value = self._get(event)
@@ -148,19 +158,23 @@ class stable(Stream):
     """
 
     __slots__ = ("_buffer", "_get", "_previous", "_task", "dt", "field", "max_skew", "skewed")
+    copy_forks = True
 
     def __init__(self, dt: float, field: str | Callable[[Any], Any], *children: Child,
                  max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         caller, example = "stable(dt, field, *children)", "stable(60, 'state', child)"
         self.dt = seconds(dt, caller, "dt", example, zero=True)
         self.max_skew = skew_limit(max_skew, "stable(dt, field, *children, max_skew=...)")
-        self.skewed = 0
         self.field = field
         self._get = field_reader(field, caller, example=example)
+        self._set_children(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self.skewed = 0
         self._previous: Any = _UNKNOWN
         self._buffer: list[Any] = []
         self._task: Task | None = None
-        self._set_children(children)
 
     def __call__(self, event: Any) -> None:
         time = event.time

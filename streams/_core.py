@@ -117,6 +117,17 @@ class Stream(metaclass=_StreamType):
     #: key: copying a nested ``by``'s subtree once per outer key was most of
     #: the cost of a new key.
     templates: ClassVar[bool] = False
+    #: Whether a fork copies the template's configuration instead of building
+    #: itself again from the forked arguments, which validates them again (a
+    #: fork of valid streams is valid; that was most of a new ``by`` key's
+    #: cost). The copy takes every slot as it is, forks the children, and
+    #: calls ``_init_state`` for what must be fresh; a class holding other streams
+    #: in its slots forks them in its own ``_init_fork``. Only the class that
+    #: sets it is copied: a subclass may add state its parent's ``_init_state``
+    #: does not know.
+    copy_forks: ClassVar[bool] = False
+    #: Copies every slot but the wiring from a template to its fork, when ``copy_forks``.
+    _copy_slots: ClassVar[Callable[[Any, Any], None] | None] = None
     _args: tuple[Any, ...]
     _kwargs: dict[str, Any]
 
@@ -126,6 +137,7 @@ class Stream(metaclass=_StreamType):
         # streams (tap, Sink) are documented with the testing kit instead.
         if not cls.__name__.startswith("_") and cls.__module__.startswith("streams._"):
             REGISTRY[cls.__name__] = cls
+        cls._copy_slots = _slot_copier(cls) if cls.__dict__.get("copy_forks") else None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         self = object.__new__(cls)
@@ -178,30 +190,46 @@ class Stream(metaclass=_StreamType):
             return self
         if memo is None:
             memo = {}
-        copy = memo.get(id(self))
-        if copy is not None:
-            return copy
-        if self.templates:
-            args, kwargs = self._args, self._kwargs
         else:
-            args = tuple(_fork_value(a, memo) for a in self._args)
-            kwargs = {k: _fork_value(v, memo) for k, v in self._kwargs.items()} \
-                if self._kwargs else self._kwargs
+            copy = memo.get(id(self))
+            if copy is not None:
+                return copy
+        args, kwargs = self._args, self._kwargs
+        if not self.templates:
+            args = forked(args, memo)
+            if kwargs:
+                kwargs = {k: _fork_value(v, memo) for k, v in kwargs.items()}
         # ``by`` forks its children once per new key, so this runs per key.
         # Straight to __new__ and __init__, skipping the metaclass: its only
         # job is to make one-shot iterators replayable, and the recorded
         # arguments already are (a third of a fork's cost went there).
         cls = type(self)
         copy = cls.__new__(cls, *args, **kwargs)
-        copy._init_fork(self, args, kwargs)
+        copy._init_fork(self, args, kwargs, memo)
         memo[id(self)] = copy
         return copy
 
-    def _init_fork(self, template: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Make this new object a copy of ``template`` with empty state, from the
-        (forked) arguments: by building it from them, unless the class knows a
-        cheaper way that ends in the same state."""
-        self.__init__(*args, **kwargs)  # type: ignore[misc]
+    def _init_fork(self, template: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   memo: dict[int, Any]) -> None:
+        """Make this new object a copy of ``template`` with empty state: by building
+        it from the (forked) arguments, or with ``copy_forks`` by copying the
+        template's configuration (``memo`` holds the forks of its streams)."""
+        copy_slots = type(self)._copy_slots
+        if copy_slots is None:
+            self.__init__(*args, **kwargs)  # type: ignore[misc]
+            return
+        copy_slots(self, template)
+        if self.templates:
+            self.children, self._out = template.children, template._out
+        else:
+            self.children = children = forked(template.children, memo)
+            self._out = fan_out(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """Set what a new stream and each fork of it begin with that is not its
+        configuration: empty state, and callables wired to its own streams
+        besides the children. ``__init__`` calls it too, after the configuration."""
 
     def argument_streams(self) -> Iterator[Stream]:
         """The streams among this stream's arguments (configuration and children), in
@@ -240,11 +268,54 @@ def _streams_among(values: Iterable[Any]) -> Iterator[Stream]:
             yield from _streams_among(value)
 
 
+#: What every stream holds besides its configuration and state: a fork sets these itself.
+_WIRING = frozenset(("__weakref__", "_args", "_kwargs", "_out", "children"))
+
+
+def _slot_copier(cls: type) -> Callable[[Any, Any], None]:
+    """A function copying every slot of ``cls`` but the wiring from one object to
+    another. Generated, as dataclasses generate their methods: a loop of getattr
+    and setattr over the names cost six times as much, once per new key."""
+    lines = ["def copy_slots(self, template):", "    pass"]
+    for base in reversed(cls.__mro__[:-1]):  # object holds nothing
+        if "__slots__" not in base.__dict__:
+            raise TypeError(f"{cls.__name__}.copy_forks: {base.__name__} has no __slots__, "
+                            f"so a fork could not know what to copy")
+        declared = base.__dict__["__slots__"]
+        for name in (declared,) if isinstance(declared, str) else declared:
+            if name.startswith("__") and not name.endswith("__"):
+                name = f"_{base.__name__.lstrip('_')}{name}"  # as Python mangles it
+            if name not in _WIRING:
+                # A slot the template never set stays unset in the fork.
+                lines += ["    try:", f"        self.{name} = template.{name}",
+                          "    except AttributeError:", "        pass"]
+    namespace: dict[str, Any] = {}
+    exec("\n".join(lines), namespace)
+    copy_slots: Callable[[Any, Any], None] = namespace["copy_slots"]
+    copy_slots.__qualname__ = f"{cls.__qualname__}._copy_slots"
+    return copy_slots
+
+
+def forked(values: Iterable[Any], memo: dict[int, Any]) -> tuple[Any, ...]:
+    """``values`` with the streams among them forked, within one fork of a tree
+    (``memo``): shared streams, plain functions and other values are themselves."""
+    # A loop, not a comprehension or generator (a third slower on Python 3.11):
+    # this runs for every stream of every new key of a by.
+    out = []
+    for value in values:
+        out.append(value.fork(memo) if isinstance(value, Stream) else
+                   _fork_value(value, memo) if type(value) is list or type(value) is tuple
+                   else value)
+    return tuple(out)
+
+
 def _fork_value(value: Any, memo: dict[int, Any]) -> Any:
     if isinstance(value, Stream):
         return value.fork(memo)
-    if type(value) is list or type(value) is tuple:
-        return type(value)(_fork_value(v, memo) for v in value)
+    if type(value) is list:
+        return list(forked(value, memo))
+    if type(value) is tuple:
+        return forked(value, memo)
     return value
 
 

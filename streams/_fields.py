@@ -39,6 +39,7 @@ class with_(Stream):
     """
 
     __slots__ = ("changes",)
+    copy_forks = True  # no state: a fork is its configuration and its children
 
     def __init__(self, fields: dict[str, Any] | None = None, *children: Child,
                  **changes: Any) -> None:
@@ -69,6 +70,7 @@ class default(Stream):
     """
 
     __slots__ = ("defaults",)
+    copy_forks = True  # no state
 
     def __init__(self, fields: dict[str, Any] | None = None, *children: Child,
                  **defaults: Any) -> None:
@@ -96,6 +98,7 @@ class tag(Stream):
     """
 
     __slots__ = ("tags",)
+    copy_forks = True  # no state
 
     def __init__(self, tags: str | Iterable[str], *children: Child) -> None:
         self.tags = tag_list(tags, "tag(tags, *children)", example="tag(['web', 'prod'], child)")

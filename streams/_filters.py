@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._core import Child, Stream, entry_point, fan_out, is_expired
+from ._core import Child, Stream, entry_point, fan_out, forked, is_expired
 from ._match import field_getter, matcher
 from ._validate import StreamArgumentError, argument_error, field_keyword, number, tag_list
 
@@ -57,6 +57,7 @@ class where(Stream):
     """
 
     __slots__ = ("_else", "_else_children", "predicate")
+    copy_forks = True  # no state; the else branch is wired again below
 
     def __init__(self, condition: Any, *children: Child, else_: Child | Iterable[Child] = (),
                  **fields: Any) -> None:
@@ -69,6 +70,12 @@ class where(Stream):
             self._out(event)
         elif self._else is not None:
             self._else(event)
+
+    def _init_fork(self, template: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   memo: dict[int, Any]) -> None:
+        super()._init_fork(template, args, kwargs, memo)
+        # The copied else branch is the template's.
+        self._else_children, self._else = else_branch(forked(template._else_children, memo))
 
     def close(self) -> None:
         close_else(self._else_children)

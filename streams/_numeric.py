@@ -163,16 +163,20 @@ class ewma(Stream):
     """
 
     __slots__ = ("_metric", "_r", "_time", "halflife", "max_skew", "skewed")
+    copy_forks = True
 
     def __init__(self, halflife: float, *children: Child,
                  max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.halflife = seconds(halflife, "ewma(halflife, *children)", "halflife")
         self.max_skew = skew_limit(max_skew, "ewma(halflife, *children, max_skew=...)")
-        self.skewed = 0
         self._r = 0.5 ** (1 / self.halflife)
+        self._set_children(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self.skewed = 0
         self._metric: float = 0
         self._time: float | None = None
-        self._set_children(children)
 
     def __call__(self, event: Any) -> None:
         metric = event.metric

@@ -112,15 +112,19 @@ class percentiles(Stream):
     """
 
     __slots__ = ("_bins", "_points", "interval", "max_skew", "skewed")
+    copy_forks = True
 
     def __init__(self, interval: float, points: Iterable[float] | Mapping[float, str],
                  *children: Child, max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.interval = seconds(interval, "percentiles(interval, points, *children)")
         self.max_skew = skew_limit(max_skew,
                                    "percentiles(interval, points, *children, max_skew=...)")
-        self.skewed = 0
         self._points = _points(points)
         self._set_children(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self.skewed = 0
         self._bins = _TimeBins(self.interval, list, _append, self._finish, owner=self)
 
     def __call__(self, event: Any) -> None:

@@ -82,11 +82,16 @@ class moving_time_window(Stream):
     """
 
     __slots__ = ("_buffer", "_cutoff", "_in_order", "_times", "dt", "max_skew", "skewed")
+    copy_forks = True
 
     def __init__(self, dt: float, *children: Child,
                  max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.dt = seconds(dt, "moving_time_window(dt, *children)", "dt")
         self.max_skew = skew_limit(max_skew, "moving_time_window(dt, *children, max_skew=...)")
+        self._set_children(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
         self.skewed = 0
         # Times are kept beside the events: reading a decoded event's time
         # again on every event made each call cost O(window) field decodes.
@@ -94,7 +99,6 @@ class moving_time_window(Stream):
         self._times: deque[float | None] = deque()
         self._in_order = True  # timed events arrived in time order: expire from the left
         self._cutoff = 0.0
-        self._set_children(children)
 
     def __call__(self, event: Any) -> None:
         time = event.time
