@@ -300,12 +300,18 @@ def forked(values: Iterable[Any], memo: dict[int, Any]) -> tuple[Any, ...]:
     """``values`` with the streams among them forked, within one fork of a tree
     (``memo``): shared streams, plain functions and other values are themselves."""
     # A loop, not a comprehension or generator (a third slower on Python 3.11):
-    # this runs for every stream of every new key of a by.
+    # this runs for every stream of every new key of a by. A stream's children
+    # are among its arguments, so the second time round they are in memo.
     out = []
+    get = memo.get
     for value in values:
-        out.append(value.fork(memo) if isinstance(value, Stream) else
-                   _fork_value(value, memo) if type(value) is list or type(value) is tuple
-                   else value)
+        if isinstance(value, Stream):
+            if not value.shared:
+                copy = get(id(value))
+                value = value.fork(memo) if copy is None else copy
+        elif type(value) is list or type(value) is tuple:
+            value = _fork_value(value, memo)
+        out.append(value)
     return tuple(out)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._clock import Task, scheduler
-from ._core import Child, Stream, fan_out
+from ._core import Child, Stream, fan_out, forked
 from ._match import field_getter
 from ._validate import StreamArgumentError, argument_error, count, field_reader, seconds
 
@@ -104,8 +104,7 @@ class by(Stream):
         if fork is None:
             if len(self._current) + len(self._previous) >= self._max_keys:
                 self._evict()
-            memo: dict[int, Any] = {}
-            forks = tuple(c.fork(memo) if isinstance(c, Stream) else c for c in self.children)
+            forks = forked(self.children, {})
             self._forks[key] = forks
             fork = fan_out(forks)
             if self._idle is not None and self._sweeper is None:
