@@ -21,8 +21,11 @@ emitted event, since no caller above a timer holds it.
 from __future__ import annotations
 
 import contextvars
+import dis
 import logging
+import operator
 import traceback
+import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
@@ -120,14 +123,14 @@ class Stream(metaclass=_StreamType):
     #: Whether a fork copies the template's configuration instead of building
     #: itself again from the forked arguments, which validates them again (a
     #: fork of valid streams is valid; that was most of a new ``by`` key's
-    #: cost). The copy takes every slot as it is, forks the children, and
-    #: calls ``_init_state`` for what must be fresh; a class holding other streams
-    #: in its slots forks them in its own ``_init_fork``. Only the class that
-    #: sets it is copied: a subclass may add state its parent's ``_init_state``
-    #: does not know.
+    #: cost). The copy takes every slot, forking the streams among them and
+    #: the children, and calls ``_init_state`` for what must be fresh; a class
+    #: holding streams inside other values forks them in its own
+    #: ``_init_fork``. Only the class that sets it is copied: a subclass may
+    #: add state its parent's ``_init_state`` does not know.
     copy_forks: ClassVar[bool] = False
     #: Copies every slot but the wiring from a template to its fork, when ``copy_forks``.
-    _copy_slots: ClassVar[Callable[[Any, Any], None] | None] = None
+    _copy_slots: ClassVar[Callable[[Any, Any, dict[int, Any]], None] | None] = None
     _args: tuple[Any, ...]
     _kwargs: dict[str, Any]
 
@@ -218,7 +221,7 @@ class Stream(metaclass=_StreamType):
         if copy_slots is None:
             self.__init__(*args, **kwargs)  # type: ignore[misc]
             return
-        copy_slots(self, template)
+        copy_slots(self, template, memo)
         if self.templates:
             self.children, self._out = template.children, template._out
         else:
@@ -272,11 +275,23 @@ def _streams_among(values: Iterable[Any]) -> Iterator[Stream]:
 _WIRING = frozenset(("__weakref__", "_args", "_kwargs", "_out", "children"))
 
 
-def _slot_copier(cls: type) -> Callable[[Any, Any], None]:
-    """A function copying every slot of ``cls`` but the wiring from one object to
-    another. Generated, as dataclasses generate their methods: a loop of getattr
-    and setattr over the names cost six times as much, once per new key."""
-    lines = ["def copy_slots(self, template):", "    pass"]
+#: Types of slot values that are no stream, tested before the slower isinstance.
+_PLAIN = frozenset((type(None), bool, int, float, str, bytes, tuple, list, dict, frozenset,
+                    types.FunctionType, types.MethodType, types.BuiltinFunctionType,
+                    operator.attrgetter))
+
+
+def _slot_copier(cls: type) -> Callable[[Any, Any, dict[int, Any]], None]:
+    """A function copying every slot of ``cls`` but the wiring from a template to
+    its fork, a stream in a slot forked (within ``memo``: usually one of the
+    arguments, forked already). Generated, as dataclasses generate their
+    methods: a loop of getattr and setattr over the names cost six times as
+    much, once per new key. Streams inside other values (a tuple of else
+    streams) are the class's to fork."""
+    lines = ["def copy_slots(self, template, memo):", "    pass"]
+    # What _init_state sets, it sets afresh: copying it first would be wasted.
+    fresh = {i.argval for i in dis.get_instructions(cls._init_state)  # type: ignore[attr-defined]
+             if i.opname == "STORE_ATTR"}
     for base in reversed(cls.__mro__[:-1]):  # object holds nothing
         if "__slots__" not in base.__dict__:
             raise TypeError(f"{cls.__name__}.copy_forks: {base.__name__} has no __slots__, "
@@ -285,13 +300,15 @@ def _slot_copier(cls: type) -> Callable[[Any, Any], None]:
         for name in (declared,) if isinstance(declared, str) else declared:
             if name.startswith("__") and not name.endswith("__"):
                 name = f"_{base.__name__.lstrip('_')}{name}"  # as Python mangles it
-            if name not in _WIRING:
+            if name not in _WIRING and name not in fresh:
                 # A slot the template never set stays unset in the fork.
-                lines += ["    try:", f"        self.{name} = template.{name}",
-                          "    except AttributeError:", "        pass"]
-    namespace: dict[str, Any] = {}
+                lines += ["    try:", f"        value = template.{name}",
+                          "    except AttributeError:", "        pass", "    else:",
+                          f"        self.{name} = value if type(value) in PLAIN or not "
+                          f"isinstance(value, Stream) else value.fork(memo)"]
+    namespace: dict[str, Any] = {"PLAIN": _PLAIN, "Stream": Stream}
     exec("\n".join(lines), namespace)
-    copy_slots: Callable[[Any, Any], None] = namespace["copy_slots"]
+    copy_slots: Callable[[Any, Any, dict[int, Any]], None] = namespace["copy_slots"]
     copy_slots.__qualname__ = f"{cls.__qualname__}._copy_slots"
     return copy_slots
 

@@ -51,11 +51,16 @@ class counter(_RunningMetric):
     [101, 200, None, 205]
     """
 
-    __slots__ = ("_total",)
+    __slots__ = ("_initial", "_total")
+    copy_forks = True
 
     def __init__(self, *children: Child, initial: float = 0) -> None:
-        self._total: float = number(initial, "counter(*children, initial=0)", "initial")
+        self._initial = number(initial, "counter(*children, initial=0)", "initial")
         self._set_children(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._total: float = self._initial
 
     def _step(self, event: Any, metric: float) -> float:
         self._total = metric if "reset" in event.tags else self._total + metric
@@ -76,10 +81,14 @@ class sum_over_time(_RunningMetric):
     """
 
     __slots__ = ("_sum",)
+    copy_forks = True
 
     def __init__(self, *children: Child) -> None:
-        self._sum: float = 0
         self._set_children(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._sum: float = 0
 
     def _step(self, event: Any, metric: float) -> float:
         self._sum += metric
@@ -100,11 +109,15 @@ class mean_over_time(_RunningMetric):
     """
 
     __slots__ = ("_count", "_sum")
+    copy_forks = True
 
     def __init__(self, *children: Child) -> None:
+        self._set_children(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
         self._sum: float = 0
         self._count = 0
-        self._set_children(children)
 
     def _step(self, event: Any, metric: float) -> float:
         self._sum += metric
@@ -127,12 +140,16 @@ class ewma_timeless(_RunningMetric):
     """
 
     __slots__ = ("_m", "r")
+    copy_forks = True
 
     def __init__(self, r: float, *children: Child) -> None:
         self.r = unit_interval(r, "ewma_timeless(r, *children)", "r",
                                "the weight of the newest metric", "ewma_timeless(0.5, child)")
-        self._m: float = 0
         self._set_children(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._m: float = 0
 
     def _step(self, event: Any, metric: float) -> float:
         r = self.r
@@ -230,12 +247,16 @@ class ddt_events(Stream):
     """
 
     __slots__ = ("_previous", "max_skew", "skewed")
+    copy_forks = True
 
     def __init__(self, *children: Child, max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.max_skew = skew_limit(max_skew, "ddt_events(*children, max_skew=...)")
+        self._set_children(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
         self.skewed = 0
         self._previous: Any = None
-        self._set_children(children)
 
     def __call__(self, event: Any) -> None:
         metric = event.metric

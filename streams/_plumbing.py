@@ -57,6 +57,7 @@ class smap(Stream):
     """
 
     __slots__ = ("function",)
+    copy_forks = True  # no state
     childless = True  # the function may be the point: smap(print)
 
     def __init__(self, function: Callable[[Any], Any], *children: Child) -> None:
@@ -85,6 +86,7 @@ class smap_all(Stream):
     """
 
     __slots__ = ("function",)
+    copy_forks = True  # no state
     childless = True  # the function may be the point, as with smap
 
     def __init__(self, function: Callable[[Any], Any], *children: Child) -> None:
@@ -107,6 +109,7 @@ class smapcat(Stream):
     """
 
     __slots__ = ("function",)
+    copy_forks = True  # no state
     childless = True  # the function may be the point, as with smap
 
     def __init__(self, function: Callable[[Any], Iterable[Any] | None], *children: Child) -> None:
@@ -134,6 +137,7 @@ class sflatten(Stream):
     """
 
     __slots__ = ()
+    copy_forks = True  # no state
 
     def __call__(self, events: Any) -> None:
         if events is None:

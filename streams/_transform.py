@@ -33,6 +33,7 @@ class adjust(Stream):
     """
 
     __slots__ = ("_change", "field", "function")
+    copy_forks = True  # no state
 
     def __init__(self, field: str | Callable[[Any], Any], *rest: Any) -> None:
         caller = "adjust(field, function, *children)"
@@ -87,6 +88,7 @@ class scale(Stream):
     """
 
     __slots__ = ("factor",)
+    copy_forks = True  # no state
 
     def __init__(self, factor: float, *children: Child) -> None:
         self.factor = number(factor, "scale(factor, *children)", "factor",
@@ -111,6 +113,7 @@ class untag(Stream):
     """
 
     __slots__ = ("_remove", "tags")
+    copy_forks = True  # no state
 
     def __init__(self, tags: str | Iterable[str], *children: Child) -> None:
         self.tags = tag_list(tags, "untag(tags, *children)", example="untag(['debug'], child)")

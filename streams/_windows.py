@@ -26,11 +26,15 @@ class moving_event_window(Stream):
     """
 
     __slots__ = ("_buffer", "n")
+    copy_forks = True
 
     def __init__(self, n: int, *children: Child) -> None:
         self.n = count(n, "moving_event_window(n, *children)")
-        self._buffer: deque[Any] = deque(maxlen=self.n)
         self._set_children(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._buffer: deque[Any] = deque(maxlen=self.n)
 
     def __call__(self, event: Any) -> None:
         if self.n:
@@ -49,11 +53,15 @@ class fixed_event_window(Stream):
     """
 
     __slots__ = ("_buffer", "n")
+    copy_forks = True
 
     def __init__(self, n: int, *children: Child) -> None:
         self.n = count(n, "fixed_event_window(n, *children)")
-        self._buffer: list[Any] = []
         self._set_children(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._buffer: list[Any] = []
 
     def __call__(self, event: Any) -> None:
         if not self.n:
@@ -149,15 +157,19 @@ class fixed_time_window(Stream):
     """
 
     __slots__ = ("_buffer", "_start", "dt", "max_skew", "skewed")
+    copy_forks = True
 
     def __init__(self, dt: float, *children: Child,
                  max_skew: float | None = DEFAULT_MAX_SKEW) -> None:
         self.dt = seconds(dt, "fixed_time_window(dt, *children)", "dt")
         self.max_skew = skew_limit(max_skew, f"{type(self).__name__}(dt, *children, max_skew=...)")
+        self._set_children(children)
+        self._init_state()
+
+    def _init_state(self) -> None:
         self.skewed = 0
         self._start: float | None = None
         self._buffer: list[Any] = []
-        self._set_children(children)
 
     def _first_start(self, time: float) -> float:
         return time
@@ -199,6 +211,7 @@ class window(moving_event_window):
     """
 
     __slots__ = ()
+    copy_forks = True  # the same state as moving_event_window's
 
 
 class fixed_offset_time_window(fixed_time_window):
@@ -216,6 +229,7 @@ class fixed_offset_time_window(fixed_time_window):
     """
 
     __slots__ = ()
+    copy_forks = True  # the same state as fixed_time_window's
 
     def _first_start(self, time: float) -> float:
         return time - time % self.dt

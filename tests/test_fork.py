@@ -270,3 +270,27 @@ def _tree(streams: tuple[Any, ...]) -> list[Any]:
     for stream in streams:
         _streams_in(stream, found, set())
     return list(found.values())
+
+
+def test_a_stream_given_where_a_function_goes_is_forked_with_its_user() -> None:
+    # smap(f) takes any callable; a stream there has state of its own per key,
+    # as the constructor called again on the forked arguments gave it.
+    out = Sink()
+    with Runtime(VirtualClock(0)):
+        template = smap(changed("state", out), Sink())  # noqa: F405
+        one, two = template.fork(), template.fork()
+        assert one.function is not template.function is not two.function
+        assert type(one.function) is changed  # noqa: F405
+        one(Event(state="ok"))
+        two(Event(state="ok"))
+        assert out.events == [Event(state="ok"), Event(state="ok")]
+
+
+def test_a_copying_class_needs_slots_to_know_what_to_copy() -> None:
+    class Loose(Stream):  # no __slots__: its objects keep a __dict__
+        pass
+
+    with pytest.raises(TypeError, match=r"Tight.copy_forks: Loose has no __slots__"):
+        class Tight(Loose):
+            __slots__ = ()
+            copy_forks = True
