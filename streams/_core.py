@@ -276,7 +276,7 @@ _WIRING = frozenset(("__weakref__", "_args", "_kwargs", "_out", "children"))
 
 
 #: Types of slot values that are no stream, tested before the slower isinstance.
-_PLAIN = frozenset((type(None), bool, int, float, str, bytes, tuple, list, dict, frozenset,
+_NOT_STREAMS = frozenset((type(None), bool, int, float, str, bytes, tuple, list, dict, frozenset,
                     types.FunctionType, types.MethodType, types.BuiltinFunctionType,
                     operator.attrgetter))
 
@@ -306,7 +306,7 @@ def _slot_copier(cls: type) -> Callable[[Any, Any, dict[int, Any]], None]:
                           "    except AttributeError:", "        pass", "    else:",
                           f"        self.{name} = value if type(value) in PLAIN or not "
                           f"isinstance(value, Stream) else value.fork(memo)"]
-    namespace: dict[str, Any] = {"PLAIN": _PLAIN, "Stream": Stream}
+    namespace: dict[str, Any] = {"PLAIN": _NOT_STREAMS, "Stream": Stream}
     exec("\n".join(lines), namespace)
     copy_slots: Callable[[Any, Any, dict[int, Any]], None] = namespace["copy_slots"]
     copy_slots.__qualname__ = f"{cls.__qualname__}._copy_slots"
