@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from streams import Event
+from streams._compiled import entry_types
 from streams._reload import _walk
 
 __all__ = ["Checkpoint", "CheckpointError", "CheckpointReader", "CheckpointWriter",
@@ -64,7 +65,7 @@ _CONFIG_MODULE = "__rillet_config__"
 # What every stream holds and is not state: its definition and wiring.
 _WIRING = frozenset({"__weakref__", "__dict__", "_args", "_kwargs", "_out", "children"})
 _DEFINITION = (types.FunctionType, types.MethodType, types.BuiltinFunctionType,
-               functools.partial)
+               functools.partial, *entry_types())
 _INDEX_STATE = ("_events", "_expired", "_inserts", "_lazy_ids", "_reaping")
 _REAPER_STATE = ("task", "_continue", "_sweeping")
 
