@@ -29,7 +29,7 @@ import pytest
 import trio
 from _peers import Process, free_port, listening, poll
 from conftest import require_binary
-from test_live import websocket
+from test_live import SseReader, websocket
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from streams import Event, Runtime
@@ -467,15 +467,17 @@ def test_an_edge_never_acknowledges_what_jetstream_did_not_store(tmp_path: Path)
     assert edge.process.returncode == 0, edge.text()[-3000:]
 
 
-LIVE_CONFIG = CONFIG.replace("import tcp_server", "import tcp_server, ws_server").replace(
-    "tcp_server(port", "ws_server(port=int(os.environ['RILLET_TEST_WS_PORT']))\ntcp_server(port")
+LIVE_CONFIG = CONFIG.replace(
+    "import tcp_server", "import sse_server, tcp_server, ws_server").replace(
+    "tcp_server(port", "ws_server(port=int(os.environ['RILLET_TEST_WS_PORT']))\n"
+    "sse_server(port=int(os.environ['RILLET_TEST_SSE_PORT']))\ntcp_server(port")
 
 
-def test_a_websocket_subscriber_of_an_edge_gets_the_workers_index_then_their_updates(
+def test_websocket_and_sse_subscribers_of_an_edge_get_the_workers_index_and_updates(
         nats_url: str, tmp_path: Path) -> None:
-    edge_port, ws_port = free_port(), free_port()
+    edge_port, ws_port, sse_port = free_port(), free_port(), free_port()
     common = ("--nats", nats_url, "--stream", "LIVE", "--partitions", "4")
-    env = {"RILLET_TEST_WS_PORT": str(ws_port)}
+    env = {"RILLET_TEST_WS_PORT": str(ws_port), "RILLET_TEST_SSE_PORT": str(sse_port)}
     edge = Rillet(tmp_path / "edge", edge_port, tmp_path / "out", *common,
                   config_text=LIVE_CONFIG, env=env)
     workers = [Rillet(tmp_path / f"worker-{n}", edge_port, tmp_path / "out", "--worker",
@@ -507,6 +509,10 @@ def test_a_websocket_subscriber_of_an_edge_gets_the_workers_index_then_their_upd
             with trio.fail_after(30):
                 # First what the workers have indexed, as a plain rillet sends it.
                 first = [json.loads(await socket.get_message()) for _ in hosts]
+                # An SSE subscriber alongside, as riemann-dash-style pages use.
+                sse = await SseReader.open(sse_port, f"/index?query={query}")
+                await sse.until(b"\r\n\r\n")
+                assert sse.received.startswith(b"HTTP/1.1 200"), sse.received
             # Then every update, from the first one: sent once, none may fall
             # between the index's answer and the live updates.
             await trio.to_thread.run_sync(send, [
@@ -518,6 +524,14 @@ def test_a_websocket_subscriber_of_an_edge_gets_the_workers_index_then_their_upd
                     event = json.loads(await socket.get_message())
                     assert event["service"] == "live", event  # the query filters
                     seen[event["host"]] = event
+            with trio.fail_after(30):
+                while not all(any(e["host"] == host and e["metric"] == 2 for e in sse.events())
+                              for host in hosts):
+                    data = await sse.stream.receive_some(65536)
+                    assert data, f"the edge closed the SSE stream: {sse.received!r}"
+                    sse.received += data
+            assert {e["service"] for e in sse.events()} == {"live"}, sse.events()
+            await sse.stream.aclose()
         return first, seen
 
     try:
