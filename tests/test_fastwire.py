@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from _helpers import varint
-from conftest import peer_unavailable
+from conftest import require_extension
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -43,11 +43,7 @@ fast = _codec._fast_decode
 
 @pytest.fixture(scope="module")
 def c_parser() -> None:
-    if fast is None:
-        if os.environ.get(_fastpath.PURE_PYTHON_VARIABLE, "") not in ("", "0"):
-            pytest.skip(f"{_fastpath.PURE_PYTHON_VARIABLE} forces the pure-Python codec")
-        peer_unavailable("transport/_fastwire.c is not built: pip install -e . builds it "
-                         "(it needs gcc and the Python headers, python3-dev)")
+    require_extension(fast, "transport/_fastwire.c")
 
 
 needs_c = pytest.mark.usefixtures("c_parser")

@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
+from conftest import require_extension
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,18 +22,13 @@ from streams import Event, Index, Runtime, _compiled, by, where
 from streams._config import Config
 from streams._core import entry_point
 from streams._event import LazyEvent
-from tests.conftest import peer_unavailable
 
 compiled = _compiled.speedups
 
 
 @pytest.fixture(scope="module", autouse=True)
 def extension_built() -> None:
-    if compiled is None:
-        if os.environ.get(_compiled.PURE_PYTHON_VARIABLE, "") not in ("", "0"):
-            pytest.skip(f"{_compiled.PURE_PYTHON_VARIABLE} forces the pure-Python streams")
-        peer_unavailable("streams/_speedups.c is not built: pip install -e . builds it "
-                         "(it needs gcc and the Python headers, python3-dev)")
+    require_extension(compiled, "streams/_speedups.c")
 
 
 class Truthless:
