@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._core import Stream
+from ._nodes import nodes
 
 log = logging.getLogger("rillet.reload")
 
@@ -332,17 +333,8 @@ def carry_over(old_streams: list[Any], old_services: list[Any],
 
 
 def _walk(streams: Iterable[Any]) -> Iterable[Any]:
-    """Every stream of the trees, parents before children, each once."""
-    seen: set[int] = set()
-    pending = list(streams)[::-1]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, Stream):
-            if id(value) in seen:
-                continue
-            seen.add(id(value))
-            yield value
-            pending.extend(reversed(list(value.argument_streams())))
+    """Every stream of the trees, parents before children, each once (the node walk)."""
+    return (node.stream for node in nodes(streams))
 
 
 def _reachable(streams: Iterable[Any]) -> set[int]:
