@@ -64,8 +64,9 @@ def nodes(streams: Iterable[Any], *,
     ``descend(stream)`` returning False skips what is below ``stream`` (its own
     node is still yielded).
     """
-    first = [(f"streams[{position}]/{step(stream)}", stream, None)
-             for position, stream in enumerate(streams) if isinstance(stream, Stream)]
+    first: list[Pending] = [(f"streams[{position}]/{step(stream)}", stream, None)
+                            for position, stream in enumerate(streams)
+                            if isinstance(stream, Stream)]
     return _walk(first, descend)
 
 
@@ -88,7 +89,7 @@ def step(stream: Stream) -> str:
     """The last step of a stream's id, before any ``#n``: its class name, and its
     fields for the ``by`` family (by then it is also its key in the census)."""
     name = type(stream).__name__
-    if isinstance(stream, by | _ByFactory):
+    if isinstance(stream, _KEYED):
         return f"{name}({_fields(stream.fields)})"
     if name.startswith("_"):
         # A private class behind a public name (``index``) goes by what the config wrote.
@@ -108,6 +109,7 @@ def _fields(fields: Any) -> str:
     return _describe(fields)
 
 
+_KEYED = (by, _ByFactory)
 Pending = tuple[str, Stream, Stream | None]
 
 

@@ -58,18 +58,25 @@ def _forked(streams: list[Any]) -> dict[int, Any]:
 
     mapping: dict[int, Any] = {}
     pending: list[tuple[Any, Any]] = []
+
+    def keys_of(stream: Any) -> None:
+        # changed_state and by_builder keep their by inside
+        keyed = getattr(stream, "_by", stream)
+        if isinstance(keyed, by):
+            for forks in keyed._forks.values():
+                pending.extend(zip(forks, keyed.children, strict=False))
+
     for node in nodes(streams):
-        if isinstance(node.stream, by):
-            for forks in node.stream._forks.values():
-                pending.extend(zip(forks, node.stream.children, strict=False))
+        keys_of(node.stream)
     while pending:
         fork, template = pending.pop()
         if not isinstance(fork, Stream) or fork is template or fork.shared:
             continue
         mapping[id(fork)] = mapping.get(id(template), template)
-        if isinstance(fork, by):
-            for forks in fork._forks.values():
-                pending.extend(zip(forks, fork.children, strict=False))
+        inner = getattr(fork, "_by", None)
+        if isinstance(inner, by):
+            pending.append((inner, template._by))
+        keys_of(fork)
         pending.extend(zip(fork.argument_streams(), template.argument_streams(), strict=False))
     return mapping
 

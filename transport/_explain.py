@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from streams import Runtime, Stream, by
-from streams._nodes import nodes
+from streams._nodes import nodes, step
 
 from ._checkpoint import Checkpoint, CheckpointReader
 from ._counters import StreamCounters, _classes
@@ -84,6 +84,8 @@ class _Tracer:
         self.entries = 0
         self.leaves: dict[int, Stream] = {}
         self.owners: dict[str, str] = {}
+        #: Stream (by id) -> the stream whose construction built it (changed_state's changed).
+        self.built_by: dict[int, Stream] = {}
         #: Keys each ``by`` ever made a fork for.
         self.keys: dict[int, set[Any]] = {}
         #: node id -> (events in, events out) over the replayed span.
@@ -95,11 +97,15 @@ class _Tracer:
 
     def key(self, stream: Stream) -> str:
         """What tells a stream apart in the answers: its node id (a fork's is the one of
-        the stream it copies), else (a stream built inside another) its label."""
+        the stream it copies); for a stream another one built (changed_state's
+        changed), that one's id and its step, as the scale-out handover names it; else
+        (a stream a by_builder's function built) its label."""
         origin = self.template.get(id(stream), stream)
         found = self.node_ids.get(id(origin))
         if found is None:
-            found = self.label(stream)
+            owner = self.built_by.get(id(origin))
+            inside = None if owner is None else self.node_ids.get(id(owner))
+            found = self.label(stream) if inside is None else f"{inside}/{step(origin)}"
         self.shown.setdefault(found, origin)
         return found
 
@@ -115,6 +121,8 @@ class _Tracer:
         if counted is not None:
             count, out = counted
             text += f"  [{key}: {count} in" + ("" if out is None else f", {out} out") + "]"
+        elif key.startswith("streams["):
+            text += f"  [{key}]"
         return text
 
     def seen(self, stream: Stream) -> None:
@@ -219,7 +227,15 @@ class _Tracer:
 
     def name_lines(self, streams: list[Any]) -> None:
         """Note the config lines and node ids of ``streams``, the config just loaded."""
-        self.node_ids = {id(node.stream): node.id for node in nodes(streams)}
+        self.node_ids = {}
+        for node in nodes(streams):
+            self.node_ids[id(node.stream)] = node.id
+            # The by that changed_state (or by_builder) keeps inside, and its templates:
+            # found by structure too, for a checkpoint restores them as new objects.
+            inner = getattr(node.stream, "_by", None)
+            if isinstance(inner, by):
+                self.built_by[id(inner)] = node.stream
+                self.built_by.update((id(c), node.stream) for c in inner.children)
         # Labels are taken once the streams are whole (a repr shows the children).
         for stream, line, owner in self.pending:
             label = self.label(stream)
@@ -229,6 +245,7 @@ class _Tracer:
                 # Streams built inside another (changed_state's changed per key)
                 # are reported as part of the one the config wrote.
                 self.owners.setdefault(label, self.label(owner))
+                self.built_by.setdefault(id(stream), owner)
         self.pending.clear()
 
 
