@@ -16,7 +16,7 @@ streams' hot path otherwise pays nothing at all:
 - ``rillet replay --counts`` prints the table after the replay, and
   ``rillet explain`` shows the counts of the streams it names;
 - ``rillet run --count-streams`` counts live; ``instrumentation(...)`` then
-  reports ``rillet stream PATH in`` and ``... out`` with the other figures.
+  reports ``rillet stream NODE_ID in`` and ``... out`` with the other figures.
 
 Counters must be installed before the config is loaded: a stream built
 earlier holds its children's ``__call__`` as it was.
