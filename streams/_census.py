@@ -64,7 +64,7 @@ class Census:
 def census(streams: Iterable[Any], *, forks_walked: int = FORKS_WALKED) -> Census:
     """Walk a config's top-level streams (and the forks of its ``by`` streams)."""
     found = Census()
-    _count(nodes(streams, descend=_holds_streams), found, forks_walked)
+    _Walk(forks_walked).count(nodes(streams, descend=_holds_streams), found)
     return found
 
 
@@ -73,46 +73,60 @@ def _holds_streams(stream: Stream) -> bool:
     return not stream.shared and not stream.templates
 
 
-def _count(walk: Iterator[Node], found: Census, forks_walked: int) -> None:
-    for node in walk:
-        stream = node.stream
-        if stream.shared:
-            continue
-        skewed = getattr(stream, "skewed", 0)
-        if type(skewed) is int:
-            found.skewed += skewed
-        if isinstance(stream, by | _ByFactory):
-            found.by_keys[node.id] = found.by_keys.get(node.id, 0) + len(stream)
-            _count_forks(stream if isinstance(stream, by) else stream._by, node.id, found,
-                         forks_walked)
+_KEYED = (by, _ByFactory)
 
 
-def _count_forks(keyed: by, node_id: str, found: Census, forks_walked: int) -> None:
-    # Forks are walked only when a template (or, for by_builder/by_fn, the
-    # first key's streams) holds something to count: a by over plain streams
-    # costs one len() however many keys it has.
-    forks = list(keyed._forks.values())
-    if not forks or not any(_counted(node.stream) for node in nodes_under(
-            node_id, _templates(keyed, forks[0]), descend=_holds_streams)):
-        return
-    sample = forks[:forks_walked]
-    nested = Census()
-    for streams in sample:
-        _count(nodes_under(node_id, _fork_streams(streams), parent=keyed,
-                           descend=_holds_streams), nested, forks_walked)
-    found._add(nested, len(forks) / len(sample))
+class _Walk:
+    """One census: remembers which templates hold nothing to count, for the forks
+    of a nested by share their templates."""
+
+    def __init__(self, forks_walked: int) -> None:
+        self.forks_walked = forks_walked
+        self.worth: dict[int, bool] = {}
+
+    def count(self, walk: Iterator[Node], found: Census) -> None:
+        for node in walk:
+            stream = node.stream
+            if stream.shared:
+                continue
+            skewed = getattr(stream, "skewed", 0)
+            if type(skewed) is int:
+                found.skewed += skewed
+            if isinstance(stream, _KEYED):
+                node_id = node.id
+                found.by_keys[node_id] = found.by_keys.get(node_id, 0) + len(stream)
+                self.forks(stream if isinstance(stream, by) else stream._by, node_id, found)
+
+    def forks(self, keyed: by, node_id: str, found: Census) -> None:
+        # Forks are walked only when a template (or, for by_builder/by_fn, the
+        # first key's streams) holds something to count: a by over plain streams
+        # costs one len() however many keys it has.
+        forks = list(keyed._forks.values())
+        if not forks or not self.worth_walking(keyed, node_id, forks[0]):
+            return
+        sample = forks[:self.forks_walked]
+        nested = Census()
+        for streams in sample:
+            self.count(nodes_under(node_id, _fork_streams(streams), parent=keyed,
+                                   descend=_holds_streams), nested)
+        found._add(nested, len(forks) / len(sample))
+
+    def worth_walking(self, keyed: by, node_id: str, first_fork: tuple[Any, ...]) -> bool:
+        built = any(isinstance(c, _Built) for c in keyed.children)
+        known = None if built else self.worth.get(id(keyed.children))
+        if known is None:
+            templates = _fork_streams(first_fork) if built or not keyed.children \
+                else keyed.children
+            known = any(_counted(node.stream) for node in nodes_under(
+                node_id, templates, descend=_holds_streams))
+            if not built:
+                self.worth[id(keyed.children)] = known
+        return known
 
 
 def _counted(stream: Stream) -> bool:
-    return not stream.shared and (isinstance(stream, by | _ByFactory)
+    return not stream.shared and (isinstance(stream, _KEYED)
                                   or type(getattr(stream, "skewed", None)) is int)
-
-
-def _templates(keyed: by, first_fork: tuple[Any, ...]) -> Iterator[Any]:
-    if keyed.children and not any(isinstance(c, _Built) for c in keyed.children):
-        yield from keyed.children
-    else:
-        yield from _fork_streams(first_fork)
 
 
 def _fork_streams(streams: tuple[Any, ...]) -> Iterator[Any]:

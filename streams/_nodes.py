@@ -40,8 +40,9 @@ streams[1]/split/where#2
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 from ._core import Stream, _describe
 from ._partition import _ByFactory, by
@@ -49,12 +50,59 @@ from ._partition import _ByFactory, by
 __all__: list[str] = []
 
 
-class Node(NamedTuple):
-    """One stream of a config: its id, the stream, and the stream it is an argument of."""
+class Node:
+    """One stream of a config: its id, the stream, and the stream it is an argument of.
 
-    id: str
-    stream: Stream
-    parent: Stream | None
+    The id is made when first read: most walks (reload's, a checkpoint's, the
+    census') read few of them.
+    """
+
+    __slots__ = ("_family", "_id", "_index", "parent", "stream")
+
+    def __init__(self, stream: Stream, parent: Stream | None, family: _Family | None,
+                 index: int) -> None:
+        self.stream = stream
+        self.parent = parent
+        self._family = family  # None at the top level: index is the position there
+        self._index = index
+        self._id: str | None = None
+
+    @property
+    def id(self) -> str:
+        found = self._id
+        if found is None:
+            family = self._family
+            found = self._id = f"streams[{self._index}]/{step(self.stream)}" \
+                if family is None else family.ids()[self._index]
+        return found
+
+    def __repr__(self) -> str:
+        return f"Node({self.id!r}, {self.stream!r})"
+
+
+class _Family:
+    """The streams among one node's arguments, named together (``#n`` counts siblings)."""
+
+    __slots__ = ("_ids", "streams", "under")
+
+    def __init__(self, under: Node | str, streams: list[Stream]) -> None:
+        self.under = under
+        self.streams = streams
+        self._ids: list[str] | None = None
+
+    def ids(self) -> list[str]:
+        found = self._ids
+        if found is None:
+            under = self.under if isinstance(self.under, str) else self.under.id
+            seen: dict[str, int] = {}
+            found = self._ids = []
+            for stream in self.streams:
+                name = step(stream)
+                n = seen[name] = seen.get(name, 0) + 1
+                # Interned: the forks of every key share the strings (a snapshot
+                # pickles each once).
+                found.append(sys.intern(f"{under}/{name}" if n == 1 else f"{under}/{name}#{n}"))
+        return found
 
 
 def nodes(streams: Iterable[Any], *,
@@ -64,9 +112,8 @@ def nodes(streams: Iterable[Any], *,
     ``descend(stream)`` returning False skips what is below ``stream`` (its own
     node is still yielded).
     """
-    first: list[Pending] = [(f"streams[{position}]/{step(stream)}", stream, None)
-                            for position, stream in enumerate(streams)
-                            if isinstance(stream, Stream)]
+    first: list[Pending] = [(stream, None, None, position) for position, stream
+                            in enumerate(streams) if isinstance(stream, Stream)]
     return _walk(first, descend)
 
 
@@ -82,7 +129,9 @@ def nodes_under(parent_id: str, streams: Iterable[Any], *, parent: Stream | None
     >>> [n.id for n in nodes_under("streams[0]/by('host')", top._forks["a"], parent=top)]
     ["streams[0]/by('host')/rate", "streams[0]/by('host')/rate/Sink"]
     """
-    return _walk(_children(parent_id, parent, streams), descend)
+    found = [stream for stream in streams if isinstance(stream, Stream)]
+    family = _Family(parent_id, found)
+    return _walk([(stream, parent, family, i) for i, stream in enumerate(found)], descend)
 
 
 def step(stream: Stream) -> str:
@@ -110,30 +159,28 @@ def _fields(fields: Any) -> str:
 
 
 _KEYED = (by, _ByFactory)
-Pending = tuple[str, Stream, Stream | None]
-
-
-def _children(parent_id: str, parent: Stream | None, streams: Iterable[Any]) -> list[Pending]:
-    seen: dict[str, int] = {}
-    found = []
-    for stream in streams:
-        if not isinstance(stream, Stream):
-            continue
-        name = step(stream)
-        n = seen[name] = seen.get(name, 0) + 1
-        found.append((f"{parent_id}/{name}" if n == 1 else f"{parent_id}/{name}#{n}",
-                      stream, parent))
-    return found
+# What the walk keeps to visit: the stream, its parent, its family (None at the top
+# level) and its place in it (at the top level: its position among the streams).
+Pending = tuple[Stream, Stream | None, _Family | None, int]
 
 
 def _walk(first: list[Pending], descend: Callable[[Stream], bool] | None) -> Iterator[Node]:
+    # Runs per key of a by when the census or a scale-out snapshot walks forks:
+    # kept to the fewest calls per node.
     seen: set[int] = set()
     pending = first[::-1]
+    pop, push = pending.pop, pending.append
     while pending:
-        node_id, stream, parent = pending.pop()
-        if id(stream) in seen:
+        stream, parent, family, index = pop()
+        key = id(stream)
+        if key in seen:
             continue
-        seen.add(id(stream))
-        yield Node(node_id, stream, parent)
+        seen.add(key)
+        node = Node(stream, parent, family, index)
+        yield node
         if descend is None or descend(stream):
-            pending.extend(reversed(_children(node_id, stream, stream.argument_streams())))
+            below = [*stream.argument_streams()]
+            if below:
+                inner = _Family(node, below)
+                for i in range(len(below) - 1, -1, -1):
+                    push((below[i], stream, inner, i))
