@@ -11,9 +11,11 @@ holds ``.../split/where`` and ``.../split/where#2``.
 An id depends on the config's structure only, never on object identities
 or line numbers, so a stream has the same id in a replay and live, and
 across a reload of an unchanged config; editing a threshold keeps every id.
-The by census (``rillet by keys``), the per-stream counters (``rillet replay
---counts``, ``rillet stream PATH in``), the alert log's ``node``, ``rillet
-explain``, reload, checkpoints and the scale-out handover all use it.
+The by census (``rillet by largest keys``), the per-stream counters
+(``rillet replay --counts``, ``rillet stream NODE_ID in``), the alert log's
+``node`` and the diff's ``node_a``/``node_b``, ``rillet explain``, the reload
+log (the streams that start fresh), checkpoints (the state of each stream by
+its place in the walk) and the scale-out handover (by id) all use it.
 
 The walk visits parents before children, depth first, in argument order
 (configuration streams and children, looking through lists and tuples:
