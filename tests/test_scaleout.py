@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import math
 import os
 import re
 import signal
@@ -613,3 +614,85 @@ def test_a_query_over_a_large_index_does_not_hold_the_worker(
     trio.run(main)
     # Unsliced, the ticker waits for the whole search (the hold is ~the query's time).
     assert measured["longest hold"] < measured["query"] / 4, measured
+
+
+def test_periodic_snapshots_hold_the_worker_one_partition_at_a_time(
+        nats_url: str, tmp_path: Path) -> None:
+    """A worker writes each partition's snapshot (index entries and per-key stream
+    state) in its own turn of the loop: with eight partitions, its other tasks (a
+    ticker here) wait for a fraction of the work, not all of it; and the snapshots
+    restore the index and the keys' state."""
+    from transport import _handover
+
+    path = tmp_path / "monitoring.py"
+    path.write_text("from streams import *\n"
+                    "streams(by('host', changed_state(bit_bucket())), index)\n")
+    settings = ScaleOut(url=nats_url, stream="SNAPTURNS", partitions=8, lease=30,
+                        snapshot_interval=1)
+    measured: dict[str, float] = {}
+
+    async def main() -> None:
+        runtime = Runtime(TrioScheduler())
+        config = runtime.load(path)
+        worker = Worker(settings, name="turns")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.run, config, runtime)
+            with trio.fail_after(60):
+                while len([o for o in worker.owned.values() if o.ready]) < 8:
+                    await trio.sleep(0.05)
+            with runtime:
+                runtime.stream(Event(host=f"host-{n}", service="s", state="ok", metric=n,
+                                     time=runtime.now(), ttl=3600) for n in range(20_000))
+            # The whole job done in one turn, as before: the yardstick (the faster of two).
+            for _ in range(2):
+                started = time.perf_counter()
+                by_partition: dict[int, list[Event]] = {p: [] for p in range(8)}
+                for event in runtime.index:
+                    by_partition[settings.partition(event)].append(event)
+                states = _handover.export(config.streams, settings, set(range(8)))
+                for partition, events in by_partition.items():
+                    encode_request(events, framed=False)
+                    _handover.dumps(states.get(partition))
+                measured["one turn"] = min(measured.get("one turn", math.inf),
+                                           time.perf_counter() - started)
+            gaps: list[float] = []
+
+            async def tick() -> None:
+                while True:
+                    before = trio.current_time()
+                    await trio.sleep(0.001)
+                    gaps.append(trio.current_time() - before)
+
+            nursery.start_soon(tick)
+            gc.collect()
+            gc.disable()  # a full collection over the state would be the longest hold
+            try:
+                await trio.sleep(0.1)
+                gaps.clear()
+                # Two rounds of the eight partitions' snapshots, one of them whole.
+                written = worker.snapshots
+                with trio.fail_after(60):
+                    while worker.snapshots < written + 16:
+                        await trio.sleep(0.01)
+                measured["longest hold"] = max(gaps)
+            finally:
+                gc.enable()
+            nursery.cancel_scope.cancel()
+
+    async def restore() -> None:
+        runtime = Runtime(TrioScheduler())
+        config = runtime.load(path)
+        worker = Worker(settings, name="heir")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.run, config, runtime)
+            with trio.fail_after(60):
+                while len([o for o in worker.owned.values() if o.ready]) < 8:
+                    await trio.sleep(0.05)
+            measured["restored"] = len(runtime.index)
+            measured["keys"] = len(config.streams[0])
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    trio.run(restore)
+    assert measured["restored"] == 20_000 and measured["keys"] == 20_000, measured
+    assert measured["longest hold"] < measured["one turn"] / 2, measured

@@ -120,23 +120,40 @@ _CARRIED: dict[type, tuple[Callable[[Any], Any], Callable[[Any, Any], None]]] = 
 }
 
 
-def _key_partition(stream: by, settings: ScaleOut) -> Callable[[Any], int] | None:
+def _key_partition(stream: by, settings: ScaleOut,
+                   known: dict[Any, int] | None = None) -> Callable[[Any], int] | None:
     """How a key of ``stream`` maps to its partition, or None when its fields do not
-    include every partition key field (its keys span partitions)."""
+    include every partition key field (its keys span partitions). ``known``
+    remembers the answers (by fields and key), for several calls in a row."""
     fields = stream.fields
     names = [fields] if isinstance(fields, str) else fields
     if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names) \
             or not set(settings.key) <= set(names):
         return None
-    if len(names) == 1:
-        return lambda key: settings.partition(SimpleNamespace(**{names[0]: key}))
-    return lambda key: settings.partition(SimpleNamespace(**dict(zip(names, key, strict=True))))
+
+    def of(key: Any) -> int:
+        values = {names[0]: key} if len(names) == 1 else dict(zip(names, key, strict=True))
+        return settings.partition(SimpleNamespace(**values))
+
+    if known is None:
+        return of
+    fields_key = tuple(names)
+
+    def remembered(key: Any) -> int:
+        partition = known.get((fields_key, key))
+        if partition is None:
+            partition = known[fields_key, key] = of(key)
+        return partition
+
+    return remembered
 
 
-def export(streams: list[Any], settings: ScaleOut,
-           partitions: set[int] | None = None) -> dict[int, Any]:
+def export(streams: list[Any], settings: ScaleOut, partitions: set[int] | None = None,
+           known: dict[Any, int] | None = None) -> dict[int, Any]:
     """Each partition's state in ``streams`` (the running config's top-level streams),
-    for ``partitions`` (default: every partition found), ready for :func:`dumps`."""
+    for ``partitions`` (default: every partition found), ready for :func:`dumps`.
+    ``known`` remembers the partitions of ``by`` keys across calls (a worker
+    exports one partition per turn of its loop)."""
     # A by's keys grouped by partition once per export, not once per partition.
     by_partition: dict[int, dict[int | None, list[tuple[Any, Any]]]] = {}
 
@@ -165,7 +182,7 @@ def export(streams: list[Any], settings: ScaleOut,
             groups = by_partition.get(id(stream))
             if groups is None:
                 groups = by_partition[id(stream)] = {}
-                of = _key_partition(stream, settings)
+                of = _key_partition(stream, settings, known)
                 if of is not None:
                     for key, forks in stream._forks.items():
                         groups.setdefault(of(key), []).append((key, forks))
@@ -190,14 +207,28 @@ def _as_by(stream: Stream) -> Stream:
     return stream._by if isinstance(stream, changed_state) else stream
 
 
-def _keyed(streams: list[Any], settings: ScaleOut) -> Iterator[tuple[by, Callable[[Any], int]]]:
+def _keyed(streams: list[Any], settings: ScaleOut, known: dict[Any, int] | None = None
+           ) -> Iterator[tuple[by, Callable[[Any], int]]]:
     """The outermost ``by``s whose keys fall in partitions, with their key → partition."""
     for node in nodes(streams, descend=_descend):
         target = _as_by(node.stream)
         if isinstance(target, by) and not node.stream.shared:
-            of = _key_partition(target, settings)
+            of = _key_partition(target, settings, known)
             if of is not None:
                 yield target, of
+
+
+def remember_partitions(streams: list[Any], settings: ScaleOut, known: dict[Any, int],
+                        slice_size: int = 2048) -> Iterator[None]:
+    """Work out the partition of every key the partitioned ``by``s hold into ``known``
+    (for :func:`export`), pausing (yielding) after each ``slice_size`` keys."""
+    done = 0
+    for keyed, of in _keyed(streams, settings, known):
+        for key in list(keyed._forks):
+            of(key)
+            done += 1
+            if done % slice_size == 0:
+                yield
 
 
 def _partitions_present(streams: list[Any], settings: ScaleOut) -> set[int]:
