@@ -561,7 +561,8 @@ def test_a_query_over_a_large_index_does_not_hold_the_worker(
     answer reaches the edge whole."""
     path = tmp_path / "monitoring.py"
     path.write_text("from streams import *\nstreams(index)\n")
-    # No periodic snapshot during the query: it encodes the whole index in one turn.
+    # No periodic snapshot during the query: its turn for a partition of 100 000 entries
+    # would be the longest hold, not the search.
     settings = ScaleOut(url=nats_url, stream="SLICES", partitions=2, lease=30,
                         snapshot_interval=3600)
     # Costly per entry, matching none: the search is the work, not the reply.
