@@ -1,8 +1,11 @@
-"""Builds the optional C parser (transport/_fastwire.c); everything else is in pyproject.toml.
+"""Builds the optional C extensions; everything else is in pyproject.toml.
 
-The extension only speeds up decoding. When it cannot be built (no compiler,
-no Python headers), installation goes on without it and rillet decodes with
-the pure-Python codec, which transport._fastpath selects on its own.
+transport/_fastwire.c parses the wire format; streams/_speedups.c compiles
+the hops every event takes (where, by, broadcast, the config's dispatch,
+the expiry sweep's judgement). When they cannot be built (no compiler, no
+Python headers), installation goes on without them and rillet runs the
+pure-Python codec and streams, which transport._fastpath and
+streams._compiled select on their own.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ class OptionalBuildExt(build_ext):
             self._skipped(error)
 
     def _skipped(self, error: Exception) -> None:
-        print(f"warning: not building rillet's C parser ({error}); the pure-Python codec "
-              "will be used", file=sys.stderr)
+        print(f"warning: not building rillet's C extensions ({error}); the pure-Python "
+              "codec and streams will be used", file=sys.stderr)
 
 
 setup(
     ext_modules=[Extension("transport._fastwire", ["transport/_fastwire.c"],
+                           extra_compile_args=["-O2"], optional=True),
+                 Extension("streams._speedups", ["streams/_speedups.c"],
                            extra_compile_args=["-O2"], optional=True)],
     cmdclass={"build_ext": OptionalBuildExt},
 )

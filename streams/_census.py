@@ -1,10 +1,10 @@
 """What a running config holds: the keys of every ``by`` and the events dropped for clock skew.
 
 Self-instrumentation reports these (``rillet by keys``, ``rillet streams
-skewed``). Each ``by`` is named by its place in the config: the top-level
-stream's position and the streams on the way, e.g.
-``streams[1]/where/by('host')``. A ``by`` nested under another is counted
-over every fork of the outer one, under one name.
+skewed``). Each ``by`` is named by its node id, its place in the config
+(see ``streams._nodes``): the top-level stream's position and the streams on
+the way, e.g. ``streams[1]/where/by('host')``. A ``by`` nested under another
+is counted over every fork of the outer one, under one name.
 
 >>> from streams import Event, by, moving_time_window, where
 >>> from streams.testing import Sink
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._core import Stream
+from ._nodes import Node, nodes, nodes_under
 from ._partition import _Built, _ByFactory, by
 
 __all__: list[str] = []
@@ -63,49 +64,69 @@ class Census:
 def census(streams: Iterable[Any], *, forks_walked: int = FORKS_WALKED) -> Census:
     """Walk a config's top-level streams (and the forks of its ``by`` streams)."""
     found = Census()
-    for position, stream in enumerate(streams):
-        _walk(stream, f"streams[{position}]", found, forks_walked, set())
+    _Walk(forks_walked).count(nodes(streams, descend=_holds_streams), found)
     return found
 
 
-def _walk(node: Any, path: str, found: Census, forks_walked: int, seen: set[int]) -> None:
-    if not isinstance(node, Stream) or node.shared or id(node) in seen:
-        return
-    seen.add(id(node))
-    skewed = getattr(node, "skewed", 0)
-    if type(skewed) is int:
-        found.skewed += skewed
-    if isinstance(node, by | _ByFactory):
-        name = f"{path}/{type(node).__name__}({node.fields!r})"
-        found.by_keys[name] = found.by_keys.get(name, 0) + len(node)
-        _walk_forks(node if isinstance(node, by) else node._by, name, found, forks_walked)
-        return
-    name = f"{path}/{type(node).__name__}"
-    for child in node.argument_streams():
-        _walk(child, name, found, forks_walked, seen)
+def _holds_streams(stream: Stream) -> bool:
+    # A by's templates never see an event: its forks are walked instead.
+    return not stream.shared and not stream.templates
 
 
-def _walk_forks(node: by, name: str, found: Census, forks_walked: int) -> None:
-    # Forks are walked only when a template (or, for by_builder/by_fn, the
-    # first key's streams) holds something to count: a by over plain streams
-    # costs one len() however many keys it has.
-    forks = list(node._forks.values())
-    if not forks or not any(_counts_anything(s) for s in _templates(node, forks[0])):
-        return
-    sample = forks[:forks_walked]
-    nested = Census()
-    for streams in sample:
-        seen: set[int] = set()
-        for stream in _fork_streams(streams):
-            _walk(stream, name, nested, forks_walked, seen)
-    found._add(nested, len(forks) / len(sample))
+_KEYED = (by, _ByFactory)
 
 
-def _templates(node: by, first_fork: tuple[Any, ...]) -> Iterator[Any]:
-    if node.children and not any(isinstance(c, _Built) for c in node.children):
-        yield from node.children
-    else:
-        yield from _fork_streams(first_fork)
+class _Walk:
+    """One census: remembers which templates hold nothing to count, for the forks
+    of a nested by share their templates."""
+
+    def __init__(self, forks_walked: int) -> None:
+        self.forks_walked = forks_walked
+        self.worth: dict[int, bool] = {}
+
+    def count(self, walk: Iterator[Node], found: Census) -> None:
+        for node in walk:
+            stream = node.stream
+            if stream.shared:
+                continue
+            skewed = getattr(stream, "skewed", 0)
+            if type(skewed) is int:
+                found.skewed += skewed
+            if isinstance(stream, _KEYED):
+                node_id = node.id
+                found.by_keys[node_id] = found.by_keys.get(node_id, 0) + len(stream)
+                self.forks(stream if isinstance(stream, by) else stream._by, node_id, found)
+
+    def forks(self, keyed: by, node_id: str, found: Census) -> None:
+        # Forks are walked only when a template (or, for by_builder/by_fn, the
+        # first key's streams) holds something to count: a by over plain streams
+        # costs one len() however many keys it has.
+        forks = list(keyed._forks.values())
+        if not forks or not self.worth_walking(keyed, node_id, forks[0]):
+            return
+        sample = forks[:self.forks_walked]
+        nested = Census()
+        for streams in sample:
+            self.count(nodes_under(node_id, _fork_streams(streams), parent=keyed,
+                                   descend=_holds_streams), nested)
+        found._add(nested, len(forks) / len(sample))
+
+    def worth_walking(self, keyed: by, node_id: str, first_fork: tuple[Any, ...]) -> bool:
+        built = any(isinstance(c, _Built) for c in keyed.children)
+        known = None if built else self.worth.get(id(keyed.children))
+        if known is None:
+            templates = _fork_streams(first_fork) if built or not keyed.children \
+                else keyed.children
+            known = any(_counted(node.stream) for node in nodes_under(
+                node_id, templates, descend=_holds_streams))
+            if not built:
+                self.worth[id(keyed.children)] = known
+        return known
+
+
+def _counted(stream: Stream) -> bool:
+    return not stream.shared and (isinstance(stream, _KEYED)
+                                  or type(getattr(stream, "skewed", None)) is int)
 
 
 def _fork_streams(streams: tuple[Any, ...]) -> Iterator[Any]:
@@ -114,15 +135,3 @@ def _fork_streams(streams: tuple[Any, ...]) -> Iterator[Any]:
             yield from stream.children  # the streams its factory built for the key
         else:
             yield stream
-
-
-def _counts_anything(node: Any, seen: set[int] | None = None) -> bool:
-    seen = set() if seen is None else seen
-    if not isinstance(node, Stream) or node.shared or id(node) in seen:
-        return False
-    seen.add(id(node))
-    if isinstance(node, by | _ByFactory) or type(getattr(node, "skewed", None)) is int:
-        return True
-    return any(_counts_anything(child, seen)
-               for child in node.argument_streams())
-

@@ -9,7 +9,7 @@ from ._clock import Task, scheduler
 from ._core import Child, Stream, rescued
 from ._filters import close_else, else_branch, predicate
 from ._partition import by
-from ._skew import DEFAULT_MAX_SKEW, skew_limit, skewed
+from ._skew import DEFAULT_MAX_SKEW, event_time, skew_limit, skewed
 from ._validate import count, field_reader, seconds
 
 __all__ = ["changed", "changed_state", "runs", "stable", "sustained"]
@@ -178,10 +178,7 @@ class stable(Stream):
         self._task: Task | None = None
 
     def __call__(self, event: Any) -> None:
-        time = event.time
-        if time is None:
-            raise ValueError(f"stable(dt={self.dt!r}, ...): stable works on event time, and "
-                             f"this event has none: {event!r}; give events a time upstream")
+        time = event_time(event, f"stable(dt={self.dt!r}, ...)", "stable works on event time")
         if skewed(self, time):
             return
         value = self._get(event)
@@ -261,10 +258,8 @@ class sustained(Stream):
         self._set_children(children, required=not self._else_children)
 
     def __call__(self, event: Any) -> None:
-        time = event.time
-        if time is None:
-            raise ValueError(f"sustained(dt={self.dt!r}, ...): sustained works on event time, "
-                             f"and this event has none: {event!r}; give events a time upstream")
+        time = event_time(event, f"sustained(dt={self.dt!r}, ...)",
+                          "sustained works on event time")
         if skewed(self, time):
             return
         if not self.predicate(event):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import _compiled
 from ._clock import current_runtime
 from ._core import Child, Stream, entry_point, refuse_idle_judge, report_failure
 from ._validate import StreamArgumentError, seconds
@@ -58,6 +59,8 @@ class Config:
         )
         if len(calls) == 1:
             return calls[0]
+        if _compiled.speedups is not None:
+            return _compiled.speedups.Dispatch(calls, report_failure)  # type: ignore[no-any-return]
 
         def dispatch(event: Any) -> None:
             failure: Exception | None = None

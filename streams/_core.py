@@ -29,6 +29,7 @@ import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
+from . import _compiled
 from ._clock import current_runtime, scheduler
 from ._event import Event, outlived
 from ._validate import StreamArgumentError
@@ -234,6 +235,16 @@ class Stream(metaclass=_StreamType):
         configuration: empty state, and callables wired to its own streams
         besides the children. ``__init__`` calls it too, after the configuration."""
 
+    def _entry_point(self) -> Child:
+        """What a parent calls to send this stream an event: its bound ``__call__``.
+
+        A class whose ``__call__`` has a compiled twin (``streams/_speedups.c``)
+        returns that instead, built from the state ``__call__`` reads (fixed once
+        built), unless ``__call__`` was replaced on the class (the per-stream
+        counters wrap it).
+        """
+        return self.__call__
+
     def argument_streams(self) -> Iterator[Stream]:
         """The streams among this stream's arguments (configuration and children), in
         order, looking through lists and tuples: a node's place in the config tree."""
@@ -347,18 +358,21 @@ def _discard(event: Any) -> None:
 
 
 def entry_point(stream: Child) -> Child:
-    """The fastest way to call ``stream``: a stream's bound ``__call__``.
+    """The fastest way to call ``stream``: a stream's bound ``__call__``, or
+    what its class compiled it to (see :meth:`Stream._entry_point`).
 
     Calling an instance goes through ``type.__call__`` lookup and costs about
     100 ns more than calling its bound method, on every hop of every event.
     """
     if isinstance(stream, Stream):
-        return stream.__call__
+        return stream._entry_point()
     return stream
 
 
 def _broadcast(children: tuple[Child, ...]) -> Child:
     calls = tuple(entry_point(child) for child in children)
+    if _compiled.speedups is not None:
+        return _compiled.speedups.Broadcast(calls, report_failure)  # type: ignore[no-any-return]
 
     def broadcast(event: Any) -> None:
         # Each child is isolated: one failing never stops its siblings.

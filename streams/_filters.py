@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from . import _compiled
 from ._core import Child, Stream, entry_point, fan_out, forked, is_expired
 from ._match import field_getter, matcher
 from ._validate import StreamArgumentError, argument_error, field_keyword, number, tag_list
@@ -77,9 +78,18 @@ class where(Stream):
         # The copied else branch is the template's.
         self._else_children, self._else = else_branch(forked(template._else_children, memo))
 
+    def _entry_point(self) -> Child:
+        if _compiled.speedups is not None and type(self).__call__ is _WHERE_CALL:
+            return _compiled.speedups.Where(  # type: ignore[no-any-return]
+                self.predicate, self._out, self._else)
+        return self.__call__
+
     def close(self) -> None:
         close_else(self._else_children)
         super().close()
+
+
+_WHERE_CALL = where.__call__
 
 
 def else_branch(else_: Child | Iterable[Child]) -> tuple[tuple[Child, ...], Child | None]:

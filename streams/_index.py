@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from . import _compiled
 from ._clock import Task, _runtime, current_runtime, must_propagate, scheduler
 from ._core import Stream, report_failure
 from ._event import Event, LazyEvent, outlived
@@ -268,9 +269,15 @@ class Index(Stream):
         # costs one copy).
         previous, seen = self._lazy_ids, {}
         get = events.get  # once per stored key per sweep: one lookup less each
+        compiled = _compiled.speedups
         for start in range(0, len(keys), n):
             expired: list[Event] = []
-            for key in keys[start:start + n]:
+            part = keys[start:start + n]
+            if compiled is not None:
+                # Only the keys whose event has outlived its ttl or that C cannot
+                # judge exactly (a lazy event, an odd time): the rest pass untouched.
+                part = compiled.stale(events, part, now)
+            for key in part:
                 event = get(key)
                 if event is None:
                     continue

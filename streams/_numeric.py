@@ -10,7 +10,7 @@ from typing import Any
 from ._clock import scheduler
 from ._core import Child, Stream, register_stream
 from ._periodic import PeriodicUntilExpired
-from ._skew import DEFAULT_MAX_SKEW, skew_limit, skewed
+from ._skew import DEFAULT_MAX_SKEW, event_time, skew_limit, skewed
 from ._validate import count, is_number, number, seconds, unit_interval
 
 __all__ = [
@@ -219,11 +219,8 @@ class ewma(Stream):
 
 
 def _time_of(event: Any, caller: str) -> float:
-    time = event.time
-    if time is None:
-        raise ValueError(f"{caller}: the event has no time, so no rate of change can be "
-                         f"computed: {event!r}; give events a time (e.g. with default)")
-    return time  # type: ignore[no-any-return]
+    time: float = event_time(event, caller, "a rate of change needs the time of each event")
+    return time
 
 
 class ddt_events(Stream):

@@ -6,6 +6,7 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import _compiled
 from ._clock import Task, scheduler
 from ._core import Child, Stream, fan_out, forked
 from ._match import field_getter
@@ -106,6 +107,11 @@ class by(Stream):
             fork = self._new_key(key)
         fork(event)
 
+    def _entry_point(self) -> Child:
+        if _compiled.speedups is not None and type(self).__call__ is _BY_CALL:
+            return _compiled.speedups.By(self, self._key)  # type: ignore[no-any-return]
+        return self.__call__
+
     def _new_key(self, key: Any) -> Child:
         fork = self._previous.pop(key, None)
         if fork is None:
@@ -151,6 +157,9 @@ class by(Stream):
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+
+
+_BY_CALL = by.__call__
 
 
 def _close(forks: tuple[Any, ...]) -> None:

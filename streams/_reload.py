@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._core import Stream
+from ._nodes import nodes
 
 log = logging.getLogger("rillet.reload")
 
@@ -216,6 +217,8 @@ class Carried:
             the running objects.
         kept: running stateful streams reused as they were (their state survives).
         fresh: new stateful streams that start with empty state.
+        fresh_nodes: their node ids in the new config (see ``streams._nodes``), what
+            the reload log names.
         kept_services / started_services / stopped_services: services reused,
             to start, and to stop.
     """
@@ -224,6 +227,7 @@ class Carried:
     services: list[Any] = field(default_factory=list)
     kept: list[Any] = field(default_factory=list)
     fresh: list[Any] = field(default_factory=list)
+    fresh_nodes: list[str] = field(default_factory=list)
     kept_services: list[Any] = field(default_factory=list)
     started_services: list[Any] = field(default_factory=list)
     stopped_services: list[Any] = field(default_factory=list)
@@ -253,8 +257,9 @@ def carry_over(old_streams: list[Any], old_services: list[Any],
     >>> carried = carry_over([running], [], [rate(5, sink)], [])
     >>> carried.streams[0] is running
     True
-    >>> carry_over([running], [], [rate(10, sink)], []).streams[0] is running
-    False
+    >>> changed = carry_over([running], [], [rate(10, sink)], [])
+    >>> changed.streams[0] is running, changed.fresh_nodes
+    (False, ['streams[0]/rate'])
     """
     definer = _Definer()
     available: dict[Any, list[Any]] = {}
@@ -308,6 +313,8 @@ def carry_over(old_streams: list[Any], old_services: list[Any],
         return result
 
     carried.streams = [carry(s) for s in new_streams]
+    fresh = {id(s) for s in carried.fresh}
+    carried.fresh_nodes = [node.id for node in nodes(carried.streams) if id(node.stream) in fresh]
     old_by_definition: dict[Any, list[Any]] = {}
     for service in old_services:
         old_by_definition.setdefault(definer.of(service), []).append(service)
@@ -332,17 +339,8 @@ def carry_over(old_streams: list[Any], old_services: list[Any],
 
 
 def _walk(streams: Iterable[Any]) -> Iterable[Any]:
-    """Every stream of the trees, parents before children, each once."""
-    seen: set[int] = set()
-    pending = list(streams)[::-1]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, Stream):
-            if id(value) in seen:
-                continue
-            seen.add(id(value))
-            yield value
-            pending.extend(reversed(list(value.argument_streams())))
+    """Every stream of the trees, parents before children, each once (the node walk)."""
+    return (node.stream for node in nodes(streams))
 
 
 def _reachable(streams: Iterable[Any]) -> set[int]:

@@ -46,6 +46,25 @@ class SkewChecked(Protocol):
     skewed: int
 
 
+def event_time(event: Any, caller: str, why: str) -> Any:
+    """``event.time``, or the error naming the stream (``caller``), why it needs a
+    time (``why``) and the fix, for a stream that cannot work without one.
+
+    >>> from streams import Event
+    >>> event_time(Event(time=5), "stable(...)", "it works on event time")
+    5
+    >>> event_time(Event(), "stable(...)", "it works on event time")
+    Traceback (most recent call last):
+    ...
+    ValueError: stable(...): it works on event time, and this event has no time: Event(); give events a time upstream (e.g. with default)
+    """  # noqa: E501
+    time = event.time
+    if time is None:
+        raise ValueError(f"{caller}: {why}, and this event has no time: {event!r}; give events "
+                         f"a time upstream (e.g. with default)")
+    return time
+
+
 def skew_limit(value: Any, caller: str) -> float | None:
     """Validate a ``max_skew=`` argument: seconds > 0, or None to trust every time."""
     return None if value is None else seconds(value, caller, "max_skew", "max_skew=3600")

@@ -31,6 +31,7 @@ from ._clock import VirtualClock, _runtime, current_runtime
 from ._config import Config
 from ._core import Child, Stream
 from ._event import Event
+from ._nodes import nodes
 from ._runtime import Runtime
 from ._validate import argument_error
 
@@ -303,20 +304,7 @@ def inject(config: Config, inputs: Iterable[Any], *, until: float | None = None
 
 def _tap_names(streams: Iterable[Any]) -> list[str]:
     """Names of every tap in a stream tree, so taps that saw nothing still report []."""
-    names: list[str] = []
-    seen: set[int] = set()
-    pending = list(streams)
-    while pending:
-        stream = pending.pop()
-        if id(stream) in seen or not isinstance(stream, Stream):
-            continue
-        seen.add(id(stream))
-        if isinstance(stream, tap):
-            names.append(stream.name)
-        pending.extend(stream.children)
-        for value in (*stream._args, *stream._kwargs.values()):
-            pending.extend(value if isinstance(value, (list, tuple)) else (value,))
-    return sorted(names)
+    return sorted(node.stream.name for node in nodes(streams) if isinstance(node.stream, tap))
 
 
 # Hypothesis strategies -------------------------------------------------------

@@ -28,6 +28,20 @@ def peer_unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+def require_extension(built: object, source: str) -> None:
+    """Go on when the C extension compiled from ``source`` is loaded (``built`` is
+    not None); else skip when RILLET_PURE_PYTHON asks for none, or skip/fail as
+    for a missing peer."""
+    from streams._compiled import PURE_PYTHON_VARIABLE
+
+    if built is not None:
+        return
+    if os.environ.get(PURE_PYTHON_VARIABLE, "") not in ("", "0"):
+        pytest.skip(f"{PURE_PYTHON_VARIABLE} asks for the pure-Python code")
+    peer_unavailable(f"{source} is not built: pip install -e . builds it (it needs gcc and "
+                     f"the Python headers, python3-dev)")
+
+
 def require_binary(name: str, package: str) -> str:
     """The path of executable ``name``, or skip/fail naming the Debian ``package``."""
     path = shutil.which(name)
@@ -92,16 +106,13 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture(params=["c", "python"])
 def codec(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test once with the C parser and once with the pure-Python codec."""
-    from transport import _codec, _fastpath
+    from transport import _codec
 
     if request.param == "python":
         monkeypatch.setattr(_codec, "_fast_decode", None)
         monkeypatch.setattr(_codec, "_fast_encode", None)
-    elif _codec._fast_decode is None:
-        if os.environ.get(_fastpath.PURE_PYTHON_VARIABLE, "") not in ("", "0"):
-            pytest.skip(f"{_fastpath.PURE_PYTHON_VARIABLE} forces the pure-Python codec")
-        peer_unavailable("transport/_fastwire.c is not built: pip install -e . builds it "
-                         "(it needs gcc and the Python headers, python3-dev)")
+    else:
+        require_extension(_codec._fast_decode, "transport/_fastwire.c")
     return str(request.param)
 
 

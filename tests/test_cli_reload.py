@@ -120,7 +120,9 @@ def test_reload_keeps_the_index_the_throttle_and_the_connection(
                                 capture_output=True, text=True, timeout=20, check=False)
         assert reload.returncode == 0, reload.stderr
         assert f"pid {process.pid}" in reload.stdout
-        log.wait_for(r"reloaded .*monitoring.py")
+        reloaded = log.wait_for(r"reloaded .*monitoring.py")[0]
+        # the new rule starts fresh, named by its node id; the throttle's is kept
+        assert "1 start fresh (streams[2]/where)" in reloaded, reloaded
         log.wait_for("UDP server listening")
 
         # Same connection: the index answers across the reload, the throttle holds.

@@ -54,12 +54,12 @@ def test_replay_counts_each_stream_and_sums_the_keys_of_by(tmp_path: Path) -> No
                   "--counts", "--alerts", str(tmp_path / "alerts.jsonl"))
     assert done.returncode == 0, done.stderr
     counts = _counts(done.stderr.split("replayed ")[0])
-    assert counts == {"0:where": (6, 4), "0:where/0:by": (4, 4),
-                      "0:where/0:by/0:throttle": (4, 2),
-                      "0:where/0:by/0:throttle/0:pagerduty": (2, None)}
+    assert counts == {"streams[0]/where": (6, 4), "streams[0]/where/by(['host'])": (4, 4),
+                      "streams[0]/where/by(['host'])/throttle": (4, 2),
+                      "streams[0]/where/by(['host'])/throttle/pagerduty": (2, None)}
     done = rillet("explain", str(tmp_path / "rules.py"), "--recording",
                   str(tmp_path / "r.rrec"), "--why-not", "host=a")
-    assert "[0:where/0:by/0:throttle: 4 in, 2 out]" in done.stdout, done.stdout
+    assert "[streams[0]/where/by(['host'])/throttle: 4 in, 2 out]" in done.stdout, done.stdout
 
 
 @pytest.mark.network
@@ -80,15 +80,15 @@ streams(where(lambda e: e.service == "disk" and e.metric > 90,
         for host, metric in (("a", 95.0), ("a", 96.0), ("b", 97.0), ("c", 1.0)):
             client.send(Event(host=host, service="disk", metric=metric))
         deadline = time.monotonic() + 20
-        wanted = {"rillet stream 0:where/0:by/0:throttle in": 3,
-                  "rillet stream 0:where/0:by/0:throttle out": 2}
+        wanted = {"rillet stream streams[0]/where/by(['host'])/throttle in": 3,
+                  "rillet stream streams[0]/where/by(['host'])/throttle out": 2}
         seen: dict[str, float] = {}
         while time.monotonic() < deadline:
-            found = client.query('service =~ "rillet stream 0:where%"')
+            found = client.query('service =~ "rillet stream streams[0]/where%"')
             seen = {e.service: e.metric for e in found}
             if all(seen.get(k) == v for k, v in wanted.items()):
                 break
             time.sleep(0.1)
         assert all(seen.get(k) == v for k, v in wanted.items()), seen
         # the first where saw every event: the four disks and the reports before
-        assert seen["rillet stream 0:where in"] >= 4
+        assert seen["rillet stream streams[0]/where in"] >= 4

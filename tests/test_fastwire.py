@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from _helpers import varint
-from conftest import peer_unavailable
+from conftest import require_extension
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -43,11 +43,7 @@ fast = _codec._fast_decode
 
 @pytest.fixture(scope="module")
 def c_parser() -> None:
-    if fast is None:
-        if os.environ.get(_fastpath.PURE_PYTHON_VARIABLE, "") not in ("", "0"):
-            pytest.skip(f"{_fastpath.PURE_PYTHON_VARIABLE} forces the pure-Python codec")
-        peer_unavailable("transport/_fastwire.c is not built: pip install -e . builds it "
-                         "(it needs gcc and the Python headers, python3-dev)")
+    require_extension(fast, "transport/_fastwire.c")
 
 
 needs_c = pytest.mark.usefixtures("c_parser")
@@ -309,18 +305,21 @@ def test_events_built_by_the_c_parser_are_plain_and_hold_only_their_values() -> 
     assert many[1].service is again[0].service
 
 
-def test_the_environment_variable_selects_the_pure_python_codec_and_its_suite_passes() -> None:
+def test_the_environment_variable_selects_the_pure_python_code_and_its_suite_passes() -> None:
     # Without pytest-cov's variables, which would trace the inner run too.
     environment = {name: value for name, value in os.environ.items()
                    if not name.startswith("COV_CORE")}
     environment[_fastpath.PURE_PYTHON_VARIABLE] = "1"
     probe = subprocess.run(
-        [sys.executable, "-c", "from transport import _codec; print(_codec._fast_decode)"],
+        [sys.executable, "-c", "from transport import _codec; from streams import _compiled; "
+                               "print(_codec._fast_decode, _compiled.speedups)"],
         env=environment, capture_output=True, text=True, check=True, cwd=ROOT)
-    assert probe.stdout.strip() == "None"
+    assert probe.stdout.strip() == "None None"
     suite = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-cov",
-         "tests/test_codec.py", "tests/test_server.py", "tests/test_client.py"],
+         "tests/test_codec.py", "tests/test_server.py", "tests/test_client.py",
+         "tests/test_filters.py", "tests/test_partition.py", "tests/test_index.py",
+         "tests/test_core.py"],
         env=environment, capture_output=True, text=True, cwd=ROOT, timeout=110)
     assert suite.returncode == 0, suite.stdout[-3000:] + suite.stderr[-2000:]
 

@@ -154,3 +154,33 @@ def test_a_move_anywhere_in_a_sequence_gives_the_alerts_of_one_process(
     build = lambda out: [by("host", changed_state(out))]
     second, one = moved(build, events[:cut], events[cut:])
     assert second == one
+
+
+def test_state_is_keyed_by_node_id_and_carries_its_format() -> None:
+    with Runtime(VirtualClock(0)):
+        streams = [where(lambda e: True, by("host", changed_state([].append)))]
+        streams[0](Event(host="a", service="s", state="ok"))
+        state = export(streams, SETTINGS)
+    (partition,) = state.values()
+    assert partition["format"] == "rillet.handover/2"
+    name, own, keys = partition["nodes"]["streams[0]/where/by('host')"]
+    assert (name, own, list(keys)) == ("by", None, ["a"])
+    # the key's forks are named as the templates they copy; changed_state's own by
+    # forks a changed per host and service
+    forks = keys["a"]["streams[0]/where/by('host')/changed_state"][2]
+    assert forks[("a", "s")] == {"streams[0]/where/by('host')/changed_state/changed": (
+        "changed", ("ok", Event(host="a", service="s", state="ok")), None)}
+
+
+def test_a_snapshot_of_the_first_format_restores_no_stream_state_and_says_so(
+        caplog: Any) -> None:
+    import logging
+
+    # What the first format (children by argument position) held for by("host", changed):
+    first = [("by", None, [], {"a": [("changed", ("x", None), [], None)]})]
+    with Runtime(VirtualClock(0)):
+        streams = [by("host", changed("state", [].append))]
+        with caplog.at_level(logging.WARNING, "rillet.handover"):
+            assert restore(streams, first) == 0
+        assert streams[0].keys() == []
+    assert "rillet.handover/1" in caplog.text and "start fresh" in caplog.text

@@ -166,6 +166,8 @@ def test_a_raised_threshold_makes_alerts_gone_and_why_not_names_the_where(
     assert [c["key"]["host"] for c in gone] == ["a", "b"]
     assert [c["key"]["host"] for c in data["changes"] if c["kind"] == "new"] == ["e", "f"]
     assert "where(" in gone[0]["explain"] and "stricter.py:" in gone[0]["explain"]
+    # each side's alert names its sink by node id; the gone one's B side has none
+    assert gone[0]["node_a"] == "streams[0]/where/throttle/forward" and gone[0]["node_b"] is None
     assert "GONE    forward a disk" in done.stdout
     assert re.search(r"noisiness \(alerts per key per day\): forward [\d.e+]+ -> [\d.e+]+",
                      done.stdout), done.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import math
 import os
 import re
 import signal
@@ -29,7 +30,7 @@ import pytest
 import trio
 from _peers import Process, free_port, listening, poll
 from conftest import require_binary
-from test_live import websocket
+from test_live import SseReader, websocket
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from streams import Event, Runtime
@@ -467,15 +468,17 @@ def test_an_edge_never_acknowledges_what_jetstream_did_not_store(tmp_path: Path)
     assert edge.process.returncode == 0, edge.text()[-3000:]
 
 
-LIVE_CONFIG = CONFIG.replace("import tcp_server", "import tcp_server, ws_server").replace(
-    "tcp_server(port", "ws_server(port=int(os.environ['RILLET_TEST_WS_PORT']))\ntcp_server(port")
+LIVE_CONFIG = CONFIG.replace(
+    "import tcp_server", "import sse_server, tcp_server, ws_server").replace(
+    "tcp_server(port", "ws_server(port=int(os.environ['RILLET_TEST_WS_PORT']))\n"
+    "sse_server(port=int(os.environ['RILLET_TEST_SSE_PORT']))\ntcp_server(port")
 
 
-def test_a_websocket_subscriber_of_an_edge_gets_the_workers_index_then_their_updates(
+def test_websocket_and_sse_subscribers_of_an_edge_get_the_workers_index_and_updates(
         nats_url: str, tmp_path: Path) -> None:
-    edge_port, ws_port = free_port(), free_port()
+    edge_port, ws_port, sse_port = free_port(), free_port(), free_port()
     common = ("--nats", nats_url, "--stream", "LIVE", "--partitions", "4")
-    env = {"RILLET_TEST_WS_PORT": str(ws_port)}
+    env = {"RILLET_TEST_WS_PORT": str(ws_port), "RILLET_TEST_SSE_PORT": str(sse_port)}
     edge = Rillet(tmp_path / "edge", edge_port, tmp_path / "out", *common,
                   config_text=LIVE_CONFIG, env=env)
     workers = [Rillet(tmp_path / f"worker-{n}", edge_port, tmp_path / "out", "--worker",
@@ -507,6 +510,10 @@ def test_a_websocket_subscriber_of_an_edge_gets_the_workers_index_then_their_upd
             with trio.fail_after(30):
                 # First what the workers have indexed, as a plain rillet sends it.
                 first = [json.loads(await socket.get_message()) for _ in hosts]
+                # An SSE subscriber alongside, as riemann-dash-style pages use.
+                sse = await SseReader.open(sse_port, f"/index?query={query}")
+                await sse.until(b"\r\n\r\n")
+                assert sse.received.startswith(b"HTTP/1.1 200"), sse.received
             # Then every update, from the first one: sent once, none may fall
             # between the index's answer and the live updates.
             await trio.to_thread.run_sync(send, [
@@ -518,6 +525,14 @@ def test_a_websocket_subscriber_of_an_edge_gets_the_workers_index_then_their_upd
                     event = json.loads(await socket.get_message())
                     assert event["service"] == "live", event  # the query filters
                     seen[event["host"]] = event
+            with trio.fail_after(30):
+                while not all(any(e["host"] == host and e["metric"] == 2 for e in sse.events())
+                              for host in hosts):
+                    data = await sse.stream.receive_some(65536)
+                    assert data, f"the edge closed the SSE stream: {sse.received!r}"
+                    sse.received += data
+            assert {e["service"] for e in sse.events()} == {"live"}, sse.events()
+            await sse.stream.aclose()
         return first, seen
 
     try:
@@ -546,7 +561,8 @@ def test_a_query_over_a_large_index_does_not_hold_the_worker(
     answer reaches the edge whole."""
     path = tmp_path / "monitoring.py"
     path.write_text("from streams import *\nstreams(index)\n")
-    # No periodic snapshot during the query: it encodes the whole index in one turn.
+    # No periodic snapshot during the query: its turn for a partition of 100 000 entries
+    # would be the longest hold, not the search.
     settings = ScaleOut(url=nats_url, stream="SLICES", partitions=2, lease=30,
                         snapshot_interval=3600)
     # Costly per entry, matching none: the search is the work, not the reply.
@@ -599,3 +615,85 @@ def test_a_query_over_a_large_index_does_not_hold_the_worker(
     trio.run(main)
     # Unsliced, the ticker waits for the whole search (the hold is ~the query's time).
     assert measured["longest hold"] < measured["query"] / 4, measured
+
+
+def test_periodic_snapshots_hold_the_worker_one_partition_at_a_time(
+        nats_url: str, tmp_path: Path) -> None:
+    """A worker writes each partition's snapshot (index entries and per-key stream
+    state) in its own turn of the loop: with eight partitions, its other tasks (a
+    ticker here) wait for a fraction of the work, not all of it; and the snapshots
+    restore the index and the keys' state."""
+    from transport import _handover
+
+    path = tmp_path / "monitoring.py"
+    path.write_text("from streams import *\n"
+                    "streams(by('host', changed_state(bit_bucket())), index)\n")
+    settings = ScaleOut(url=nats_url, stream="SNAPTURNS", partitions=8, lease=30,
+                        snapshot_interval=1)
+    measured: dict[str, float] = {}
+
+    async def main() -> None:
+        runtime = Runtime(TrioScheduler())
+        config = runtime.load(path)
+        worker = Worker(settings, name="turns")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.run, config, runtime)
+            with trio.fail_after(60):
+                while len([o for o in worker.owned.values() if o.ready]) < 8:
+                    await trio.sleep(0.05)
+            with runtime:
+                runtime.stream(Event(host=f"host-{n}", service="s", state="ok", metric=n,
+                                     time=runtime.now(), ttl=3600) for n in range(20_000))
+            # The whole job done in one turn, as before: the yardstick (the faster of two).
+            for _ in range(2):
+                started = time.perf_counter()
+                by_partition: dict[int, list[Event]] = {p: [] for p in range(8)}
+                for event in runtime.index:
+                    by_partition[settings.partition(event)].append(event)
+                states = _handover.export(config.streams, settings, set(range(8)))
+                for partition, events in by_partition.items():
+                    encode_request(events, framed=False)
+                    _handover.dumps(states.get(partition))
+                measured["one turn"] = min(measured.get("one turn", math.inf),
+                                           time.perf_counter() - started)
+            gaps: list[float] = []
+
+            async def tick() -> None:
+                while True:
+                    before = trio.current_time()
+                    await trio.sleep(0.001)
+                    gaps.append(trio.current_time() - before)
+
+            nursery.start_soon(tick)
+            gc.collect()
+            gc.disable()  # a full collection over the state would be the longest hold
+            try:
+                await trio.sleep(0.1)
+                gaps.clear()
+                # Two rounds of the eight partitions' snapshots, one of them whole.
+                written = worker.snapshots
+                with trio.fail_after(60):
+                    while worker.snapshots < written + 16:
+                        await trio.sleep(0.01)
+                measured["longest hold"] = max(gaps)
+            finally:
+                gc.enable()
+            nursery.cancel_scope.cancel()
+
+    async def restore() -> None:
+        runtime = Runtime(TrioScheduler())
+        config = runtime.load(path)
+        worker = Worker(settings, name="heir")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.run, config, runtime)
+            with trio.fail_after(60):
+                while len([o for o in worker.owned.values() if o.ready]) < 8:
+                    await trio.sleep(0.05)
+            measured["restored"] = len(runtime.index)
+            measured["keys"] = len(config.streams[0])
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    trio.run(restore)
+    assert measured["restored"] == 20_000 and measured["keys"] == 20_000, measured
+    assert measured["longest hold"] < measured["one turn"] / 2, measured

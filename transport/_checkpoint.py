@@ -6,8 +6,8 @@ it), everything the rest of the replay depends on:
 
 - the state of every stream of the config (each one's private slots that are
   not its definition: window contents, throttle budgets, ``by``'s per-key
-  streams, pending timers), keyed by the stream's position in the config
-  (the walk reload uses, parents before children);
+  streams, pending timers), keyed by the stream's position in the walk of
+  the config's nodes (``streams._nodes``, parents before children);
 - the index (its events and expiry bookkeeping) and the clock (its time and
   every pending timer, in order);
 - where the replay stood: the recording file and block, the alerts and
@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from streams import Event
-from streams._reload import _walk
+from streams._compiled import entry_types
+from streams._nodes import nodes
 
 __all__ = ["Checkpoint", "CheckpointError", "CheckpointReader", "CheckpointWriter",
            "capture_state", "restore_state"]
@@ -64,7 +65,7 @@ _CONFIG_MODULE = "__rillet_config__"
 # What every stream holds and is not state: its definition and wiring.
 _WIRING = frozenset({"__weakref__", "__dict__", "_args", "_kwargs", "_out", "children"})
 _DEFINITION = (types.FunctionType, types.MethodType, types.BuiltinFunctionType,
-               functools.partial)
+               functools.partial, *entry_types())
 _INDEX_STATE = ("_events", "_expired", "_inserts", "_lazy_ids", "_reaping")
 _REAPER_STATE = ("task", "_continue", "_sweeping")
 
@@ -80,7 +81,8 @@ class _World:
     the replay that stores a checkpoint and the one that loads it."""
 
     def __init__(self, runtime: Any) -> None:
-        self.nodes = list(_walk(runtime.config.streams))
+        # Stored by position in the node walk: its order is part of the file format.
+        self.nodes = [node.stream for node in nodes(runtime.config.streams)]
         named: dict[Any, Any] = {("node", i): node for i, node in enumerate(self.nodes)}
         named[("runtime",)] = runtime
         named[("clock",)] = runtime.clock

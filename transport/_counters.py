@@ -1,10 +1,10 @@
 """Per-stream counters: how many events entered each stream of a config, and left it.
 
-Each stream of the config gets a path id from its place in the config, the
-walk reload uses: ``0:where/0:throttle/0:forward`` is the ``forward`` that is
-the first child of the ``throttle`` under the first top-level ``where``. The
+Each stream is counted under its node id, its place in the config (see
+``streams._nodes``): ``streams[0]/where/throttle/forward`` is the
+``forward`` under the ``throttle`` under the first top-level ``where``. The
 streams ``by`` builds per key count under the stream they are forked from,
-so a path sums every key. A stream's *in* is the events it was called with;
+so an id sums every key. A stream's *in* is the events it was called with;
 its *out* the calls it made to other streams (a ``where``'s passes, a
 ``throttle``'s lets-through; each child counts, so a stream with two
 children passing everything has twice its *in*).
@@ -16,7 +16,7 @@ streams' hot path otherwise pays nothing at all:
 - ``rillet replay --counts`` prints the table after the replay, and
   ``rillet explain`` shows the counts of the streams it names;
 - ``rillet run --count-streams`` counts live; ``instrumentation(...)`` then
-  reports ``rillet stream PATH in`` and ``... out`` with the other figures.
+  reports ``rillet stream NODE_ID in`` and ``... out`` with the other figures.
 
 Counters must be installed before the config is loaded: a stream built
 earlier holds its children's ``__call__`` as it was.
@@ -28,8 +28,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from streams import Stream
+from streams._nodes import nodes
 
-__all__ = ["StreamCounters", "active", "node_paths"]
+__all__ = ["StreamCounters", "active"]
 
 #: The counters ``rillet run --count-streams`` installed (what instrumentation reports).
 active: StreamCounters | None = None
@@ -50,21 +51,6 @@ def _classes(root: type) -> Iterator[type]:
         yield from _classes(sub)
 
 
-def node_paths(streams: list[Any]) -> dict[int, tuple[str, Any]]:
-    """id(stream) -> (path id, stream) for every stream of a config, parents first."""
-    found: dict[int, tuple[str, Any]] = {}
-    pending = [(f"{i}:{type(s).__name__}", s) for i, s in enumerate(streams)][::-1]
-    while pending:
-        path, stream = pending.pop()
-        if not isinstance(stream, Stream) or id(stream) in found:
-            continue
-        found[id(stream)] = (path, stream)
-        children = [c for c in stream.children if isinstance(c, Stream)]
-        pending.extend((f"{path}/{j}:{type(c).__name__}", c) for j, c in
-                       reversed(list(enumerate(children))))
-    return found
-
-
 def _forked(streams: list[Any]) -> dict[int, Any]:
     """fork id -> the config's stream it stands for, for the forks every ``by`` holds
     now (also those a checkpoint restored, which were never forked here)."""
@@ -72,19 +58,26 @@ def _forked(streams: list[Any]) -> dict[int, Any]:
 
     mapping: dict[int, Any] = {}
     pending: list[tuple[Any, Any]] = []
-    for _path, stream in node_paths(streams).values():
-        if isinstance(stream, by):
-            for forks in stream._forks.values():
-                pending.extend(zip(forks, stream.children, strict=False))
+
+    def keys_of(stream: Any) -> None:
+        # changed_state and by_builder keep their by inside
+        keyed = getattr(stream, "_by", stream)
+        if isinstance(keyed, by):
+            for forks in keyed._forks.values():
+                pending.extend(zip(forks, keyed.children, strict=False))
+
+    for node in nodes(streams):
+        keys_of(node.stream)
     while pending:
         fork, template = pending.pop()
         if not isinstance(fork, Stream) or fork is template or fork.shared:
             continue
         mapping[id(fork)] = mapping.get(id(template), template)
-        if isinstance(fork, by):
-            for forks in fork._forks.values():
-                pending.extend(zip(forks, fork.children, strict=False))
-        pending.extend(zip(fork.children, template.children, strict=False))
+        inner = getattr(fork, "_by", None)
+        if isinstance(inner, by):
+            pending.append((inner, template._by))
+        keys_of(fork)
+        pending.extend(zip(fork.argument_streams(), template.argument_streams(), strict=False))
     return mapping
 
 
@@ -158,7 +151,7 @@ class StreamCounters:
         self.uninstall()
 
     def table(self, streams: list[Any]) -> list[tuple[str, Any, int, int | None]]:
-        """(path, stream, in, out) for every stream of the config, parents first."""
+        """(node id, stream, in, out) for every stream of the config, parents first."""
         template = self.template
 
         def total(counts: dict[int, int]) -> dict[int, int]:
@@ -170,11 +163,9 @@ class StreamCounters:
             return found
 
         ins, outs = total(self.calls), total(self.outs)
-        rows = []
-        for key, (path, stream) in node_paths(streams).items():
-            rows.append((path, stream, ins.get(key, 0),
-                         None if stream.shared else outs.get(key, 0)))
-        return rows
+        return [(node.id, node.stream, ins.get(id(node.stream), 0),
+                 None if node.stream.shared else outs.get(id(node.stream), 0))
+                for node in nodes(streams)]
 
     def text(self, streams: list[Any]) -> str:
         lines = [f"{'in':>10} {'out':>10}  stream"]

@@ -56,6 +56,9 @@ class Change:
                 "delta_s": self.delta,
                 "event_a": None if self.a is None else self.a.as_dict()["event"],
                 "event_b": None if self.b is None else self.b.as_dict()["event"],
+                # where each side's sink sits in its config (its node id)
+                "node_a": None if self.a is None else self.a.node,
+                "node_b": None if self.b is None else self.b.node,
                 "explain": self.explain}
 
     def line(self) -> str:

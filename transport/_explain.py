@@ -6,9 +6,11 @@ within the time window), which streams it reached. Synchronous streams make
 that exact: everything called while a candidate is dispatched descends from
 it. Where a candidate reached a stream but none of that stream's children,
 it *stopped* there: dropped by a ``where``, held by ``throttle``, ``stable``
-or ``changed_state``. Each stream is named by its repr, which reads like the
-config line that built it, and by that line (recorded while the config
-loads). Outputs that a timer emits later are not attributed to the input.
+or ``changed_state``. Each stream is told apart by its node id (its place in
+the config, see ``streams._nodes``; a ``by``'s per-key forks by the template
+they copy) and shown by the config line that built it (recorded while the
+config loads), its repr, which reads like that line, and its node id with its
+counts. Outputs that a timer emits later are not attributed to the input.
 
 Given the checkpoints a replay stored (``rillet replay --checkpoints FILE``),
 explain replays only from the nearest checkpoint before its question: an
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from streams import Runtime, Stream, by
+from streams._nodes import nodes, step
 
 from ._checkpoint import Checkpoint, CheckpointReader
 from ._counters import StreamCounters, _classes
@@ -65,34 +68,61 @@ class _Question:
 
 
 class _Tracer:
-    def __init__(self, source: Path) -> None:
+    def __init__(self, source: Path, template: dict[int, Any]) -> None:
         self.sources = {str(source), str(source.resolve())}
         self.name = source.name
-        self.lines: dict[str, str] = {}
+        #: Config line per stream (by id), and per label for streams built at run time.
+        self.lines: dict[int, str] = {}
+        self.labelled_lines: dict[str, str] = {}
+        #: fork id -> the config's stream it copies (the counters' map), and node ids.
+        self.template = template
+        self.node_ids: dict[int, str] = {}
+        #: key -> a stream it stands for (see ``key``).
+        self.shown: dict[str, Stream] = {}
         self.reached: dict[int, Stream] | None = None
         self.asking: list[_Question] = []
         self.entries = 0
         self.leaves: dict[int, Stream] = {}
         self.owners: dict[str, str] = {}
+        #: Stream (by id) -> the stream whose construction built it (changed_state's changed).
+        self.built_by: dict[int, Stream] = {}
         #: Keys each ``by`` ever made a fork for.
         self.keys: dict[int, set[Any]] = {}
-        #: label -> (path id, events in, events out) over the replayed span.
-        self.counts: dict[str, tuple[str, int, int | None]] = {}
+        #: node id -> (events in, events out) over the replayed span.
+        self.counts: dict[str, tuple[int, int | None]] = {}
 
     def label(self, stream: Stream) -> str:
         text = repr(stream)
         return text if len(text) <= 100 else text[:97] + "..."
 
-    def where(self, label: str) -> str:
-        line = self.lines.get(label)
+    def key(self, stream: Stream) -> str:
+        """What tells a stream apart in the answers: its node id (a fork's is the one of
+        the stream it copies); for a stream another one built (changed_state's
+        changed), that one's id and its step, as the scale-out handover names it; else
+        (a stream a by_builder's function built) its label."""
+        origin = self.template.get(id(stream), stream)
+        found = self.node_ids.get(id(origin))
+        if found is None:
+            owner = self.built_by.get(id(origin))
+            inside = None if owner is None else self.node_ids.get(id(owner))
+            found = self.label(stream) if inside is None else f"{inside}/{step(origin)}"
+        self.shown.setdefault(found, origin)
+        return found
+
+    def where(self, key: str) -> str:
+        stream = self.shown[key]
+        label = self.label(stream)
+        line = self.lines.get(id(stream)) or self.labelled_lines.get(label)
         owner = self.owners.get(label)
-        counted = self.counts.get(label)
+        counted = self.counts.get(key)
         if owner is not None:
             label = f"{owner} (inside it: {label})"
         text = f"{line} {label}" if line else label
         if counted is not None:
-            path, count, out = counted
-            text += f"  [{path}: {count} in" + ("" if out is None else f", {out} out") + "]"
+            count, out = counted
+            text += f"  [{key}: {count} in" + ("" if out is None else f", {out} out") + "]"
+        elif key.startswith("streams["):
+            text += f"  [{key}]"
         return text
 
     def seen(self, stream: Stream) -> None:
@@ -121,18 +151,18 @@ class _Tracer:
             return inner(event)
         finally:
             reached, self.reached = self.reached, None
-            path = [(self.label(stream), _state(stream)) for stream in reached.values()]
+            path = [(self.key(stream), _state(stream)) for stream in reached.values()]
             metric = getattr(event, "metric", None)
             for question in questions:
                 question.paths.append(path)
-                for (label, _), stream in zip(path, reached.values(), strict=True):
+                for (key, _), stream in zip(path, reached.values(), strict=True):
                     if stream.shared:
-                        question.delivered[label] += 1
+                        question.delivered[key] += 1
                     elif id(stream) in self.leaves:
-                        question.stopped[label] += 1
-                        question.states[label] = (_state(stream), _numbers(stream))
+                        question.stopped[key] += 1
+                        question.states[key] = (_state(stream), _numbers(stream))
                         if isinstance(metric, (int, float)):
-                            question.metrics.setdefault(label, []).append(float(metric))
+                            question.metrics.setdefault(key, []).append(float(metric))
 
     @contextmanager
     def installed(self) -> Iterator[None]:
@@ -158,7 +188,7 @@ class _Tracer:
             seen = tracer.keys.setdefault(id(stream), set())
             if tracer.reached is not None and key in seen:
                 for question in tracer.asking:
-                    question.evicted[tracer.label(stream)] += 1
+                    question.evicted[tracer.key(stream)] += 1
             seen.add(key)
             return original_new_key(stream, key)
 
@@ -195,15 +225,27 @@ class _Tracer:
                 if call is not None:
                     cls.__call__ = call  # type: ignore[method-assign]
 
-    def name_lines(self) -> None:
+    def name_lines(self, streams: list[Any]) -> None:
+        """Note the config lines and node ids of ``streams``, the config just loaded."""
+        self.node_ids = {}
+        for node in nodes(streams):
+            self.node_ids[id(node.stream)] = node.id
+            # The by that changed_state (or by_builder) keeps inside, and its templates:
+            # found by structure too, for a checkpoint restores them as new objects.
+            inner = getattr(node.stream, "_by", None)
+            if isinstance(inner, by):
+                self.built_by[id(inner)] = node.stream
+                self.built_by.update((id(c), node.stream) for c in inner.children)
         # Labels are taken once the streams are whole (a repr shows the children).
         for stream, line, owner in self.pending:
             label = self.label(stream)
-            self.lines.setdefault(label, line)
+            self.lines.setdefault(id(stream), line)
+            self.labelled_lines.setdefault(label, line)
             if owner is not None:
                 # Streams built inside another (changed_state's changed per key)
                 # are reported as part of the one the config wrote.
                 self.owners.setdefault(label, self.label(owner))
+                self.built_by.setdefault(id(stream), owner)
         self.pending.clear()
 
 
@@ -251,11 +293,11 @@ def _numbers(stream: Stream) -> list[float]:
                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
 
-def _miss(question: _Question, label: str) -> str:
+def _miss(question: _Question, key: str) -> str:
     """The closest miss: the stopped metrics against the condition's numbers, or
     the stream's state (a throttle's next opening, stable's pending candidate)."""
-    metrics = question.metrics.get(label)
-    state, numbers = question.states.get(label, ("", []))
+    metrics = question.metrics.get(key)
+    state, numbers = question.states.get(key, ("", []))
     note = ""
     if metrics:
         note = f"   metric of those: max {max(metrics):g}, min {min(metrics):g}"
@@ -302,7 +344,8 @@ def _traced(config: str | Path, recording: str | Path, questions: list[_Question
             resume: tuple[CheckpointReader, Checkpoint] | None = None,
             end: float | None = None) -> _Tracer:
     """One replay of ``config`` tracing the candidates of every question."""
-    tracer = _Tracer(Path(config))
+    counters = StreamCounters()
+    tracer = _Tracer(Path(config), counters.template)
     # Questions indexed by their first field's value: one dict look-up per
     # input, however many questions a diff asks.
     index: dict[str, dict[str, list[_Question]]] = {}
@@ -311,7 +354,7 @@ def _traced(config: str | Path, recording: str | Path, questions: list[_Question
         index.setdefault(first, {}).setdefault(value, []).append(question)
 
     def instrument(runtime: Runtime, sinks: Any) -> None:
-        tracer.name_lines()
+        tracer.name_lines(runtime.config.streams if runtime.config is not None else [])
         sinks.observer = tracer.sink
         inner = runtime.dispatch
         clock = runtime.clock
@@ -331,7 +374,6 @@ def _traced(config: str | Path, recording: str | Path, questions: list[_Question
         runtime.dispatch = dispatch
 
     loaded: list[Runtime] = []
-    counters = StreamCounters()
 
     def instrumented(runtime: Runtime, sinks: Any) -> None:
         loaded.append(runtime)
@@ -342,19 +384,20 @@ def _traced(config: str | Path, recording: str | Path, questions: list[_Question
     with tracer.installed(), counters:
         replay(config, recording, instrument=instrumented, resume=resume, end=end)
     if loaded and loaded[0].config is not None:
-        for path, stream, count, out in counters.table(loaded[0].config.streams):
-            tracer.counts.setdefault(tracer.label(stream), (path, count, out))
+        for node_id, _stream, count, out in counters.table(loaded[0].config.streams):
+            tracer.counts[node_id] = (count, out)
     return tracer
 
 
 def _answer(tracer: _Tracer, config: str | Path, question: _Question) -> WhyNot:
     out = WhyNot(str(config), question.match, question.at, question.window,
                  candidates=question.candidates)
-    for label, count in question.stopped.most_common():
-        out.stopped.append((tracer.where(label), count, _miss(question, label)))
-    out.delivered = list(question.delivered.most_common())
-    out.evicted = [(tracer.where(label), count)
-                   for label, count in question.evicted.most_common()]
+    for key, count in question.stopped.most_common():
+        out.stopped.append((tracer.where(key), count, _miss(question, key)))
+    out.delivered = [(tracer.label(tracer.shown[key]), count)
+                     for key, count in question.delivered.most_common()]
+    out.evicted = [(tracer.where(key), count)
+                   for key, count in question.evicted.most_common()]
     return out
 
 
@@ -437,10 +480,10 @@ def explain_alert(config: str | Path, recording: str | Path, seq: int, *,
     head = f"ALERT #{seq} {sink} " + " ".join(f"{k}={v}" for k, v in match.items()) + \
         f" state={event.get('state')} at {t:.6f} <- {origin}" + _resume_note(resume)
     for path in question.paths:
-        if any(question.delivered.get(label) for label, _ in path):
+        if any(question.delivered.get(key) for key, _ in path):
             steps = []
-            for label, state in path:
-                steps.append(f"  {tracer.where(label)}")
+            for key, state in path:
+                steps.append(f"  {tracer.where(key)}")
                 if state:
                     steps.append(f"      state after it: {state}")
             return "\n".join([head, "  the input at that time took this path:", *steps])

@@ -19,12 +19,10 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from streams._compiled import PURE_PYTHON_VARIABLE
 from streams._event import Event
 
 __all__ = ["PURE_PYTHON_VARIABLE", "load"]
-
-#: Set to 1 to decode with the pure-Python codec even where the C parser is built.
-PURE_PYTHON_VARIABLE = "RILLET_PURE_PYTHON"
 
 FastDecode = Callable[[Any, float], "tuple[list[Event], str | None] | None"]
 FastEncode = Callable[["list[Event] | tuple[Event, ...]"], "bytes | None"]

@@ -12,9 +12,12 @@ field gives each key its own forks, and a key's partition follows from its
 values; everything under such a key's forks belongs to that partition. State
 outside such forks (a top-level ``throttle`` or ``rate`` seeing every host
 of the worker) mixes partitions: it stays with the worker and the new owner
-keeps its own. Streams are matched by their place in the config (the path of
-argument positions from the top-level streams) and their class, and the
-snapshot is used only by a worker whose config has the same source text.
+keeps its own. Streams are matched by their node id (their place in the
+config, see ``streams._nodes``; a key's forks are named as the templates they
+copy) and their class, and the snapshot is used only by a worker whose config
+has the same source text. A snapshot carries its format: one written in
+another (by an older rillet, during a rolling upgrade) restores no stream
+state, and says so.
 
 Carried (the streams whose per-key state decides which alerts repeat):
 ``by``, ``changed_state``, ``changed``, ``throttle``, ``runs``. Every other
@@ -51,6 +54,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from streams import Event, Stream, by, changed, changed_state, runs, throttle
+from streams._nodes import Node, nodes, nodes_under
 
 from ._jetstream import ScaleOut
 
@@ -58,9 +62,12 @@ __all__ = ["drop", "export", "restore"]
 
 log = logging.getLogger("rillet.handover")
 
-# A node's exported state: (class name, own state or None, children's states by position,
-# and for a by: {key: states of the key's forks}).
-Node = tuple[str, Any, list[Any], dict[Any, list[Any]] | None]
+#: What :func:`export` writes per partition: ``{"format": FORMAT, "nodes": {node id: State}}``.
+#: The first format (nested by argument position, before node ids) is refused.
+FORMAT = "rillet.handover/2"
+# A node's exported state: (class name, its own state or None, and for a by: {key: the
+# states of the key's forks by node id, named as the templates they copy}).
+State = tuple[str, Any, dict[Any, dict[str, Any]] | None]
 
 
 def _plain(value: Any) -> Any:
@@ -113,66 +120,86 @@ _CARRIED: dict[type, tuple[Callable[[Any], Any], Callable[[Any, Any], None]]] = 
 }
 
 
-def _key_partition(stream: by, settings: ScaleOut) -> Callable[[Any], int] | None:
+def _key_partition(stream: by, settings: ScaleOut,
+                   known: dict[Any, int] | None = None) -> Callable[[Any], int] | None:
     """How a key of ``stream`` maps to its partition, or None when its fields do not
-    include every partition key field (its keys span partitions)."""
+    include every partition key field (its keys span partitions). ``known``
+    remembers the answers (by fields and key), for several calls in a row."""
     fields = stream.fields
     names = [fields] if isinstance(fields, str) else fields
     if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names) \
             or not set(settings.key) <= set(names):
         return None
-    if len(names) == 1:
-        return lambda key: settings.partition(SimpleNamespace(**{names[0]: key}))
-    return lambda key: settings.partition(SimpleNamespace(**dict(zip(names, key, strict=True))))
+
+    def of(key: Any) -> int:
+        values = {names[0]: key} if len(names) == 1 else dict(zip(names, key, strict=True))
+        return settings.partition(SimpleNamespace(**values))
+
+    if known is None:
+        return of
+    fields_key = tuple(names)
+
+    def remembered(key: Any) -> int:
+        partition = known.get((fields_key, key))
+        if partition is None:
+            partition = known[fields_key, key] = of(key)
+        return partition
+
+    return remembered
 
 
-def export(streams: list[Any], settings: ScaleOut,
-           partitions: set[int] | None = None) -> dict[int, Any]:
+def export(streams: list[Any], settings: ScaleOut, partitions: set[int] | None = None,
+           known: dict[Any, int] | None = None) -> dict[int, Any]:
     """Each partition's state in ``streams`` (the running config's top-level streams),
-    for ``partitions`` (default: every partition found), ready for :func:`dumps`."""
-    grouped: dict[int, list[Any]] = {}
+    for ``partitions`` (default: every partition found), ready for :func:`dumps`.
+    ``known`` remembers the partitions of ``by`` keys across calls (a worker
+    exports one partition per turn of its loop)."""
     # A by's keys grouped by partition once per export, not once per partition.
     by_partition: dict[int, dict[int | None, list[tuple[Any, Any]]]] = {}
 
-    def node(stream: Stream, partition: int | None, inside: bool) -> Any:
-        """The state under ``stream`` for ``partition``; ``inside`` when ``stream`` is in a
-        key's forks of that partition (its own state belongs to it then)."""
-        kind = type(stream)
-        own = None
-        if inside and kind in _CARRIED:
-            own = _CARRIED[kind][0](stream)
-        keys = None
-        target = _as_by(stream)
-        if isinstance(target, by):
-            keys = _by_keys(target, partition, inside)
-        # A by's own arguments are templates that never see an event: nothing to carry.
-        children = [] if keys is not None else [
-            node(c, partition, inside) for c in stream.argument_streams() if not c.shared]
-        return (kind.__name__, own, children, keys)
+    def states(walk: Iterator[Node], partition: int, inside: bool) -> dict[str, State]:
+        """The state of the nodes of ``walk`` for ``partition``; ``inside`` when they are
+        in a key's forks of that partition (their own state belongs to it then)."""
+        found: dict[str, State] = {}
+        for node in walk:
+            stream = node.stream
+            if stream.shared:
+                continue
+            kind = type(stream)
+            own = _CARRIED[kind][0](stream) if inside and kind in _CARRIED else None
+            target = _as_by(stream)
+            keys = by_keys(target, node.id, partition, inside) if isinstance(target, by) \
+                else None
+            if own is not None or keys:
+                found[node.id] = (kind.__name__, own, keys)
+        return found
 
-    def _by_keys(stream: by, partition: int | None, inside: bool) -> dict[Any, list[Any]]:
-        owned: dict[Any, list[Any]] = {}
+    def by_keys(stream: by, node_id: str, partition: int,
+                inside: bool) -> dict[Any, dict[str, State]]:
         if inside:
             chosen = list(stream._forks.items())
         else:
             groups = by_partition.get(id(stream))
             if groups is None:
                 groups = by_partition[id(stream)] = {}
-                of = _key_partition(stream, settings)
+                of = _key_partition(stream, settings, known)
                 if of is not None:
                     for key, forks in stream._forks.items():
                         groups.setdefault(of(key), []).append((key, forks))
             chosen = groups.get(partition, [])
-        for key, forks in chosen:
-            owned[key] = [node(f, partition, True) if isinstance(f, Stream) and not f.shared
-                          else None for f in forks]
-        return owned
+        return {key: states(nodes_under(node_id, forks, parent=stream, descend=_descend),
+                            partition, True) for key, forks in chosen}
 
     wanted = partitions if partitions is not None else _partitions_present(streams, settings)
-    for partition in wanted:
-        grouped[partition] = [node(s, partition, False) if isinstance(s, Stream)
-                              and not s.shared else None for s in streams]
-    return grouped
+    return {partition: {"format": FORMAT,
+                        "nodes": states(nodes(streams, descend=_descend), partition, False)}
+            for partition in wanted}
+
+
+def _descend(stream: Stream) -> bool:
+    # A by's own arguments are templates that never see an event: its keys' forks
+    # are walked instead.
+    return not stream.shared and not isinstance(_as_by(stream), by)
 
 
 def _as_by(stream: Stream) -> Stream:
@@ -180,55 +207,67 @@ def _as_by(stream: Stream) -> Stream:
     return stream._by if isinstance(stream, changed_state) else stream
 
 
-def _keyed(streams: list[Any], settings: ScaleOut) -> Iterator[tuple[by, Callable[[Any], int]]]:
+def _keyed(streams: list[Any], settings: ScaleOut, known: dict[Any, int] | None = None
+           ) -> Iterator[tuple[by, Callable[[Any], int]]]:
     """The outermost ``by``s whose keys fall in partitions, with their key → partition."""
-    pending = [s for s in streams if isinstance(s, Stream) and not s.shared]
-    while pending:
-        stream = pending.pop()
-        target = _as_by(stream)
-        if isinstance(target, by):
-            of = _key_partition(target, settings)
+    for node in nodes(streams, descend=_descend):
+        target = _as_by(node.stream)
+        if isinstance(target, by) and not node.stream.shared:
+            of = _key_partition(target, settings, known)
             if of is not None:
                 yield target, of
-                continue
-        pending.extend(c for c in stream.argument_streams() if not c.shared)
+
+
+def remember_partitions(streams: list[Any], settings: ScaleOut, known: dict[Any, int],
+                        slice_size: int = 2048) -> Iterator[None]:
+    """Work out the partition of every key the partitioned ``by``s hold into ``known``
+    (for :func:`export`), pausing (yielding) after each ``slice_size`` keys."""
+    done = 0
+    for keyed, of in _keyed(streams, settings, known):
+        for key in list(keyed._forks):
+            of(key)
+            done += 1
+            if done % slice_size == 0:
+                yield
 
 
 def _partitions_present(streams: list[Any], settings: ScaleOut) -> set[int]:
     return {of(key) for keyed, of in _keyed(streams, settings) for key in keyed._forks}
 
 
-def restore(streams: list[Any], state: list[Any]) -> int:
+def restore(streams: list[Any], state: Any) -> int:
     """Put one partition's exported ``state`` into ``streams``; returns the number of
-    keys whose forks were restored. A node whose class differs is left as it is."""
-    restored = 0
+    keys whose forks were restored. A node whose class differs is left as it is; a state
+    of another format (an older rillet's) is left out whole, with a warning."""
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else "rillet.handover/1"
+        log.warning("handover: the snapshot's stream state is in the format %s (written by "
+                    "another version of rillet), this one reads %s: the streams start fresh "
+                    "(the index entries are restored)", found, FORMAT)
+        return 0
+    return _into(nodes(streams, descend=_descend), state["nodes"])
 
-    def into(stream: Any, saved: Any) -> None:
-        nonlocal restored
-        if saved is None or not isinstance(stream, Stream):
-            return
-        name, own, children, keys = saved
+
+def _into(walk: Iterator[Node], saved: dict[str, State]) -> int:
+    restored = 0
+    for node in walk:
+        found = saved.get(node.id)
+        if found is None:
+            continue
+        stream = node.stream
+        name, own, keys = found
         if type(stream).__name__ != name:
             log.warning("handover: %r is not the %s the snapshot has; left fresh", stream, name)
-            return
+            continue
         if own is not None and type(stream) in _CARRIED:
             _CARRIED[type(stream)][1](stream, own)
         target = _as_by(stream)
         if keys and isinstance(target, by):
-            for key, saved_forks in keys.items():
+            for key, inner in keys.items():
                 _drop_key(target, key)
                 target._new_key(key)
-                for fork, saved_fork in zip(target._forks[key], saved_forks, strict=False):
-                    into(fork, saved_fork)
-                restored += 1
-        if keys is not None:
-            return
-        for child, saved_child in zip([c for c in stream.argument_streams() if not c.shared],
-                                      children, strict=False):
-            into(child, saved_child)
-
-    for stream, saved in zip(streams, state, strict=False):
-        into(stream, saved)
+                restored += 1 + _into(nodes_under(node.id, target._forks[key], parent=target,
+                                                  descend=_descend), inner)
     return restored
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from streams import Config, Runtime, Stream, VirtualClock
+from streams._nodes import nodes
 
 from ._checkpoint import Checkpoint, CheckpointReader, CheckpointWriter
 from ._codec import ProtocolError, decode_message
@@ -81,8 +82,8 @@ class Alert:
     ``input`` and ``node`` are its lineage: the number of the request (counted
     from 0 over the recording's decodable requests) being streamed when the
     sink got it, None when a timer emitted it (``stable``, ``rate``, expiry);
-    and the sink's path id in the config (its first place, as ``rillet replay
-    --counts`` names it: ``0:where/0:throttle/0:pagerduty``).
+    and the sink's node id in the config (its first place, as ``rillet replay
+    --counts`` names it: ``streams[0]/where/throttle/pagerduty``).
     """
 
     seq: int
@@ -177,7 +178,7 @@ class _SinkCapture:
         self.keep: list[Any] = []
         #: Told of every sink that receives an event (explain traces with it).
         self.observer: Callable[[Any], None] | None = None
-        #: The sink being called, and each sink's path id in the config.
+        #: The sink being called, and each sink's node id in the config.
         self.current: Any = None
         self.paths: dict[int, str] = {}
 
@@ -290,9 +291,7 @@ def replay(config: Config | str | Path, recording: str | Path, *,
 
         def start_config() -> None:
             runtime.start(loaded)
-            from ._counters import node_paths
-
-            capture.paths = {key: path for key, (path, _s) in node_paths(loaded.streams).items()}
+            capture.paths = {id(node.stream): node.id for node in nodes(loaded.streams)}
             if resume is not None:
                 _resume(runtime, result, lineage, resume[0].state(resume[1]))
             if instrument is not None:

@@ -116,9 +116,12 @@ class Running:
         self.reloads += 1
         if self.runtime.recorder is not None:  # a replay over it runs one config throughout
             self.runtime.recorder.mark(self.runtime.now(), f"reload {path}")
-        log.info("reloaded %s: %d streams kept their state, %d start fresh; services: "
+        fresh = carried.fresh_nodes
+        more = f" and {len(fresh) - 10} more" if len(fresh) > 10 else ""
+        named = f" ({', '.join(fresh[:10])}{more})" if fresh else ""
+        log.info("reloaded %s: %d streams kept their state, %d start fresh%s; services: "
                  "%d kept, %d started, %d stopped", path, len(carried.kept), len(carried.fresh),
-                 len(carried.kept_services), len(carried.started_services),
+                 named, len(carried.kept_services), len(carried.started_services),
                  len(carried.stopped_services))
         return True
 

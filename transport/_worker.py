@@ -58,6 +58,8 @@ _CALL_TIMEOUT = 15.0
 # Index updates a worker holds for live subscribers between two publishes; beyond
 # that the oldest are dropped (and counted) rather than let memory grow.
 _LIVE_MAX = 100_000
+# The largest share of a worker's CPU time periodic snapshots may take (1/20).
+_SNAPSHOT_DUTY = 20
 # Seconds a worker goes on publishing index updates after an edge last said it has
 # live subscribers (edges say so every second).
 _LIVE_LINGER = 3.0
@@ -95,6 +97,8 @@ class Worker:
         self.live_dropped = 0
         self._config_digest = b""
         self._limited = LogLimiter(log)
+        # Whether an indexed event's partition follows from its index key alone.
+        self._index_keyed = set(settings.key) <= {"host", "service"}
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, owned={sorted(self.owned)})"
@@ -363,26 +367,44 @@ class Worker:
     # Snapshots -------------------------------------------------------------
 
     async def _snapshots(self) -> None:
+        pause = self.settings.snapshot_interval
         while True:
-            await trio.sleep(self.settings.snapshot_interval)
+            await trio.sleep(pause)
+            started = time.process_time()
             try:
                 await self._snapshot({p: o for p, o in self.owned.items() if o.ready})
             except Exception as error:
                 log.warning("%s: writing snapshots failed: %s", self.name, error)
+            # Taking snapshots may cost at most a twentieth of the worker's time: a large
+            # state is snapshotted less often than snapshot_interval, not all the time.
+            pause = max(self.settings.snapshot_interval,
+                        _SNAPSHOT_DUTY * (time.process_time() - started))
 
     async def _snapshot(self, owned: dict[int, _Owned]) -> None:
-        # Read in one turn of the loop: each partition's events and the sequence they cover.
-        by_partition: dict[int, list[Any]] = {partition: [] for partition in owned}
-        for event in self.runtime.index:
-            found = by_partition.get(self.settings.partition(event))
-            if found is not None:
-                found.append(event)
-        covered = {partition: o.sequence for partition, o in owned.items()}
+        """Write each partition's snapshot: its index entries, its share of the streams'
+        state and the stream sequence they cover, each taken whole in one turn of the
+        loop (so they agree), one partition per turn (so the loop runs in between)."""
         config = self.runtime.config
-        states = {} if config is None else _handover.export(config.streams, self.settings,
-                                                              set(owned))
-        for partition, events in by_partition.items():
+        # The partitions of the keys, worked out for this round beforehand, a slice
+        # per turn (what a key's partition is never changes).
+        index_partitions: dict[Any, int] = {}
+        key_partitions: dict[Any, int] = {}
+        for start, event in enumerate(list(self.runtime.index)):
+            self._partition_of(event, index_partitions)
+            if start % SLICE == SLICE - 1:
+                await trio.lowlevel.checkpoint()
+        if config is not None:
+            for _ in _handover.remember_partitions(config.streams, self.settings,
+                                                   key_partitions, SLICE):
+                await trio.lowlevel.checkpoint()
+        for partition, held in owned.items():
+            if self.owned.get(partition) is not held:
+                continue  # let go meanwhile: its new owner writes it
+            events = [event for event in self.runtime.index
+                      if self._partition_of(event, index_partitions) == partition]
             index = encode_request(events, framed=False)
+            states = {} if config is None else _handover.export(
+                config.streams, self.settings, {partition}, key_partitions)
             try:
                 state = _handover.dumps((self._config_digest, states.get(partition)))
             except Exception as error:
@@ -392,11 +414,22 @@ class Worker:
                     ("unpicklable", partition), "%s: the stream state of partition %d cannot "
                     "be saved (%r); a new owner starts it fresh", self.name, partition, error)
                 state = _handover.dumps((self._config_digest, None))
-            data = b"".join((covered[partition].to_bytes(8, "big"),
+            data = b"".join((held.sequence.to_bytes(8, "big"),
                              len(index).to_bytes(8, "big"), index, state))
             with trio.fail_after(_CALL_TIMEOUT):
                 await aio(self.store.put)(f"p.{partition}", data)
             self.snapshots += 1
+
+    def _partition_of(self, event: Any, known: dict[Any, int]) -> int:
+        """``event``'s partition; remembered in ``known`` by index key when the partition
+        key is made of host and service only (the default), whose partition never changes."""
+        if not self._index_keyed:
+            return self.settings.partition(event)
+        key = (event.host, event.service)
+        partition = known.get(key)
+        if partition is None:
+            partition = known[key] = self.settings.partition(event)
+        return partition
 
     async def _restore(self, partition: int) -> int:
         from nats.js.errors import NotFoundError, ObjectNotFoundError

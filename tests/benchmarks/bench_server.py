@@ -251,13 +251,14 @@ def snapshot(revision: str, into: Path) -> Path | None:
         return None
     into.mkdir()
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    # The C parser is built by pip, not archived: when its source is the same
-    # in both trees, the revision gets this checkout's build, so that a
-    # comparison measures the Python code that changed, not C against Python.
-    source = Path("transport", "_fastwire.c")
-    if (into / source).exists() and (into / source).read_bytes() == (ROOT / source).read_bytes():
-        for built in ROOT.glob("transport/_fastwire*.so"):
-            shutil.copy(built, into / "transport" / built.name)
+    # The C extensions are built by pip, not archived: one whose source is the
+    # same in both trees is copied from this checkout's build, so that a
+    # comparison measures the code that changed, not C against Python.
+    for source in (*ROOT.glob("streams/*.c"), *ROOT.glob("transport/*.c")):
+        theirs = into / source.relative_to(ROOT)
+        if theirs.exists() and theirs.read_bytes() == source.read_bytes():
+            for built in source.parent.glob(f"{source.stem}*.so"):
+                shutil.copy(built, theirs.parent / built.name)
     return into
 
 
