@@ -233,7 +233,8 @@ class Stream(metaclass=_StreamType):
     def _init_state(self) -> None:
         """Set what a new stream and each fork of it begin with that is not its
         configuration: empty state, and callables wired to its own streams
-        besides the children. ``__init__`` calls it too, after the configuration."""
+        besides the children. ``__init__`` calls it too, after the configuration.
+        A fork does not copy what it assigns, so it assigns each of those always."""
 
     def _entry_point(self) -> Child:
         """What a parent calls to send this stream an event: its bound ``__call__``.
@@ -287,9 +288,9 @@ _WIRING = frozenset(("__weakref__", "_args", "_kwargs", "_out", "children"))
 
 
 #: Types of slot values that are no stream, tested before the slower isinstance.
-_NOT_STREAMS = frozenset((type(None), bool, int, float, str, bytes, tuple, list, dict, frozenset,
-                    types.FunctionType, types.MethodType, types.BuiltinFunctionType,
-                    operator.attrgetter))
+_NOT_STREAMS = frozenset((type(None), bool, int, float, str, bytes, tuple, list, dict,
+                          frozenset, types.FunctionType, types.MethodType,
+                          types.BuiltinFunctionType, operator.attrgetter))
 
 
 def _slot_copier(cls: type) -> Callable[[Any, Any, dict[int, Any]], None]:
@@ -315,9 +316,9 @@ def _slot_copier(cls: type) -> Callable[[Any, Any, dict[int, Any]], None]:
                 # A slot the template never set stays unset in the fork.
                 lines += ["    try:", f"        value = template.{name}",
                           "    except AttributeError:", "        pass", "    else:",
-                          f"        self.{name} = value if type(value) in PLAIN or not "
+                          f"        self.{name} = value if type(value) in NOT_STREAMS or not "
                           f"isinstance(value, Stream) else value.fork(memo)"]
-    namespace: dict[str, Any] = {"PLAIN": _NOT_STREAMS, "Stream": Stream}
+    namespace: dict[str, Any] = {"NOT_STREAMS": _NOT_STREAMS, "Stream": Stream}
     exec("\n".join(lines), namespace)
     copy_slots: Callable[[Any, Any, dict[int, Any]], None] = namespace["copy_slots"]
     copy_slots.__qualname__ = f"{cls.__qualname__}._copy_slots"
