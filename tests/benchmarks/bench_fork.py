@@ -1,6 +1,7 @@
 """What a new key under ``by`` costs: microseconds per fork (and per close) of a stream.
 
     .venv/bin/python tests/benchmarks/bench_fork.py [--before REV] [--rounds R] [--forks N]
+        [--replay]
 
 Every new key of a ``by`` forks its children, and every key a ``by`` drops
 (or a stop) closes them: the typical replay config makes about 38,000 forks
@@ -10,7 +11,9 @@ microseconds per fork and per close printed; and for the typical config's two
 ``by`` streams, ``N`` new keys are sent an event each, then closed. With ``--before REV`` (e.g.
 ``main``) the same is measured in this checkout and in ``git archive REV``
 side by side: each round runs both trees, each in a fresh process,
-alternating, and the best of the rounds and their ratio are printed.
+alternating, and the best of the rounds and their ratio are printed. With
+``--replay`` it then times, in bench_replay.py's replay of the typical config,
+the seconds spent making new keys and closing them at the end.
 """
 
 from __future__ import annotations
@@ -91,6 +94,67 @@ print(json.dumps(result))
 """
 
 
+#: The typical replay in a fresh process, by's new keys and closes timed: prints JSON.
+_REPLAY = """
+import json, sys, time
+from streams._partition import by
+from transport._cli_run import tune_garbage_collector
+from transport._replay import replay
+
+spent = {"new keys": 0.0, "closing keys": 0.0}
+inside = [False]
+
+def timed(part, method):
+    def run(*args):
+        if inside[0]:  # a nested by's keys are timed with the outer one's
+            return method(*args)
+        inside[0] = True
+        started = time.perf_counter()
+        try:
+            return method(*args)
+        finally:
+            spent[part] += time.perf_counter() - started
+            inside[0] = False
+    return run
+
+by._new_key = timed("new keys", by._new_key)
+by.close = timed("closing keys", by.close)
+tune_garbage_collector()
+cpu = time.process_time()
+replay(sys.argv[1], sys.argv[2])
+spent["replay CPU"] = time.process_time() - cpu
+print(json.dumps(spent))
+"""
+
+
+def measure_replay(tree: Path, config: Path, recording: Path) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
+    done = subprocess.run([sys.executable, "-c", _REPLAY, str(config), str(recording)],
+                          cwd=tree, env=env, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def replay_parts(trees: dict[str, Path], directory: Path, rounds: int) -> None:
+    """Seconds of the typical replay (bench_replay.py's) spent making new keys and
+    closing them at the end, best of ``rounds`` for each tree, alternating."""
+    from bench_replay import CONFIG, write_recording
+
+    recording, config = directory / "day.rrec", directory / "typical.py"
+    write_recording(recording, 1_000_000, 10)
+    config.write_text(CONFIG.format(limit=95))
+    runs: dict[str, list[dict[str, float]]] = {tree: [] for tree in trees}
+    for _ in range(rounds):
+        for tree, path in trees.items():
+            runs[tree].append(measure_replay(path, config, recording))
+    print(f"\nthe typical replay of 1M events (bench_replay.py), seconds, best of {rounds}:")
+    print("| part | " + " | ".join(trees) + (" | after / before |" if len(trees) > 1 else " |"))
+    print("|---|" + "---:|" * (len(trees) + (len(trees) > 1)))
+    for part in ("new keys", "closing keys", "replay CPU"):
+        values = [min(run[part] for run in runs[tree]) for tree in trees]
+        ratio = f" | {values[1] / values[0]:.2f}" if len(values) > 1 else ""
+        print(f"| {part} | " + " | ".join(f"{v:.3f}" for v in values) + ratio + " |")
+
+
 def measure(tree: Path, forks: int) -> dict[str, list[float]]:
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
     done = subprocess.run([sys.executable, "-c", _MEASURE, str(forks), json.dumps(STREAMS),
@@ -104,6 +168,8 @@ def main() -> None:
     parser.add_argument("--before", help="git revision to compare with, e.g. main")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--forks", type=int, default=20_000)
+    parser.add_argument("--replay", action="store_true",
+                        help="also time new keys and their closing in the typical replay")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_server import ROOT, snapshot
@@ -119,7 +185,13 @@ def main() -> None:
         for _ in range(args.rounds):
             for tree, path in trees.items():
                 runs[tree].append(measure(path, args.forks))
+        report(args, trees, runs)
+        if args.replay:
+            replay_parts(trees, Path(tmp), args.rounds)
 
+
+def report(args: argparse.Namespace, trees: dict[str, Path],
+           runs: dict[str, list[dict[str, list[float]]]]) -> None:
     def best(tree: str, stream: str, part: int) -> float:
         # The least of the rounds: on a shared VM, noise only ever adds.
         return min(run[stream][part] for run in runs[tree])
