@@ -116,6 +116,9 @@ class Running:
         self.reloads += 1
         if self.runtime.recorder is not None:  # a replay over it runs one config throughout
             self.runtime.recorder.mark(self.runtime.now(), f"reload {path}")
+            from ._livelog import note_config
+
+            note_config(self.runtime, path)
         log.info("reloaded %s: %d streams kept their state, %d start fresh; services: "
                  "%d kept, %d started, %d stopped", path, len(carried.kept), len(carried.fresh),
                  len(carried.kept_services), len(carried.started_services),
