@@ -343,3 +343,32 @@ def test_check_live_in_process_reports_each_kind_of_difference(tmp_path: Path) -
     assert "REPLAY ONLY  seq 2 webhook host='c'" in text
     assert "TIME         #1 webhook host='b'" in text and "2.000000 s apart" in text
     assert check_live(config, source, tolerance=3.0).apart == []
+
+
+def test_record_alerts_keeps_the_named_sinks_and_check_live_compares_those(
+        tmp_path: Path) -> None:
+    config = tmp_path / "config.py"
+    config.write_text(REPLAYED + 'streams(webhook("http://127.0.0.1:9/other"))\n')
+    digest = config_sha256(config)
+    source = tmp_path / "r.rrec"
+    writer = RecordingWriter(source, start_us=0, alerts=True, alert_sinks=["webhook"],
+                             config=digest)
+    writer.message(1_000_000, 1, _msg("a", 95))
+    event = alert_fields(Event(host="a", service="s", metric=95, time=1.0))
+    writer.alert(1_000_000, 0, BY_LAST_REQUEST, json.dumps(
+        {"sink": "webhook", "config_sha256": digest, "event": event}).encode())
+    writer.close()
+    check = check_live(config, source)
+    # webhook#2 got the event in the replay too, but its deliveries were not recorded.
+    assert check.ok and [r.sink for r in check.replayed] == ["webhook"]
+    assert "1 live alerts, 1 replayed (sinks webhook, as recorded), 1 the same" in check.text()
+
+
+def test_record_alerts_naming_no_sink_of_the_config_stops_rillet_run(tmp_path: Path) -> None:
+    config = tmp_path / "config.py"
+    config.write_text(REPLAYED + 'from transport import tcp_server\ntcp_server(port=0)\n')
+    done = rillet("run", str(config), "--record", str(tmp_path / "rec"), "--record-alerts",
+                  "pagerduty,webhook", "--pid-file", str(tmp_path / "pid"))
+    assert done.returncode == 2
+    assert ("--record-alerts 'pagerduty,webhook': the config declares no sink named "
+            "pagerduty; its sinks, as a replay names them: webhook") in done.stderr

@@ -79,10 +79,14 @@ class LiveSinks:
 
     What a sink's own children do (an ``async_queue``'s, when it drains) is not
     reported: a replay captures the sink, so they never run there either.
+    ``only`` (``--record-alerts``: names separated by commas) reports those
+    sinks alone; the others are left as they are, at no cost.
     """
 
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Any, only: str | None = None) -> None:
         self.runtime = runtime
+        self.only = None if only is None else sorted(
+            {name.strip() for name in only.split(",") if name.strip()})
         self.names: dict[int, str] = {}
         self._counts: dict[str, int] = {}
         self._declaring: Any = None
@@ -97,9 +101,21 @@ class LiveSinks:
         if name is None:
             return
         self.names[id(declared)] = name
+        if self.only is not None and name not in self.only:
+            return
         with_call(declared, self._classes, self._reporting)
         if getattr(declared, "children", None):
             declared._out = self._quietly(declared._out)
+
+    def check_names(self) -> None:
+        """Raise ValueError when ``only`` names a sink the config does not declare."""
+        known = list(dict.fromkeys(self.names.values()))
+        unknown = [name for name in self.only or () if name not in known]
+        if unknown or self.only == []:
+            raise ValueError(
+                f"--record-alerts {','.join(self.only or [])!r}: the config declares no sink "
+                f"named {', '.join(unknown) or 'at all'}; its sinks, as a replay names them: "
+                f"{', '.join(known) or 'none'} (or give all, or none)")
 
     def _reporting(self, cls: type) -> Callable[[Any, Any], None]:
         original = cls.__call__
@@ -169,6 +185,8 @@ class LiveLog:
     gaps: int = 0
     reloads: list[str] = field(default_factory=list)
     configs: set[str] = field(default_factory=set)
+    #: The sinks whose deliveries were recorded (``--record-alerts``); None: all.
+    sinks: set[str] | None = None
 
     def missing_ids(self) -> int:
         """Alerts the full writer queue dropped (holes in the ids of each run)."""
@@ -184,13 +202,19 @@ def read_live(recording: str | Path) -> LiveLog:
     """The ALERT frames of ``recording`` with their lineage resolved to MSG frame numbers."""
     log = LiveLog()
     ordinal = 0
+    every_sink = False
     for path in recording_files(recording):
         reader = RecordingReader(path)
         header = reader.header
-        log.recorded = log.recorded or bool(header.get("alerts"))
         log.sampled = log.sampled or header.get("sample")
-        if header.get("alerts") and header.get("config_sha256"):
-            log.configs.add(header["config_sha256"])
+        if header.get("alerts"):
+            log.recorded = True
+            if header.get("config_sha256"):
+                log.configs.add(header["config_sha256"])
+            if header.get("alert_sinks") is None:
+                every_sink = True
+            else:
+                log.sinks = (log.sinks or set()) | set(header["alert_sinks"])
         last = None  # an ALERT's lineage names the last MSG frame of its own file
         for frame in reader.frames():
             kind = frame.kind
@@ -210,6 +234,8 @@ def read_live(recording: str | Path) -> LiveLog:
                 log.gaps += frame.n
             elif kind == MARK and frame.data.startswith(b"reload "):
                 log.reloads.append(f"{_when(frame.t_us / 1e6)} ({frame.data.decode()})")
+    if every_sink:
+        log.sinks = None
     return log
 
 
@@ -222,8 +248,8 @@ def _usable(log: LiveLog, recording: str | Path, config: str | Path, digest: str
     if not log.recorded:
         raise RecordingError(
             f"{recording} holds no live alerts: only 'rillet run --record' records what the "
-            f"sinks receive ('rillet record running' and 'record remote', imports, merges and "
-            f"recordings of older rillets do not)")
+            f"sinks receive (not with --record-alerts none; 'rillet record running' and "
+            f"'record remote', imports, merges and recordings of older rillets do not)")
     if log.sampled:
         raise RecordingError(
             f"{recording} is sampled ({log.sampled}): the live alerts of the keys it left out "
@@ -272,7 +298,8 @@ class LiveCheck:
     config_sha256: str
     tolerance: float
     live: list[LiveAlert]
-    replayed: list[Any]  # replay Alerts, with the live lineage numbering
+    replayed: list[Any]  # the replay's Alerts (of the recorded sinks); live is renumbered
+    sinks: set[str] | None = None  # None: every sink's deliveries were recorded
     pairs: list[tuple[LiveAlert, Any]] = field(default_factory=list)
     live_only: list[LiveAlert] = field(default_factory=list)
     replay_only: list[Any] = field(default_factory=list)
@@ -286,7 +313,9 @@ class LiveCheck:
     def text(self) -> str:
         lines = [f"check-live: {self.recording} through {self.config} "
                  f"(config sha256:{self.config_sha256[:16]}, as recorded): "
-                 f"{len(self.live)} live alerts, {len(self.replayed)} replayed, "
+                 f"{len(self.live)} live alerts, {len(self.replayed)} replayed"
+                 f"{'' if self.sinks is None else ' (sinks ' + ', '.join(sorted(self.sinks))}"
+                 f"{'' if self.sinks is None else ', as recorded)'}, "
                  f"{len(self.pairs) - len(self.apart)} the same; largest time difference "
                  f"{self.largest:.6f} s (tolerance {self.tolerance:g} s)"]
         for alert in self.live_only:
@@ -341,14 +370,17 @@ def check_live(config: str | Path, recording: str | Path, *, tolerance: float = 
     # Replay numbers the decodable requests; the live lineage, every MSG frame.
     skipped = sorted(result.undecodable_at)
     live = [_renumbered(alert, skipped) for alert in log.alerts]
-    check = LiveCheck(str(recording), str(config), digest, tolerance, live, result.alerts)
+    sinks = log.sinks
+    replayed_alerts = [r for r in result.alerts if sinks is None or r.sink in sinks]
+    check = LiveCheck(str(recording), str(config), digest, tolerance, live, replayed_alerts,
+                      sinks=sinks)
     keys_live = [(a.sink, a.ordinal, _without_time(a.event)) for a in live]
     keys_replayed = [(r.sink, r.input, _without_time(alert_fields(r.event)))
-                     for r in result.alerts]
+                     for r in replayed_alerts]
     matcher = difflib.SequenceMatcher(None, keys_live, keys_replayed, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
-            for alert, again in zip(live[i1:i2], result.alerts[j1:j2], strict=True):
+            for alert, again in zip(live[i1:i2], replayed_alerts[j1:j2], strict=True):
                 check.pairs.append((alert, again))
                 apart = max(abs(alert.t - again.t),
                             _times_apart(alert.event, alert_fields(again.event)))
@@ -357,7 +389,7 @@ def check_live(config: str | Path, recording: str | Path, *, tolerance: float = 
                     check.apart.append((alert, again, apart))
         else:
             check.live_only += live[i1:i2]
-            check.replay_only += result.alerts[j1:j2]
+            check.replay_only += replayed_alerts[j1:j2]
     return check
 
 

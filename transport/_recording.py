@@ -8,8 +8,9 @@ config. Layout, all integers little-endian::
     file    = header block* footer?
     header  = "RRLTREC1" u32:len JSON{format, rillet_version, start_us, hostname, note,
               ticks (timer runs recorded), sample (e.g. "host:10%", or null),
-              alerts (sink deliveries recorded: ALERT frames), config_sha256 (of the
-              config running when the file was started; "" when not known)}
+              alerts (sink deliveries recorded: ALERT frames), alert_sinks (those
+              sinks only, or null: all), config_sha256 (of the config running when
+              the file was started; "" when not known)}
     block   = "BLK1" u32:clen u32:ulen u32:nframes u64:first_us u64:last_us u64:first_seq
               u32:crc32(compressed bytes) zstd(frames)
     footer  = "END1" u32:len JSON{blocks: [[offset, first_us, last_us, first_seq]...],
@@ -152,7 +153,8 @@ class RecordingWriter:
 
     def __init__(self, path: str | Path, *, start_us: int, note: str = "", ticks: bool = True,
                  sample: str | None = None, block_bytes: int = BLOCK_BYTES,
-                 alerts: bool = False, config: str = "") -> None:
+                 alerts: bool = False, alert_sinks: list[str] | None = None,
+                 config: str = "") -> None:
         import zstandard
 
         self.path = Path(path)
@@ -170,7 +172,8 @@ class RecordingWriter:
         header = json.dumps({"format": FORMAT, "rillet_version": rillet_version(),
                              "start_us": start_us, "hostname": socket.gethostname(),
                              "note": note, "ticks": ticks, "sample": sample,
-                             "alerts": alerts, "config_sha256": config},
+                             "alerts": alerts, "alert_sinks": alert_sinks,
+                             "config_sha256": config},
                             sort_keys=True).encode()
         self._write(MAGIC + struct.pack("<I", len(header)) + header)
         self._file.flush()  # a file being written reads as one without a footer
@@ -575,7 +578,7 @@ class WireRecorder:
                  keep: float = 7 * 86400.0, chunk: int = 2048, queue_chunks: int = 64,
                  block_seconds: float = 10.0, snapshot: Any = None,
                  sample: Sampler | None = None, alerts: bool = False,
-                 config_sha256: str = "") -> None:
+                 alert_sinks: list[str] | None = None, config_sha256: str = "") -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.rotate = rotate
@@ -594,6 +597,7 @@ class WireRecorder:
         #: Whether the config's sinks report what they receive (:meth:`alert`,
         #: ``rillet run --record``), and the sha256 of the config running now.
         self.alerts_recorded = alerts
+        self.alert_sinks = alert_sinks
         self.config_sha256 = config_sha256
         self.alerts = self.alerts_dropped = 0
         # The writer thread's view of what a sink was called for (see ALERT).
@@ -736,7 +740,8 @@ class WireRecorder:
                 path = self.directory / f"{name}-{serial}.rrec"
             self._writer = writer = RecordingWriter(
                 path, start_us=_us(now), sample=None if self.sample is None else str(self.sample),
-                alerts=self.alerts_recorded, config=self.config_sha256)
+                alerts=self.alerts_recorded, alert_sinks=self.alert_sinks,
+                config=self.config_sha256)
             self.files.append(path)
             if command[2]:
                 writer.seed(command[2])
@@ -832,6 +837,7 @@ def cut(recording: str | Path, output: str | Path, *, start: float | None = None
     writer = RecordingWriter(output, start_us=start_us or header.get("start_us", 0),
                              note=f"cut from {recording}", ticks=header.get("ticks", False),
                              alerts=header.get("alerts", False),
+                             alert_sinks=header.get("alert_sinks"),
                              config=header.get("config_sha256", ""))
     for reader in readers:
         for frame in reader.frames(start_us):
