@@ -432,11 +432,12 @@ def _frames(data: bytes, t_us: int) -> Iterator[Frame]:
             pos += length
         elif kind == TICK:
             yield new(Frame, (TICK, t_us, 0, b"", 0))
-        elif kind == CONN:
+        elif kind in (CONN, ALERT):
+            # conn and open flag, or alert id and lineage; then the text.
             conn, pos = read(data, pos)
-            opened, pos = read(data, pos)
+            number, pos = read(data, pos)
             length, pos = read(data, pos)
-            yield Frame(CONN, t_us, conn, data[pos:pos + length], opened)
+            yield Frame(kind, t_us, conn, data[pos:pos + length], number)
             pos += length
         elif kind == GAP:
             count, pos = read(data, pos)
@@ -444,12 +445,6 @@ def _frames(data: bytes, t_us: int) -> Iterator[Frame]:
         elif kind == MARK:
             length, pos = read(data, pos)
             yield Frame(MARK, t_us, 0, data[pos:pos + length])
-            pos += length
-        elif kind == ALERT:
-            alert_id, pos = read(data, pos)
-            lineage, pos = read(data, pos)
-            length, pos = read(data, pos)
-            yield Frame(ALERT, t_us, alert_id, data[pos:pos + length], lineage)
             pos += length
         else:
             raise RecordingError(f"unknown frame kind {kind} (a newer rillet wrote this "
