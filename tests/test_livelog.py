@@ -199,6 +199,9 @@ def test_another_config_is_refused_with_the_reason(live: dict[str, Any]) -> None
     done = rillet("replay", str(live["config"]), "--recording", str(live["record"]),
                   "--check-live", "--from", "0")
     assert done.returncode == 2 and "compares the whole recording" in done.stderr
+    done = rillet("replay", str(live["config"]), "--recording", str(live["record"]),
+                  "--check-live", "--check", "--alerts", str(live["tmp"] / "a.jsonl"))
+    assert done.returncode == 2 and "leave out --alerts, --check" in done.stderr
 
 
 # The format, on recordings written directly ----------------------------------------------
@@ -372,3 +375,30 @@ def test_record_alerts_naming_no_sink_of_the_config_stops_rillet_run(tmp_path: P
     assert done.returncode == 2
     assert ("--record-alerts 'pagerduty,webhook': the config declares no sink named "
             "pagerduty; its sinks, as a replay names them: webhook") in done.stderr
+
+
+def test_a_reload_is_noted_and_the_check_refuses_to_replay_across_it(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from transport._livelog import note_config
+    from transport._tap import TapRecorder, Tee
+
+    config, reloaded = tmp_path / "config.py", tmp_path / "reloaded.py"
+    config.write_text(REPLAYED)
+    reloaded.write_text(REPLAYED + "# edited\n")
+
+    def feed(recorder: WireRecorder) -> None:
+        recorder.config_sha256 = config_sha256(config)
+        recorder.message(_msg("a", 95), 100.0, 1)
+        recorder.alert(100.0, "webhook", Event(host="a", metric=95.0))
+        runtime = SimpleNamespace(recorder=Tee(recorder, TapRecorder()))
+        recorder.mark(101.0, f"reload {reloaded}")  # what Running.reload does
+        note_config(runtime, reloaded)
+        recorder.message(_msg("a", 96), 102.0, 1)
+        recorder.alert(102.0, "webhook", Event(host="a", metric=96.0))
+
+    directory = _recorded(tmp_path, feed)
+    log = read_live(directory)
+    assert [a.config for a in log.alerts] == [config_sha256(config), config_sha256(reloaded)]
+    with pytest.raises(RecordingError, match=r"reloaded during .* \(reload .*reloaded\.py\)"):
+        check_live(config, directory)

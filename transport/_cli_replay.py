@@ -306,6 +306,14 @@ def replay(args: argparse.Namespace) -> int:
               "send the recording to a server)", file=sys.stderr)
         return ERROR
     if getattr(args, "check_live", False):
+        others = [option for option, given in (("--alerts", args.alerts), ("--check", args.check),
+                                               ("--counts", args.counts),
+                                               ("--checkpoints", args.checkpoints)) if given]
+        if others:
+            print(f"rillet replay --check-live: leave out {', '.join(others)}: it prints the "
+                  f"comparison only (run 'rillet replay' without --check-live for those)",
+                  file=sys.stderr)
+            return ERROR
         return check_live(args)
     try:
         checkpoints = None

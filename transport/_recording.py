@@ -536,9 +536,13 @@ def _encoded(events: list[Any]) -> bytes:
     return _encode(events)
 
 
+# Made once: json.dumps with options builds an encoder per call.
+_encode_alert = json.JSONEncoder(sort_keys=True, default=repr).encode
+
+
 def _alert_json(sink: str, event: Any, config: str) -> bytes:
-    return json.dumps({"sink": sink, "event": alert_fields(event), "config_sha256": config},
-                      sort_keys=True, default=repr).encode()
+    return _encode_alert({"sink": sink, "event": alert_fields(event),
+                          "config_sha256": config}).encode()
 
 
 def record_events(runtime: Any, events: list[Any], conn: int = 0) -> None:
