@@ -224,10 +224,11 @@ def _alerts(path: Path) -> list[tuple[int, int]]:
     return [(f.conn, f.n) for f in RecordingReader(path).frames() if f.kind == ALERT]
 
 
-def _recorded(tmp_path: Path, feed: Any, **options: Any) -> Path:
+def _recorded(tmp_path: Path, feed: Any, config: str = "c" * 64, **options: Any) -> Path:
     """A recording made by the live recorder (its writer thread) from ``feed(recorder)``."""
     directory = tmp_path / "rec"
-    recorder = WireRecorder(directory, alerts=True, config_sha256="c" * 64, **options)
+    # The config's digest from the start: the writer thread writes the header at once.
+    recorder = WireRecorder(directory, alerts=True, config_sha256=config, **options)
     try:
         feed(recorder)
     finally:
@@ -266,7 +267,6 @@ def test_a_full_queue_leaves_holes_in_the_alert_ids_and_the_check_refuses(
     config.write_text(REPLAYED)
 
     def feed(recorder: WireRecorder) -> None:
-        recorder.config_sha256 = config_sha256(config)
         recorder.message(_msg("a", 95), 100.0, 1)
         recorder.alert(100.0, "webhook", Event(host="a", metric=95.0))
         recorder.flush()
@@ -276,7 +276,7 @@ def test_a_full_queue_leaves_holes_in_the_alert_ids_and_the_check_refuses(
         recorder._queue_chunks = 64
         recorder.alert(100.4, "webhook", Event(host="a", metric=97.0))
 
-    directory = _recorded(tmp_path, feed)
+    directory = _recorded(tmp_path, feed, config_sha256(config))
     log = read_live(directory)
     assert [a.id for a in log.alerts] == [0, 2] and log.missing_ids() == 1
     with pytest.raises(RecordingError, match="lost 0 requests and 1 live alerts"):
@@ -388,7 +388,6 @@ def test_a_reload_is_noted_and_the_check_refuses_to_replay_across_it(tmp_path: P
     reloaded.write_text(REPLAYED + "# edited\n")
 
     def feed(recorder: WireRecorder) -> None:
-        recorder.config_sha256 = config_sha256(config)
         recorder.message(_msg("a", 95), 100.0, 1)
         recorder.alert(100.0, "webhook", Event(host="a", metric=95.0))
         runtime = SimpleNamespace(recorder=Tee(recorder, TapRecorder()))
@@ -397,7 +396,7 @@ def test_a_reload_is_noted_and_the_check_refuses_to_replay_across_it(tmp_path: P
         recorder.message(_msg("a", 96), 102.0, 1)
         recorder.alert(102.0, "webhook", Event(host="a", metric=96.0))
 
-    directory = _recorded(tmp_path, feed)
+    directory = _recorded(tmp_path, feed, config_sha256(config))
     log = read_live(directory)
     assert [a.config for a in log.alerts] == [config_sha256(config), config_sha256(reloaded)]
     with pytest.raises(RecordingError, match=r"reloaded during .* \(reload .*reloaded\.py\)"):
