@@ -142,6 +142,8 @@ def test_the_recording_holds_what_each_sink_received(live: dict[str, Any]) -> No
     assert [a.id for a in log.alerts] == list(range(len(log.alerts)))
     done = rillet("recording", "info", str(live["record"]))
     assert done.returncode == 0 and f"alert {len(log.alerts)}" in done.stdout
+    assert f"live alerts {len(log.alerts)} (what the sinks received" in done.stdout
+    assert "--check-live'), of every sink\n" in done.stdout
 
 
 @pytest.mark.network
@@ -401,3 +403,20 @@ def test_a_reload_is_noted_and_the_check_refuses_to_replay_across_it(tmp_path: P
     assert [a.config for a in log.alerts] == [config_sha256(config), config_sha256(reloaded)]
     with pytest.raises(RecordingError, match=r"reloaded during .* \(reload .*reloaded\.py\)"):
         check_live(config, directory)
+
+
+@pytest.mark.network
+def test_record_alerts_names_the_recorded_sinks_in_the_header(tmp_path: Path) -> None:
+    config = tmp_path / "config.py"
+    config.write_text(REPLAYED + 'from transport import tcp_server\ntcp_server(port=0)\n'
+                      'streams(webhook("http://127.0.0.1:9/other"))\n')
+    with rillet_listening(config, "--record", str(tmp_path / "rec"), "--record-alerts",
+                          "webhook#2", "--pid-file", str(tmp_path / "pid"), kinds=("TCP",)):
+        pass
+    [path] = recording_files(tmp_path / "rec")
+    header = RecordingReader(path).header
+    assert header["alerts"] is True and header["alert_sinks"] == ["webhook#2"]
+    assert header["config_sha256"] == config_sha256(config)
+    done = rillet("recording", "info", str(tmp_path / "rec"))
+    assert "live alerts 0 (what the sinks received, for 'rillet replay --check-live'), of " \
+           "webhook#2" in done.stdout

@@ -48,6 +48,7 @@ def recording_info(args: argparse.Namespace) -> int:
         counts: dict[str, int] = {}
         first = last = None
         conns: set[int] = set()
+        live_sinks: set[str] | None = set()  # None: every sink's deliveries
         from ._codec import ProtocolError, decode_message
 
         for path in files:
@@ -57,6 +58,10 @@ def recording_info(args: argparse.Namespace) -> int:
             status = {True: "sha256 ok", False: "SHA256 MISMATCH",
                       None: "no footer (writer stopped early; blocks checked by CRC)"}[verified]
             header = reader.header
+            if header.get("alerts"):
+                recorded = header.get("alert_sinks")
+                live_sinks = None if recorded is None or live_sinks is None else \
+                    live_sinks | set(recorded)
             print(f"{path}: {header.get('format')} rillet {header.get('rillet_version')}"
                   f", {path.stat().st_size} bytes, "
                   f"{len(reader.footer['blocks']) if reader.footer else '?'} blocks, {status}"
@@ -86,6 +91,10 @@ def recording_info(args: argparse.Namespace) -> int:
     print(f"requests {messages}, events {events}, from {_when(first)} to {_when(last)} "
           f"({span:.1f} s), connections {len(conns)}, gaps {gaps} requests dropped")
     print("frames: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if live_sinks != set():
+        print(f"live alerts {counts.get('alert', 0)} (what the sinks received, for 'rillet "
+              f"replay --check-live'), of "
+              f"{'every sink' if live_sinks is None else ', '.join(sorted(live_sinks))}")
     if events:
         print(f"size: {total_bytes} bytes, {total_bytes / events:.1f} bytes per event "
               f"(= MB per million events)")
