@@ -94,6 +94,10 @@ def parser() -> argparse.ArgumentParser:
                      help="delete recording files older than this (default: %(default)s)")
     run.add_argument("--record-sample", metavar="FIELDS:SHARE",
                      help="record only the events of a share of the keys, whole, e.g. host:10%%")
+    run.add_argument("--record-alerts", default="all", metavar="SINKS",
+                     help="the sinks whose deliveries are recorded too, for 'rillet replay "
+                          "--check-live': all, none, or names as a replay gives them, e.g. "
+                          "pagerduty,slack#2 (default: %(default)s)")
     scale = run.add_argument_group("scale-out on NATS JetStream (docs/scale-out.md)")
     scale.add_argument("--workers", type=int, metavar="N",
                        help="run this process as an edge and start N worker processes (and a "

@@ -48,6 +48,7 @@ def recording_info(args: argparse.Namespace) -> int:
         counts: dict[str, int] = {}
         first = last = None
         conns: set[int] = set()
+        live_sinks: set[str] | None = set()  # None: every sink's deliveries
         from ._codec import ProtocolError, decode_message
 
         for path in files:
@@ -57,6 +58,10 @@ def recording_info(args: argparse.Namespace) -> int:
             status = {True: "sha256 ok", False: "SHA256 MISMATCH",
                       None: "no footer (writer stopped early; blocks checked by CRC)"}[verified]
             header = reader.header
+            if header.get("alerts"):
+                recorded = header.get("alert_sinks")
+                live_sinks = None if recorded is None or live_sinks is None else \
+                    live_sinks | set(recorded)
             print(f"{path}: {header.get('format')} rillet {header.get('rillet_version')}"
                   f", {path.stat().st_size} bytes, "
                   f"{len(reader.footer['blocks']) if reader.footer else '?'} blocks, {status}"
@@ -86,6 +91,10 @@ def recording_info(args: argparse.Namespace) -> int:
     print(f"requests {messages}, events {events}, from {_when(first)} to {_when(last)} "
           f"({span:.1f} s), connections {len(conns)}, gaps {gaps} requests dropped")
     print("frames: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if live_sinks != set():
+        print(f"live alerts {counts.get('alert', 0)} (what the sinks received, for 'rillet "
+              f"replay --check-live'), of "
+              f"{'every sink' if live_sinks is None else ', '.join(sorted(live_sinks))}")
     if events:
         print(f"size: {total_bytes} bytes, {total_bytes / events:.1f} bytes per event "
               f"(= MB per million events)")
@@ -305,6 +314,16 @@ def replay(args: argparse.Namespace) -> int:
         print("rillet replay: give a config to replay through (or --send-to HOST:PORT to "
               "send the recording to a server)", file=sys.stderr)
         return ERROR
+    if getattr(args, "check_live", False):
+        others = [option for option, given in (("--alerts", args.alerts), ("--check", args.check),
+                                               ("--counts", args.counts),
+                                               ("--checkpoints", args.checkpoints)) if given]
+        if others:
+            print(f"rillet replay --check-live: leave out {', '.join(others)}: it prints the "
+                  f"comparison only (run 'rillet replay' without --check-live for those)",
+                  file=sys.stderr)
+            return ERROR
+        return check_live(args)
     try:
         checkpoints = None
         if getattr(args, "checkpoints", None):
@@ -425,6 +444,13 @@ def explain(args: argparse.Namespace) -> int:
             window = parse_duration(args.window, "--window")
             print(why_not(args.config, args.recording, match, at=at, window=window,
                           checkpoints=args.checkpoints).text())
+        elif getattr(args, "live", False):
+            if args.alert is None:
+                raise ValueError("rillet explain --live: give --alert ID, a live alert's id")
+            text, found = _explain_live(args)
+            print(text)
+            if not found:
+                return VIOLATED
         else:
             if args.alert is None:
                 raise ValueError("rillet explain: give --alert SEQ (from rillet replay's log) "
@@ -435,6 +461,47 @@ def explain(args: argparse.Namespace) -> int:
         print(f"rillet explain: {error}", file=sys.stderr)
         return ERROR
     return OK
+
+
+def _checked(args: argparse.Namespace) -> Any:
+    """The live alert log of ``args.recording`` against a replay of ``args.config``."""
+    from ._livelog import check_live as compare
+
+    if args.start is not None or args.end is not None:
+        raise ValueError("--check-live compares the whole recording: leave out --from and "
+                         "--to ('rillet recording cut' a part, then check that)")
+    tolerance = parse_duration(getattr(args, "tolerance", "1s"), "--tolerance")
+    return compare(args.config, args.recording, tolerance=tolerance, fidelity=args.fidelity,
+                   replayed=lambda config, recording, fidelity: _replay(config, args))
+
+
+def check_live(args: argparse.Namespace) -> int:
+    """``rillet replay --check-live``: 0 when the replay sends exactly what the sinks
+    received live, 1 when not (the differences are listed), 2 when it cannot tell."""
+    try:
+        check = _checked(args)
+    except _errors() as error:
+        print(f"rillet replay --check-live: {error}", file=sys.stderr)
+        return ERROR
+    print(check.text())
+    return OK if check.ok else VIOLATED
+
+
+def _explain_live(args: argparse.Namespace) -> tuple[str, bool]:
+    """``rillet explain --alert ID --live``: the live alert, its replayed counterpart
+    and why that one fired; False when the replay has no counterpart."""
+    from ._explain import explain_alert
+    from ._livelog import _describe, _origin, _when, live_alert
+
+    alert, replayed = live_alert(_checked(args), args.alert)
+    head = (f"LIVE ALERT #{alert.id} {_describe(alert.sink, alert.event)} at {_when(alert.t)} "
+            f"<- {_origin(alert.ordinal)}")
+    if replayed is None:
+        return (f"{head}\n  the replay does not send it: 'rillet replay --check-live' lists "
+                f"the differences"), False
+    text = explain_alert(args.config, args.recording, replayed.seq,
+                         checkpoints=args.checkpoints)
+    return f"{head}; replayed as seq {replayed.seq}\n{text}", True
 
 
 def _pair(text: str) -> tuple[str, str]:

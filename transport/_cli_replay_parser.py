@@ -39,6 +39,12 @@ def add_commands(commands: Any) -> None:
     run.add_argument("--counts", action="store_true",
                      help="print the events in and out of every stream of the config "
                           "(by its path id) after the replay")
+    run.add_argument("--check-live", dest="check_live", action="store_true",
+                     help="compare the replay's alert log with what the sinks received live "
+                          "(recorded by 'rillet run --record'); exit 1 on any difference")
+    run.add_argument("--tolerance", default="1s", metavar="DURATION",
+                     help="with --check-live: how far apart a live and a replayed alert's "
+                          "times may be (default: %(default)s)")
     run.add_argument("--checkpoints", metavar="FILE",
                      help="store the replay's state here as it goes, and the alert log with "
                           "lineage: rillet explain --checkpoints FILE then replays only from "
@@ -74,6 +80,9 @@ def add_commands(commands: Any) -> None:
     why.add_argument("config")
     recording_arg(why)
     why.add_argument("--alert", type=int, metavar="SEQ", help="the alert's seq in the log")
+    why.add_argument("--live", action="store_true",
+                     help="--alert is a live alert's id (from 'rillet replay --check-live' or "
+                          "'rillet recording info'), not a replayed seq")
     why.add_argument("--why-not", nargs="+", metavar="FIELD=VALUE",
                      help="the candidate inputs, e.g. host=web-42 service='disk /var'")
     why.add_argument("--at", help="when the alert was expected: Unix seconds or an ISO time "

@@ -92,6 +92,12 @@ def load_for_run(args: argparse.Namespace) -> tuple[Path, Runtime, Config] | Non
               "declares its own, e.g. tcp_server(host='0.0.0.0', port=5556)", file=sys.stderr)
         return None
     runtime = Runtime(TrioScheduler())
+    alerts = getattr(args, "record_alerts", "all")
+    if getattr(args, "record", None) and alerts != "none":
+        from ._livelog import LiveSinks
+
+        # Before the load, as a replay captures them: the sinks report what they receive.
+        runtime.service_hook = LiveSinks(runtime, None if alerts == "all" else alerts)
     if getattr(args, "count_streams", False):
         from . import _counters
 
@@ -127,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("rillet running %s (%d top-level streams, %d services, pid %d); Ctrl-C stops it, "
              "SIGHUP or 'rillet reload' reloads it", path, len(config.streams),
              len(config.services), os.getpid())
-    recorder = _recorder(args, runtime)
+    recorder = _recorder(args, runtime, path)
     if recorder is False:
         return 2
     tune_garbage_collector()
@@ -144,18 +150,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recorder(args: argparse.Namespace, runtime: Runtime) -> object:
+def _recorder(args: argparse.Namespace, runtime: Runtime, path: Path) -> object:
     """Start recording into --record DIR (None: not asked; False: a bad option, printed)."""
     if not getattr(args, "record", None):
         return None
-    from ._recording import Sampler, WireRecorder, parse_duration
+    from ._livelog import LiveSinks
+    from ._recording import Sampler, WireRecorder, config_sha256, parse_duration
 
+    hook = runtime.service_hook
     try:
+        if isinstance(hook, LiveSinks):
+            hook.check_names()
         rotate = parse_duration(args.record_rotate, "--record-rotate")
         keep = parse_duration(args.record_keep, "--record-keep")
         sample = Sampler.parse(args.record_sample) if args.record_sample else None
         recorder = WireRecorder(args.record, rotate=rotate, keep=keep, sample=sample,
-                                snapshot=lambda: list(runtime.index))
+                                snapshot=lambda: list(runtime.index),
+                                alerts=isinstance(hook, LiveSinks),
+                                alert_sinks=hook.only if isinstance(hook, LiveSinks) else None,
+                                config_sha256=config_sha256(path))
     except (ValueError, OSError) as error:
         print(f"rillet: {error}", file=sys.stderr)
         return False

@@ -7,7 +7,10 @@ config. Layout, all integers little-endian::
 
     file    = header block* footer?
     header  = "RRLTREC1" u32:len JSON{format, rillet_version, start_us, hostname, note,
-              ticks (timer runs recorded), sample (e.g. "host:10%", or null)}
+              ticks (timer runs recorded), sample (e.g. "host:10%", or null),
+              alerts (sink deliveries recorded: ALERT frames), alert_sinks (those
+              sinks only, or null: all), config_sha256 (of the config running when
+              the file was started; "" when not known)}
     block   = "BLK1" u32:clen u32:ulen u32:nframes u64:first_us u64:last_us u64:first_seq
               u32:crc32(compressed bytes) zstd(frames)
     footer  = "END1" u32:len JSON{blocks: [[offset, first_us, last_us, first_seq]...],
@@ -27,7 +30,16 @@ previous frame of the block, since the wall clock may step back):
 - CONN (3): zz dt, varint conn, varint open(1)/close(0), varint len, peer text;
 - GAP  (4): zz dt, varint count: requests the full writer queue dropped;
 - SEED (5): varint len, a Msg of the index's events when the file was started;
-- MARK (6): zz dt, varint len, a note.
+- MARK (6): zz dt, varint len, a note;
+- ALERT (7): zz dt, varint alert_id, varint lineage, varint len, JSON{sink, event,
+  config_sha256}: an event a sink of the live config received (``rillet run
+  --record``), at the server's clock when the sink was called. ``alert_id``
+  counts the recorder's alerts from 0 (a hole: alerts a full writer queue
+  dropped); ``sink`` is named as a replay names it (``pagerduty#2``); ``event``
+  is the event as a replay's alert log writes it. ``lineage`` is 0 when a timer
+  ran the sink (TICK), 1 when the request being streamed is the last MSG frame
+  before this one in the file, 2 when that request is not in the file (sampled
+  out, lost in a GAP, or before a cut).
 
 The footer lets a reader seek by time without decompressing earlier blocks.
 A file whose writer died has no footer: a reader scans its blocks and drops
@@ -53,9 +65,10 @@ from typing import Any, BinaryIO, NamedTuple
 
 from ._slices import _varint as _read_varint
 
-__all__ = ["CONN", "GAP", "MARK", "MSG", "SEED", "TICK", "Frame", "RecordingError",
+__all__ = ["ALERT", "CONN", "GAP", "MARK", "MSG", "SEED", "TICK", "Frame", "RecordingError",
            "RecordingReader", "RecordingWriter", "Sampler", "WireRecorder", "cut",
-           "import_jsonl", "merge", "parse_duration", "read_requests", "record_events",
+           "alert_fields", "config_sha256", "import_jsonl", "merge", "parse_duration",
+           "read_requests", "record_events",
            "record_on_request", "recording_files",
            "request_path", "rillet_version",
            "write_requests"]
@@ -72,8 +85,11 @@ _TRAILER = struct.Struct("<Q8s")
 BLOCK_BYTES = 1 << 20
 ZSTD_LEVEL = 3
 
-MSG, TICK, CONN, GAP, SEED, MARK = 1, 2, 3, 4, 5, 6
-KIND_NAMES = {MSG: "msg", TICK: "tick", CONN: "conn", GAP: "gap", SEED: "seed", MARK: "mark"}
+MSG, TICK, CONN, GAP, SEED, MARK, ALERT = 1, 2, 3, 4, 5, 6, 7
+KIND_NAMES = {MSG: "msg", TICK: "tick", CONN: "conn", GAP: "gap", SEED: "seed", MARK: "mark",
+              ALERT: "alert"}
+#: An ALERT frame's lineage: a timer's, the last MSG frame's, a request not recorded.
+BY_TIMER, BY_LAST_REQUEST, BY_UNRECORDED_REQUEST = 0, 1, 2
 
 
 class RecordingError(Exception):
@@ -82,7 +98,8 @@ class RecordingError(Exception):
 
 class Frame(NamedTuple):
     """One decoded frame: kind, time (µs since the epoch), connection, data, and a
-    number (a GAP's dropped requests; 1/0 for a CONN's open/close)."""
+    number (a GAP's dropped requests; 1/0 for a CONN's open/close). An ALERT keeps
+    its alert_id in ``conn``, its lineage in ``n`` and its JSON in ``data``."""
 
     kind: int
     t_us: int
@@ -115,6 +132,17 @@ def rillet_version() -> str:
         return "unknown"
 
 
+def config_sha256(path: str | Path) -> str:
+    """The digest that names a config in replays and in a recording's live alerts."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def alert_fields(event: Any) -> dict[str, Any]:
+    """An event a sink received, as an alert log (replayed or live) writes it."""
+    fields = event.as_dict() if hasattr(event, "as_dict") else {"value": repr(event)}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in fields.items()}
+
+
 # Writing --------------------------------------------------------------------
 
 class RecordingWriter:
@@ -124,7 +152,9 @@ class RecordingWriter:
     """
 
     def __init__(self, path: str | Path, *, start_us: int, note: str = "", ticks: bool = True,
-                 sample: str | None = None, block_bytes: int = BLOCK_BYTES) -> None:
+                 sample: str | None = None, block_bytes: int = BLOCK_BYTES,
+                 alerts: bool = False, alert_sinks: list[str] | None = None,
+                 config: str = "") -> None:
         import zstandard
 
         self.path = Path(path)
@@ -141,7 +171,9 @@ class RecordingWriter:
         self._offset = 0
         header = json.dumps({"format": FORMAT, "rillet_version": rillet_version(),
                              "start_us": start_us, "hostname": socket.gethostname(),
-                             "note": note, "ticks": ticks, "sample": sample},
+                             "note": note, "ticks": ticks, "sample": sample,
+                             "alerts": alerts, "alert_sinks": alert_sinks,
+                             "config_sha256": config},
                             sort_keys=True).encode()
         self._write(MAGIC + struct.pack("<I", len(header)) + header)
         self._file.flush()  # a file being written reads as one without a footer
@@ -221,6 +253,18 @@ class RecordingWriter:
         out += text
         self._framed()
 
+    def alert(self, t_us: int, alert_id: int, lineage: int, data: bytes) -> None:
+        out = self._buffer
+        _varint(ALERT, out)
+        self._time(t_us)
+        _varint(alert_id, out)
+        # A copied alert whose request is not in this file (cut after it) names none.
+        _varint(BY_UNRECORDED_REQUEST if lineage == BY_LAST_REQUEST and not self.messages
+                else lineage, out)
+        _varint(len(data), out)
+        out += data
+        self._framed()
+
     def frame(self, frame: Frame) -> None:
         """Write a frame read from another recording."""
         kind = frame.kind
@@ -234,6 +278,8 @@ class RecordingWriter:
             self.gap(frame.t_us, frame.n)
         elif kind == SEED:
             self.seed(frame.data)
+        elif kind == ALERT:
+            self.alert(frame.t_us, frame.conn, frame.n, frame.data)
         else:
             self.mark(frame.t_us, frame.data.decode())
 
@@ -386,11 +432,12 @@ def _frames(data: bytes, t_us: int) -> Iterator[Frame]:
             pos += length
         elif kind == TICK:
             yield new(Frame, (TICK, t_us, 0, b"", 0))
-        elif kind == CONN:
+        elif kind in (CONN, ALERT):
+            # conn and open flag, or alert id and lineage; then the text.
             conn, pos = read(data, pos)
-            opened, pos = read(data, pos)
+            number, pos = read(data, pos)
             length, pos = read(data, pos)
-            yield Frame(CONN, t_us, conn, data[pos:pos + length], opened)
+            yield Frame(kind, t_us, conn, data[pos:pos + length], number)
             pos += length
         elif kind == GAP:
             count, pos = read(data, pos)
@@ -489,6 +536,15 @@ def _encoded(events: list[Any]) -> bytes:
     return _encode(events)
 
 
+# Made once: json.dumps with options builds an encoder per call.
+_encode_alert = json.JSONEncoder(sort_keys=True, default=repr).encode
+
+
+def _alert_json(sink: str, event: Any, config: str) -> bytes:
+    return _encode_alert({"sink": sink, "event": alert_fields(event),
+                          "config_sha256": config}).encode()
+
+
 def record_events(runtime: Any, events: list[Any], conn: int = 0) -> None:
     """Hand the events an input other than the protobuf servers is about to stream
     (Graphite, HTTP and WebSocket JSON, instrumentation) to ``--record``."""
@@ -512,13 +568,16 @@ class WireRecorder:
     ``keep`` seconds are deleted. With ``sample`` (a :class:`Sampler`), the
     writer thread keeps the events of a share of the keys only. A block is
     written when it holds about 1 MiB or its first frame is ``block_seconds``
-    old, whichever comes first.
+    old, whichever comes first. With ``alerts``, the sinks report what they
+    receive (:class:`transport._livelog.LiveSinks`) and each event becomes an
+    ALERT frame, its lineage worked out by the writer thread.
     """
 
     def __init__(self, directory: str | Path, *, rotate: float = 3600.0,
                  keep: float = 7 * 86400.0, chunk: int = 2048, queue_chunks: int = 64,
                  block_seconds: float = 10.0, snapshot: Any = None,
-                 sample: Sampler | None = None) -> None:
+                 sample: Sampler | None = None, alerts: bool = False,
+                 alert_sinks: list[str] | None = None, config_sha256: str = "") -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.rotate = rotate
@@ -534,6 +593,14 @@ class WireRecorder:
         self._dropped = 0
         self.messages = self.dropped = 0
         self._snapshot = snapshot
+        #: Whether the config's sinks report what they receive (:meth:`alert`,
+        #: ``rillet run --record``), and the sha256 of the config running now.
+        self.alerts_recorded = alerts
+        self.alert_sinks = alert_sinks
+        self.config_sha256 = config_sha256
+        self.alerts = self.alerts_dropped = 0
+        # The writer thread's view of what a sink was called for (see ALERT).
+        self._lineage = BY_TIMER
         self._started = time.time()
         self._writer: RecordingWriter | None = None
         self.files: list[Path] = []
@@ -563,6 +630,15 @@ class WireRecorder:
     def tick(self, now: float) -> None:
         self._items.append((TICK, now))
 
+    def alert(self, now: float, sink: str, event: Any) -> None:
+        """A sink received ``event``: while a request is streamed, or a timer runs
+        (the writer thread tells which from the frames before it)."""
+        items = self._items
+        items.append((ALERT, now, self.alerts, sink, event, self.config_sha256))
+        self.alerts += 1
+        if len(items) >= self._chunk:
+            self.flush()
+
     def connection(self, now: float, conn: int, opened: bool, peer: str) -> None:
         self._items.append((CONN, now, conn, opened, peer))
 
@@ -579,6 +655,8 @@ class WireRecorder:
                 lost = sum(1 for item in items if item[0] in (MSG, _EVENTS))
                 self._dropped += lost
                 self.dropped += lost
+                # No frame says so: the holes in the recorded alert ids do.
+                self.alerts_dropped += sum(1 for item in items if item[0] == ALERT)
                 return
             self._queue.append(("items", items))
             self._ready.notify()
@@ -660,7 +738,9 @@ class WireRecorder:
                 serial += 1
                 path = self.directory / f"{name}-{serial}.rrec"
             self._writer = writer = RecordingWriter(
-                path, start_us=_us(now), sample=None if self.sample is None else str(self.sample))
+                path, start_us=_us(now), sample=None if self.sample is None else str(self.sample),
+                alerts=self.alerts_recorded, alert_sinks=self.alert_sinks,
+                config=self.config_sha256)
             self.files.append(path)
             if command[2]:
                 writer.seed(command[2])
@@ -671,6 +751,7 @@ class WireRecorder:
         items = command[1]
         if dropped:
             writer.gap(_us(items[0][1]), dropped)
+            self._lineage = BY_UNRECORDED_REQUEST
         for item in items:
             kind = item[0]
             if kind in (MSG, _EVENTS):
@@ -679,8 +760,14 @@ class WireRecorder:
                     payload = self.sample(payload)
                 if payload is not None:
                     writer.message(_us(item[1]), item[2], payload)
+                    self._lineage = BY_LAST_REQUEST
+                else:
+                    self._lineage = BY_UNRECORDED_REQUEST
             elif kind == TICK:
                 writer.tick(_us(item[1]))
+                self._lineage = BY_TIMER
+            elif kind == ALERT:
+                writer.alert(_us(item[1]), item[2], self._lineage, _alert_json(*item[3:]))
             elif kind == MARK:
                 writer.mark(_us(item[1]), item[2])
             else:
@@ -747,7 +834,10 @@ def cut(recording: str | Path, output: str | Path, *, start: float | None = None
     end_us = None if end is None else _us(end)
     header = readers[0].header
     writer = RecordingWriter(output, start_us=start_us or header.get("start_us", 0),
-                             note=f"cut from {recording}", ticks=header.get("ticks", False))
+                             note=f"cut from {recording}", ticks=header.get("ticks", False),
+                             alerts=header.get("alerts", False),
+                             alert_sinks=header.get("alert_sinks"),
+                             config=header.get("config_sha256", ""))
     for reader in readers:
         for frame in reader.frames(start_us):
             if end_us is not None and frame.kind != SEED and frame.t_us > end_us:
@@ -761,13 +851,15 @@ def cut(recording: str | Path, output: str | Path, *, start: float | None = None
 def merge(recordings: list[str | Path], output: str | Path) -> int:
     """Merge recordings (of several servers) by time into one; connection ids are
     kept apart. The result has no timer ticks (one server's ticks do not time
-    another's timers), so it replays with ideal timers. Returns the requests."""
+    another's timers), so it replays with ideal timers, and no live alerts (each
+    server's came from its own state, not from the merged traffic). Returns the
+    requests."""
     import heapq
 
     streams = []
     for number, recording in enumerate(recordings):
         frames = (f for path in recording_files(recording)
-                  for f in RecordingReader(path).frames() if f.kind != TICK)
+                  for f in RecordingReader(path).frames() if f.kind not in (TICK, ALERT))
         streams.append(((f.t_us, number, i, f) for i, f in enumerate(frames)))
     merged = heapq.merge(*streams)
     first = next(merged, None)

@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streams import Config, Runtime, Stream, VirtualClock
+from streams import Config, Runtime, VirtualClock
 from streams._nodes import nodes
 
 from ._checkpoint import Checkpoint, CheckpointReader, CheckpointWriter
 from ._codec import ProtocolError, decode_message
+from ._livelog import sink_name, with_call
 from ._recording import (
     GAP,
     MARK,
@@ -44,6 +45,8 @@ from ._recording import (
     TICK,
     Frame,
     RecordingReader,
+    alert_fields,
+    config_sha256,
     recording_files,
     rillet_version,
 )
@@ -94,12 +97,8 @@ class Alert:
     node: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        fields = self.event.as_dict() if hasattr(self.event, "as_dict") else {
-            "value": repr(self.event)}
         return {"seq": self.seq, "t": round(self.t, 6), "sink": self.sink, "input": self.input,
-                "node": self.node,
-                "event": {k: (list(v) if isinstance(v, tuple) else v)
-                          for k, v in fields.items()}}
+                "node": self.node, "event": alert_fields(self.event)}
 
 
 @dataclass
@@ -123,6 +122,8 @@ class ReplayResult:
     sample: str | None = None
     sinks: list[str] = field(default_factory=list)
     version: str = field(default_factory=rillet_version)
+    #: The number (counted over every MSG frame) of each undecodable request.
+    undecodable_at: list[int] = field(default_factory=list)
 
     def lines(self) -> Iterator[str]:
         for alert in self.alerts:
@@ -183,35 +184,28 @@ class _SinkCapture:
         self.paths: dict[int, str] = {}
 
     def __call__(self, declared: Any) -> None:
-        if not isinstance(declared, Stream):
+        name = sink_name(declared, self.counts)
+        if name is None:
             return
-        cls = type(declared)
-        kind = cls.__name__
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        self.names[id(declared)] = kind if self.counts[kind] == 1 else \
-            f"{kind}#{self.counts[kind]}"
+        self.names[id(declared)] = name
         self.keep.append(declared)  # ids stay unique while the replay runs
-        if cls not in self.classes:
-            capture = self
+        with_call(declared, self.classes, self._recording)
 
-            def call(sink: Any, event: Any) -> None:
-                name = capture.names[id(sink)]
-                capture.current = sink
-                if capture.observer is not None:
-                    capture.observer(sink)
-                if type(event) is list or type(event) is tuple:
-                    for one in event:
-                        capture.record(name, one)
-                else:
-                    capture.record(name, event)
+    def _recording(self, _cls: type) -> Callable[[Any, Any], None]:
+        capture = self
 
-            call.__name__ = "__call__"  # a bound ``sink.__call__`` pickles by this name
-            self.classes[cls] = type(kind, (cls,), {"__slots__": (), "__call__": call,
-                                                    "__module__": cls.__module__})
-            from ._counters import adopt
+        def call(sink: Any, event: Any) -> None:
+            name = capture.names[id(sink)]
+            capture.current = sink
+            if capture.observer is not None:
+                capture.observer(sink)
+            if type(event) is list or type(event) is tuple:
+                for one in event:
+                    capture.record(name, one)
+            else:
+                capture.record(name, event)
 
-            adopt(self.classes[cls])
-        declared.__class__ = self.classes[cls]
+        return call
 
 
 def _load(config: Config | str | Path, runtime: Runtime) -> tuple[Config, str, str]:
@@ -221,7 +215,7 @@ def _load(config: Config | str | Path, runtime: Runtime) -> tuple[Config, str, s
                          "a file): its sinks must be built inside the replay to be recorded")
     path = Path(source)
     loaded = runtime.load(path)
-    return loaded, str(path), hashlib.sha256(path.read_bytes()).hexdigest()
+    return loaded, str(path), config_sha256(path)
 
 
 def replay(config: Config | str | Path, recording: str | Path, *,
@@ -319,6 +313,7 @@ def replay(config: Config | str | Path, recording: str | Path, *,
                 try:
                     events = decode_message(frame.data, t).events
                 except ProtocolError:
+                    result.undecodable_at.append(result.messages + result.undecodable)
                     result.undecodable += 1
                     continue
                 lineage[0] = result.messages

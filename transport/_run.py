@@ -116,6 +116,9 @@ class Running:
         self.reloads += 1
         if self.runtime.recorder is not None:  # a replay over it runs one config throughout
             self.runtime.recorder.mark(self.runtime.now(), f"reload {path}")
+            from ._livelog import note_config
+
+            note_config(self.runtime, path)
         fresh = carried.fresh_nodes
         more = f" and {len(fresh) - 10} more" if len(fresh) > 10 else ""
         named = f" ({', '.join(fresh[:10])}{more})" if fresh else ""

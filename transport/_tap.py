@@ -140,6 +140,12 @@ class Tee:
         for recorder in self.recorders:
             recorder.mark(now, note)
 
+    def alert(self, now: float, sink: str, event: Any) -> None:
+        # A remote recording carries what reached the streams, not the live alerts.
+        for recorder in self.recorders:
+            if hasattr(recorder, "alert"):
+                recorder.alert(now, sink, event)
+
 
 def attach(runtime: Any, tap: Any) -> None:
     """Feed ``tap`` what the servers hand to the streams, beside any other recorder."""

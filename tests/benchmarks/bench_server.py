@@ -1,7 +1,7 @@
 """End-to-end ingest: `rillet run` against a bare decode+ack trio loop, side by side in one run.
 
     .venv/bin/python tests/benchmarks/bench_server.py [--seconds 4] [--rounds 3]
-        [--sizes 1 10 100] [--configs index pipeline] [--before REV]
+        [--sizes 1 10 100] [--configs index pipeline] [--before REV] [--record]
 
 Four servers, each in its own process pinned to CPU 0 (``taskset``):
 
@@ -19,6 +19,10 @@ the servers (drift on a shared VM hits them all alike); each round warms up,
 then measures events/s. Medians are printed with the Riemann 0.3.13 figures
 measured on this machine class (issue 12; not re-measured here), then each
 rillet's RSS after indexing 100,000 distinct keys.
+
+With ``--record``, every rillet records (``--record`` into a temporary
+directory, its sinks' live alert log included): ``c / before`` is then the
+cost of what this branch changed in recording.
 """
 
 from __future__ import annotations
@@ -51,6 +55,11 @@ CONFIGS = {
     # Riemann's "where -> by -> rate -> with -> index" figure.
     "pipeline": ("streams(where('service =~ \"svc-%\"', by('host', rate(1, "
                  "with_(None, index, service='rate')))))"),
+    # Sinks declared (a recording captures them) that no event reaches: no alert.
+    "sinks": ("from transport import pagerduty, webhook\n"
+              "streams(where('service = \"never\"', by('host', throttle(1, 60, "
+              "pagerduty('0123456789abcdef0123456789abcdef', url='http://127.0.0.1:9/'), "
+              "webhook('http://127.0.0.1:9/')))), index)"),
 }
 
 # Riemann 0.3.13 on OpenJDK 17, events/s per core at 1, 10, 100 events per
@@ -263,7 +272,7 @@ def snapshot(revision: str, into: Path) -> Path | None:
 
 
 def rillets(tmp: Path, config: str, before: Path | None,
-            tag: str = "") -> dict[str, tuple[Any, int]]:
+            tag: str = "", record: bool = False) -> dict[str, tuple[Any, int]]:
     """Start the rillet servers for ``config``: name -> (process, port)."""
     started = {}
     for name in RILLETS:
@@ -282,8 +291,9 @@ def rillets(tmp: Path, config: str, before: Path | None,
             assert before is not None
             env["PYTHONPATH"] = str(before)
             cwd = before
+        recording = ["--record", str(Path(tmp, f"rec_{config}_{name}{tag}"))] if record else []
         started[name] = (start([sys.executable, "-m", "transport._cli", "run", str(path),
-                                "--log-level", "warning"], port, env, cwd), port)
+                                "--log-level", "warning", *recording], port, env, cwd), port)
     return started
 
 
@@ -304,6 +314,8 @@ def main() -> None:
                         default=["index", "pipeline"])
     parser.add_argument("--before", default="main",
                         help="git revision of the 'before' server; 'none' to leave it out")
+    parser.add_argument("--record", action="store_true",
+                        help="every rillet records (--record into a temporary directory)")
     args = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
         print("warning: fewer than 2 CPUs; server and load share a core", file=sys.stderr)
@@ -323,7 +335,8 @@ def main() -> None:
         bare = start([sys.executable, str(bare_path), str(bare_port)], bare_port)
         try:
             for config in args.configs:
-                servers = {"bare": (bare, bare_port), **rillets(Path(tmp), config, before)}
+                servers = {"bare": (bare, bare_port),
+                           **rillets(Path(tmp), config, before, record=args.record)}
                 try:
                     rates[config] = {}
                     for size in args.sizes:
@@ -353,14 +366,14 @@ def report(rates: dict[str, dict[int, dict[str, list[float]]]], rss: dict[str, f
                                        for cell in by_size.values())]
     header = ("| config | events/msg | Riemann (issue 12) | bare | "
               + " | ".join(f"rillet {n}" for n in names) + " | c / Riemann | c / bare | "
-              "python / before |")
+              "python / before | c / before |")
     print()
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for config, by_size in rates.items():
         for size, cell in by_size.items():
             median = {name: statistics.median(found) for name, found in cell.items()}
-            riemann = RIEMANN[config].get(size)
+            riemann = RIEMANN.get(config, {}).get(size)
 
             def ratio(a: str, b: str, cell: dict[str, list[float]] = cell) -> str:
                 if a not in cell or b not in cell:
@@ -374,7 +387,8 @@ def report(rates: dict[str, dict[int, dict[str, list[float]]]], rss: dict[str, f
                   + " | ".join(f"{median[n] / 1e3:.0f}k" if n in median else "-" for n in names)
                   + " | " + (f"{median['c'] / riemann:.2f}" if riemann and "c" in median
                              else "-")
-                  + f" | {ratio('c', 'bare')} | {ratio('python', 'before')} |")
+                  + f" | {ratio('c', 'bare')} | {ratio('python', 'before')} | "
+                  + f"{ratio('c', 'before')} |")
     print()
     print(f"After indexing {KEYS:,} distinct keys once (100-event messages), peak / current "
           "RSS: " + ", ".join(f"{name} {peak:.0f} / {now:.0f} MiB"
