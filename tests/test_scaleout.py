@@ -617,6 +617,22 @@ def test_a_query_over_a_large_index_does_not_hold_the_worker(
     assert measured["longest hold"] < measured["query"] / 4, measured
 
 
+@contextlib.asynccontextmanager
+async def worker_owning_all(settings: ScaleOut, path: Path, name: str) -> Any:
+    """A worker running ``path`` in this process, once it owns every partition (ready);
+    yields its runtime, config, worker and nursery, and stops it afterwards."""
+    runtime = Runtime(TrioScheduler())
+    config = runtime.load(path)
+    worker = Worker(settings, name=name)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(worker.run, config, runtime)
+        with trio.fail_after(60):
+            while len([o for o in worker.owned.values() if o.ready]) < settings.partitions:
+                await trio.sleep(0.05)
+        yield runtime, config, worker, nursery
+        nursery.cancel_scope.cancel()
+
+
 def test_periodic_snapshots_hold_the_worker_one_partition_at_a_time(
         nats_url: str, tmp_path: Path) -> None:
     """A worker writes each partition's snapshot (index entries and per-key stream
@@ -633,14 +649,8 @@ def test_periodic_snapshots_hold_the_worker_one_partition_at_a_time(
     measured: dict[str, float] = {}
 
     async def main() -> None:
-        runtime = Runtime(TrioScheduler())
-        config = runtime.load(path)
-        worker = Worker(settings, name="turns")
-        async with trio.open_nursery() as nursery:
-            await nursery.start(worker.run, config, runtime)
-            with trio.fail_after(60):
-                while len([o for o in worker.owned.values() if o.ready]) < 8:
-                    await trio.sleep(0.05)
+        async with worker_owning_all(settings, path, "turns") as (runtime, config, worker,
+                                                                    nursery):
             with runtime:
                 runtime.stream(Event(host=f"host-{n}", service="s", state="ok", metric=n,
                                      time=runtime.now(), ttl=3600) for n in range(20_000))
@@ -678,20 +688,11 @@ def test_periodic_snapshots_hold_the_worker_one_partition_at_a_time(
                 measured["longest hold"] = max(gaps)
             finally:
                 gc.enable()
-            nursery.cancel_scope.cancel()
 
     async def restore() -> None:
-        runtime = Runtime(TrioScheduler())
-        config = runtime.load(path)
-        worker = Worker(settings, name="heir")
-        async with trio.open_nursery() as nursery:
-            await nursery.start(worker.run, config, runtime)
-            with trio.fail_after(60):
-                while len([o for o in worker.owned.values() if o.ready]) < 8:
-                    await trio.sleep(0.05)
+        async with worker_owning_all(settings, path, "heir") as (runtime, config, _w, _n):
             measured["restored"] = len(runtime.index)
             measured["keys"] = len(config.streams[0])
-            nursery.cancel_scope.cancel()
 
     trio.run(main)
     trio.run(restore)
