@@ -553,6 +553,31 @@ def test_websocket_and_sse_subscribers_of_an_edge_get_the_workers_index_and_upda
     assert edge.process.returncode == 0, edge.text()[-3000:]
 
 
+async def tick(gaps: list[float]) -> None:
+    """Wake every millisecond, noting how long each wait really took: the longest is
+    the longest the loop was held."""
+    while True:
+        before = trio.current_time()
+        await trio.sleep(0.001)
+        gaps.append(trio.current_time() - before)
+
+
+@contextlib.asynccontextmanager
+async def worker_owning_all(settings: ScaleOut, path: Path, name: str) -> Any:
+    """A worker running ``path`` in this process, once it owns every partition (ready);
+    yields its runtime, config, worker and nursery, and stops it afterwards."""
+    runtime = Runtime(TrioScheduler())
+    config = runtime.load(path)
+    worker = Worker(settings, name=name)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(worker.run, config, runtime)
+        with trio.fail_after(60):
+            while len([o for o in worker.owned.values() if o.ready]) < settings.partitions:
+                await trio.sleep(0.05)
+        yield runtime, config, worker, nursery
+        nursery.cancel_scope.cancel()
+
+
 def test_a_query_over_a_large_index_does_not_hold_the_worker(
         nats_url: str, tmp_path: Path) -> None:
     """A worker searches in slices and lets its loop run between them: while it answers
@@ -585,14 +610,7 @@ def test_a_query_over_a_large_index_does_not_hold_the_worker(
                     runtime.index(Event(host=f"host-{n}", service="s", metric=n, time=0,
                                         ttl=1e9))
             gaps: list[float] = []
-
-            async def tick() -> None:
-                while True:
-                    before = trio.current_time()
-                    await trio.sleep(0.001)
-                    gaps.append(trio.current_time() - before)
-
-            nursery.start_soon(tick)
+            nursery.start_soon(tick, gaps)
             await trio.sleep(0.1)
             # A full garbage collection over the big index (not the search) would be
             # the longest hold on a loaded machine.
@@ -615,22 +633,6 @@ def test_a_query_over_a_large_index_does_not_hold_the_worker(
     trio.run(main)
     # Unsliced, the ticker waits for the whole search (the hold is ~the query's time).
     assert measured["longest hold"] < measured["query"] / 4, measured
-
-
-@contextlib.asynccontextmanager
-async def worker_owning_all(settings: ScaleOut, path: Path, name: str) -> Any:
-    """A worker running ``path`` in this process, once it owns every partition (ready);
-    yields its runtime, config, worker and nursery, and stops it afterwards."""
-    runtime = Runtime(TrioScheduler())
-    config = runtime.load(path)
-    worker = Worker(settings, name=name)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(worker.run, config, runtime)
-        with trio.fail_after(60):
-            while len([o for o in worker.owned.values() if o.ready]) < settings.partitions:
-                await trio.sleep(0.05)
-        yield runtime, config, worker, nursery
-        nursery.cancel_scope.cancel()
 
 
 def test_periodic_snapshots_hold_the_worker_one_partition_at_a_time(
@@ -667,14 +669,7 @@ def test_periodic_snapshots_hold_the_worker_one_partition_at_a_time(
                 measured["one turn"] = min(measured.get("one turn", math.inf),
                                            time.perf_counter() - started)
             gaps: list[float] = []
-
-            async def tick() -> None:
-                while True:
-                    before = trio.current_time()
-                    await trio.sleep(0.001)
-                    gaps.append(trio.current_time() - before)
-
-            nursery.start_soon(tick)
+            nursery.start_soon(tick, gaps)
             gc.collect()
             gc.disable()  # a full collection over the state would be the longest hold
             try:
