@@ -283,8 +283,9 @@ def _streams_among(values: Iterable[Any]) -> Iterator[Stream]:
             yield from _streams_among(value)
 
 
-#: What every stream holds besides its configuration and state: a fork sets these itself.
-_WIRING = frozenset(("__weakref__", "_args", "_kwargs", "_out", "children"))
+#: What every stream holds besides its configuration and state (a fork sets these
+#: itself; checkpoints and explain leave them out of a stream's state).
+WIRING = frozenset(("__weakref__", "_args", "_kwargs", "_out", "children"))
 
 
 #: Types of slot values that are no stream, tested before the slower isinstance.
@@ -312,7 +313,7 @@ def _slot_copier(cls: type) -> Callable[[Any, Any, dict[int, Any]], None]:
         for name in (declared,) if isinstance(declared, str) else declared:
             if name.startswith("__") and not name.endswith("__"):
                 name = f"_{base.__name__.lstrip('_')}{name}"  # as Python mangles it
-            if name not in _WIRING and name not in fresh:
+            if name not in WIRING and name not in fresh:
                 # A slot the template never set stays unset in the fork.
                 lines += ["    try:", f"        value = template.{name}",
                           "    except AttributeError:", "        pass", "    else:",

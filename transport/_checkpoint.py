@@ -50,6 +50,7 @@ from typing import Any, BinaryIO
 
 from streams import Event
 from streams._compiled import entry_types
+from streams._core import WIRING
 from streams._nodes import nodes
 
 __all__ = ["Checkpoint", "CheckpointError", "CheckpointReader", "CheckpointWriter",
@@ -62,8 +63,9 @@ FORMAT = "rillet.checkpoints/1"
 _CHECKPOINT, _ALERTS = 1, 2
 _U32 = struct.Struct("<I")
 _CONFIG_MODULE = "__rillet_config__"
-# What every stream holds and is not state: its definition and wiring.
-_WIRING = frozenset({"__weakref__", "__dict__", "_args", "_kwargs", "_out", "children"})
+# What every stream holds and is not state: its wiring (and the dict of a class
+# without __slots__, whose entries are read one by one).
+_WIRING = WIRING | {"__dict__"}
 _DEFINITION = (types.FunctionType, types.MethodType, types.BuiltinFunctionType,
                functools.partial, *entry_types())
 _INDEX_STATE = ("_events", "_expired", "_inserts", "_lazy_ids", "_reaping")

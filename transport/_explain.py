@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from streams import Runtime, Stream, by
+from streams._core import WIRING
 from streams._nodes import nodes, step
 
 from ._checkpoint import Checkpoint, CheckpointReader
@@ -249,10 +250,6 @@ class _Tracer:
         self.pending.clear()
 
 
-# What every stream holds and is not state: its definition and wiring.
-_WIRING = frozenset({"__weakref__", "_args", "_kwargs", "_out", "children"})
-
-
 def _state(stream: Stream, depth: int = 0) -> str:
     """A stream's state right after an input passed it: its private slots that
     hold values (window contents, counts, previous state, pending timers)."""
@@ -261,7 +258,7 @@ def _state(stream: Stream, depth: int = 0) -> str:
     parts = []
     for cls in type(stream).__mro__:
         for name in getattr(cls, "__slots__", ()):
-            if name in _WIRING or not name.startswith("_"):
+            if name in WIRING or not name.startswith("_"):
                 continue
             value = getattr(stream, name, None)
             if value is None or callable(value) or value == ():
