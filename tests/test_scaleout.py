@@ -693,3 +693,33 @@ def test_periodic_snapshots_hold_the_worker_one_partition_at_a_time(
     trio.run(restore)
     assert measured["restored"] == 20_000 and measured["keys"] == 20_000, measured
     assert measured["longest hold"] < measured["one turn"] / 2, measured
+
+
+def test_a_worker_that_stops_hands_over_everything_it_processed(
+        nats_url: str, tmp_path: Path) -> None:
+    """Stopping, a worker writes each partition's snapshot as it lets it go: its heir
+    starts from all the worker processed (index and keys' state), even though no
+    periodic snapshot was due."""
+    path = tmp_path / "monitoring.py"
+    path.write_text("from streams import *\n"
+                    "streams(by('host', changed_state(bit_bucket())), index)\n")
+    settings = ScaleOut(url=nats_url, stream="RELEASE", partitions=4, lease=30,
+                        snapshot_interval=3600)
+    measured: dict[str, int] = {}
+
+    async def main() -> None:
+        async with worker_owning_all(settings, path, "leaving") as (runtime, _c, worker, _n):
+            with runtime:
+                runtime.stream(Event(host=f"host-{n}", service="s", state="ok",
+                                     time=runtime.now(), ttl=3600) for n in range(2_000))
+            measured["periodic"] = worker.snapshots
+        measured["released"] = worker.snapshots
+
+    async def restore() -> None:
+        async with worker_owning_all(settings, path, "heir") as (runtime, config, _w, _n):
+            measured["restored"] = len(runtime.index)
+            measured["keys"] = len(config.streams[0])
+
+    trio.run(main)
+    trio.run(restore)
+    assert measured == {"periodic": 0, "released": 4, "restored": 2_000, "keys": 2_000}

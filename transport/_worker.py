@@ -118,30 +118,47 @@ class Worker:
                 self.js = js
                 self.kv = await aio(js.key_value)(self.settings.leases)
                 self.store = await aio(js.object_store)(self.settings.snapshots)
-                async with trio.open_nursery() as nursery:
-                    running: Running = await nursery.start(
-                        lambda task_status: serve(config, runtime=runtime,
-                                                  task_status=task_status))
-                    self.nursery = nursery
-                    subscription = await aio(self.connection.subscribe)(
-                        self.settings.query_subject, cb=self._answer_aio)
-                    interest = await aio(self.connection.subscribe)(
-                        self.settings.live_subject, cb=self._interest_aio)
-                    nursery.start_soon(self._live)
-                    nursery.start_soon(self._leases)
-                    nursery.start_soon(self._balancing)
-                    nursery.start_soon(self._snapshots)
-                    task_status.started(running)
+                # The config runs until the partitions are released, each with a
+                # snapshot of its keys' stream state: stopping the config first would
+                # close the streams and empty the snapshots. So it is shielded from
+                # the worker's cancellation and stopped after.
+                config_scope = trio.CancelScope(shield=True)
+
+                async def run_config(task_status: trio.TaskStatus[Running]) -> None:
+                    with config_scope:
+                        await serve(config, runtime=runtime, task_status=task_status)
+
+                async with trio.open_nursery() as services:
                     try:
-                        await trio.sleep_forever()
+                        running: Running = await services.start(run_config)
+                        await self._work(running, task_status)
                     finally:
-                        with trio.CancelScope(shield=True), trio.move_on_after(5):
-                            await aio(subscription.unsubscribe)()
-                            await aio(interest.unsubscribe)()
-                            await self._release_all()
+                        config_scope.cancel()
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
                     await aio(self.connection.close)()
+
+    async def _work(self, running: Running, task_status: trio.TaskStatus[Running]) -> None:
+        """Take partitions and answer queries until cancelled; then let every partition
+        go (each with its snapshot)."""
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            subscription = await aio(self.connection.subscribe)(
+                self.settings.query_subject, cb=self._answer_aio)
+            interest = await aio(self.connection.subscribe)(
+                self.settings.live_subject, cb=self._interest_aio)
+            nursery.start_soon(self._live)
+            nursery.start_soon(self._leases)
+            nursery.start_soon(self._balancing)
+            nursery.start_soon(self._snapshots)
+            task_status.started(running)
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await aio(subscription.unsubscribe)()
+                    await aio(interest.unsubscribe)()
+                    await self._release_all()
 
     # Leases ----------------------------------------------------------------
 
@@ -275,7 +292,7 @@ class Worker:
         owned.scope.cancel()
         if owned.ready:  # else it never consumed: its last snapshot stands
             await owned.stopped.wait()
-            await self._snapshot({partition: owned})
+            await self._snapshot({partition: owned}, releasing=True)
         try:
             await aio(self.kv.delete)(f"p.{partition}", last=owned.revision)
         except Exception as error:
@@ -380,10 +397,12 @@ class Worker:
             pause = max(self.settings.snapshot_interval,
                         _SNAPSHOT_DUTY * (time.process_time() - started))
 
-    async def _snapshot(self, owned: dict[int, _Owned]) -> None:
+    async def _snapshot(self, owned: dict[int, _Owned], *, releasing: bool = False) -> None:
         """Write each partition's snapshot: its index entries, its share of the streams'
         state and the stream sequence they cover, each taken whole in one turn of the
-        loop (so they agree), one partition per turn (so the loop runs in between)."""
+        loop (so they agree), one partition per turn (so the loop runs in between).
+        A periodic round skips a partition let go meanwhile (its release wrote the last
+        snapshot, then dropped the state); ``releasing`` is that release's own call."""
         config = self.runtime.config
         # The partitions of the keys, worked out for this round beforehand, a slice
         # per turn (what a key's partition is never changes).
@@ -398,8 +417,8 @@ class Worker:
                                                    key_partitions, SLICE):
                 await trio.lowlevel.checkpoint()
         for partition, held in owned.items():
-            if self.owned.get(partition) is not held:
-                continue  # let go meanwhile: its new owner writes it
+            if not releasing and self.owned.get(partition) is not held:
+                continue
             events = [event for event in self.runtime.index
                       if self._partition_of(event, index_partitions) == partition]
             index = encode_request(events, framed=False)
