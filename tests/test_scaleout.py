@@ -578,6 +578,17 @@ async def worker_owning_all(settings: ScaleOut, path: Path, name: str) -> Any:
         nursery.cancel_scope.cancel()
 
 
+#: A config whose stream state is per host: what a snapshot must carry.
+KEYED_CONFIG = "from streams import *\nstreams(by('host', changed_state(bit_bucket())), index)\n"
+
+
+async def heir_restores(settings: ScaleOut, path: Path) -> dict[str, int]:
+    """What a new worker taking every partition restores: index entries, keys of the
+    config's first stream."""
+    async with worker_owning_all(settings, path, "heir") as (runtime, config, _w, _n):
+        return {"restored": len(runtime.index), "keys": len(config.streams[0])}
+
+
 def test_a_query_over_a_large_index_does_not_hold_the_worker(
         nats_url: str, tmp_path: Path) -> None:
     """A worker searches in slices and lets its loop run between them: while it answers
@@ -644,8 +655,7 @@ def test_periodic_snapshots_hold_the_worker_one_partition_at_a_time(
     from transport import _handover
 
     path = tmp_path / "monitoring.py"
-    path.write_text("from streams import *\n"
-                    "streams(by('host', changed_state(bit_bucket())), index)\n")
+    path.write_text(KEYED_CONFIG)
     settings = ScaleOut(url=nats_url, stream="SNAPTURNS", partitions=8, lease=30,
                         snapshot_interval=1)
     measured: dict[str, float] = {}
@@ -684,13 +694,8 @@ def test_periodic_snapshots_hold_the_worker_one_partition_at_a_time(
             finally:
                 gc.enable()
 
-    async def restore() -> None:
-        async with worker_owning_all(settings, path, "heir") as (runtime, config, _w, _n):
-            measured["restored"] = len(runtime.index)
-            measured["keys"] = len(config.streams[0])
-
     trio.run(main)
-    trio.run(restore)
+    measured.update(trio.run(heir_restores, settings, path))
     assert measured["restored"] == 20_000 and measured["keys"] == 20_000, measured
     assert measured["longest hold"] < measured["one turn"] / 2, measured
 
@@ -701,8 +706,7 @@ def test_a_worker_that_stops_hands_over_everything_it_processed(
     starts from all the worker processed (index and keys' state), even though no
     periodic snapshot was due."""
     path = tmp_path / "monitoring.py"
-    path.write_text("from streams import *\n"
-                    "streams(by('host', changed_state(bit_bucket())), index)\n")
+    path.write_text(KEYED_CONFIG)
     settings = ScaleOut(url=nats_url, stream="RELEASE", partitions=4, lease=30,
                         snapshot_interval=3600)
     measured: dict[str, int] = {}
@@ -715,11 +719,6 @@ def test_a_worker_that_stops_hands_over_everything_it_processed(
             measured["periodic"] = worker.snapshots
         measured["released"] = worker.snapshots
 
-    async def restore() -> None:
-        async with worker_owning_all(settings, path, "heir") as (runtime, config, _w, _n):
-            measured["restored"] = len(runtime.index)
-            measured["keys"] = len(config.streams[0])
-
     trio.run(main)
-    trio.run(restore)
+    measured.update(trio.run(heir_restores, settings, path))
     assert measured == {"periodic": 0, "released": 4, "restored": 2_000, "keys": 2_000}
