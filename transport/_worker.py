@@ -30,6 +30,7 @@ import math
 import os
 import socket
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import trio
@@ -74,6 +75,25 @@ class _Owned:
         self.sequence = 0  # the last stream sequence the streams processed
         # Restored and consuming: only then does a snapshot of it mean anything.
         self.ready = False
+
+
+class _Turns:
+    """The time a task spends in its own turns of the loop: from its start to its
+    first wait, and from the end of each wait to the next (not while it waits)."""
+
+    def __init__(self) -> None:
+        self._spent = 0.0
+        self._since = time.perf_counter()
+
+    async def wait(self, awaitable: Awaitable[Any]) -> Any:
+        self._spent += time.perf_counter() - self._since
+        try:
+            return await awaitable
+        finally:
+            self._since = time.perf_counter()
+
+    def spent(self) -> float:
+        return self._spent + time.perf_counter() - self._since
 
 
 class Worker:
@@ -387,22 +407,25 @@ class Worker:
         pause = self.settings.snapshot_interval
         while True:
             await trio.sleep(pause)
-            started = time.process_time()
+            turns = _Turns()
             try:
-                await self._snapshot({p: o for p, o in self.owned.items() if o.ready})
+                await self._snapshot({p: o for p, o in self.owned.items() if o.ready}, turns)
             except Exception as error:
                 log.warning("%s: writing snapshots failed: %s", self.name, error)
             # Taking snapshots may cost at most a twentieth of the worker's time: a large
             # state is snapshotted less often than snapshot_interval, not all the time.
-            pause = max(self.settings.snapshot_interval,
-                        _SNAPSHOT_DUTY * (time.process_time() - started))
+            # Only the round's own turns count, not what the loop ran while it waited.
+            pause = max(self.settings.snapshot_interval, _SNAPSHOT_DUTY * turns.spent())
 
-    async def _snapshot(self, owned: dict[int, _Owned], *, releasing: bool = False) -> None:
+    async def _snapshot(self, owned: dict[int, _Owned], turns: _Turns | None = None, *,
+                        releasing: bool = False) -> None:
         """Write each partition's snapshot: its index entries, its share of the streams'
         state and the stream sequence they cover, each taken whole in one turn of the
         loop (so they agree), one partition per turn (so the loop runs in between).
         A periodic round skips a partition let go meanwhile (its release wrote the last
-        snapshot, then dropped the state); ``releasing`` is that release's own call."""
+        snapshot, then dropped the state); ``releasing`` is that release's own call.
+        ``turns`` times the round's own turns."""
+        turns = turns or _Turns()
         config = self.runtime.config
         # The partitions of the keys, worked out for this round beforehand, a slice
         # per turn (what a key's partition is never changes).
@@ -411,11 +434,11 @@ class Worker:
         for start, event in enumerate(list(self.runtime.index)):
             self._partition_of(event, index_partitions)
             if start % SLICE == SLICE - 1:
-                await trio.lowlevel.checkpoint()
+                await turns.wait(trio.lowlevel.checkpoint())
         if config is not None:
             for _ in _handover.remember_partitions(config.streams, self.settings,
                                                    key_partitions, SLICE):
-                await trio.lowlevel.checkpoint()
+                await turns.wait(trio.lowlevel.checkpoint())
         for partition, held in owned.items():
             if not releasing and self.owned.get(partition) is not held:
                 continue
@@ -436,7 +459,7 @@ class Worker:
             data = b"".join((held.sequence.to_bytes(8, "big"),
                              len(index).to_bytes(8, "big"), index, state))
             with trio.fail_after(_CALL_TIMEOUT):
-                await aio(self.store.put)(f"p.{partition}", data)
+                await turns.wait(aio(self.store.put)(f"p.{partition}", data))
             self.snapshots += 1
 
     def _partition_of(self, event: Any, known: dict[Any, int]) -> int:
