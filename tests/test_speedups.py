@@ -61,7 +61,6 @@ def key(kind: str) -> Any:
 # children, else_children), ("by", kind, children).
 sinks = st.one_of(st.tuples(st.just("sink"), st.sampled_from("abc")),
                   st.tuples(st.just("fails"), st.sampled_from("xy")))
-children = st.lists  # alias for the recursive plan below
 
 
 def streams_plan(inner: Any) -> Any:
